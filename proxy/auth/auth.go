@@ -1,0 +1,342 @@
+// Package auth is the server side of PostgreSQL client authentication: it
+// checks a connecting client's password against a stored secret with trust,
+// cleartext password, MD5 or SCRAM-SHA-256, over a pgproto3.Backend.
+//
+// Nothing here logs, and no error string contains a password or any part of a
+// stored secret.
+package auth
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
+)
+
+// Method is a client authentication method.
+type Method int
+
+const (
+	Trust     Method = iota // no password
+	Cleartext               // AuthenticationCleartextPassword
+	MD5                     // AuthenticationMD5Password
+	SCRAM                   // AuthenticationSASL SCRAM-SHA-256
+)
+
+// String returns the configuration name of m ("trust", "password", "md5", "scram-sha-256").
+func (m Method) String() string {
+	switch m {
+	case Trust:
+		return "trust"
+	case Cleartext:
+		return "password"
+	case MD5:
+		return "md5"
+	case SCRAM:
+		return "scram-sha-256"
+	}
+	return "Method(" + strconv.Itoa(int(m)) + ")"
+}
+
+// ParseMethod parses a configured method name: "trust", "password", "md5" or "scram-sha-256".
+func ParseMethod(s string) (Method, error) {
+	switch s {
+	case "trust":
+		return Trust, nil
+	case "password":
+		return Cleartext, nil
+	case "md5":
+		return MD5, nil
+	case "scram-sha-256":
+		return SCRAM, nil
+	}
+	return 0, fmt.Errorf("auth: unknown auth method %q (want trust, password, md5 or scram-sha-256)", s)
+}
+
+// ChooseMethod applies PgBouncer's rules for which exchange to run with a
+// client, given the configured method and the user's stored secret:
+// scram-sha-256 with an md5 secret falls back to MD5; md5 with a SCRAM secret
+// uses SCRAM; password uses Cleartext whatever the secret; trust is Trust.
+func ChooseMethod(configured Method, s Secret) Method {
+	switch configured {
+	case SCRAM:
+		if s.Kind == SecretMD5 {
+			return MD5
+		}
+		return SCRAM
+	case MD5:
+		if s.Kind == SecretSCRAM {
+			return SCRAM
+		}
+		return MD5
+	}
+	return configured
+}
+
+// ErrPasswordMismatch means the client gave a wrong password (caller answers SQLSTATE 28P01).
+var ErrPasswordMismatch = errors.New("password authentication failed")
+
+// ErrProtocol means the client sent a message that has no place in the
+// authentication exchange, or a malformed one (caller answers SQLSTATE 08P01).
+var ErrProtocol = errors.New("protocol violation")
+
+// Authenticate runs the exchange with a client whose StartupMessage has been
+// received on be, for user (the startup "user"). It sends the Authentication*
+// requests, calls be.SetAuthType before each read, flushes be before each read,
+// and reads PasswordMessage / SASLInitialResponse / SASLResponse.
+//
+// On success it returns nil without sending AuthenticationOk: the caller sends
+// that with the rest of the startup reply and flushes. For SCRAM the
+// AuthenticationSASLFinal message is left buffered in be for that flush.
+//
+// A wrong password returns an error wrapping ErrPasswordMismatch, and so does a
+// user with no stored secret (SecretNone) under any method but Trust, after a
+// full exchange. A client that sends an unexpected or malformed message returns
+// an error wrapping ErrProtocol. I/O errors are returned wrapped; a client that
+// sends Terminate mid-exchange yields an error wrapping io.EOF (psql does this
+// before prompting for a password). Any other error (an unknown method, an md5
+// secret asked to do SCRAM, a SCRAM secret asked to do MD5) is the caller's
+// configuration problem.
+//
+// Authenticate does not close or set deadlines on the connection; the caller
+// bounds it with a deadline on the underlying net.Conn.
+func Authenticate(be *pgproto3.Backend, m Method, user string, s Secret) error {
+	if s.Kind == SecretPlain && s.Plain == "" {
+		// PostgreSQL never accepts an empty password.
+		s.Kind = SecretNone
+	}
+	switch m {
+	case Trust:
+		return nil
+	case Cleartext:
+		return authCleartext(be, user, s)
+	case MD5:
+		return authMD5(be, user, s)
+	case SCRAM:
+		return authSCRAM(be, s)
+	}
+	return fmt.Errorf("auth: unknown auth method %d", int(m))
+}
+
+func authCleartext(be *pgproto3.Backend, user string, s Secret) error {
+	pw, err := askPassword(be, &pgproto3.AuthenticationCleartextPassword{}, pgproto3.AuthTypeCleartextPassword)
+	if err != nil {
+		return err
+	}
+	if pw == "" {
+		// PostgreSQL rejects an empty password whatever is stored.
+		return fmt.Errorf("auth: cleartext: empty password: %w", ErrPasswordMismatch)
+	}
+	var ok bool
+	switch s.Kind {
+	case SecretPlain:
+		ok = constEq(pw, s.Plain)
+	case SecretMD5:
+		ok = constEq("md5"+md5Inner(pw, user), s.MD5)
+	case SecretSCRAM:
+		stored, _, err := scramKeys(pw, s.Salt, s.Iter)
+		if err != nil {
+			return err
+		}
+		ok = subtle.ConstantTimeCompare(stored, s.StoredKey) == 1
+	case SecretNone:
+		ok = false
+	default:
+		return fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
+	}
+	if !ok {
+		return fmt.Errorf("auth: cleartext: %w", ErrPasswordMismatch)
+	}
+	return nil
+}
+
+func authMD5(be *pgproto3.Backend, user string, s Secret) error {
+	var inner string
+	switch s.Kind {
+	case SecretPlain:
+		inner = md5Inner(s.Plain, user)
+	case SecretMD5:
+		inner = s.MD5[len("md5"):]
+	case SecretNone:
+		// No password: run the exchange anyway, then fail.
+	case SecretSCRAM:
+		return errors.New("auth: a SCRAM secret cannot verify an MD5 exchange (use ChooseMethod)")
+	default:
+		return fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
+	}
+	var salt [4]byte
+	b, err := randomBytes(len(salt))
+	if err != nil {
+		return err
+	}
+	copy(salt[:], b)
+	pw, err := askPassword(be, &pgproto3.AuthenticationMD5Password{Salt: salt}, pgproto3.AuthTypeMD5Password)
+	if err != nil {
+		return err
+	}
+	if s.Kind == SecretNone || !constEq(pw, md5Salted(inner, salt)) {
+		return fmt.Errorf("auth: md5: %w", ErrPasswordMismatch)
+	}
+	return nil
+}
+
+// askPassword sends req, and reads the client's PasswordMessage.
+func askPassword(be *pgproto3.Backend, req pgproto3.BackendMessage, authType uint32) (string, error) {
+	be.Send(req)
+	msg, err := receive(be, authType)
+	if err != nil {
+		return "", err
+	}
+	pm, ok := msg.(*pgproto3.PasswordMessage)
+	if !ok {
+		return "", unexpected(msg, "PasswordMessage")
+	}
+	return pm.Password, nil
+}
+
+func authSCRAM(be *pgproto3.Backend, s Secret) error {
+	var cred scram.StoredCredentials
+	switch s.Kind {
+	case SecretSCRAM:
+		cred = scram.StoredCredentials{
+			KeyFactors: scram.KeyFactors{Salt: string(s.Salt), Iters: s.Iter},
+			StoredKey:  s.StoredKey,
+			ServerKey:  s.ServerKey,
+		}
+	case SecretPlain, SecretNone:
+		// A plaintext secret gets a verifier with a fresh salt. With no secret
+		// at all, a verifier for random bytes makes every proof fail after a
+		// normal-looking exchange, as PostgreSQL's mock authentication does.
+		pw := s.Plain
+		if s.Kind == SecretNone {
+			b, err := randomBytes(32)
+			if err != nil {
+				return err
+			}
+			pw = string(b)
+		}
+		salt, err := randomBytes(scramSaltLen)
+		if err != nil {
+			return err
+		}
+		stored, server, err := scramKeys(pw, salt, DefaultSCRAMIterations)
+		if err != nil {
+			return err
+		}
+		cred = scram.StoredCredentials{
+			KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: DefaultSCRAMIterations},
+			StoredKey:  stored,
+			ServerKey:  server,
+		}
+	case SecretMD5:
+		return errors.New("auth: an md5 secret cannot verify a SCRAM-SHA-256 exchange (use ChooseMethod)")
+	default:
+		return fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
+	}
+
+	// PostgreSQL clients send an empty name in client-first-message ("n=");
+	// the server authenticates the startup user whatever name is given, so the
+	// lookup ignores its argument.
+	server, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return cred, nil })
+	if err != nil {
+		return fmt.Errorf("auth: scram: %w", err)
+	}
+	conv := server.NewConversation()
+
+	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMech}})
+	msg, err := receive(be, pgproto3.AuthTypeSASL)
+	if err != nil {
+		return err
+	}
+	first, ok := msg.(*pgproto3.SASLInitialResponse)
+	if !ok {
+		return unexpected(msg, "SASLInitialResponse")
+	}
+	if first.AuthMechanism != scramMech {
+		return fmt.Errorf("auth: client selected SASL mechanism %.64q, want %s: %w", first.AuthMechanism, scramMech, ErrProtocol)
+	}
+	// The client-first-message contains no secret (GS2 header, name, nonce).
+	serverFirst, err := conv.Step(string(first.Data))
+	if err != nil {
+		return fmt.Errorf("auth: malformed SCRAM client-first-message: %w: %.120s", ErrProtocol, err.Error())
+	}
+	if conv.AuthzID() != "" {
+		return fmt.Errorf("auth: SCRAM authorization identity is not supported: %w", ErrProtocol)
+	}
+
+	be.Send(&pgproto3.AuthenticationSASLContinue{Data: []byte(serverFirst)})
+	msg, err = receive(be, pgproto3.AuthTypeSASLContinue)
+	if err != nil {
+		return err
+	}
+	resp, ok := msg.(*pgproto3.SASLResponse)
+	if !ok {
+		return unexpected(msg, "SASLResponse")
+	}
+	serverFinal, err := conv.Step(string(resp.Data))
+	if err != nil {
+		if serverFinal == scram.ErrInvalidProof {
+			return fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+		}
+		// Nonce or channel-binding mismatch, bad proof length, bad syntax.
+		// xdg-go's own error text can hold the channel-binding bytes (not
+		// secret) but is dropped here to keep errors short and predictable.
+		return fmt.Errorf("auth: invalid SCRAM client-final-message (%s): %w", scramReason(serverFinal), ErrProtocol)
+	}
+	if !conv.Valid() {
+		return fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+	}
+	be.Send(&pgproto3.AuthenticationSASLFinal{Data: []byte(serverFinal)})
+	return nil
+}
+
+func scramReason(serverErr string) string {
+	if serverErr == "" {
+		return "malformed"
+	}
+	return serverErr
+}
+
+// receive flushes be, sets the auth type that decides how a 'p' message is
+// decoded, and reads one message, classifying errors.
+func receive(be *pgproto3.Backend, authType uint32) (pgproto3.FrontendMessage, error) {
+	if err := be.Flush(); err != nil {
+		return nil, fmt.Errorf("auth: writing to client: %w", err)
+	}
+	if err := be.SetAuthType(authType); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	msg, err := be.Receive()
+	if err != nil {
+		if isIOError(err) {
+			return nil, fmt.Errorf("auth: reading from client: %w", err)
+		}
+		// Too long, unknown message type, or a body that does not decode.
+		return nil, fmt.Errorf("auth: %w: %v", ErrProtocol, err)
+	}
+	if _, ok := msg.(*pgproto3.Terminate); ok {
+		return nil, fmt.Errorf("auth: client terminated during authentication: %w", io.EOF)
+	}
+	return msg, nil
+}
+
+func isIOError(err error) bool {
+	var ne net.Error
+	var errno syscall.Errno
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &ne) || errors.As(err, &errno)
+}
+
+func unexpected(msg pgproto3.FrontendMessage, want string) error {
+	return fmt.Errorf("auth: expected %s, got %T: %w", want, msg, ErrProtocol)
+}
+
+func constEq(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
