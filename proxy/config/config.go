@@ -1,0 +1,265 @@
+// Package config holds pgtide's configuration: plain Go types decoded from a
+// TOML file, with defaults applied and every value validated once, at load.
+//
+// Errors name the key they are about (for example databases.app.port) and,
+// where the TOML decoder knows it, the line. Unknown keys are errors, with a
+// suggestion of the closest valid key. All problems in a file are reported
+// together as an *Errors.
+//
+// A *Config is not modified after Load/Parse returns; a reload builds a new one.
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// PoolMode says when a server connection goes back to the pool.
+type PoolMode string
+
+// Pool modes, as in PgBouncer.
+const (
+	PoolSession     PoolMode = "session"
+	PoolTransaction PoolMode = "transaction"
+	PoolStatement   PoolMode = "statement"
+)
+
+// Valid reports whether m is one of the three pool modes (not "").
+func (m PoolMode) Valid() bool {
+	switch m {
+	case PoolSession, PoolTransaction, PoolStatement:
+		return true
+	}
+	return false
+}
+
+// Duration is a time.Duration written as a string in TOML ("30s", "2m", "1h").
+// "0" (or the integer 0) means zero, which for most settings means disabled.
+type Duration struct{ time.Duration }
+
+// durationForms is the hint given for any malformed duration.
+const durationForms = `expected a duration like "30s", "5m", "1h" (or "0" to disable)`
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	s := string(b)
+	if s == "0" {
+		d.Duration = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %s", s, durationForms)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) {
+	if d.Duration == 0 {
+		return []byte("0"), nil
+	}
+	return []byte(d.Duration.String()), nil
+}
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen                 []string            `toml:"listen"`                    // TCP "host:port" list; default ["127.0.0.1:6432"]
+	UnixSocketDir          string              `toml:"unix_socket_dir"`           // "" = no unix socket; socket file is .s.PGSQL.<port>, port = port of first Listen entry (or 6432)
+	PoolMode               PoolMode            `toml:"pool_mode"`                 // default session
+	DefaultPoolSize        int                 `toml:"default_pool_size"`         // default 20; must be >= 1
+	MinPoolSize            int                 `toml:"min_pool_size"`             // default 0
+	MaxClientConn          int                 `toml:"max_client_conn"`           // default 100
+	MaxDBConnections       int                 `toml:"max_db_connections"`        // default 0 = unlimited (global default per database)
+	MaxUserConnections     int                 `toml:"max_user_connections"`      // default 0 = unlimited
+	AuthType               string              `toml:"auth_type"`                 // "scram-sha-256" (default) | "md5" | "password" | "trust"
+	ServerConnectTimeout   Duration            `toml:"server_connect_timeout"`    // 15s
+	QueryWaitTimeout       Duration            `toml:"query_wait_timeout"`        // 120s (0 = wait forever)
+	ServerIdleTimeout      Duration            `toml:"server_idle_timeout"`       // 600s (0 = never)
+	ServerLifetime         Duration            `toml:"server_lifetime"`           // 3600s (0 = never)
+	ServerResetQuery       string              `toml:"server_reset_query"`        // "DISCARD ALL"
+	ServerResetQueryAlways bool                `toml:"server_reset_query_always"` // false
+	ServerCheckDelay       Duration            `toml:"server_check_delay"`        // 30s
+	ClientLoginTimeout     Duration            `toml:"client_login_timeout"`      // 60s
+	ShutdownTimeout        Duration            `toml:"shutdown_timeout"`          // 30s (0 = wait forever)
+	QueryTimeout           Duration            `toml:"query_timeout"`             // 0 = off
+	IdleTransactionTimeout Duration            `toml:"idle_transaction_timeout"`  // 0 = off
+	MaxPacketSize          int                 `toml:"max_packet_size"`           // default 1073741824 (1 GiB); min 16384
+	MaxPreparedStatements  int                 `toml:"max_prepared_statements"`   // default 200
+	AdminUsers             []string            `toml:"admin_users"`
+	StatsUsers             []string            `toml:"stats_users"`
+	LogLevel               string              `toml:"log_level"`  // "debug"|"info"(default)|"warn"|"error"
+	LogFormat              string              `toml:"log_format"` // "auto"(default: console when stderr is a terminal, else json)|"json"|"console"
+	Databases              map[string]Database `toml:"databases"`
+	Users                  map[string]User     `toml:"users"`
+}
+
+// Database is one [databases.NAME] section. The name "*" is the fallback
+// for any database a client asks for that has no section of its own.
+type Database struct {
+	Host             string   `toml:"host"`               // default "127.0.0.1"; a value starting with "/" is a unix socket directory
+	Port             int      `toml:"port"`               // default 5432
+	DBName           string   `toml:"dbname"`             // default: the section name (for "*": the name the client asked for)
+	User             string   `toml:"user"`               // optional: connect to the server as this user instead of the client's
+	Password         string   `toml:"password"`           // optional: password for User (or for the client's user)
+	PoolSize         int      `toml:"pool_size"`          // 0 = default_pool_size
+	MinPoolSize      int      `toml:"min_pool_size"`      // 0 = global min_pool_size
+	PoolMode         PoolMode `toml:"pool_mode"`          // "" = inherit
+	MaxDBConnections int      `toml:"max_db_connections"` // 0 = global value
+}
+
+// User is one [users.NAME] section.
+type User struct {
+	Password           string   `toml:"password"` // plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 storedkey>:<b64 serverkey>"
+	PoolMode           PoolMode `toml:"pool_mode"`
+	PoolSize           int      `toml:"pool_size"`            // 0 = inherit
+	MaxUserConnections int      `toml:"max_user_connections"` // 0 = global
+}
+
+// Defaults that are referred to in more than one place.
+const (
+	DefaultListen      = "127.0.0.1:6432"
+	DefaultPort        = 6432
+	DefaultServerHost  = "127.0.0.1"
+	DefaultServerPort  = 5432
+	MinMaxPacketSize   = 16384
+	AdminDatabaseName  = "pgtide"
+	defaultPoolSizeVal = 20
+)
+
+// Default returns a Config with every default filled in and no databases/users
+// (the maps are empty, not nil).
+func Default() *Config {
+	return &Config{
+		Listen:                []string{DefaultListen},
+		PoolMode:              PoolSession,
+		DefaultPoolSize:       defaultPoolSizeVal,
+		MinPoolSize:           0,
+		MaxClientConn:         100,
+		AuthType:              "scram-sha-256",
+		ServerConnectTimeout:  Duration{15 * time.Second},
+		QueryWaitTimeout:      Duration{120 * time.Second},
+		ServerIdleTimeout:     Duration{600 * time.Second},
+		ServerLifetime:        Duration{3600 * time.Second},
+		ServerResetQuery:      "DISCARD ALL",
+		ServerCheckDelay:      Duration{30 * time.Second},
+		ClientLoginTimeout:    Duration{60 * time.Second},
+		ShutdownTimeout:       Duration{30 * time.Second},
+		MaxPacketSize:         1 << 30,
+		MaxPreparedStatements: 200,
+		AdminUsers:            []string{},
+		StatsUsers:            []string{},
+		LogLevel:              "info",
+		LogFormat:             "auto",
+		Databases:             map[string]Database{},
+		Users:                 map[string]User{},
+	}
+}
+
+// defaultDatabase is what a [databases.NAME] section starts from before its
+// keys are decoded onto it.
+func defaultDatabase(name string) Database {
+	d := Database{Host: DefaultServerHost, Port: DefaultServerPort}
+	if name != "*" {
+		d.DBName = name
+	}
+	return d
+}
+
+// Load reads, decodes, applies defaults and validates. On failure the error is
+// an *Errors listing every problem.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Errors{File: path, List: []error{err}}
+	}
+	return Parse(path, data)
+}
+
+// Parse does the same as Load from bytes (name is used in messages).
+func Parse(name string, data []byte) (*Config, error) {
+	d := newDecoder(name, data)
+	cfg := Default()
+	if !d.decode(cfg) {
+		return nil, d.errs.result()
+	}
+	d.validate(cfg)
+	if err := d.errs.result(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// ResolveDatabase finds [databases.NAME], falling back to "*" (with DBName set
+// to name unless the "*" section names a dbname itself). ok=false if neither
+// exists. Host, Port and DBName are always filled in on the result.
+func (c *Config) ResolveDatabase(name string) (Database, bool) {
+	db, ok := c.Databases[name]
+	if !ok {
+		db, ok = c.Databases["*"]
+		if !ok {
+			return Database{}, false
+		}
+	}
+	if db.DBName == "" {
+		db.DBName = name
+	}
+	if db.Host == "" {
+		db.Host = DefaultServerHost
+	}
+	if db.Port == 0 {
+		db.Port = DefaultServerPort
+	}
+	return db, true
+}
+
+// EffectivePoolMode returns the user's pool_mode, else the database's, else
+// the global one.
+func (c *Config) EffectivePoolMode(db Database, user User) PoolMode {
+	switch {
+	case user.PoolMode != "":
+		return user.PoolMode
+	case db.PoolMode != "":
+		return db.PoolMode
+	case c.PoolMode != "":
+		return c.PoolMode
+	}
+	return PoolSession
+}
+
+// EffectivePoolSize returns the user's pool_size, else the database's, else
+// default_pool_size.
+func (c *Config) EffectivePoolSize(db Database, user User) int {
+	switch {
+	case user.PoolSize > 0:
+		return user.PoolSize
+	case db.PoolSize > 0:
+		return db.PoolSize
+	case c.DefaultPoolSize > 0:
+		return c.DefaultPoolSize
+	}
+	return defaultPoolSizeVal
+}
+
+// UnixSocketPath returns the path of the unix socket pgtide listens on:
+// unix_socket_dir/.s.PGSQL.<port>, where port is the port of the first listen
+// entry (6432 when there is none). It returns "" when unix_socket_dir is empty.
+func (c *Config) UnixSocketPath() string {
+	if c.UnixSocketDir == "" {
+		return ""
+	}
+	port := DefaultPort
+	if len(c.Listen) > 0 {
+		if _, p, err := net.SplitHostPort(c.Listen[0]); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				port = n
+			}
+		}
+	}
+	return filepath.Join(c.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(port))
+}

@@ -1,0 +1,211 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+var (
+	authTypes  = []string{"scram-sha-256", "md5", "password", "trust"}
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"auto", "json", "console"}
+	poolModes  = []string{string(PoolSession), string(PoolTransaction), string(PoolStatement)}
+)
+
+func k(parts ...string) toml.Key { return toml.Key(parts) }
+
+// validate checks every value of c, which has been decoded onto the defaults.
+func (d *decoder) validate(c *Config) {
+	d.checkEnum(k("pool_mode"), string(c.PoolMode), poolModes)
+	d.checkEnum(k("auth_type"), c.AuthType, authTypes)
+	d.checkEnum(k("log_level"), c.LogLevel, logLevels)
+	d.checkEnum(k("log_format"), c.LogFormat, logFormats)
+
+	if c.DefaultPoolSize < 1 {
+		d.fail(k("default_pool_size"), "", fmt.Sprintf("must be at least 1, got %d", c.DefaultPoolSize))
+	}
+	if c.MinPoolSize < 0 {
+		d.fail(k("min_pool_size"), "", negative(c.MinPoolSize))
+	} else if c.DefaultPoolSize >= 1 && c.MinPoolSize > c.DefaultPoolSize {
+		d.fail(k("min_pool_size"), "", fmt.Sprintf("%d must not exceed default_pool_size (%d)", c.MinPoolSize, c.DefaultPoolSize))
+	}
+	if c.MaxClientConn < 1 {
+		d.fail(k("max_client_conn"), "", fmt.Sprintf("must be at least 1, got %d", c.MaxClientConn))
+	}
+	d.checkNonNegative(k("max_db_connections"), c.MaxDBConnections)
+	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
+	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
+	if c.MaxPacketSize < MinMaxPacketSize {
+		d.fail(k("max_packet_size"), "", fmt.Sprintf("must be at least %d, got %d", MinMaxPacketSize, c.MaxPacketSize))
+	}
+
+	for _, dur := range []struct {
+		key string
+		d   Duration
+	}{
+		{"server_connect_timeout", c.ServerConnectTimeout},
+		{"query_wait_timeout", c.QueryWaitTimeout},
+		{"server_idle_timeout", c.ServerIdleTimeout},
+		{"server_lifetime", c.ServerLifetime},
+		{"server_check_delay", c.ServerCheckDelay},
+		{"client_login_timeout", c.ClientLoginTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout},
+		{"query_timeout", c.QueryTimeout},
+		{"idle_transaction_timeout", c.IdleTransactionTimeout},
+	} {
+		if dur.d.Duration < 0 {
+			d.fail(k(dur.key), "", fmt.Sprintf("must not be negative, got %s", dur.d.Duration))
+		}
+	}
+
+	for i, addr := range c.Listen {
+		if reason := checkListen(addr); reason != "" {
+			d.fail(k("listen"), fmt.Sprintf("[%d]", i), reason)
+		}
+	}
+	if len(c.Listen) == 0 && c.UnixSocketDir == "" {
+		d.fail(k("listen"), "", "no listen address and no unix_socket_dir: pgtide would accept no connections")
+	}
+
+	for i, u := range c.AdminUsers {
+		if u == "" {
+			d.fail(k("admin_users"), fmt.Sprintf("[%d]", i), "user name must not be empty")
+		}
+	}
+	for i, u := range c.StatsUsers {
+		if u == "" {
+			d.fail(k("stats_users"), fmt.Sprintf("[%d]", i), "user name must not be empty")
+		}
+	}
+
+	for _, name := range sortedNames(c.Databases) {
+		d.validateDatabase(c, name, c.Databases[name])
+	}
+	for _, name := range sortedNames(c.Users) {
+		d.validateUser(name, c.Users[name])
+	}
+}
+
+func (d *decoder) validateDatabase(c *Config, name string, db Database) {
+	key := func(f string) toml.Key { return k("databases", name, f) }
+	switch name {
+	case "":
+		d.fail(k("databases", name), "", "database name must not be empty")
+	case AdminDatabaseName:
+		d.fail(k("databases", name), "", fmt.Sprintf("the database name %q is reserved for the admin console", AdminDatabaseName))
+	}
+	if db.Host == "" {
+		d.fail(key("host"), "", "must not be empty")
+	}
+	if db.Port < 1 || db.Port > 65535 {
+		d.fail(key("port"), "", fmt.Sprintf("must be between 1 and 65535, got %d", db.Port))
+	}
+	if db.DBName == "" && name != "*" {
+		d.fail(key("dbname"), "", "must not be empty (leave it out to use the section name)")
+	}
+	d.checkNonNegative(key("pool_size"), db.PoolSize)
+	d.checkNonNegative(key("min_pool_size"), db.MinPoolSize)
+	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
+	if db.PoolMode != "" {
+		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
+	}
+	if db.PoolSize >= 0 && db.MinPoolSize >= 0 {
+		size, minSize := db.PoolSize, db.MinPoolSize
+		if size == 0 {
+			size = c.DefaultPoolSize
+		}
+		if minSize == 0 {
+			minSize = c.MinPoolSize
+		}
+		switch {
+		case size < 1 || minSize <= size:
+		case db.MinPoolSize > 0:
+			d.fail(key("min_pool_size"), "", fmt.Sprintf("%d must not exceed the pool size (%d)", minSize, size))
+		case db.PoolSize > 0:
+			d.fail(key("pool_size"), "", fmt.Sprintf("%d is less than min_pool_size (%d)", size, minSize))
+		}
+	}
+}
+
+func (d *decoder) validateUser(name string, u User) {
+	key := func(f string) toml.Key { return k("users", name, f) }
+	if name == "" {
+		d.fail(k("users", name), "", "user name must not be empty")
+	}
+	if reason := checkPassword(u.Password); reason != "" {
+		d.fail(key("password"), "", reason)
+	}
+	if u.PoolMode != "" {
+		d.checkEnum(key("pool_mode"), string(u.PoolMode), poolModes)
+	}
+	d.checkNonNegative(key("pool_size"), u.PoolSize)
+	d.checkNonNegative(key("max_user_connections"), u.MaxUserConnections)
+}
+
+// checkPassword validates the stored forms of a password. The reason never
+// contains the password itself.
+func checkPassword(p string) string {
+	if strings.HasPrefix(p, "md5") && len(p) == 35 {
+		for _, c := range p[3:] {
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return `looks like an md5 hash but is not "md5" followed by 32 lowercase hex digits`
+			}
+		}
+		return ""
+	}
+	if strings.HasPrefix(p, scramPrefix) {
+		if _, _, _, _, err := ParseSCRAMVerifier(p); err != nil {
+			return "invalid SCRAM-SHA-256 verifier: " + err.Error()
+		}
+	}
+	return ""
+}
+
+func checkListen(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("invalid address %q: expected \"host:port\" (e.g. \"127.0.0.1:6432\", \"[::1]:6432\", \":6432\")", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Sprintf("invalid port %q in %q: expected a number from 0 to 65535", port, addr)
+	}
+	return ""
+}
+
+func (d *decoder) checkEnum(key toml.Key, v string, allowed []string) {
+	if contains(allowed, v) {
+		return
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = strconv.Quote(a)
+	}
+	reason := fmt.Sprintf("invalid value %q (expected one of %s)", v, strings.Join(quoted, ", "))
+	if s := closest(v, allowed); s != "" && v != "" {
+		reason = fmt.Sprintf("invalid value %q (did you mean %q? expected one of %s)", v, s, strings.Join(quoted, ", "))
+	}
+	d.fail(key, "", reason)
+}
+
+func (d *decoder) checkNonNegative(key toml.Key, n int) {
+	if n < 0 {
+		d.fail(key, "", negative(n))
+	}
+}
+
+func negative(n int) string { return fmt.Sprintf("must not be negative, got %d", n) }
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
