@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// connectErr tries a pgconn connection and returns the error (closing the
+// connection if it unexpectedly succeeds).
+func connectErr(t testing.TB, url string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, url)
+	if err == nil {
+		c.Close(context.Background())
+	}
+	return err
+}
+
+func TestAuthAndLimitErrors(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) { c.MaxClientConn = 3 })
+	const wrong = "definitely-Wrong-Password-4711"
+	e.secrets = append(e.secrets, wrong)
+
+	t.Run("WrongPassword", func(t *testing.T) {
+		err := connectErr(t, e.tide.ConnString(e.DB, e.User, wrong))
+		if code := sqlState(err); code != "28P01" {
+			t.Fatalf("wrong password: err = %v (SQLSTATE %q), want SQLSTATE 28P01", err, code)
+		}
+		// PostgreSQL says the same.
+		if code := sqlState(connectErr(t, e.pg.ConnString(e.DB, e.User, wrong))); code != "28P01" {
+			t.Fatalf("direct: SQLSTATE %q", code)
+		}
+	})
+
+	t.Run("UnknownUser", func(t *testing.T) {
+		err := connectErr(t, e.tide.ConnString(e.DB, "no_such_user_x", e.Pass))
+		if code := sqlState(err); code != "28P01" {
+			t.Fatalf("unknown user: err = %v (SQLSTATE %q), want SQLSTATE 28P01 as PostgreSQL sends", err, code)
+		}
+	})
+
+	t.Run("UnknownDatabase", func(t *testing.T) {
+		err := connectErr(t, e.tide.ConnString("no_such_database_x", e.User, e.Pass))
+		if code := sqlState(err); code != "3D000" {
+			t.Fatalf("unknown database: err = %v (SQLSTATE %q), want SQLSTATE 3D000", err, code)
+		}
+	})
+
+	t.Run("RightPasswordStillWorks", func(t *testing.T) {
+		if err := connectErr(t, e.URL()); err != nil {
+			t.Fatalf("connect after failed attempts: %v", err)
+		}
+	})
+
+	t.Run("MaxClientConn", func(t *testing.T) {
+		ctx := ctxT(t, 30*time.Second)
+		var held []*pgconn.PgConn
+		defer func() {
+			for _, c := range held {
+				c.Close(context.Background())
+			}
+		}()
+		for i := 0; i < 3; i++ {
+			c, err := pgconn.Connect(ctx, e.URL())
+			if err != nil {
+				t.Fatalf("client %d of max_client_conn=3: %v", i+1, err)
+			}
+			held = append(held, c)
+		}
+		for i := 0; i < 2; i++ {
+			err := connectErr(t, e.URL())
+			if code := sqlState(err); code != "53300" {
+				t.Fatalf("client %d with max_client_conn=3: err = %v (SQLSTATE %q), want SQLSTATE 53300", 4+i, err, code)
+			}
+		}
+		// The held clients are unaffected.
+		for i, c := range held {
+			if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+				t.Fatalf("held client %d: %v", i+1, err)
+			}
+		}
+		// When one leaves, a new one gets in.
+		held[0].Close(ctx)
+		held = held[1:]
+		var lastErr error
+		if !eventually(5*time.Second, func() bool {
+			c, err := pgconn.Connect(ctx, e.URL())
+			lastErr = err
+			if err == nil {
+				held = append(held, c)
+			}
+			return err == nil
+		}) {
+			t.Fatalf("no new client admitted after one of 3 left: %v", lastErr)
+		}
+	})
+}
