@@ -1,0 +1,315 @@
+// Package pool owns server connections: dialing and authenticating them,
+// lending them out per (database, user), resetting, health checks and
+// lifetimes. It speaks only the little protocol it needs for that (a simple
+// query and its replies); client-facing protocol work lives in package proxy.
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// ServerReadBuf is the initial read buffer of a server connection.
+const ServerReadBuf = 16 << 10
+
+// maxServerMsg bounds messages pgtide itself must decode from a server.
+const maxServerMsg = 64 << 20
+
+// DialConfig says where and as whom to open server connections.
+type DialConfig struct {
+	Host     string // host name, IP, or a unix socket directory (starts with "/")
+	Port     int
+	Database string
+	User     string
+	Password string
+	Timeout  time.Duration
+}
+
+// Conn is one authenticated server connection.
+//
+// Ownership: a Conn is owned by the pool while idle and by exactly one
+// borrower between Acquire and Release/Discard. The borrower alone reads and
+// writes Net and Reader and may change Params, Applied and TxStatus.
+type Conn struct {
+	ID       uint64
+	Net      net.Conn
+	Reader   *wire.Reader
+	PID      uint32
+	Secret   []byte
+	Addr     net.Addr // where cancel requests for this backend go
+	TxStatus byte     // from the last ReadyForQuery: 'I', 'T' or 'E'
+
+	// Params holds the values the server last reported with ParameterStatus.
+	Params map[string]string
+	// Applied records parameters pgtide set on this connection, keyed by the
+	// lower-case name: the requested value and the reported value it gave.
+	Applied map[string]AppliedParam
+
+	created  time.Time
+	lifetime time.Duration // jittered server_lifetime, 0 = none
+	lastUsed time.Time
+	pool     *Pool
+}
+
+// AppliedParam is a parameter pgtide set on a server for a client.
+type AppliedParam struct{ Want, Got string }
+
+// Pool returns the pool the connection belongs to.
+func (c *Conn) Pool() *Pool { return c.pool }
+
+// Created is when the connection was opened.
+func (c *Conn) Created() time.Time { return c.created }
+
+// Dial opens and authenticates a server connection with pgconn (which
+// handles TLS, SCRAM and md5), then hijacks the raw socket. The server is
+// started with no client-specific parameters; clients' settings are applied
+// with SET when they borrow it, so that a reset returns it to neutral.
+func Dial(ctx context.Context, dc DialConfig) (*Conn, error) {
+	cs := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=disable",
+		quoteConnValue(dc.Host), dc.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User))
+	cfg, err := pgconn.ParseConfig(cs)
+	if err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	cfg.Password = dc.Password
+	cfg.RuntimeParams = map[string]string{}
+	cfg.Fallbacks = nil
+	if dc.Timeout > 0 {
+		cfg.ConnectTimeout = dc.Timeout
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		pc.Close(context.Background())
+		return nil, err
+	}
+	now := time.Now()
+	c := &Conn{
+		Net:      hc.Conn,
+		Reader:   wire.NewReader(hc.Conn, ServerReadBuf),
+		PID:      hc.PID,
+		Secret:   hc.SecretKey,
+		Addr:     hc.Conn.RemoteAddr(),
+		TxStatus: 'I',
+		Params:   hc.ParameterStatuses,
+		Applied:  map[string]AppliedParam{},
+		created:  now,
+		lastUsed: now,
+	}
+	if c.Params == nil {
+		c.Params = map[string]string{}
+	}
+	if tc, ok := hc.Conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	return c, nil
+}
+
+func quoteConnValue(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// Close closes the socket, telling the server with Terminate first.
+func (c *Conn) Close() error {
+	_ = c.Net.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = c.Net.Write([]byte{'X', 0, 0, 0, 4})
+	return c.Net.Close()
+}
+
+// Alive reports whether an idle connection still looks usable: nothing is
+// waiting to be read (an idle server sends nothing unless it is terminating
+// or has an asynchronous message) and the socket is not closed. It costs one
+// non-blocking recv syscall.
+func (c *Conn) Alive() bool {
+	if c.Reader.Len() > 0 {
+		return false
+	}
+	sc, ok := c.Net.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := true
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case n > 0: // unexpected data: a FATAL or notice while idle
+			alive = false
+		case n == 0 && rerr == nil: // orderly shutdown
+			alive = false
+		case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
+		default:
+			alive = false
+		}
+		return true
+	})
+	return err == nil && alive
+}
+
+// ServerError is an ErrorResponse received from the server.
+type ServerError struct {
+	Severity, Code, Message string
+	// Raw is the whole ErrorResponse frame, to forward to a client as is.
+	Raw []byte
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("server: %s: %s (SQLSTATE %s)", e.Severity, e.Message, e.Code)
+}
+
+// Exec runs sql with the simple query protocol and consumes every reply up
+// to ReadyForQuery, keeping Params and TxStatus current. The replies are
+// never seen by a client. The first ErrorResponse is returned as a
+// *ServerError after the ReadyForQuery that follows it.
+func (c *Conn) Exec(ctx context.Context, sql string) error {
+	return c.ExecMulti(ctx, []string{sql})
+}
+
+// ExecMulti sends each query as its own Query message in one write and waits
+// for all their ReadyForQuery replies.
+func (c *Conn) ExecMulti(ctx context.Context, sqls []string) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.Net.SetDeadline(dl)
+		defer c.Net.SetDeadline(time.Time{})
+	}
+	var out []byte
+	for _, q := range sqls {
+		var err error
+		out, err = (&pgproto3.Query{String: q}).Encode(out)
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := c.Net.Write(out); err != nil {
+		return fmt.Errorf("write to server: %w", err)
+	}
+	var first error
+	for pending := len(sqls); pending > 0; {
+		typ, body, err := c.Reader.ReadMessage(maxServerMsg)
+		if err != nil {
+			return fmt.Errorf("read from server: %w", err)
+		}
+		switch typ {
+		case 'Z':
+			pending--
+			if len(body) > 0 {
+				c.TxStatus = body[0]
+			}
+		case 'S':
+			k, v := ParseParameterStatus(body)
+			if k != "" {
+				c.Params[k] = v
+			}
+		case 'E':
+			if first == nil {
+				first = DecodeError(typ, body)
+			}
+		case 'G': // COPY FROM STDIN from a reset query: refuse it
+			fail, _ := (&pgproto3.CopyFail{Message: "COPY not allowed here"}).Encode(nil)
+			if _, err := c.Net.Write(fail); err != nil {
+				return err
+			}
+		}
+	}
+	return first
+}
+
+// DecodeError turns an ErrorResponse (or NoticeResponse) body into a
+// *ServerError that keeps the raw frame.
+func DecodeError(typ byte, body []byte) *ServerError {
+	var er pgproto3.ErrorResponse
+	_ = er.Decode(body)
+	raw := make([]byte, wire.HeaderLen+len(body))
+	raw[0] = typ
+	binary.BigEndian.PutUint32(raw[1:], uint32(len(body)+4))
+	copy(raw[wire.HeaderLen:], body)
+	sev := er.SeverityUnlocalized
+	if sev == "" {
+		sev = er.Severity
+	}
+	return &ServerError{Severity: sev, Code: er.Code, Message: er.Message, Raw: raw}
+}
+
+// ParseParameterStatus splits a ParameterStatus body into name and value.
+func ParseParameterStatus(body []byte) (string, string) {
+	i := indexZero(body)
+	if i < 0 {
+		return "", ""
+	}
+	j := indexZero(body[i+1:])
+	if j < 0 {
+		return "", ""
+	}
+	return string(body[:i]), string(body[i+1 : i+1+j])
+}
+
+func indexZero(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// Cancel asks the server to cancel whatever this connection's backend is
+// running, and waits until the server has closed the cancel connection, by
+// which time the backend has been signalled. Waiting matters: a cancel that
+// lands after the connection was lent to another client would hit that
+// client's query.
+func (c *Conn) Cancel(ctx context.Context) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, c.Addr.Network(), c.Addr.String())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	msg, err := (&pgproto3.CancelRequest{ProcessID: c.PID, SecretKey: c.Secret}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := nc.Write(msg); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err = nc.Read(b[:]) // the server closes the connection when done
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return nil
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// String identifies the connection in logs.
+func (c *Conn) String() string {
+	return "server " + strconv.FormatUint(c.ID, 10) + " pid " + strconv.FormatUint(uint64(c.PID), 10)
+}

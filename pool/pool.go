@@ -1,0 +1,419 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Errors returned by Acquire. Both are safe to retry later: nothing was sent
+// to any server on the caller's behalf.
+var (
+	ErrClosed      = errors.New("pool is closed")
+	ErrWaitTimeout = errors.New("timed out waiting for a server connection")
+)
+
+// Options size and time a pool. They may be changed live with SetOptions.
+type Options struct {
+	Size        int // most connections open at once (idle + lent + dialing)
+	MinSize     int // connections kept open even when idle
+	IdleTimeout time.Duration
+	Lifetime    time.Duration
+	// Limit, when set, is shared by every pool of one database (or user) and
+	// bounds their connections together (max_db_connections).
+	Limits []*Limiter
+}
+
+// Limiter counts connections across pools. A zero Max means unlimited.
+type Limiter struct {
+	max atomic.Int64
+	cur atomic.Int64
+}
+
+// NewLimiter returns a limiter allowing max connections (0 = unlimited).
+func NewLimiter(max int) *Limiter {
+	l := &Limiter{}
+	l.max.Store(int64(max))
+	return l
+}
+
+// SetMax changes the limit; connections above it are not closed, only no
+// new ones are opened.
+func (l *Limiter) SetMax(max int) { l.max.Store(int64(max)) }
+
+func (l *Limiter) take() bool {
+	for {
+		cur, max := l.cur.Load(), l.max.Load()
+		if max > 0 && cur >= max {
+			return false
+		}
+		if l.cur.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+func (l *Limiter) give() { l.cur.Add(-1) }
+
+// Stats is a snapshot of a pool's counters.
+type Stats struct {
+	Open, Idle, Lent, Waiting int
+	Dialed, DialErrors        uint64
+	WaitTimeouts              uint64
+	MaxWait                   time.Duration // longest current wait
+}
+
+// Pool lends server connections for one (database, user) pair. It knows
+// nothing of clients or the protocol beyond dialing and health checks.
+//
+// Ownership: every field below mu is guarded by mu. Conns in idle are owned
+// by the pool; lent conns by their borrower.
+type Pool struct {
+	dial func(ctx context.Context) (*Conn, error)
+	log  zerolog.Logger
+
+	mu       sync.Mutex
+	opts     Options
+	idle     []*Conn // LIFO: the most recently used is reused first
+	waiters  []*waiter
+	open     int // idle + lent + dialing
+	closed   bool
+	nextID   uint64
+	lastUsed time.Time
+
+	dialed, dialErrors, waitTimeouts atomic.Uint64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type waiter struct {
+	ch    chan grant // capacity 1; written once, under mu
+	since time.Time
+}
+
+// grant is what a waiter receives: a connection, or permission to dial one.
+type grant struct {
+	conn *Conn
+	dial bool
+	err  error
+}
+
+// New starts a pool and its maintenance loop (min size, idle timeout,
+// lifetime). dial opens one authenticated connection.
+func New(opts Options, dial func(ctx context.Context) (*Conn, error), log zerolog.Logger) *Pool {
+	p := &Pool{dial: dial, log: log, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), lastUsed: time.Now()}
+	go p.maintain()
+	return p
+}
+
+// SetOptions applies new sizes and timeouts. Extra idle connections are
+// closed by the maintenance loop; lent ones when they come back.
+func (p *Pool) SetOptions(opts Options) {
+	p.mu.Lock()
+	grow := opts.Size > p.opts.Size
+	p.opts = opts
+	var grants []*waiter
+	if grow {
+		for len(p.waiters) > 0 && p.canOpenLocked() {
+			w := p.waiters[0]
+			p.waiters = p.waiters[1:]
+			p.open++
+			grants = append(grants, w)
+		}
+	}
+	p.mu.Unlock()
+	for _, w := range grants {
+		w.ch <- grant{dial: true}
+	}
+}
+
+// canOpenLocked takes a slot from every limiter when the pool may open one
+// more connection.
+func (p *Pool) canOpenLocked() bool {
+	if p.opts.Size > 0 && p.open >= p.opts.Size {
+		return false
+	}
+	for i, l := range p.opts.Limits {
+		if !l.take() {
+			for _, l2 := range p.opts.Limits[:i] {
+				l2.give()
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Pool) giveLimitsLocked() {
+	for _, l := range p.opts.Limits {
+		l.give()
+	}
+}
+
+// Acquire lends a connection: an idle one that passes a liveness check, a
+// newly dialed one if the pool has room, or, after waiting in FIFO order,
+// one released by another borrower. ctx bounds the wait and the dial.
+func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		p.lastUsed = time.Now()
+		if n := len(p.idle); n > 0 {
+			c := p.idle[n-1]
+			p.idle[n-1] = nil
+			p.idle = p.idle[:n-1]
+			p.mu.Unlock()
+			if p.expired(c, time.Now()) || !c.Alive() {
+				p.Discard(c)
+				continue
+			}
+			return c, nil
+		}
+		if p.canOpenLocked() {
+			p.open++
+			p.mu.Unlock()
+			return p.dialOne(ctx)
+		}
+		w := &waiter{ch: make(chan grant, 1), since: time.Now()}
+		p.waiters = append(p.waiters, w)
+		p.mu.Unlock()
+
+		select {
+		case g := <-w.ch:
+			if g.err != nil {
+				return nil, g.err
+			}
+			if g.dial {
+				return p.dialOne(ctx)
+			}
+			if !g.conn.Alive() {
+				p.Discard(g.conn)
+				continue
+			}
+			return g.conn, nil
+		case <-ctx.Done():
+			p.mu.Lock()
+			removed := false
+			for i, x := range p.waiters {
+				if x == w {
+					p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+					removed = true
+					break
+				}
+			}
+			p.mu.Unlock()
+			if !removed { // granted concurrently: give it back
+				g := <-w.ch
+				switch {
+				case g.conn != nil:
+					p.Release(g.conn)
+				case g.dial:
+					p.releaseSlot()
+				}
+			}
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				p.waitTimeouts.Add(1)
+				return nil, ErrWaitTimeout
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
+	c, err := p.dial(ctx)
+	if err != nil {
+		p.dialErrors.Add(1)
+		p.releaseSlot()
+		return nil, err
+	}
+	p.dialed.Add(1)
+	p.mu.Lock()
+	p.nextID++
+	c.ID = p.nextID
+	c.pool = p
+	if lt := p.opts.Lifetime; lt > 0 {
+		// Up to 10% jitter so connections opened together do not all
+		// expire together.
+		c.lifetime = lt - time.Duration(randomUint64()%uint64(lt/10+1))
+	}
+	p.mu.Unlock()
+	return c, nil
+}
+
+// releaseSlot frees the slot of a connection that was closed or never
+// opened, handing it to the first waiter as permission to dial.
+func (p *Pool) releaseSlot() {
+	p.mu.Lock()
+	p.open--
+	p.giveLimitsLocked()
+	var w *waiter
+	if len(p.waiters) > 0 && !p.closed && p.canOpenLocked() {
+		w = p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.open++
+	}
+	p.mu.Unlock()
+	if w != nil {
+		w.ch <- grant{dial: true}
+	}
+}
+
+// Release returns a clean, idle connection (invariant 1: the caller has
+// checked it). It goes straight to the first waiter if there is one.
+func (p *Pool) Release(c *Conn) {
+	now := time.Now()
+	c.lastUsed = now
+	p.mu.Lock()
+	if p.closed || p.expired(c, now) || (p.opts.Size > 0 && p.open > p.opts.Size) {
+		p.mu.Unlock()
+		p.Discard(c)
+		return
+	}
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w.ch <- grant{conn: c}
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// Discard closes a connection that must not be reused and frees its slot.
+func (p *Pool) Discard(c *Conn) {
+	_ = c.Close()
+	p.releaseSlot()
+}
+
+func (p *Pool) expired(c *Conn, now time.Time) bool {
+	return c.lifetime > 0 && now.Sub(c.created) > c.lifetime
+}
+
+// Stats returns a snapshot of the pool's state.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Stats{Open: p.open, Idle: len(p.idle), Waiting: len(p.waiters),
+		Dialed: p.dialed.Load(), DialErrors: p.dialErrors.Load(), WaitTimeouts: p.waitTimeouts.Load()}
+	s.Lent = s.Open - s.Idle
+	if len(p.waiters) > 0 {
+		s.MaxWait = time.Since(p.waiters[0].since)
+	}
+	return s
+}
+
+// LastUsed is when a connection was last asked for.
+func (p *Pool) LastUsed() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastUsed
+}
+
+// CloseIdle closes every idle connection now (RECONNECT, repointed database).
+func (p *Pool) CloseIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		p.Discard(c)
+	}
+}
+
+// Close closes idle connections, fails waiters and makes further Acquires
+// fail. Lent connections are closed when released. Safe to call twice.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	idle, waiters := p.idle, p.waiters
+	p.idle, p.waiters = nil, nil
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	for _, w := range waiters {
+		w.ch <- grant{err: ErrClosed}
+	}
+	for _, c := range idle {
+		p.Discard(c)
+	}
+}
+
+// maintain closes idle connections past server_idle_timeout or their
+// lifetime and keeps min_pool_size connections open.
+func (p *Pool) maintain() {
+	defer close(p.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.sweep()
+	}
+}
+
+func (p *Pool) sweep() {
+	now := time.Now()
+	p.mu.Lock()
+	var drop []*Conn
+	keep := p.idle[:0]
+	over := 0
+	if p.opts.Size > 0 && p.open > p.opts.Size {
+		over = p.open - p.opts.Size
+	}
+	// idle[0] is the least recently used; drop from the bottom.
+	for _, c := range p.idle {
+		tooIdle := p.opts.IdleTimeout > 0 && now.Sub(c.lastUsed) > p.opts.IdleTimeout &&
+			p.open-len(drop) > p.opts.MinSize
+		if over > 0 || tooIdle || p.expired(c, now) {
+			drop = append(drop, c)
+			if over > 0 {
+				over--
+			}
+			continue
+		}
+		keep = append(keep, c)
+	}
+	for i := len(keep); i < len(p.idle); i++ {
+		p.idle[i] = nil
+	}
+	p.idle = keep
+	need := 0
+	for p.open+need-len(drop) < p.opts.MinSize && !p.closed {
+		if !p.canOpenLocked() {
+			break
+		}
+		need++
+	}
+	p.open += need
+	p.mu.Unlock()
+	for _, c := range drop {
+		p.Discard(c)
+	}
+	for range need {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		c, err := p.dialOne(ctx)
+		cancel()
+		if err != nil {
+			p.log.Warn().Err(err).Msg("min_pool_size: server connection failed")
+			continue
+		}
+		p.Release(c)
+	}
+}

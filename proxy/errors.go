@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"errors"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// SQLSTATE codes pgtide itself reports to clients.
+const (
+	codeProtocolViolation   = "08P01"
+	codeTooManyConnections  = "53300"
+	codeInvalidPassword     = "28P01"
+	codeInvalidAuthSpec     = "28000"
+	codeUnknownDatabase     = "3D000"
+	codeQueryCanceled       = "57014"
+	codeAdminShutdown       = "57P01"
+	codeCannotConnectNow    = "57P03"
+	codeFeatureNotSupported = "0A000"
+	codeConnectionFailure   = "08006"
+	codeServerUnavailable   = "08001"
+)
+
+// Error classes at the edge of a session: who ended it decides what is
+// logged and whether the server can be reused.
+var (
+	errClientGone = errors.New("client disconnected")
+	errServerGone = errors.New("server connection lost")
+	errProtocol   = errors.New("protocol violation")
+)
+
+// errorFrame encodes an ErrorResponse as PostgreSQL would send it.
+func errorFrame(severity, code, msg string) []byte {
+	b, _ := (&pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}).Encode(nil)
+	return b
+}
+
+// clientError is an error the client is told about before its connection
+// ends; Code is the SQLSTATE.
+type clientError struct {
+	Code, Msg string
+}
+
+func (e *clientError) Error() string { return e.Msg + " (SQLSTATE " + e.Code + ")" }

@@ -1,0 +1,182 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgtide/pgtide/pool"
+)
+
+// Startup parameters that are not session settings.
+var notSettings = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
+
+// wantFromStartup records the settings the client asked for in its startup
+// packet, including "-c name=value" and "--name=value" in options.
+func (ss *session) wantFromStartup(params map[string]string) error {
+	for k, v := range params {
+		if !notSettings[k] {
+			ss.want[strings.ToLower(k)] = v
+		}
+	}
+	opts := splitOptions(params["options"])
+	for i := 0; i < len(opts); i++ {
+		o := opts[i]
+		var kv string
+		switch {
+		case o == "-c" && i+1 < len(opts):
+			i++
+			kv = opts[i]
+		case strings.HasPrefix(o, "-c"):
+			kv = o[2:]
+		case strings.HasPrefix(o, "--"):
+			kv = o[2:]
+		default:
+			return &clientError{codeFeatureNotSupported, "unsupported startup option " + quoteIdentForMsg(o) + ": only -c name=value and --name=value are supported"}
+		}
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return &clientError{codeProtocolViolation, "invalid startup option " + quoteIdentForMsg(o)}
+		}
+		ss.want[strings.ToLower(strings.ReplaceAll(name, "-", "_"))] = val
+	}
+	return nil
+}
+
+func quoteIdentForMsg(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return `"` + s + `"`
+}
+
+// splitOptions splits the options startup parameter on whitespace, with a
+// backslash escaping the next character, as PostgreSQL does.
+func splitOptions(s string) []string {
+	var out []string
+	var cur strings.Builder
+	esc, has := false, false
+	for _, r := range s {
+		switch {
+		case esc:
+			cur.WriteRune(r)
+			esc, has = false, true
+		case r == '\\':
+			esc = true
+		case r == ' ' || r == '\t' || r == '\n':
+			if has {
+				out = append(out, cur.String())
+				cur.Reset()
+				has = false
+			}
+		default:
+			cur.WriteRune(r)
+			has = true
+		}
+	}
+	if has {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// syncParams brings a borrowed server in line with what this client wants
+// (invariant 4: the replies are swallowed). Settings a previous borrower
+// had applied and this client does not want are reset.
+func (ss *session) syncParams(sc *pool.Conn) error {
+	reported := make(map[string]string, len(sc.Params))
+	for k, v := range sc.Params {
+		reported[strings.ToLower(k)] = v
+	}
+	ss.mu.Lock()
+	var set, reset []string
+	for k, v := range ss.want {
+		if a, ok := sc.Applied[k]; ok && a.Want == v {
+			if cur, rep := reported[k]; !rep || cur == a.Got {
+				continue
+			}
+		}
+		if cur, rep := reported[k]; rep && cur == v {
+			continue
+		}
+		set = append(set, k)
+	}
+	for k := range sc.Applied {
+		if _, ok := ss.want[k]; !ok {
+			reset = append(reset, k)
+		}
+	}
+	if len(set) == 0 && len(reset) == 0 {
+		ss.mu.Unlock()
+		return nil
+	}
+	sort.Strings(set)
+	sort.Strings(reset)
+	var sb strings.Builder
+	for _, k := range reset {
+		sb.WriteString("RESET ")
+		sb.WriteString(quoteIdent(k))
+		sb.WriteString(";")
+	}
+	if len(set) > 0 {
+		sb.WriteString("SELECT ")
+		for i, k := range set {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString("pg_catalog.set_config(")
+			sb.WriteString(quoteLiteral(k))
+			sb.WriteString(", ")
+			sb.WriteString(quoteLiteral(ss.want[k]))
+			sb.WriteString(", false)")
+		}
+	}
+	wants := make(map[string]string, len(set))
+	for _, k := range set {
+		wants[k] = ss.want[k]
+	}
+	ss.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sc.Exec(ctx, sb.String()); err != nil {
+		var se *pool.ServerError
+		if errors.As(err, &se) && sc.TxStatus == 'I' {
+			return &clientError{se.Code, se.Message}
+		}
+		return err
+	}
+	for _, k := range reset {
+		delete(sc.Applied, k)
+	}
+	for k, v := range wants {
+		got := v
+		for pk, pv := range sc.Params {
+			if strings.EqualFold(pk, k) {
+				got = pv
+			}
+		}
+		sc.Applied[k] = pool.AppliedParam{Want: v, Got: got}
+	}
+	return nil
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// quoteLiteral quotes s as an escape-string literal, safe whatever the
+// server's standard_conforming_strings.
+func quoteLiteral(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	s = strings.ReplaceAll(s, `'`, `''`)
+	return "E'" + s + "'"
+}
+
+func randUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}

@@ -1,0 +1,415 @@
+// Package proxy is everything that faces a client: listeners, the startup
+// packet, client authentication, the per-client session loop, transaction
+// tracking, parameter bookkeeping and cancel routing.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/auth"
+	"github.com/pgtide/pgtide/proxy/config"
+)
+
+// Server state, in order; it only moves forward.
+const (
+	stateRunning  int32 = iota
+	stateSafeStop       // SIGINT: no new clients; sessions end at their next transaction boundary
+	stateWaitStop       // SIGTERM: no new clients; wait for sessions to leave
+	stateClosed
+)
+
+// Server accepts clients and owns the pools. One Server runs per process.
+type Server struct {
+	logp  atomic.Pointer[zerolog.Logger]
+	cfg   atomic.Pointer[config.Config]
+	state atomic.Int32
+
+	listeners []net.Listener
+	acceptWG  sync.WaitGroup
+
+	mu       sync.Mutex // guards pools, limits, sessions
+	pools    map[poolKey]*poolEntry
+	dbLimit  map[string]*pool.Limiter
+	usrLimit map[string]*pool.Limiter
+	sessions map[uint32]*session // by the cancel key's process ID
+	clients  atomic.Int64        // connections past accept, including logins
+	sessWG   sync.WaitGroup
+
+	done     chan struct{}
+	doneOnce sync.Once
+
+	// test hooks
+	nextSessionID atomic.Uint64
+}
+
+type poolKey struct{ db, user string }
+
+type poolEntry struct {
+	pool *pool.Pool
+	dial pool.DialConfig
+	mode config.PoolMode
+}
+
+// New returns a Server for cfg. Call Listen, then Serve.
+func New(cfg *config.Config, log zerolog.Logger) *Server {
+	s := &Server{
+		pools:    map[poolKey]*poolEntry{},
+		dbLimit:  map[string]*pool.Limiter{},
+		usrLimit: map[string]*pool.Limiter{},
+		sessions: map[uint32]*session{},
+		done:     make(chan struct{}),
+	}
+	s.cfg.Store(cfg)
+	s.logp.Store(&log)
+	return s
+}
+
+// Config returns the configuration in force.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+// Listen opens every configured TCP address and the Unix socket.
+func (s *Server) Listen() error {
+	cfg := s.Config()
+	for _, addr := range cfg.Listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	if path := cfg.UnixSocketPath(); path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("unix_socket_dir: %w", err)
+		}
+		_ = os.Remove(path) // a stale socket from a previous run
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", path, err)
+		}
+		_ = os.Chmod(path, 0o777)
+		s.listeners = append(s.listeners, ln)
+	}
+	return nil
+}
+
+// Addrs returns the listening addresses (for tests and logs).
+func (s *Server) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, ln := range s.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Serve accepts clients on every listener until shutdown.
+func (s *Server) Serve() {
+	for _, ln := range s.listeners {
+		s.logger().Info().Str("addr", ln.Addr().String()).Msg("listening")
+		s.acceptWG.Add(1)
+		go s.acceptLoop(ln)
+	}
+}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.acceptWG.Done()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.state.Load() != stateRunning || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: back off and keep serving.
+			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
+			s.logger().Error().Err(err).Dur("backoff", backoff).Msg("accept failed")
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+			_ = tc.SetKeepAlive(true)
+		}
+		s.clients.Add(1)
+		s.sessWG.Add(1)
+		go s.handleConn(nc)
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+}
+
+// Reload swaps in a new configuration: pool sizes, limits, timeouts,
+// databases and users apply to the next borrow; a database whose address
+// changed gets a fresh pool (the old one drains as its servers come back).
+// Listen addresses need a restart.
+func (s *Server) Reload(cfg *config.Config) {
+	s.cfg.Store(cfg)
+	s.mu.Lock()
+	var stale []*pool.Pool
+	for k, e := range s.pools {
+		db, okDB := cfg.ResolveDatabase(k.db)
+		u, okUser := cfg.Users[k.user]
+		if !okDB || (!okUser && cfg.AuthType != "trust") {
+			stale = append(stale, e.pool)
+			delete(s.pools, k)
+			continue
+		}
+		dc := s.dialConfig(cfg, db, u, k.user)
+		if dc != e.dial {
+			stale = append(stale, e.pool)
+			delete(s.pools, k)
+			continue
+		}
+		e.mode = cfg.EffectivePoolMode(db, u)
+		e.pool.SetOptions(s.poolOptionsLocked(cfg, db, u, k))
+	}
+	for name, l := range s.dbLimit {
+		if db, ok := cfg.ResolveDatabase(name); ok {
+			l.SetMax(pick(db.MaxDBConnections, cfg.MaxDBConnections))
+		}
+	}
+	for name, l := range s.usrLimit {
+		l.SetMax(pick(cfg.Users[name].MaxUserConnections, cfg.MaxUserConnections))
+	}
+	s.mu.Unlock()
+	for _, p := range stale {
+		p.Close()
+	}
+	s.logger().Info().Int("databases", len(cfg.Databases)).Int("users", len(cfg.Users)).Msg("configuration reloaded")
+}
+
+func pick(v, def int) int {
+	if v != 0 {
+		return v
+	}
+	return def
+}
+
+func (s *Server) dialConfig(cfg *config.Config, db config.Database, u config.User, user string) pool.DialConfig {
+	dc := pool.DialConfig{
+		Host: db.Host, Port: db.Port, Database: db.DBName,
+		User: user, Timeout: cfg.ServerConnectTimeout.Duration,
+	}
+	if db.User != "" {
+		dc.User = db.User
+	}
+	switch {
+	case db.Password != "":
+		dc.Password = db.Password
+	case db.User == "" || db.User == user:
+		if sec, err := auth.ParseSecret(u.Password); err == nil && sec.Kind == auth.SecretPlain {
+			dc.Password = sec.Plain
+		}
+	}
+	return dc
+}
+
+func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u config.User, k poolKey) pool.Options {
+	size := cfg.EffectivePoolSize(db, u)
+	minSize := pick(db.MinPoolSize, cfg.MinPoolSize)
+	opts := pool.Options{
+		Size: size, MinSize: min(minSize, size),
+		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
+	}
+	if l := s.dbLimit[k.db]; l != nil {
+		opts.Limits = append(opts.Limits, l)
+	}
+	if l := s.usrLimit[k.user]; l != nil {
+		opts.Limits = append(opts.Limits, l)
+	}
+	return opts
+}
+
+// poolFor returns the pool for (database, user), creating it on first use.
+func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, userName string, u config.User) *poolEntry {
+	k := poolKey{dbName, userName}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.pools[k]; e != nil {
+		return e
+	}
+	if s.dbLimit[dbName] == nil {
+		s.dbLimit[dbName] = pool.NewLimiter(pick(db.MaxDBConnections, cfg.MaxDBConnections))
+	}
+	if s.usrLimit[userName] == nil {
+		s.usrLimit[userName] = pool.NewLimiter(pick(u.MaxUserConnections, cfg.MaxUserConnections))
+	}
+	dc := s.dialConfig(cfg, db, u, userName)
+	log := s.logger().With().Str("database", dbName).Str("user", userName).Logger()
+	dial := func(ctx context.Context) (*pool.Conn, error) {
+		c, err := pool.Dial(ctx, dc)
+		if err != nil {
+			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
+			return nil, err
+		}
+		log.Debug().Uint32("server_pid", c.PID).Msg("server connection opened")
+		return c, nil
+	}
+	e := &poolEntry{
+		pool: pool.New(s.poolOptionsLocked(cfg, db, u, k), dial, log),
+		dial: dc,
+		mode: cfg.EffectivePoolMode(db, u),
+	}
+	s.pools[k] = e
+	return e
+}
+
+// PoolStats is a snapshot of one pool, for the admin console and metrics.
+type PoolStats struct {
+	Database, User string
+	Mode           config.PoolMode
+	pool.Stats
+}
+
+// Pools returns a snapshot of every pool.
+func (s *Server) Pools() []PoolStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PoolStats, 0, len(s.pools))
+	for k, e := range s.pools {
+		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.mode, Stats: e.pool.Stats()})
+	}
+	return out
+}
+
+// Clients is the number of client connections, including those logging in.
+func (s *Server) Clients() int { return int(s.clients.Load()) }
+
+// SafeShutdown (SIGINT) stops accepting clients; every session is closed
+// with 57P01 at its next transaction boundary; the server is done when the
+// last session ends.
+func (s *Server) SafeShutdown() {
+	if !s.state.CompareAndSwap(stateRunning, stateSafeStop) {
+		if !s.state.CompareAndSwap(stateWaitStop, stateSafeStop) {
+			return
+		}
+	}
+	s.logger().Info().Msg("safe shutdown: closing clients at their transaction boundaries")
+	s.closeListeners()
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		list = append(list, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range list {
+		ss.shutdownAtBoundary()
+	}
+	go s.finishWhenEmpty(0)
+}
+
+// WaitShutdown (SIGTERM) stops accepting clients and waits for connected
+// ones to leave, at most timeout (0 = no bound), then closes everything.
+func (s *Server) WaitShutdown(timeout time.Duration) {
+	if !s.state.CompareAndSwap(stateRunning, stateWaitStop) {
+		return
+	}
+	s.logger().Info().Dur("shutdown_timeout", timeout).Msg("shutdown: waiting for clients to disconnect")
+	s.closeListeners()
+	go s.finishWhenEmpty(timeout)
+}
+
+func (s *Server) finishWhenEmpty(timeout time.Duration) {
+	empty := make(chan struct{})
+	go func() { s.sessWG.Wait(); close(empty) }()
+	var tc <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		tc = t.C
+	}
+	select {
+	case <-empty:
+	case <-tc:
+		s.logger().Warn().Msg("shutdown_timeout reached: closing remaining clients")
+	case <-s.done:
+		return
+	}
+	s.Close()
+}
+
+// Close shuts down at once: listeners, clients and pools. Safe to call twice.
+func (s *Server) Close() {
+	s.state.Store(stateClosed)
+	s.closeListeners()
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		list = append(list, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range list {
+		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+	}
+	waited := make(chan struct{})
+	go func() { s.sessWG.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(3 * time.Second):
+	}
+	s.mu.Lock()
+	pools := s.pools
+	s.pools = map[poolKey]*poolEntry{}
+	s.mu.Unlock()
+	for _, e := range pools {
+		e.pool.Close()
+	}
+	if path := s.Config().UnixSocketPath(); path != "" {
+		_ = os.Remove(path)
+	}
+	s.doneOnce.Do(func() { close(s.done) })
+}
+
+// Done is closed when the server has shut down.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+func (s *Server) register(ss *session) {
+	s.mu.Lock()
+	for {
+		pid := uint32(randUint64())
+		if pid == 0 || s.sessions[pid] != nil {
+			continue
+		}
+		ss.keyPID = pid
+		s.sessions[pid] = ss
+		break
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	if s.sessions[ss.keyPID] == ss {
+		delete(s.sessions, ss.keyPID)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) lookup(pid uint32) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[pid]
+}
+
+// SetLogger replaces the logger used for new sessions (log level reload).
+func (s *Server) SetLogger(l zerolog.Logger) { s.logp.Store(&l) }
+
+func (s *Server) logger() *zerolog.Logger { return s.logp.Load() }

@@ -1,0 +1,583 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rs/zerolog"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// session is one logged-in client.
+//
+// Ownership: the client goroutine (run) alone reads conn and rd, and alone
+// writes to the attached server's socket. The pump goroutine alone reads the
+// attached server. Writes to conn take wmu (invariant 3). Fields under mu
+// are shared by the client goroutine, the pump and cancel requests.
+type session struct {
+	srv     *Server
+	conn    net.Conn
+	rd      *wire.Reader
+	wmu     sync.Mutex
+	log     zerolog.Logger
+	pe      *poolEntry
+	mode    config.PoolMode
+	cfg     *config.Config
+	maxBody int
+
+	keyPID    uint32 // the BackendKeyData pgtide minted for this client
+	keySecret uint32
+
+	// want is what the client asked for, by lower-case parameter name:
+	// startup parameters, then values the server reported to it after a SET.
+	// view is the reported parameters as the client knows them.
+	want map[string]string
+	view map[string]string
+
+	cancelMu sync.RWMutex // read-held by cancel requests in flight to sc
+
+	mu       sync.Mutex
+	sc       *pool.Conn
+	q        reqQueue
+	unsynced bool // extended-protocol messages sent since the last Sync
+	copyIn   bool // the server is in COPY IN for this client
+	txStatus byte
+	closing  bool // shutdown: end the session at the next boundary
+	gone     bool // client gone: the pump discards instead of writing
+	pumpDone chan struct{}
+	pumpErr  error // why the pump stopped; set before pumpDone closes
+}
+
+func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
+	ss := &session{
+		srv: s, conn: nc, rd: rd, pe: pe, mode: pe.mode, cfg: cfg, maxBody: cfg.MaxPacketSize,
+		keySecret: uint32(randUint64()),
+		want:      map[string]string{}, view: map[string]string{},
+		txStatus: 'I',
+	}
+	if ss.maxBody <= 0 {
+		ss.maxBody = 1 << 30
+	}
+	ss.log = log.With().Uint64("session", s.nextSessionID.Add(1)).Logger()
+	return ss
+}
+
+func (ss *session) waitTimeout() time.Duration {
+	if d := ss.cfg.QueryWaitTimeout.Duration; d > 0 {
+		return d
+	}
+	return 365 * 24 * time.Hour
+}
+
+// boundaryLocked reports whether the session is between transactions with
+// nothing outstanding: the release rule of DESIGN.md invariant 1.
+func (ss *session) boundaryLocked() bool {
+	return ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.txStatus == 'I'
+}
+
+// run is the client goroutine: it frames what the client sends, keeps the
+// request queue, borrows a server when needed and forwards raw bytes.
+func (ss *session) run() error {
+	defer ss.finish()
+	for {
+		if err := ss.rd.Fill(); err != nil {
+			ss.mu.Lock()
+			closing := ss.closing
+			ss.mu.Unlock()
+			if closing {
+				return errors.New("closed by shutdown")
+			}
+			return fmt.Errorf("%w: %w", errClientGone, err)
+		}
+		for {
+			n, term, err := ss.scanAndForward()
+			if err != nil {
+				return err
+			}
+			if term {
+				return nil
+			}
+			if n == 0 {
+				break
+			}
+		}
+		if ss.rd.Len() == 0 {
+			ss.rd.Shrink()
+		}
+	}
+}
+
+// scanAndForward forwards every complete message in the read buffer as one
+// write and reports how many bytes it consumed and whether the client sent
+// Terminate.
+func (ss *session) scanAndForward() (int, bool, error) {
+	b := ss.rd.Buffered()
+	off := 0
+	var kinds [32]byte
+	k := kinds[:0]
+	unsynced := ss.unsynced // only this goroutine writes unsynced
+	term := false
+scan:
+	for off+wire.HeaderLen <= len(b) {
+		typ, n := wire.Header(b[off:])
+		if err := wire.CheckLen(n, ss.maxBody); err != nil {
+			ss.kill(codeProtocolViolation, fmt.Sprintf("invalid message length %d (max_packet_size %d)", n-1, ss.maxBody))
+			return 0, false, fmt.Errorf("%w: %w", errProtocol, err)
+		}
+		if off+n > len(b) {
+			if off == 0 {
+				// A message bigger than the buffer: make room for it.
+				if err := ss.rd.Ensure(n); err != nil {
+					return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
+				}
+				b = ss.rd.Buffered()
+				continue
+			}
+			break
+		}
+		switch typ {
+		case 'Q':
+			k = append(k, reqQuery)
+		case 'F':
+			k = append(k, reqFunc)
+		case 'S':
+			k = append(k, reqSync)
+			unsynced = false
+		case 'P', 'B', 'D', 'E', 'C', 'H':
+			unsynced = true
+		case 'd':
+		case 'c', 'f':
+			k = append(k, reqCopyEnd)
+		case 'X':
+			term = true
+			break scan
+		default:
+			ss.kill(codeProtocolViolation, fmt.Sprintf("invalid frontend message type %d", typ))
+			return 0, false, fmt.Errorf("%w: message type %q", errProtocol, typ)
+		}
+		off += n
+	}
+	if off == 0 {
+		return 0, term, nil
+	}
+	if err := ss.forward(b[:off], k, unsynced); err != nil {
+		return 0, false, err
+	}
+	ss.rd.Discard(off)
+	return off, term, nil
+}
+
+// forward writes data (whole client messages) to the attached server,
+// borrowing one first in transaction and statement mode. kinds are the
+// queue entries the data adds.
+func (ss *session) forward(data []byte, kinds []byte, unsynced bool) error {
+	ss.mu.Lock()
+	if ss.closing && ss.boundaryLocked() {
+		ss.mu.Unlock()
+		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+		return errors.New("closed by shutdown")
+	}
+	sc := ss.sc
+	if sc == nil {
+		ss.mu.Unlock()
+		var err error
+		if sc, err = ss.borrow(); err != nil {
+			var ce *clientError
+			if errors.As(err, &ce) {
+				ss.kill(ce.Code, ce.Msg)
+			}
+			return err
+		}
+		ss.mu.Lock()
+		ss.attachLocked(sc)
+	}
+	for _, k := range kinds {
+		if k == reqSync && ss.copyIn {
+			continue // ignored by a server in COPY IN
+		}
+		if k == reqCopyEnd {
+			ss.copyIn = false
+		}
+		ss.q.push(k)
+	}
+	ss.unsynced = unsynced
+	ss.mu.Unlock()
+	if _, err := sc.Net.Write(data); err != nil {
+		// The pump sees the same failure on its read and ends the session.
+		return fmt.Errorf("%w: %w", errServerGone, err)
+	}
+	return nil
+}
+
+// borrow gets a server for this client and brings its parameters in line.
+func (ss *session) borrow() (*pool.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		sc, err := ss.pe.pool.Acquire(ctx)
+		if err != nil {
+			return nil, acquireError(err)
+		}
+		if err := ss.syncParams(sc); err != nil {
+			var ce *clientError
+			if errors.As(err, &ce) || attempt > 0 {
+				ss.releaseOrDiscard(sc)
+				return nil, err
+			}
+			ss.pe.pool.Discard(sc) // died in the pool: nothing was sent for the client yet
+			continue
+		}
+		return sc, nil
+	}
+}
+
+// attach makes sc this session's server and starts its pump.
+func (ss *session) attach(sc *pool.Conn) {
+	ss.mu.Lock()
+	ss.attachLocked(sc)
+	ss.mu.Unlock()
+}
+
+func (ss *session) attachLocked(sc *pool.Conn) {
+	ss.sc = sc
+	ss.txStatus = sc.TxStatus
+	ss.pumpDone = make(chan struct{})
+	ss.pumpErr = nil
+	go ss.pump(sc, ss.pumpDone)
+}
+
+// pump is the server goroutine of an attachment: it forwards what the
+// server sends to the client as raw bytes, decoding only ReadyForQuery,
+// ParameterStatus and COPY starts, and gives the server back to the pool at
+// a transaction boundary in transaction and statement mode.
+func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
+	var perr error
+	defer func() {
+		if r := recover(); r != nil {
+			ss.log.Error().Interface("panic", r).Msg("pump panicked")
+			perr = fmt.Errorf("panic: %v", r)
+			ss.mu.Lock()
+			ss.sc = nil
+			ss.pumpErr = perr
+			ss.mu.Unlock()
+			sc.Pool().Discard(sc)
+			ss.conn.Close()
+		}
+		close(done)
+	}()
+	rd := sc.Reader
+	passRemain := 0 // bytes of a large pass-through message still to forward
+	for {
+		if rd.Len() == 0 || passRemain == 0 && !wholeInspectable(rd.Buffered()) {
+			if err := rd.Fill(); err != nil {
+				ss.serverStopped(sc, err)
+				return
+			}
+		}
+		b := rd.Buffered()
+		off := 0
+		if passRemain > 0 {
+			off = min(passRemain, len(b))
+			passRemain -= off
+		}
+		release, end := false, false
+		for passRemain == 0 && off+wire.HeaderLen <= len(b) {
+			typ, n := wire.Header(b[off:])
+			if n < wire.HeaderLen {
+				ss.serverStopped(sc, fmt.Errorf("%w: server sent a bad length", errProtocol))
+				return
+			}
+			inspect := typ == 'Z' || typ == 'S' || typ == 'G'
+			if off+n > len(b) {
+				if !inspect {
+					passRemain = off + n - len(b)
+					off = len(b)
+				}
+				break
+			}
+			switch typ {
+			case 'Z':
+				release, end = ss.readyForQuery(sc, b[off+wire.HeaderLen])
+			case 'S':
+				ss.parameterStatus(sc, b[off+wire.HeaderLen:off+n])
+			case 'G':
+				ss.mu.Lock()
+				ss.copyIn = true
+				ss.q.copyStarted()
+				ss.mu.Unlock()
+			}
+			off += n
+			if release || end {
+				break
+			}
+		}
+		if off > 0 {
+			ss.toClient(b[:off])
+			rd.Discard(off)
+		}
+		if end {
+			// Shutdown at a boundary, or a drained session whose client left.
+			return
+		}
+		if release {
+			ss.giveBack(sc)
+			return
+		}
+	}
+}
+
+// wholeInspectable reports whether b starts with a complete message, or a
+// pass-through message whose bytes can be forwarded before it is complete.
+func wholeInspectable(b []byte) bool {
+	if len(b) < wire.HeaderLen {
+		return false
+	}
+	typ, n := wire.Header(b)
+	if n <= len(b) {
+		return true
+	}
+	return !(typ == 'Z' || typ == 'S' || typ == 'G')
+}
+
+// readyForQuery updates state from a ReadyForQuery and decides whether the
+// server goes back to the pool (release) or the pump stops (end).
+func (ss *session) readyForQuery(sc *pool.Conn, status byte) (release, end bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.q.popReady()
+	ss.txStatus = status
+	sc.TxStatus = status
+	ss.copyIn = false
+	if !ss.boundaryLocked() {
+		return false, false
+	}
+	if ss.gone {
+		return false, true
+	}
+	if ss.closing {
+		go ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+		return false, true
+	}
+	if ss.mode != config.PoolSession {
+		ss.sc = nil
+		return true, false
+	}
+	return false, false
+}
+
+// parameterStatus records a parameter the server reported to this client:
+// the client now wants that value wherever it runs next.
+func (ss *session) parameterStatus(sc *pool.Conn, body []byte) {
+	k, v := pool.ParseParameterStatus(body)
+	if k == "" {
+		return
+	}
+	sc.Params[k] = v
+	ss.mu.Lock()
+	ss.view[k] = v
+	lk := strings.ToLower(k)
+	if _, ok := ss.want[lk]; ok || ss.mode != config.PoolSession {
+		ss.want[lk] = v
+		sc.Applied[lk] = pool.AppliedParam{Want: v, Got: v}
+	}
+	ss.mu.Unlock()
+}
+
+// toClient writes server bytes to the client, or drops them once the
+// client is gone.
+func (ss *session) toClient(b []byte) {
+	ss.mu.Lock()
+	gone := ss.gone
+	ss.mu.Unlock()
+	if gone {
+		return
+	}
+	ss.wmu.Lock()
+	_, err := ss.conn.Write(b)
+	ss.wmu.Unlock()
+	if err != nil {
+		ss.mu.Lock()
+		ss.gone = true
+		ss.mu.Unlock()
+		_ = ss.conn.Close() // wakes the client goroutine, which cleans up
+	}
+}
+
+// serverStopped handles the pump's read error: a deadline set by finish to
+// stop an idle pump, or a server that is gone.
+func (ss *session) serverStopped(sc *pool.Conn, err error) {
+	var ne net.Error
+	ss.mu.Lock()
+	if ss.gone && errors.As(err, &ne) && ne.Timeout() && ss.q.empty() && !ss.unsynced && !ss.copyIn {
+		ss.mu.Unlock()
+		return // finish takes the server from here
+	}
+	ss.sc = nil
+	ss.pumpErr = fmt.Errorf("%w: %w", errServerGone, err)
+	gone := ss.gone
+	ss.mu.Unlock()
+	ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost")
+	sc.Pool().Discard(sc)
+	if !gone {
+		ss.kill(codeConnectionFailure, "server connection lost")
+	}
+}
+
+// giveBack returns a server released at a transaction boundary, once no
+// cancel request for it is in flight (so none can hit its next borrower).
+func (ss *session) giveBack(sc *pool.Conn) {
+	ss.cancelMu.Lock()
+	ss.cancelMu.Unlock() //nolint:staticcheck // waiting for readers is the point
+	if ss.cfg.ServerResetQueryAlways {
+		ss.releaseClean(sc)
+		return
+	}
+	sc.Pool().Release(sc)
+}
+
+// finish runs when the client goroutine ends: it drains or cancels what the
+// server still owes, then cleans the server and returns it, or closes it.
+func (ss *session) finish() {
+	ss.srv.unregister(ss)
+	_ = ss.conn.Close()
+	ss.mu.Lock()
+	ss.gone = true
+	sc := ss.sc
+	if sc == nil {
+		ss.mu.Unlock()
+		return
+	}
+	done := ss.pumpDone
+	var extra []byte
+	if ss.copyIn {
+		extra, _ = (&pgproto3.CopyFail{Message: "client disconnected"}).Encode(extra)
+		extra, _ = (&pgproto3.Sync{}).Encode(extra)
+		ss.q.push(reqCopyEnd)
+		ss.q.push(reqSync)
+		ss.copyIn = false
+		ss.unsynced = false
+	} else if ss.unsynced {
+		extra, _ = (&pgproto3.Sync{}).Encode(extra)
+		ss.q.push(reqSync)
+		ss.unsynced = false
+	}
+	busy := !ss.q.empty()
+	ss.mu.Unlock()
+
+	if len(extra) > 0 {
+		if _, err := sc.Net.Write(extra); err != nil {
+			_ = sc.Net.SetReadDeadline(time.Now())
+		}
+	}
+	if busy {
+		ss.cancel()
+	} else {
+		_ = sc.Net.SetReadDeadline(time.Now()) // wake the idle pump
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = sc.Net.SetReadDeadline(time.Now())
+		<-done
+	}
+	ss.mu.Lock()
+	sc = ss.sc
+	ss.sc = nil
+	ss.mu.Unlock()
+	if sc == nil {
+		return // the pump discarded or released it
+	}
+	_ = sc.Net.SetReadDeadline(time.Time{})
+	ss.cancelMu.Lock()
+	ss.cancelMu.Unlock() //nolint:staticcheck // wait for cancels in flight
+	ss.releaseClean(sc)
+}
+
+// releaseClean rolls back an open transaction and runs server_reset_query
+// (session mode, or always when configured), then returns the server; on
+// any failure the server is closed instead (never lent dirty).
+func (ss *session) releaseClean(sc *pool.Conn) {
+	var qs []string
+	if sc.TxStatus != 'I' {
+		qs = append(qs, "ROLLBACK")
+	}
+	reset := ss.cfg.ServerResetQuery
+	if reset != "" && (ss.mode == config.PoolSession || ss.cfg.ServerResetQueryAlways) {
+		qs = append(qs, reset)
+	}
+	if len(qs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := sc.ExecMulti(ctx, qs)
+		cancel()
+		if err != nil || sc.TxStatus != 'I' {
+			ss.log.Info().Err(err).Uint32("server_pid", sc.PID).Msg("server reset failed; closing it")
+			sc.Pool().Discard(sc)
+			return
+		}
+		up := strings.ToUpper(reset)
+		if strings.Contains(up, "DISCARD ALL") || strings.Contains(up, "RESET ALL") {
+			clear(sc.Applied)
+		}
+	}
+	sc.Pool().Release(sc)
+}
+
+// releaseOrDiscard returns a server the session borrowed but never
+// attached (it is idle: only pgtide's own queries ran on it).
+func (ss *session) releaseOrDiscard(sc *pool.Conn) {
+	if sc.TxStatus == 'I' && sc.Reader.Len() == 0 {
+		sc.Pool().Release(sc)
+		return
+	}
+	sc.Pool().Discard(sc)
+}
+
+// kill tells the client why and closes its connection. Safe to call more
+// than once and from any goroutine.
+func (ss *session) kill(code, msg string) {
+	ss.wmu.Lock()
+	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = ss.conn.Write(errorFrame("FATAL", code, msg))
+	ss.wmu.Unlock()
+	_ = ss.conn.Close()
+}
+
+// shutdownAtBoundary ends the session now if it is between transactions,
+// or marks it so that it ends at the next boundary.
+func (ss *session) shutdownAtBoundary() {
+	ss.mu.Lock()
+	ss.closing = true
+	now := ss.sc == nil || ss.boundaryLocked()
+	ss.mu.Unlock()
+	if now {
+		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+	}
+}
+
+// cancel forwards a client's cancel request to the server it holds, if a
+// request is outstanding there. It returns once the server has the signal.
+func (ss *session) cancel() {
+	ss.mu.Lock()
+	sc := ss.sc
+	if sc == nil || ss.q.empty() {
+		ss.mu.Unlock()
+		return
+	}
+	ss.cancelMu.RLock()
+	ss.mu.Unlock()
+	defer ss.cancelMu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sc.Cancel(ctx); err != nil {
+		ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("cancel request to server failed")
+	}
+}

@@ -1,0 +1,334 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rs/zerolog"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/auth"
+	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// Startup packet codes (the first 4 bytes after the length).
+const (
+	codeSSLRequest    = 80877103
+	codeGSSENCRequest = 80877104
+	codeCancelRequest = 80877102
+	// PostgreSQL refuses startup packets above this size.
+	maxStartupPacket = 10000
+	clientReadBuf    = 8 << 10
+)
+
+// handleConn runs one client connection from accept to close.
+func (s *Server) handleConn(nc net.Conn) {
+	start := time.Now()
+	log := s.logger().With().Str("client", nc.RemoteAddr().String()).Logger()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
+		}
+		_ = nc.Close()
+		s.clients.Add(-1)
+		s.sessWG.Done()
+	}()
+	cfg := s.Config()
+	if tmo := cfg.ClientLoginTimeout.Duration; tmo > 0 {
+		_ = nc.SetDeadline(time.Now().Add(tmo))
+	}
+	rd := wire.NewReader(nc, clientReadBuf)
+	ss, err := s.startup(nc, rd, cfg, &log)
+	if err != nil {
+		var ce *clientError
+		if errors.As(err, &ce) {
+			_, _ = nc.Write(errorFrame("FATAL", ce.Code, ce.Msg))
+		}
+		if ss == nil || !errors.Is(err, errClientGone) {
+			log.Info().Err(err).Msg("login failed")
+		}
+		return
+	}
+	if ss == nil { // a cancel request, or a client that left during negotiation
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	log = ss.log
+	log.Info().Msg("client connected")
+	err = ss.run()
+	log.Info().Err(err).Dur("duration", time.Since(start)).Msg("client disconnected")
+}
+
+// readStartupPacket reads one length-prefixed packet of the startup phase
+// (which has no type byte) and returns its body.
+func readStartupPacket(rd *wire.Reader) ([]byte, error) {
+	if err := rd.Ensure(4); err != nil {
+		return nil, err
+	}
+	n := int(int32(binary.BigEndian.Uint32(rd.Buffered())))
+	if n < 8 || n > maxStartupPacket {
+		return nil, &clientError{codeProtocolViolation, fmt.Sprintf("invalid length of startup packet: %d", n)}
+	}
+	if err := rd.Ensure(n); err != nil {
+		return nil, err
+	}
+	body := rd.Buffered()[4:n]
+	rd.Discard(n)
+	return body, nil
+}
+
+// startup negotiates encryption, reads the StartupMessage, authenticates
+// and attaches the client to its pool. It returns (nil, nil) when the
+// connection was a cancel request.
+func (s *Server) startup(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger) (*session, error) {
+	var body []byte
+	for {
+		var err error
+		body, err = readStartupPacket(rd)
+		if err != nil {
+			return nil, classifyClientErr(err)
+		}
+		code := binary.BigEndian.Uint32(body)
+		switch code {
+		case codeSSLRequest, codeGSSENCRequest:
+			// Bytes after the request would be read in the clear and
+			// trusted as if they came over TLS (CVE-2021-23222 style).
+			if rd.Len() > 0 {
+				return nil, &clientError{codeProtocolViolation, "received unencrypted data after SSL request"}
+			}
+			if _, err := nc.Write([]byte{'N'}); err != nil {
+				return nil, errClientGone
+			}
+			continue
+		case codeCancelRequest:
+			s.handleCancel(body)
+			return nil, nil
+		}
+		major, minor := code>>16, code&0xffff
+		if major != 3 {
+			return nil, &clientError{codeFeatureNotSupported,
+				fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", major, minor)}
+		}
+		params, err := parseStartupParams(body[4:])
+		if err != nil {
+			return nil, err
+		}
+		return s.login(nc, rd, cfg, log, minor, params)
+	}
+}
+
+func parseStartupParams(b []byte) (map[string]string, error) {
+	params := map[string]string{}
+	bad := &clientError{codeProtocolViolation, "invalid startup packet layout: expected terminator as last byte"}
+	for len(b) > 0 {
+		if b[0] == 0 {
+			if len(b) != 1 {
+				return nil, bad
+			}
+			return params, nil
+		}
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			return nil, bad
+		}
+		k := string(b[:i])
+		b = b[i+1:]
+		j := bytes.IndexByte(b, 0)
+		if j < 0 {
+			return nil, bad
+		}
+		params[k] = string(b[:j])
+		b = b[j+1:]
+	}
+	return nil, bad
+}
+
+func classifyClientErr(err error) error {
+	var ce *clientError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return errClientGone
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &clientError{codeProtocolViolation, "client_login_timeout: login not completed in time"}
+	}
+	return fmt.Errorf("%w: %w", errClientGone, err)
+}
+
+// login handles a StartupMessage: protocol negotiation, limits,
+// authentication, pool attachment, and the startup reply.
+func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string) (*session, error) {
+	// Protocol 3.2 (and made-up minors) are negotiated down to 3.0, as a
+	// PostgreSQL older than 18 would; _pq_ options are all unrecognized.
+	var unknown []string
+	for k := range params {
+		if strings.HasPrefix(k, "_pq_.") {
+			unknown = append(unknown, k)
+			delete(params, k)
+		}
+	}
+	if minor > 0 || len(unknown) > 0 {
+		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}).Encode(nil)
+		if _, err := nc.Write(msg); err != nil {
+			return nil, errClientGone
+		}
+	}
+	user := params["user"]
+	if user == "" {
+		return nil, &clientError{codeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet"}
+	}
+	dbName := params["database"]
+	if dbName == "" {
+		dbName = user
+	}
+	l := log.With().Str("user", user).Str("database", dbName).Logger()
+	*log = l
+	if params["replication"] != "" && params["replication"] != "false" && params["replication"] != "off" {
+		return nil, &clientError{codeFeatureNotSupported, "replication connections are not supported by pgtide"}
+	}
+	if st := s.state.Load(); st != stateRunning {
+		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+	}
+	if cfg.MaxClientConn > 0 && s.clients.Load() > int64(cfg.MaxClientConn) {
+		return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
+	}
+
+	// Authenticate. An unknown user runs the same exchange against a
+	// random secret, so a wrong user and a wrong password look the same.
+	method, err := auth.ParseMethod(cfg.AuthType)
+	if err != nil {
+		method = auth.SCRAM
+	}
+	ucfg, known := cfg.Users[user]
+	var secret auth.Secret
+	if known {
+		secret, err = auth.ParseSecret(ucfg.Password)
+		if err != nil {
+			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
+		}
+	} else if method != auth.Trust {
+		var junk [24]byte
+		_, _ = rand.Read(junk[:])
+		secret, _ = auth.ParseSecret(fmt.Sprintf("%x", junk))
+	}
+	method = auth.ChooseMethod(method, secret)
+	be := pgproto3.NewBackend(rd.MessageReader(), nc)
+	be.SetMaxBodyLen(maxStartupPacket)
+	if err := auth.Authenticate(be, method, user, secret); err != nil {
+		switch {
+		case errors.Is(err, auth.ErrPasswordMismatch):
+			l.Warn().Str("method", method.String()).Msg("password authentication failed")
+			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
+		case errors.Is(err, auth.ErrProtocol):
+			return nil, &clientError{codeProtocolViolation, "invalid authentication response"}
+		}
+		return nil, classifyClientErr(err)
+	}
+
+	db, ok := cfg.ResolveDatabase(dbName)
+	if !ok {
+		return nil, &clientError{codeUnknownDatabase, fmt.Sprintf("database %q does not exist", dbName)}
+	}
+	pe := s.poolFor(cfg, dbName, db, user, ucfg)
+
+	ss := newSession(s, nc, rd, pe, cfg, l, params)
+	if err := ss.wantFromStartup(params); err != nil {
+		return nil, err
+	}
+	// Borrow a server to prove the database is reachable and to learn the
+	// parameter values this client starts with.
+	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
+	sc, err := pe.pool.Acquire(ctx)
+	cancel()
+	if err != nil {
+		return nil, acquireError(err)
+	}
+	if err := ss.syncParams(sc); err != nil {
+		ss.releaseOrDiscard(sc)
+		return nil, err
+	}
+	for k, v := range sc.Params {
+		ss.view[k] = v
+	}
+	s.register(ss)
+	if s.state.Load() != stateRunning {
+		s.unregister(ss)
+		ss.releaseOrDiscard(sc)
+		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+	}
+	if ss.mode == config.PoolSession {
+		ss.attach(sc)
+	} else {
+		ss.releaseOrDiscard(sc)
+	}
+
+	var out []byte
+	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
+	for k, v := range ss.view {
+		out, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(out)
+	}
+	var key [4]byte
+	binary.BigEndian.PutUint32(key[:], ss.keySecret)
+	out, _ = (&pgproto3.BackendKeyData{ProcessID: ss.keyPID, SecretKey: key[:]}).Encode(out)
+	out, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(out)
+	if _, err := nc.Write(out); err != nil {
+		ss.finish()
+		return nil, errClientGone
+	}
+	return ss, nil
+}
+
+// acquireError turns a pool error into what the client is told.
+func acquireError(err error) error {
+	switch {
+	case errors.Is(err, pool.ErrWaitTimeout):
+		return &clientError{codeQueryCanceled, "query_wait_timeout: no server connection became available in time"}
+	case errors.Is(err, pool.ErrClosed):
+		return &clientError{codeCannotConnectNow, "the database is being reconfigured or shut down; retry"}
+	}
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		return &clientError{se.Code, "server login failed: " + se.Message}
+	}
+	var pe interface{ SQLState() string }
+	if errors.As(err, &pe) && pe.SQLState() != "" {
+		return &clientError{pe.SQLState(), "server login failed: " + err.Error()}
+	}
+	return &clientError{codeServerUnavailable, "could not connect to the server: " + err.Error()}
+}
+
+// handleCancel routes a CancelRequest carrying a pgtide-minted key to the
+// server the client holds at this moment. Unknown keys are ignored silently,
+// as PostgreSQL does.
+func (s *Server) handleCancel(body []byte) {
+	if len(body) < 12 {
+		return
+	}
+	pid := binary.BigEndian.Uint32(body[4:8])
+	secret := body[8:]
+	ss := s.lookup(pid)
+	if ss == nil {
+		return
+	}
+	var want [4]byte
+	binary.BigEndian.PutUint32(want[:], ss.keySecret)
+	if subtle.ConstantTimeCompare(want[:], secret) != 1 {
+		return
+	}
+	ss.cancel()
+}

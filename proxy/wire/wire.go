@@ -1,0 +1,197 @@
+// Package wire frames PostgreSQL v3 protocol messages over a byte stream
+// without decoding them. The data path forwards frames as raw bytes from the
+// Reader's own buffer and decodes only the few message types it must inspect.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// HeaderLen is the size of a message header: one type byte and a 4-byte
+// big-endian length that counts itself but not the type byte.
+const HeaderLen = 5
+
+// ErrBadLength reports a length field below 4 (impossible) or above the
+// configured maximum. It is a protocol violation by the peer.
+var ErrBadLength = errors.New("invalid message length")
+
+// Reader buffers a connection and exposes whole messages in place.
+//
+// Ownership: a Reader belongs to exactly one goroutine at a time (the one
+// reading that connection). Slices returned by Buffered, Message and
+// ReadMessage point into the Reader's buffer and are valid only until the next
+// call to Fill, Ensure, ReadMessage or Discard.
+type Reader struct {
+	rd   io.Reader
+	buf  []byte
+	r, w int // buf[r:w] holds unread bytes
+	base int // the size the buffer returns to when shrunk
+}
+
+// NewReader returns a Reader over rd with an initial buffer of size bytes.
+func NewReader(rd io.Reader, size int) *Reader {
+	if size < 512 {
+		size = 512
+	}
+	return &Reader{rd: rd, buf: make([]byte, size), base: size}
+}
+
+// Buffered returns the unread bytes currently in the buffer.
+func (r *Reader) Buffered() []byte { return r.buf[r.r:r.w] }
+
+// Len is the number of unread bytes in the buffer.
+func (r *Reader) Len() int { return r.w - r.r }
+
+// Cap is the buffer's capacity.
+func (r *Reader) Cap() int { return len(r.buf) }
+
+// Discard drops n unread bytes (n must not exceed Len).
+func (r *Reader) Discard(n int) {
+	r.r += n
+	if r.r == r.w {
+		r.r, r.w = 0, 0
+	}
+}
+
+// Fill reads at least one more byte from the underlying reader, compacting
+// the buffer first so there is room. It blocks until data arrives.
+func (r *Reader) Fill() error {
+	if r.r > 0 && (r.w == len(r.buf) || r.r == r.w) {
+		n := copy(r.buf, r.buf[r.r:r.w])
+		r.r, r.w = 0, n
+	}
+	if r.w == len(r.buf) {
+		r.grow(len(r.buf) * 2)
+	}
+	for {
+		n, err := r.rd.Read(r.buf[r.w:])
+		r.w += n
+		if n > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Ensure blocks until at least n unread bytes are buffered, growing the
+// buffer if n exceeds its capacity.
+func (r *Reader) Ensure(n int) error {
+	if n > len(r.buf) {
+		r.grow(n)
+	}
+	if r.r+n > len(r.buf) {
+		c := copy(r.buf, r.buf[r.r:r.w])
+		r.r, r.w = 0, c
+	}
+	for r.w-r.r < n {
+		m, err := r.rd.Read(r.buf[r.w:])
+		r.w += m
+		if err != nil {
+			if r.w-r.r >= n {
+				return nil
+			}
+			if err == io.EOF && r.w > r.r {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Reader) grow(n int) {
+	nb := make([]byte, n)
+	c := copy(nb, r.buf[r.r:r.w])
+	r.buf, r.r, r.w = nb, 0, c
+}
+
+// Shrink returns an oversized, empty buffer to its initial size so an idle
+// connection does not pin memory from its largest message.
+func (r *Reader) Shrink() {
+	if r.r == r.w && len(r.buf) > r.base {
+		r.buf, r.r, r.w = make([]byte, r.base), 0, 0
+	}
+}
+
+// Header parses the header at the start of b (which must hold HeaderLen
+// bytes) and returns the type and the whole frame length, header included.
+func Header(b []byte) (typ byte, frameLen int) {
+	return b[0], int(int32(binary.BigEndian.Uint32(b[1:5]))) + 1
+}
+
+// CheckLen validates a frame length from Header against a maximum body size.
+func CheckLen(frameLen, maxBody int) error {
+	if frameLen < HeaderLen || frameLen-HeaderLen > maxBody {
+		return fmt.Errorf("%w: %d", ErrBadLength, frameLen-1)
+	}
+	return nil
+}
+
+// ReadMessage reads one whole message and returns its type and body. The
+// body is valid until the next call on r; the message stays buffered until
+// Discard(HeaderLen+len(body)) or the next ReadMessage.
+func (r *Reader) ReadMessage(maxBody int) (typ byte, body []byte, err error) {
+	if err = r.Ensure(HeaderLen); err != nil {
+		return 0, nil, err
+	}
+	typ, n := Header(r.buf[r.r:])
+	if err = CheckLen(n, maxBody); err != nil {
+		return typ, nil, err
+	}
+	if err = r.Ensure(n); err != nil {
+		return typ, nil, err
+	}
+	body = r.buf[r.r+HeaderLen : r.r+n]
+	r.Discard(n)
+	return typ, body, nil
+}
+
+// MessageReader returns an io.Reader that never returns bytes beyond the end
+// of the current message. A pgproto3.Backend or Frontend reading through it
+// (with its own read-ahead buffer) therefore never consumes bytes of the next
+// message, which stay in r for the raw data path.
+func (r *Reader) MessageReader() io.Reader { return &boundedReader{r: r} }
+
+type boundedReader struct {
+	r      *Reader
+	remain int // bytes left in the current message; 0 at a boundary
+	hdr    int // header bytes already passed through (0..HeaderLen)
+	hbuf   [HeaderLen]byte
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.remain == 0 && b.hdr == HeaderLen {
+		b.hdr = 0
+	}
+	if b.r.Len() == 0 {
+		if err := b.r.Fill(); err != nil {
+			return 0, err
+		}
+	}
+	src := b.r.Buffered()
+	if b.hdr < HeaderLen {
+		n := min(len(p), len(src), HeaderLen-b.hdr)
+		copy(p, src[:n])
+		copy(b.hbuf[b.hdr:], src[:n])
+		b.hdr += n
+		b.r.Discard(n)
+		if b.hdr == HeaderLen {
+			_, fl := Header(b.hbuf[:])
+			b.remain = max(fl-HeaderLen, 0)
+		}
+		return n, nil
+	}
+	n := min(len(p), len(src), b.remain)
+	copy(p, src[:n])
+	b.remain -= n
+	b.r.Discard(n)
+	return n, nil
+}
