@@ -100,3 +100,33 @@ func TestAuthAndLimitErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestAuthTypeMD5 covers auth_type = "md5" with a plaintext password in [users]
+// (the SCRAM default is what every other test uses).
+func TestAuthTypeMD5(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) { c.Extra = "auth_type = \"md5\"\n" })
+	c := connect(t, e.URL())
+	if got := queryString(t, c, "SELECT current_user"); got != e.User {
+		t.Fatalf("current_user = %q", got)
+	}
+	err := connectErr(t, e.tide.ConnString(e.DB, e.User, "wrong-md5-password"))
+	if code := sqlState(err); code != "28P01" {
+		t.Fatalf("wrong password with md5: err = %v (SQLSTATE %q), want 28P01", err, code)
+	}
+}
+
+// TestSCRAMAuth: with the default auth_type (scram-sha-256) a client must get
+// the full RFC 5802 exchange, AuthenticationSASLFinal with the server
+// signature included, before AuthenticationOk; pgx checks the signature.
+func TestSCRAMAuth(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := ctxT(t, 15*time.Second)
+	c, err := pgconn.Connect(ctx, e.URL())
+	if err != nil {
+		t.Fatalf("SCRAM-SHA-256 login through pgtide: %v", err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -112,6 +112,13 @@ func StartPgtide(t testing.TB, configTOML string) *Pgtide {
 		p.Cmd.Stdout = p.logs
 		p.Cmd.Stderr = p.logs
 		p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// A -race binary sleeps 1 s at exit by default (atexit_sleep_ms),
+		// which would distort every shutdown timing.
+		gorace := "atexit_sleep_ms=0"
+		if v := os.Getenv("GORACE"); v != "" {
+			gorace = v + " " + gorace
+		}
+		p.Cmd.Env = append(os.Environ(), "GORACE="+gorace)
 		if err := p.Cmd.Start(); err != nil {
 			t.Fatalf("pgtest: start pgtide: %v", err)
 		}
@@ -135,6 +142,9 @@ func StartPgtide(t testing.TB, configTOML string) *Pgtide {
 		_ = p.Signal(syscall.SIGTERM)
 		if _, err := p.Wait(5 * time.Second); err != nil {
 			p.kill()
+		}
+		if strings.Contains(p.Logs(), "WARNING: DATA RACE") {
+			t.Errorf("pgtide (built with -race) reported a data race")
 		}
 		if t.Failed() {
 			t.Logf("pgtide output:\n%s", p.Logs())

@@ -86,7 +86,7 @@ def main():
     bt.join(10)
     check(not bt.is_alive(), "bystander query hangs")
     check("err" not in bystander_result, "bystander's query failed: %r" % bystander_result.get("err"))
-    check(bystander_result.get("row") == ("", "bystander done"), "bystander row %r" % bystander_result.get("row"))
+    check(bystander_result.get("row") == ("", "bystander done"), "bystander row %r" % (bystander_result.get("row"),))
 
     conn.close()
     bystander.close()
