@@ -57,6 +57,9 @@ type Conn struct {
 	// Applied records parameters pgtide set on this connection, keyed by the
 	// lower-case name: the requested value and the reported value it gave.
 	Applied map[string]AppliedParam
+	// Proto is per-connection state of the borrower's protocol layer (the
+	// proxy's prepared statements); the pool never looks at it.
+	Proto any
 
 	created  time.Time
 	lifetime time.Duration // jittered server_lifetime, 0 = none

@@ -56,9 +56,10 @@ type Server struct {
 type poolKey struct{ db, user string }
 
 type poolEntry struct {
-	pool *pool.Pool
-	dial pool.DialConfig
-	mode config.PoolMode
+	pool  *pool.Pool
+	stmts *stmtRegistry
+	dial  pool.DialConfig
+	mode  config.PoolMode
 }
 
 // New returns a Server for cfg. Call Listen, then Serve.
@@ -264,9 +265,10 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 		return c, nil
 	}
 	e := &poolEntry{
-		pool: pool.New(s.poolOptionsLocked(cfg, db, u, k), dial, log),
-		dial: dc,
-		mode: cfg.EffectivePoolMode(db, u),
+		pool:  pool.New(s.poolOptionsLocked(cfg, db, u, k), dial, log),
+		stmts: newStmtRegistry(),
+		dial:  dc,
+		mode:  cfg.EffectivePoolMode(db, u),
 	}
 	s.pools[k] = e
 	return e

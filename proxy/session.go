@@ -44,6 +44,12 @@ type session struct {
 	view map[string]string
 
 	cancelMu sync.RWMutex // read-held by cancel requests in flight to sc
+	swmu     sync.Mutex   // one writer on the attached server's socket
+
+	// Owned by the client goroutine: scratch buffers for rewritten batches.
+	sout, lout []byte
+	// Owned by the pump: scratch buffer for spliced replies.
+	pout []byte
 
 	mu       sync.Mutex
 	sc       *pool.Conn
@@ -55,6 +61,12 @@ type session struct {
 	gone     bool // client gone: the pump discards instead of writing
 	pumpDone chan struct{}
 	pumpErr  error // why the pump stopped; set before pumpDone closes
+	wake     bool  // the client goroutine queued fake replies for the pump
+
+	// Prepared statements (transaction and statement mode), under mu.
+	stmts        map[string]*stmt // the client's statement names
+	unnamedParse []byte           // the client's last unnamed Parse frame
+	clientSkip   bool             // pgtide raised an error: drop until Sync
 }
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
@@ -62,7 +74,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		srv: s, conn: nc, rd: rd, pe: pe, mode: pe.mode, cfg: cfg, maxBody: cfg.MaxPacketSize,
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
-		txStatus: 'I',
+		txStatus: 'I', stmts: map[string]*stmt{},
 	}
 	if ss.maxBody <= 0 {
 		ss.maxBody = 1 << 30
@@ -99,7 +111,14 @@ func (ss *session) run() error {
 			return fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		for {
-			n, term, err := ss.scanAndForward()
+			var n int
+			var term bool
+			var err error
+			if ss.mode == config.PoolSession {
+				n, term, err = ss.scanSession()
+			} else {
+				n, term, err = ss.scanPooled()
+			}
 			if err != nil {
 				return err
 			}
@@ -116,10 +135,37 @@ func (ss *session) run() error {
 	}
 }
 
-// scanAndForward forwards every complete message in the read buffer as one
-// write and reports how many bytes it consumed and whether the client sent
-// Terminate.
-func (ss *session) scanAndForward() (int, bool, error) {
+// nextFrame returns the type and length of the complete message at b[off:],
+// growing the read buffer for a message larger than it. n == 0 means the
+// message is not complete yet.
+func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
+	for {
+		bb := *b
+		if off+wire.HeaderLen > len(bb) {
+			return 0, 0, nil
+		}
+		typ, n = wire.Header(bb[off:])
+		if err := wire.CheckLen(n, ss.maxBody); err != nil {
+			ss.kill(codeProtocolViolation, fmt.Sprintf("invalid message length %d (max_packet_size %d)", n-1, ss.maxBody))
+			return 0, 0, fmt.Errorf("%w: %w", errProtocol, err)
+		}
+		if off+n <= len(bb) {
+			return typ, n, nil
+		}
+		if off > 0 {
+			return 0, 0, nil
+		}
+		if err := ss.rd.Ensure(n); err != nil {
+			return 0, 0, fmt.Errorf("%w: %w", errClientGone, err)
+		}
+		*b = ss.rd.Buffered()
+	}
+}
+
+// scanSession forwards every complete message in the read buffer as one
+// write (session mode: nothing is rewritten) and reports how many bytes it
+// consumed and whether the client sent Terminate.
+func (ss *session) scanSession() (int, bool, error) {
 	b := ss.rd.Buffered()
 	off := 0
 	var kinds [32]byte
@@ -127,91 +173,97 @@ func (ss *session) scanAndForward() (int, bool, error) {
 	unsynced := ss.unsynced // only this goroutine writes unsynced
 	term := false
 scan:
-	for off+wire.HeaderLen <= len(b) {
-		typ, n := wire.Header(b[off:])
-		if err := wire.CheckLen(n, ss.maxBody); err != nil {
-			ss.kill(codeProtocolViolation, fmt.Sprintf("invalid message length %d (max_packet_size %d)", n-1, ss.maxBody))
-			return 0, false, fmt.Errorf("%w: %w", errProtocol, err)
+	for {
+		typ, n, err := ss.nextFrame(&b, off)
+		if err != nil {
+			return 0, false, err
 		}
-		if off+n > len(b) {
-			if off == 0 {
-				// A message bigger than the buffer: make room for it.
-				if err := ss.rd.Ensure(n); err != nil {
-					return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
-				}
-				b = ss.rd.Buffered()
-				continue
-			}
+		if n == 0 {
 			break
 		}
 		switch typ {
-		case 'Q':
-			k = append(k, reqQuery)
-		case 'F':
-			k = append(k, reqFunc)
+		case 'Q', 'F', 'c', 'f':
+			k = append(k, typ)
 		case 'S':
-			k = append(k, reqSync)
+			k = append(k, typ)
 			unsynced = false
 		case 'P', 'B', 'D', 'E', 'C', 'H':
 			unsynced = true
 		case 'd':
-		case 'c', 'f':
-			k = append(k, reqCopyEnd)
 		case 'X':
 			term = true
 			break scan
 		default:
-			ss.kill(codeProtocolViolation, fmt.Sprintf("invalid frontend message type %d", typ))
-			return 0, false, fmt.Errorf("%w: message type %q", errProtocol, typ)
+			return 0, false, ss.badMessage(typ)
 		}
 		off += n
 	}
 	if off == 0 {
 		return 0, term, nil
 	}
-	if err := ss.forward(b[:off], k, unsynced); err != nil {
+	sc, err := ss.server()
+	if err != nil {
+		return 0, false, err
+	}
+	ss.mu.Lock()
+	for _, t := range k {
+		switch t {
+		case 'S':
+			if ss.copyIn {
+				continue // ignored by a server in COPY IN
+			}
+		case 'c', 'f':
+			ss.copyIn = false
+			t = reqCopyEnd
+		}
+		ss.q.push(entry{kind: t})
+	}
+	ss.unsynced = unsynced
+	ss.mu.Unlock()
+	if err := ss.toServer(sc, b[:off]); err != nil {
 		return 0, false, err
 	}
 	ss.rd.Discard(off)
 	return off, term, nil
 }
 
-// forward writes data (whole client messages) to the attached server,
-// borrowing one first in transaction and statement mode. kinds are the
-// queue entries the data adds.
-func (ss *session) forward(data []byte, kinds []byte, unsynced bool) error {
+func (ss *session) badMessage(typ byte) error {
+	ss.kill(codeProtocolViolation, fmt.Sprintf("invalid frontend message type %d", typ))
+	return fmt.Errorf("%w: message type %q", errProtocol, typ)
+}
+
+// server returns the attached server, borrowing one if there is none.
+func (ss *session) server() (*pool.Conn, error) {
 	ss.mu.Lock()
 	if ss.closing && ss.boundaryLocked() {
 		ss.mu.Unlock()
 		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
-		return errors.New("closed by shutdown")
+		return nil, errors.New("closed by shutdown")
 	}
 	sc := ss.sc
-	if sc == nil {
-		ss.mu.Unlock()
-		var err error
-		if sc, err = ss.borrow(); err != nil {
-			var ce *clientError
-			if errors.As(err, &ce) {
-				ss.kill(ce.Code, ce.Msg)
-			}
-			return err
-		}
-		ss.mu.Lock()
-		ss.attachLocked(sc)
-	}
-	for _, k := range kinds {
-		if k == reqSync && ss.copyIn {
-			continue // ignored by a server in COPY IN
-		}
-		if k == reqCopyEnd {
-			ss.copyIn = false
-		}
-		ss.q.push(k)
-	}
-	ss.unsynced = unsynced
 	ss.mu.Unlock()
-	if _, err := sc.Net.Write(data); err != nil {
+	if sc != nil {
+		return sc, nil
+	}
+	sc, err := ss.borrow()
+	if err != nil {
+		var ce *clientError
+		if errors.As(err, &ce) {
+			ss.kill(ce.Code, ce.Msg)
+		}
+		return nil, err
+	}
+	ss.attach(sc)
+	return sc, nil
+}
+
+// toServer writes client bytes to the server (one writer at a time: the
+// pump writes too, in statement mode).
+func (ss *session) toServer(sc *pool.Conn, b []byte) error {
+	ss.swmu.Lock()
+	_, err := sc.Net.Write(b)
+	ss.swmu.Unlock()
+	if err != nil {
 		// The pump sees the same failure on its read and ends the session.
 		return fmt.Errorf("%w: %w", errServerGone, err)
 	}
@@ -255,141 +307,29 @@ func (ss *session) attachLocked(sc *pool.Conn) {
 	go ss.pump(sc, ss.pumpDone)
 }
 
-// pump is the server goroutine of an attachment: it forwards what the
-// server sends to the client as raw bytes, decoding only ReadyForQuery,
-// ParameterStatus and COPY starts, and gives the server back to the pool at
-// a transaction boundary in transaction and statement mode.
-func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
-	var perr error
-	defer func() {
-		if r := recover(); r != nil {
-			ss.log.Error().Interface("panic", r).Msg("pump panicked")
-			perr = fmt.Errorf("panic: %v", r)
-			ss.mu.Lock()
-			ss.sc = nil
-			ss.pumpErr = perr
-			ss.mu.Unlock()
-			sc.Pool().Discard(sc)
-			ss.conn.Close()
-		}
-		close(done)
-	}()
-	rd := sc.Reader
-	passRemain := 0 // bytes of a large pass-through message still to forward
-	for {
-		if rd.Len() == 0 || passRemain == 0 && !wholeInspectable(rd.Buffered()) {
-			if err := rd.Fill(); err != nil {
-				ss.serverStopped(sc, err)
-				return
-			}
-		}
-		b := rd.Buffered()
-		off := 0
-		if passRemain > 0 {
-			off = min(passRemain, len(b))
-			passRemain -= off
-		}
-		release, end := false, false
-		for passRemain == 0 && off+wire.HeaderLen <= len(b) {
-			typ, n := wire.Header(b[off:])
-			if n < wire.HeaderLen {
-				ss.serverStopped(sc, fmt.Errorf("%w: server sent a bad length", errProtocol))
-				return
-			}
-			inspect := typ == 'Z' || typ == 'S' || typ == 'G'
-			if off+n > len(b) {
-				if !inspect {
-					passRemain = off + n - len(b)
-					off = len(b)
-				}
-				break
-			}
-			switch typ {
-			case 'Z':
-				release, end = ss.readyForQuery(sc, b[off+wire.HeaderLen])
-			case 'S':
-				ss.parameterStatus(sc, b[off+wire.HeaderLen:off+n])
-			case 'G':
-				ss.mu.Lock()
-				ss.copyIn = true
-				ss.q.copyStarted()
-				ss.mu.Unlock()
-			}
-			off += n
-			if release || end {
-				break
-			}
-		}
-		if off > 0 {
-			ss.toClient(b[:off])
-			rd.Discard(off)
-		}
-		if end {
-			// Shutdown at a boundary, or a drained session whose client left.
-			return
-		}
-		if release {
-			ss.giveBack(sc)
-			return
-		}
-	}
-}
-
-// wholeInspectable reports whether b starts with a complete message, or a
-// pass-through message whose bytes can be forwarded before it is complete.
-func wholeInspectable(b []byte) bool {
-	if len(b) < wire.HeaderLen {
-		return false
-	}
-	typ, n := wire.Header(b)
-	if n <= len(b) {
-		return true
-	}
-	return !(typ == 'Z' || typ == 'S' || typ == 'G')
-}
-
-// readyForQuery updates state from a ReadyForQuery and decides whether the
-// server goes back to the pool (release) or the pump stops (end).
-func (ss *session) readyForQuery(sc *pool.Conn, status byte) (release, end bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.q.popReady()
-	ss.txStatus = status
-	sc.TxStatus = status
-	ss.copyIn = false
-	if !ss.boundaryLocked() {
-		return false, false
-	}
-	if ss.gone {
-		return false, true
-	}
-	if ss.closing {
-		go ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
-		return false, true
-	}
-	if ss.mode != config.PoolSession {
-		ss.sc = nil
-		return true, false
-	}
-	return false, false
-}
-
-// parameterStatus records a parameter the server reported to this client:
-// the client now wants that value wherever it runs next.
-func (ss *session) parameterStatus(sc *pool.Conn, body []byte) {
+// parameterStatusLocked records a parameter the server reported to this
+// client: the client now wants that value wherever it runs next.
+func (ss *session) parameterStatusLocked(sc *pool.Conn, body []byte) {
 	k, v := pool.ParseParameterStatus(body)
 	if k == "" {
 		return
 	}
 	sc.Params[k] = v
-	ss.mu.Lock()
 	ss.view[k] = v
 	lk := strings.ToLower(k)
+	if unsyncable[lk] {
+		return
+	}
 	if _, ok := ss.want[lk]; ok || ss.mode != config.PoolSession {
 		ss.want[lk] = v
 		sc.Applied[lk] = pool.AppliedParam{Want: v, Got: v}
 	}
-	ss.mu.Unlock()
+}
+
+// unsyncable are reported parameters that cannot be SET.
+var unsyncable = map[string]bool{
+	"server_version": true, "server_encoding": true, "integer_datetimes": true,
+	"is_superuser": true, "in_hot_standby": true, "session_authorization": true,
 }
 
 // toClient writes server bytes to the client, or drops them once the
@@ -461,13 +401,13 @@ func (ss *session) finish() {
 	if ss.copyIn {
 		extra, _ = (&pgproto3.CopyFail{Message: "client disconnected"}).Encode(extra)
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
-		ss.q.push(reqCopyEnd)
-		ss.q.push(reqSync)
+		ss.q.push(entry{kind: reqCopyEnd})
+		ss.q.push(entry{kind: 'S'})
 		ss.copyIn = false
 		ss.unsynced = false
 	} else if ss.unsynced {
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
-		ss.q.push(reqSync)
+		ss.q.push(entry{kind: 'S'})
 		ss.unsynced = false
 	}
 	busy := !ss.q.empty()

@@ -239,6 +239,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		}
 		return nil, classifyClientErr(err)
 	}
+	// SCRAM leaves AuthenticationSASLFinal buffered in be.
+	if err := be.Flush(); err != nil {
+		return nil, errClientGone
+	}
 
 	db, ok := cfg.ResolveDatabase(dbName)
 	if !ok {

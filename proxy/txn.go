@@ -1,72 +1,123 @@
 package proxy
 
-// reqQueue tracks what the server still owes a session, in client order:
-// one entry per message that the server answers with ReadyForQuery (Query,
-// FunctionCall, Sync) and a marker for each CopyDone/CopyFail. The release
-// rule (DESIGN.md invariant 1) is "queue has no requests, no extended
-// messages since the last Sync, no COPY open, last status 'I'".
+// Actions for a queued request: what happens to the server's reply.
+const (
+	actFwd  byte = iota // the reply goes to the client
+	actSkip             // pgtide's own message: the reply is swallowed
+	actFake             // never sent to the server: pgtide answers with fake
+)
+
+// Request kinds besides the frontend message types P, B, D, E, C, S, Q, F.
+const (
+	reqCopyEnd = 'c' // a CopyDone or CopyFail the client sent
+)
+
+// entry is one request the server (or pgtide) still owes a reply to.
+type entry struct {
+	kind  byte // frontend message type
+	act   byte
+	descS bool   // a Describe of a statement: ParameterDescription first
+	fake  []byte // actFake: the reply pgtide sends in the server's place
+	st    *stmt  // a Parse: the statement being prepared on the server
+}
+
+// reqQueue tracks, in client order, every request whose reply has not
+// reached the client. In session mode only Query, FunctionCall, Sync and
+// copy ends are queued; in transaction and statement mode every
+// extended-protocol message is, so replies can be matched to requests and
+// pgtide's own replies spliced in at the right place. The release rule
+// (DESIGN.md invariant 1) needs the queue empty.
 //
 // Ownership: guarded by session.mu; the client goroutine pushes, the pump
 // pops.
 type reqQueue struct {
-	kinds []byte
-	reqs  int // entries that expect a ReadyForQuery
+	e []entry
 }
 
-const (
-	reqQuery   = 'Q'
-	reqFunc    = 'F'
-	reqSync    = 'S'
-	reqCopyEnd = 'c' // a CopyDone or CopyFail the client sent
-)
+func (q *reqQueue) push(e entry) { q.e = append(q.e, e) }
 
-func (q *reqQueue) push(k byte) {
-	q.kinds = append(q.kinds, k)
-	if k != reqCopyEnd {
-		q.reqs++
+func (q *reqQueue) empty() bool { return len(q.e) == 0 }
+
+func (q *reqQueue) pop() entry {
+	e := q.e[0]
+	q.e[0] = entry{}
+	q.e = q.e[1:]
+	if len(q.e) == 0 {
+		q.e = q.e[:0:0]
 	}
+	return e
 }
 
-// popReady consumes the entry answered by a ReadyForQuery, with any copy
-// markers before it. It reports false when nothing was expected.
-func (q *reqQueue) popReady() bool {
-	for len(q.kinds) > 0 {
-		k := q.kinds[0]
-		q.kinds = q.kinds[1:]
-		if k != reqCopyEnd {
-			q.reqs--
-			if len(q.kinds) == 0 {
-				q.kinds = q.kinds[:0:0]
-			}
-			return true
+// head returns the first entry that is not a copy marker, or nil.
+func (q *reqQueue) head() *entry {
+	for i := range q.e {
+		if q.e[i].kind != reqCopyEnd {
+			return &q.e[i]
 		}
 	}
-	return false
+	return nil
+}
+
+// popHead removes the entry head() returned, with the markers before it.
+func (q *reqQueue) popHead() entry {
+	for len(q.e) > 0 {
+		e := q.pop()
+		if e.kind != reqCopyEnd {
+			return e
+		}
+	}
+	return entry{}
+}
+
+// popReady consumes the request a ReadyForQuery answers (a Sync, Query or
+// FunctionCall) and anything left before it. It reports whether that
+// request's reply is to be swallowed.
+func (q *reqQueue) popReady() (skip bool, ok bool) {
+	for len(q.e) > 0 {
+		e := q.pop()
+		switch e.kind {
+		case 'S', 'Q', 'F':
+			return e.act == actSkip, true
+		}
+	}
+	return false, false
+}
+
+// dropUntilSync removes what the server skips after an error in the
+// extended protocol: everything before the next Sync. Fake replies among
+// them are dropped too, as PostgreSQL would not have answered them.
+func (q *reqQueue) dropUntilSync() (dropped []entry) {
+	for len(q.e) > 0 && q.e[0].kind != 'S' && q.e[0].kind != 'Q' && q.e[0].kind != 'F' {
+		dropped = append(dropped, q.pop())
+	}
+	return dropped
 }
 
 // copyStarted is called when the server enters COPY IN. PostgreSQL ignores
-// Sync (and Flush) received in copy-in mode, so Syncs the client sent after
-// the request that started the COPY and before its CopyDone/CopyFail will
-// get no ReadyForQuery: drop them. The head entry is the request that
-// started the COPY when it was a simple Query.
+// Sync received in copy-in mode, so Syncs the client sent after the request
+// that started the COPY and before its CopyDone/CopyFail get no
+// ReadyForQuery: drop them.
 func (q *reqQueue) copyStarted() {
 	i := 0
-	if len(q.kinds) > 0 && q.kinds[0] == reqQuery {
-		i = 1
+	if h := q.head(); h != nil && (h.kind == 'Q' || h.kind == 'E') {
+		for q.e[i].kind == reqCopyEnd {
+			i++
+		}
+		i++
 	}
-	out := q.kinds[:i]
+	out := q.e[:i]
 	j := i
-	for ; j < len(q.kinds) && q.kinds[j] != reqCopyEnd; j++ {
-		if q.kinds[j] == reqSync {
-			q.reqs--
+	for ; j < len(q.e) && q.e[j].kind != reqCopyEnd; j++ {
+		if q.e[j].kind == 'S' {
 			continue
 		}
-		out = append(out, q.kinds[j])
+		out = append(out, q.e[j])
 	}
-	out = append(out, q.kinds[j:]...)
-	q.kinds = out
+	out = append(out, q.e[j:]...)
+	for k := len(out); k < len(q.e); k++ {
+		q.e[k] = entry{}
+	}
+	q.e = out
 }
 
-func (q *reqQueue) empty() bool { return q.reqs == 0 }
-
-func (q *reqQueue) reset() { q.kinds, q.reqs = q.kinds[:0], 0 }
+func (q *reqQueue) reset() { q.e = q.e[:0] }

@@ -195,3 +195,10 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	b.r.Discard(n)
 	return n, nil
 }
+
+// Grow makes the buffer hold at least n bytes.
+func (r *Reader) Grow(n int) {
+	if n > len(r.buf) {
+		r.grow(n)
+	}
+}

@@ -1,0 +1,330 @@
+package proxy
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+var (
+	parseComplete = []byte{'1', 0, 0, 0, 4}
+	closeComplete = []byte{'3', 0, 0, 0, 4}
+	readyIdle     = []byte{'Z', 0, 0, 0, 5, 'I'}
+)
+
+// scanPooled handles a batch in transaction and statement mode, where the
+// server may change between transactions. Named prepared statements are
+// mapped to pgtide's per-pool names and prepared on whichever server the
+// client holds; a batch that needs no server (Parse of a statement already
+// validated elsewhere, Close of a statement, Sync) is answered without
+// borrowing one, which is what keeps pgbench -M prepared from deadlocking
+// when every server is held by a client inside a transaction.
+func (ss *session) scanPooled() (int, bool, error) {
+	b := ss.rd.Buffered()
+	end, term, need := 0, false, false
+	ss.mu.Lock()
+	attached := ss.sc != nil
+	ss.mu.Unlock()
+	for {
+		typ, n, err := ss.nextFrame(&b, end)
+		if err != nil {
+			return 0, false, err
+		}
+		if n == 0 {
+			break
+		}
+		if typ == 'X' {
+			term = true
+			break
+		}
+		if !attached && !need {
+			need = ss.needsServer(typ, b[end+5:end+n])
+		}
+		end += n
+	}
+	if end == 0 {
+		return 0, term, nil
+	}
+	var sc *pool.Conn
+	for {
+		if attached || need {
+			var err error
+			if sc, err = ss.server(); err != nil {
+				return 0, false, err
+			}
+		}
+		ss.mu.Lock()
+		if ss.sc == sc {
+			break // mu stays held: the pump cannot give sc back while we queue
+		}
+		// The pump returned the server to the pool after we looked: borrow.
+		ss.mu.Unlock()
+		attached, need = false, true
+	}
+
+	out, local := ss.sout[:0], ss.lout[:0]
+	seg, modified, wake := 0, false, false
+	var srv *serverState
+	if sc != nil {
+		srv = stateOf(sc)
+	}
+	queued := len(ss.q.e)
+	// replace ends the pass-through run before message [off, off+n) and
+	// puts repl (possibly nothing) in its place.
+	replace := func(off, n int, repl ...[]byte) {
+		out = append(out, b[seg:off]...)
+		for _, r := range repl {
+			out = append(out, r...)
+		}
+		seg, modified = off+n, true
+	}
+	fakeReply := func(r []byte) {
+		if sc == nil {
+			local = append(local, r...)
+			return
+		}
+		ss.q.push(entry{kind: 'P', act: actFake, fake: r})
+		wake = true
+	}
+	ensure := func(st *stmt) { // st prepared on sc before the current message
+		if srv.has(st) {
+			return
+		}
+		ss.evictLocked(srv, &out)
+		out = append(out, st.parse...)
+		ss.q.push(entry{kind: 'P', act: actSkip, st: st})
+		srv.add(st)
+	}
+
+	for off := 0; off < end; {
+		typ, n := wire.Header(b[off:])
+		body := b[off+5 : off+n]
+		if ss.clientSkip && typ != 'S' {
+			replace(off, n)
+			off += n
+			continue
+		}
+		switch typ {
+		case 'S':
+			ss.clientSkip = false
+			if sc != nil {
+				ss.q.push(entry{kind: 'S'})
+				ss.unsynced = false
+			} else {
+				replace(off, n)
+				local = append(local, readyIdle...)
+			}
+		case 'H':
+			if sc == nil {
+				replace(off, n)
+			}
+		case 'Q':
+			ss.q.push(entry{kind: 'Q'})
+			srv.unnamed = nil // a simple query destroys the unnamed statement
+		case 'F':
+			ss.q.push(entry{kind: 'F'})
+		case 'E':
+			ss.q.push(entry{kind: 'E'})
+			ss.unsynced = true
+		case 'd':
+		case 'c', 'f':
+			ss.q.push(entry{kind: reqCopyEnd})
+			ss.copyIn = false
+		case 'P':
+			name, rest, ok1 := cstring(body)
+			query, types, ok2 := cstring(rest)
+			if !ok1 || !ok2 {
+				ss.mu.Unlock()
+				return 0, false, ss.badMessage(typ)
+			}
+			if len(name) == 0 {
+				ss.unnamedParse = append(ss.unnamedParse[:0], b[off:off+n]...)
+				srv.unnamed = ss
+				ss.q.push(entry{kind: 'P'})
+				ss.unsynced = true
+				break
+			}
+			if _, dup := ss.stmts[string(name)]; dup {
+				replace(off, n)
+				fakeReply(errorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
+				ss.clientSkip = true
+				break
+			}
+			st := ss.pe.stmts.get(query, types)
+			ss.stmts[string(name)] = st
+			switch {
+			case sc == nil:
+				replace(off, n)
+				local = append(local, parseComplete...)
+			case srv.has(st):
+				replace(off, n)
+				fakeReply(parseComplete)
+				ss.unsynced = true
+			default:
+				ss.evictLocked(srv, &out)
+				replace(off, n, st.parse)
+				ss.q.push(entry{kind: 'P', st: st})
+				srv.add(st)
+				ss.unsynced = true
+			}
+		case 'B', 'D':
+			var prefix, name, rest []byte
+			ok := true
+			if typ == 'B' {
+				var portal []byte
+				portal, rest, ok = cstring(body)
+				prefix = body[:len(portal)+1]
+				if ok {
+					name, rest, ok = cstring(rest)
+				}
+			} else if len(body) > 0 && body[0] == 'S' {
+				prefix = body[:1]
+				name, rest, ok = cstring(body[1:])
+			} else {
+				ss.q.push(entry{kind: 'D'})
+				ss.unsynced = true
+				break
+			}
+			if !ok {
+				ss.mu.Unlock()
+				return 0, false, ss.badMessage(typ)
+			}
+			ss.unsynced = true
+			if len(name) == 0 {
+				if srv.unnamed != ss {
+					if ss.unnamedParse == nil {
+						replace(off, n)
+						fakeReply(errorFrame("ERROR", "26000", "unnamed prepared statement does not exist"))
+						ss.clientSkip = true
+						break
+					}
+					out = append(out, b[seg:off]...)
+					seg = off
+					out = append(out, ss.unnamedParse...)
+					ss.q.push(entry{kind: 'P', act: actSkip})
+					srv.unnamed, modified = ss, true
+				}
+				ss.q.push(entry{kind: typ, descS: typ == 'D'})
+				break
+			}
+			st := ss.stmts[string(name)]
+			if st == nil {
+				replace(off, n)
+				fakeReply(errorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
+				ss.clientSkip = true
+				break
+			}
+			out = append(out, b[seg:off]...)
+			seg = off
+			ensure(st)
+			out = appendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
+			seg, modified = off+n, true
+			ss.q.push(entry{kind: typ, descS: typ == 'D'})
+		case 'C':
+			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
+				name, _, _ := cstring(body[1:])
+				delete(ss.stmts, string(name))
+				replace(off, n)
+				fakeReply(closeComplete)
+				break
+			}
+			ss.q.push(entry{kind: 'C'})
+			ss.unsynced = true
+		default:
+			ss.mu.Unlock()
+			return 0, false, ss.badMessage(typ)
+		}
+		off += n
+	}
+	if wake {
+		// Fakes with nothing ahead of them are written by the pump, which
+		// owns the reply order; wake it if it waits on the server.
+		if h := ss.q.head(); h != nil && h.act == actFake {
+			ss.wake = true
+		} else {
+			wake = false
+		}
+	}
+	// With nothing queued and no open extended batch, the pump may give
+	// the server back at any moment: send it nothing.
+	idleWrite := sc != nil && len(ss.q.e) == queued && !ss.unsynced && ss.boundaryLocked()
+	ss.mu.Unlock()
+	if idleWrite {
+		sc, modified = nil, false
+	}
+
+	var err error
+	switch {
+	case modified:
+		out = append(out, b[seg:end]...)
+		if len(out) > 0 && sc != nil {
+			err = ss.toServer(sc, out)
+		}
+	case sc != nil:
+		err = ss.toServer(sc, b[:end])
+	}
+	if wake && sc != nil {
+		_ = sc.Net.SetReadDeadline(time.Now())
+	}
+	if len(local) > 0 && err == nil {
+		ss.wmu.Lock()
+		_, werr := ss.conn.Write(local)
+		ss.wmu.Unlock()
+		if werr != nil {
+			err = fmt.Errorf("%w: %w", errClientGone, werr)
+		}
+	}
+	if cap(out) <= 64<<10 {
+		ss.sout = out[:0]
+	}
+	if cap(local) <= 64<<10 {
+		ss.lout = local[:0]
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	ss.rd.Discard(end)
+	return end, term, nil
+}
+
+// needsServer reports whether a message can only be answered by a server
+// (as opposed to by pgtide from what it knows).
+func (ss *session) needsServer(typ byte, body []byte) bool {
+	switch typ {
+	case 'S', 'H':
+		return false
+	case 'P':
+		name, rest, ok := cstring(body)
+		if !ok || len(name) == 0 {
+			return true
+		}
+		ss.mu.Lock()
+		_, dup := ss.stmts[string(name)]
+		ss.mu.Unlock()
+		if dup {
+			return false
+		}
+		query, types, ok := cstring(rest)
+		return !ok || !ss.pe.stmts.get(query, types).validated.Load()
+	case 'C':
+		return !(len(body) > 1 && body[0] == 'S' && body[1] != 0)
+	}
+	return true
+}
+
+// evictLocked makes room for one more statement on a server, closing the
+// least recently used one (its CloseComplete is swallowed).
+func (ss *session) evictLocked(srv *serverState, out *[]byte) {
+	max := ss.cfg.MaxPreparedStatements
+	if max <= 0 || len(srv.stmts) < max {
+		return
+	}
+	old := srv.evict()
+	if old == nil {
+		return
+	}
+	*out = appendFrame(*out, 'C', []byte{'S'}, []byte(old.name), []byte{0})
+	ss.q.push(entry{kind: 'C', act: actSkip})
+}

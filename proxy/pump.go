@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// What the pump does after writing a chunk of replies.
+const (
+	evNone     = iota
+	evBoundary // a ReadyForQuery left the session between transactions
+	evStmtTxn  // statement mode: the client opened a transaction block
+)
+
+// pump is the server goroutine of an attachment: it forwards what the
+// server sends as raw bytes from the server's read buffer, decoding only
+// the few message types it must, splices in pgtide's own replies (fake
+// ParseComplete and the like) at their place in the reply order and
+// swallows replies to pgtide's own requests. In transaction and statement
+// mode it gives the server back at a transaction boundary.
+func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
+	defer func() {
+		if r := recover(); r != nil {
+			ss.log.Error().Interface("panic", r).Msg("pump panicked; closing the client and the server")
+			ss.mu.Lock()
+			if ss.sc == sc {
+				ss.sc = nil
+			}
+			ss.pumpErr = fmt.Errorf("panic: %v", r)
+			ss.mu.Unlock()
+			sc.Pool().Discard(sc)
+			_ = ss.conn.Close()
+		}
+		close(done)
+	}()
+	rd := sc.Reader
+	passRemain := 0   // bytes of a large message still to pass through
+	passDrop := false // whether those bytes are swallowed instead
+	for {
+		if rd.Len() == 0 || (passRemain == 0 && !frameReady(rd.Buffered())) {
+			if err := rd.Fill(); err != nil {
+				if ss.woken(err) {
+					ss.flushFakes()
+					continue
+				}
+				ss.serverStopped(sc, err)
+				return
+			}
+		}
+		b := rd.Buffered()
+		out := ss.pout[:0]
+		spliced := false
+		off, seg := 0, 0
+		if passRemain > 0 {
+			off = min(passRemain, len(b))
+			passRemain -= off
+			if passDrop {
+				seg, spliced = off, true
+			}
+		}
+		ev := evNone
+		ss.mu.Lock()
+		if f := ss.takeFakesLocked(nil); len(f) > 0 {
+			out, seg, spliced = append(append(out, b[seg:off]...), f...), off, true
+		}
+		for passRemain == 0 && off+wire.HeaderLen <= len(b) {
+			typ, n := wire.Header(b[off:])
+			if n < wire.HeaderLen {
+				ss.mu.Unlock()
+				ss.serverStopped(sc, fmt.Errorf("%w: server sent a bad length", errProtocol))
+				return
+			}
+			complete := off+n <= len(b)
+			if !complete && needsBody(typ) {
+				if n > rd.Cap() {
+					rd.Grow(n)
+				}
+				break
+			}
+			var body []byte
+			if complete {
+				body = b[off+wire.HeaderLen : off+n]
+			}
+			fwd, e := ss.routeLocked(sc, typ, body)
+			if e != evNone {
+				ev = e
+			}
+			end := off + n
+			if !complete {
+				passRemain, passDrop, end = off+n-len(b), !fwd, len(b)
+			}
+			if !fwd {
+				out, seg, spliced = append(out, b[seg:off]...), end, true
+			}
+			off = end
+			if f := ss.takeFakesLocked(nil); len(f) > 0 {
+				out, seg, spliced = append(append(out, b[seg:off]...), f...), off, true
+			}
+			if ev != evNone {
+				break
+			}
+		}
+		ss.mu.Unlock()
+		if spliced {
+			out = append(out, b[seg:off]...)
+			if len(out) > 0 {
+				ss.toClient(out)
+			}
+			if cap(out) <= 64<<10 {
+				ss.pout = out[:0]
+			}
+		} else if off > 0 {
+			ss.toClient(b[:off])
+		}
+		rd.Discard(off)
+		switch ev {
+		case evStmtTxn:
+			rb := appendFrame(nil, 'Q', []byte("ROLLBACK\x00"))
+			ss.swmu.Lock()
+			_, err := sc.Net.Write(rb)
+			ss.swmu.Unlock()
+			if err != nil {
+				ss.serverStopped(sc, err)
+				return
+			}
+		case evBoundary:
+			if ss.atBoundary(sc) {
+				return
+			}
+		}
+	}
+}
+
+// needsBody lists the server messages the pump must see whole.
+func needsBody(typ byte) bool {
+	switch typ {
+	case 'Z', 'S', 'C':
+		return true
+	}
+	return false
+}
+
+// frameReady reports whether b starts with a message the pump can handle
+// now: a whole one, or one it may pass through in pieces.
+func frameReady(b []byte) bool {
+	if len(b) < wire.HeaderLen {
+		return false
+	}
+	typ, n := wire.Header(b)
+	return n <= len(b) || !needsBody(typ)
+}
+
+// routeLocked matches one server message to the request it answers and
+// says whether the client sees it. body is nil for a message that is being
+// passed through in pieces (never one of needsBody's types).
+func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, ev int) {
+	h := ss.q.head()
+	skip := h != nil && h.act == actSkip
+	switch typ {
+	case 'Z':
+		status := byte('I')
+		if len(body) > 0 {
+			status = body[0]
+		}
+		sk, _ := ss.q.popReady()
+		ss.txStatus, sc.TxStatus = status, status
+		ss.copyIn = false
+		if ss.mode == config.PoolStatement && status != 'I' && !sk && ss.q.empty() && !ss.unsynced {
+			// Statement mode: the statement opened a transaction block.
+			// Roll it back unseen and tell the client.
+			ss.q.push(entry{kind: 'Q', act: actSkip})
+			ss.q.push(entry{kind: 'Q', act: actFake, fake: append(
+				errorFrame("ERROR", codeFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode"),
+				'Z', 0, 0, 0, 5, 'I')})
+			return false, evStmtTxn
+		}
+		if ss.boundaryLocked() {
+			ev = evBoundary
+		}
+		return !sk, ev
+	case 'S':
+		ss.parameterStatusLocked(sc, body)
+		return !skip, evNone
+	case '1':
+		if h != nil && h.kind == 'P' {
+			e := ss.q.popHead()
+			if e.st != nil {
+				e.st.validated.Store(true)
+			}
+		}
+	case '2':
+		if h != nil && h.kind == 'B' {
+			ss.q.popHead()
+		}
+	case '3':
+		if h != nil && h.kind == 'C' {
+			ss.q.popHead()
+		}
+	case 'T', 'n':
+		if h != nil && h.kind == 'D' {
+			ss.q.popHead()
+		}
+	case 'C':
+		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
+			tag := string(body)
+			if tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
+				clear(ss.stmts)
+				stateOf(sc).clear()
+			}
+		}
+		if h != nil && h.kind == 'E' {
+			ss.q.popHead()
+		}
+	case 'I', 's':
+		if h != nil && h.kind == 'E' {
+			ss.q.popHead()
+		}
+	case 'E':
+		if h != nil && isExtended(h.kind) {
+			e := ss.q.popHead()
+			if e.kind == 'P' && e.st != nil {
+				stateOf(sc).remove(e.st)
+				if e.act == actFwd {
+					for name, st := range ss.stmts {
+						if st == e.st {
+							delete(ss.stmts, name)
+						}
+					}
+				}
+			}
+			ss.q.dropUntilSync()
+		}
+		return !ss.gone, evNone // errors reach the client, even for pgtide's requests
+	case 'G':
+		ss.copyIn = true
+		ss.q.copyStarted()
+	}
+	return !skip, evNone
+}
+
+func isExtended(k byte) bool {
+	switch k {
+	case 'P', 'B', 'D', 'E', 'C':
+		return true
+	}
+	return false
+}
+
+// takeFakesLocked pops the fake replies now at the head of the queue and
+// appends them to dst.
+func (ss *session) takeFakesLocked(dst []byte) []byte {
+	for {
+		h := ss.q.head()
+		if h == nil || h.act != actFake {
+			return dst
+		}
+		dst = append(dst, h.fake...)
+		ss.q.popHead()
+	}
+}
+
+// woken reports whether a read error is the client goroutine waking the
+// pump (a read deadline in the past) rather than a failure.
+func (ss *session) woken(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	ss.mu.Lock()
+	gone := ss.gone
+	ss.mu.Unlock()
+	if gone {
+		return false
+	}
+	// Clear the deadline before looking at the queue, so a wake-up that
+	// comes after this point is seen on the next read.
+	if sc := ss.currentServer(); sc != nil {
+		_ = sc.Net.SetReadDeadline(time.Time{})
+	}
+	return true
+}
+
+func (ss *session) currentServer() *pool.Conn {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.sc
+}
+
+// flushFakes writes fake replies that reached the head of the queue while
+// the pump waited on the server.
+func (ss *session) flushFakes() {
+	ss.mu.Lock()
+	ss.wake = false
+	f := ss.takeFakesLocked(nil)
+	ss.mu.Unlock()
+	if len(f) > 0 {
+		ss.toClient(f)
+	}
+}
+
+// atBoundary runs after replies up to a ReadyForQuery were written. It
+// reports whether the pump is done with sc: returned to the pool
+// (transaction and statement mode), left to finish (client gone), or
+// the session is closing for shutdown.
+func (ss *session) atBoundary(sc *pool.Conn) bool {
+	ss.mu.Lock()
+	if !ss.boundaryLocked() || ss.sc != sc {
+		ss.mu.Unlock()
+		return false
+	}
+	switch {
+	case ss.gone:
+		ss.mu.Unlock()
+		return true
+	case ss.closing:
+		ss.mu.Unlock()
+		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+		return true
+	case ss.mode != config.PoolSession:
+		ss.sc = nil
+		ss.mu.Unlock()
+		ss.giveBack(sc)
+		return true
+	}
+	ss.mu.Unlock()
+	return false
+}

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"bytes"
+	"container/list"
+	"encoding/binary"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pgtide/pgtide/pool"
+)
+
+// stmt is one distinct prepared statement of a pool: a query text and its
+// parameter types. Clients' statement names map to it; every server that has
+// it knows it by the same pgtide-chosen name, so a client can never reach a
+// statement by another client's name (only by the same text and types).
+type stmt struct {
+	name      string // server-side name, "pgtide_<n>"
+	parse     []byte // a whole Parse frame that prepares it under name
+	validated atomic.Bool
+}
+
+// stmtRegistry dedupes statements of one pool by text and parameter types.
+type stmtRegistry struct {
+	mu    sync.Mutex
+	byKey map[string]*stmt
+	next  uint64
+}
+
+func newStmtRegistry() *stmtRegistry { return &stmtRegistry{byKey: map[string]*stmt{}} }
+
+// get returns the statement for a Parse body's query and types, creating it.
+func (r *stmtRegistry) get(query, types []byte) *stmt {
+	key := make([]byte, 0, len(query)+1+len(types))
+	key = append(append(append(key, query...), 0), types...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st := r.byKey[string(key)]; st != nil {
+		return st
+	}
+	r.next++
+	name := "pgtide_" + strconv.FormatUint(r.next, 10)
+	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
+	body = append(append(body, name...), 0)
+	body = append(append(body, query...), 0)
+	body = append(body, types...)
+	st := &stmt{name: name, parse: frame('P', body)}
+	r.byKey[string(key)] = st
+	return st
+}
+
+func (r *stmtRegistry) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byKey)
+}
+
+// frame builds a whole message from a type and body.
+func frame(typ byte, body []byte) []byte {
+	b := make([]byte, 5+len(body))
+	b[0] = typ
+	binary.BigEndian.PutUint32(b[1:], uint32(len(body)+4))
+	copy(b[5:], body)
+	return b
+}
+
+// appendFrame appends a message built from parts to dst.
+func appendFrame(dst []byte, typ byte, parts ...[]byte) []byte {
+	n := 4
+	for _, p := range parts {
+		n += len(p)
+	}
+	dst = append(dst, typ, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	for _, p := range parts {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+// serverState is the proxy's bookkeeping for one server connection, kept
+// in pool.Conn.Proto. Owned by the server's current borrower.
+type serverState struct {
+	lru     *list.List // of *stmt, most recently used at the front
+	stmts   map[*stmt]*list.Element
+	unnamed *session // whose unnamed statement the server holds, if any
+}
+
+func stateOf(sc *pool.Conn) *serverState {
+	if st, ok := sc.Proto.(*serverState); ok {
+		return st
+	}
+	st := &serverState{lru: list.New(), stmts: map[*stmt]*list.Element{}}
+	sc.Proto = st
+	return st
+}
+
+func (s *serverState) has(st *stmt) bool {
+	if e := s.stmts[st]; e != nil {
+		s.lru.MoveToFront(e)
+		return true
+	}
+	return false
+}
+
+func (s *serverState) add(st *stmt) { s.stmts[st] = s.lru.PushFront(st) }
+
+func (s *serverState) remove(st *stmt) {
+	if e := s.stmts[st]; e != nil {
+		s.lru.Remove(e)
+		delete(s.stmts, st)
+	}
+}
+
+// evict removes and returns the least recently used statement.
+func (s *serverState) evict() *stmt {
+	e := s.lru.Back()
+	if e == nil {
+		return nil
+	}
+	st := e.Value.(*stmt)
+	s.lru.Remove(e)
+	delete(s.stmts, st)
+	return st
+}
+
+func (s *serverState) clear() {
+	s.lru.Init()
+	clear(s.stmts)
+	s.unnamed = nil
+}
+
+// cstring splits a NUL-terminated string off the front of b.
+func cstring(b []byte) (s, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}
