@@ -317,7 +317,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 // evictLocked makes room for one more statement on a server, closing the
 // least recently used one (its CloseComplete is swallowed).
 func (ss *session) evictLocked(srv *serverState, out *[]byte) {
-	max := ss.cfg.MaxPreparedStatements
+	max := ss.srv.Config().MaxPreparedStatements
 	if max <= 0 || len(srv.stmts) < max {
 		return
 	}

@@ -274,6 +274,21 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 	return e
 }
 
+// currentPool returns the pool in force for (database, user) under the
+// current configuration, or nil when the database or user is gone.
+func (s *Server) currentPool(dbName, userName string) *poolEntry {
+	cfg := s.Config()
+	db, ok := cfg.ResolveDatabase(dbName)
+	if !ok {
+		return nil
+	}
+	u, ok := cfg.Users[userName]
+	if !ok && cfg.AuthType != "trust" {
+		return nil
+	}
+	return s.poolFor(cfg, dbName, db, userName, u)
+}
+
 // PoolStats is a snapshot of one pool, for the admin console and metrics.
 type PoolStats struct {
 	Database, User string

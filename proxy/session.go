@@ -31,8 +31,9 @@ type session struct {
 	log     zerolog.Logger
 	pe      *poolEntry
 	mode    config.PoolMode
-	cfg     *config.Config
 	maxBody int
+
+	dbName, userName string // as the client asked for them
 
 	keyPID    uint32 // the BackendKeyData pgtide minted for this client
 	keySecret uint32
@@ -71,7 +72,7 @@ type session struct {
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
 	ss := &session{
-		srv: s, conn: nc, rd: rd, pe: pe, mode: pe.mode, cfg: cfg, maxBody: cfg.MaxPacketSize,
+		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.mode, maxBody: cfg.MaxPacketSize,
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
 		txStatus: 'I', stmts: map[string]*stmt{},
@@ -84,7 +85,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 }
 
 func (ss *session) waitTimeout() time.Duration {
-	if d := ss.cfg.QueryWaitTimeout.Duration; d > 0 {
+	if d := ss.srv.Config().QueryWaitTimeout.Duration; d > 0 {
 		return d
 	}
 	return 365 * 24 * time.Hour
@@ -276,6 +277,16 @@ func (ss *session) borrow() (*pool.Conn, error) {
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		sc, err := ss.pe.pool.Acquire(ctx)
+		if errors.Is(err, pool.ErrClosed) && attempt < 3 {
+			// A reload replaced the pool (database repointed): move over.
+			if pe := ss.srv.currentPool(ss.dbName, ss.userName); pe != nil && pe != ss.pe {
+				ss.mu.Lock()
+				ss.pe = pe
+				clear(ss.stmts) // names belong to the old pool's registry
+				ss.mu.Unlock()
+				continue
+			}
+		}
 		if err != nil {
 			return nil, acquireError(err)
 		}
@@ -375,9 +386,10 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 // giveBack returns a server released at a transaction boundary, once no
 // cancel request for it is in flight (so none can hit its next borrower).
 func (ss *session) giveBack(sc *pool.Conn) {
+	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Lock()
-	ss.cancelMu.Unlock() //nolint:staticcheck // waiting for readers is the point
-	if ss.cfg.ServerResetQueryAlways {
+	ss.cancelMu.Unlock()
+	if ss.srv.Config().ServerResetQueryAlways {
 		ss.releaseClean(sc)
 		return
 	}
@@ -437,8 +449,9 @@ func (ss *session) finish() {
 		return // the pump discarded or released it
 	}
 	_ = sc.Net.SetReadDeadline(time.Time{})
+	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Lock()
-	ss.cancelMu.Unlock() //nolint:staticcheck // wait for cancels in flight
+	ss.cancelMu.Unlock()
 	ss.releaseClean(sc)
 }
 
@@ -450,8 +463,8 @@ func (ss *session) releaseClean(sc *pool.Conn) {
 	if sc.TxStatus != 'I' {
 		qs = append(qs, "ROLLBACK")
 	}
-	reset := ss.cfg.ServerResetQuery
-	if reset != "" && (ss.mode == config.PoolSession || ss.cfg.ServerResetQueryAlways) {
+	reset := ss.srv.Config().ServerResetQuery
+	if reset != "" && (ss.mode == config.PoolSession || ss.srv.Config().ServerResetQueryAlways) {
 		qs = append(qs, reset)
 	}
 	if len(qs) > 0 {

@@ -195,6 +195,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	dbName := params["database"]
 	if dbName == "" {
 		dbName = user
+		params["database"] = user
 	}
 	l := log.With().Str("user", user).Str("database", dbName).Logger()
 	*log = l
@@ -245,7 +246,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	}
 
 	db, ok := cfg.ResolveDatabase(dbName)
-	if !ok {
+	if !ok || dbName == config.AdminDatabaseName {
 		return nil, &clientError{codeUnknownDatabase, fmt.Sprintf("database %q does not exist", dbName)}
 	}
 	pe := s.poolFor(cfg, dbName, db, user, ucfg)

@@ -25,8 +25,11 @@ type stmt struct {
 type stmtRegistry struct {
 	mu    sync.Mutex
 	byKey map[string]*stmt
-	next  uint64
 }
+
+// stmtSeq numbers statements process-wide, so names from two registries
+// (a pool and its replacement after a reload) never meet on one server.
+var stmtSeq atomic.Uint64
 
 func newStmtRegistry() *stmtRegistry { return &stmtRegistry{byKey: map[string]*stmt{}} }
 
@@ -39,8 +42,7 @@ func (r *stmtRegistry) get(query, types []byte) *stmt {
 	if st := r.byKey[string(key)]; st != nil {
 		return st
 	}
-	r.next++
-	name := "pgtide_" + strconv.FormatUint(r.next, 10)
+	name := "pgtide_" + strconv.FormatUint(stmtSeq.Add(1), 10)
 	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
 	body = append(append(body, name...), 0)
 	body = append(append(body, query...), 0)
@@ -48,12 +50,6 @@ func (r *stmtRegistry) get(query, types []byte) *stmt {
 	st := &stmt{name: name, parse: frame('P', body)}
 	r.byKey[string(key)] = st
 	return st
-}
-
-func (r *stmtRegistry) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.byKey)
 }
 
 // frame builds a whole message from a type and body.

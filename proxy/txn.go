@@ -119,5 +119,3 @@ func (q *reqQueue) copyStarted() {
 	}
 	q.e = out
 }
-
-func (q *reqQueue) reset() { q.e = q.e[:0] }

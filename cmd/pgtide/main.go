@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	_ "net/http/pprof" // served only when PGTIDE_PPROF names an address
 	"os"
 	"os/signal"
 	"syscall"
@@ -63,6 +65,10 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg, stderr)
+	if addr := os.Getenv("PGTIDE_PPROF"); addr != "" {
+		// Profiling endpoint for performance work; off unless asked for.
+		go func() { log.Warn().Err(http.ListenAndServe(addr, nil)).Msg("pprof server stopped") }()
+	}
 	return serve(*cfgPath, cfg, log)
 }
 
