@@ -386,8 +386,8 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 // giveBack returns a server released at a transaction boundary, once no
 // cancel request for it is in flight (so none can hit its next borrower).
 func (ss *session) giveBack(sc *pool.Conn) {
-	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Lock()
+	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Unlock()
 	if ss.srv.Config().ServerResetQueryAlways {
 		ss.releaseClean(sc)
@@ -449,8 +449,8 @@ func (ss *session) finish() {
 		return // the pump discarded or released it
 	}
 	_ = sc.Net.SetReadDeadline(time.Time{})
-	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Lock()
+	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Unlock()
 	ss.releaseClean(sc)
 }
