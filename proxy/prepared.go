@@ -71,6 +71,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		srv = stateOf(sc)
 	}
 	queued := len(ss.q.e)
+	wasEmpty := queued == 0
 	// replace ends the pass-through run before message [off, off+n) and
 	// puts repl (possibly nothing) in its place.
 	replace := func(off, n int, repl ...[]byte) {
@@ -250,6 +251,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 	// With nothing queued and no open extended batch, the pump may give
 	// the server back at any moment: send it nothing.
 	idleWrite := sc != nil && len(ss.q.e) == queued && !ss.unsynced && ss.boundaryLocked()
+	ss.armTimersLocked(wasEmpty)
 	ss.mu.Unlock()
 	if idleWrite {
 		sc, modified = nil, false

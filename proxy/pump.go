@@ -180,6 +180,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				'Z', 0, 0, 0, 5, 'I')})
 			return false, evStmtTxn
 		}
+		ss.settleTimersLocked()
 		if ss.boundaryLocked() {
 			ev = evBoundary
 		}

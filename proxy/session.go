@@ -64,6 +64,8 @@ type session struct {
 	pumpErr  error // why the pump stopped; set before pumpDone closes
 	wake     bool  // the client goroutine queued fake replies for the pump
 
+	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
+
 	// Prepared statements (transaction and statement mode), under mu.
 	stmts        map[string]*stmt // the client's statement names
 	unnamedParse []byte           // the client's last unnamed Parse frame
@@ -207,6 +209,7 @@ scan:
 		return 0, false, err
 	}
 	ss.mu.Lock()
+	wasEmpty := ss.q.empty()
 	for _, t := range k {
 		switch t {
 		case 'S':
@@ -220,6 +223,7 @@ scan:
 		ss.q.push(entry{kind: t})
 	}
 	ss.unsynced = unsynced
+	ss.armTimersLocked(wasEmpty)
 	ss.mu.Unlock()
 	if err := ss.toServer(sc, b[:off]); err != nil {
 		return 0, false, err
@@ -403,6 +407,7 @@ func (ss *session) finish() {
 	_ = ss.conn.Close()
 	ss.mu.Lock()
 	ss.gone = true
+	ss.stopTimersLocked()
 	sc := ss.sc
 	if sc == nil {
 		ss.mu.Unlock()
