@@ -1,0 +1,172 @@
+package pool
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-ch
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+func tcpConn(nc net.Conn) *Conn {
+	now := time.Now()
+	return &Conn{Net: nc, Reader: wire.NewReader(nc, 512), TxStatus: 'I', Addr: nc.RemoteAddr(),
+		Params: map[string]string{}, Applied: map[string]AppliedParam{}, created: now, lastUsed: now}
+}
+
+func TestAliveIdleTCP(t *testing.T) {
+	t.Parallel()
+	c, _ := tcpPair(t)
+	conn := tcpConn(c)
+	for range 3 { // MSG_PEEK: checking must not consume or change anything
+		if !conn.Alive() {
+			t.Fatal("idle conn with a live peer reported dead")
+		}
+	}
+}
+
+func TestAliveFalseAfterPeerSendsByte(t *testing.T) {
+	t.Parallel()
+	c, s := tcpPair(t)
+	conn := tcpConn(c)
+	if _, err := s.Write([]byte{'N'}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "Alive to see the byte", func() bool { return !conn.Alive() })
+	// The byte is only peeked: it is still there to read.
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	var b [1]byte
+	if n, err := c.Read(b[:]); n != 1 || b[0] != 'N' {
+		t.Fatalf("read after Alive: %d %v %q", n, err, b[:n])
+	}
+}
+
+func TestAliveFalseAfterPeerCloses(t *testing.T) {
+	t.Parallel()
+	c, s := tcpPair(t)
+	conn := tcpConn(c)
+	s.Close()
+	waitFor(t, 2*time.Second, "Alive to see the close", func() bool { return !conn.Alive() })
+}
+
+func TestAliveFalseWithBufferedBytes(t *testing.T) {
+	t.Parallel()
+	c, s := tcpPair(t)
+	conn := tcpConn(c)
+	if _, err := s.Write([]byte{'Z', 0, 0, 0, 5, 'I', 'N'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := conn.Reader.ReadMessage(100); err != nil {
+		t.Fatal(err)
+	}
+	// One byte left in the Reader's buffer (or still in the socket).
+	waitFor(t, 2*time.Second, "leftover byte to be seen", func() bool { return !conn.Alive() })
+}
+
+func TestAliveFalseAfterLocalClose(t *testing.T) {
+	t.Parallel()
+	c, _ := tcpPair(t)
+	conn := tcpConn(c)
+	c.Close()
+	if conn.Alive() {
+		t.Fatal("closed conn reported alive")
+	}
+}
+
+// An idle conn whose server went away is not lent: Acquire closes it and
+// dials a new one.
+func TestAcquireSkipsDeadIdleConn(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var peers []*net.TCPConn
+	dials := 0
+	dial := func(ctx context.Context) (*Conn, error) {
+		c, s := tcpPair(t)
+		mu.Lock()
+		peers = append(peers, s)
+		dials++
+		mu.Unlock()
+		return tcpConn(c), nil
+	}
+	p := New(Options{Size: 1}, dial, zerolog.Nop())
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c1, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release(c1)
+	mu.Lock()
+	peers[0].Close() // the server dies while its conn is idle
+	mu.Unlock()
+	waitFor(t, 2*time.Second, "peer close to arrive", func() bool { return !c1.Alive() })
+	c2, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2 == c1 {
+		t.Fatal("dead idle conn was lent")
+	}
+	if s := p.Stats(); s.Open != 1 || s.Dialed != 2 {
+		t.Fatalf("stats = %+v", s)
+	}
+	p.Release(c2)
+}
+
+// A conn handed straight from Release to a waiter is checked too.
+func TestWaiterSkipsDeadReleasedConn(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var peers []*net.TCPConn
+	dial := func(ctx context.Context) (*Conn, error) {
+		c, s := tcpPair(t)
+		mu.Lock()
+		peers = append(peers, s)
+		mu.Unlock()
+		return tcpConn(c), nil
+	}
+	p := New(Options{Size: 1}, dial, zerolog.Nop())
+	defer p.Close()
+	c1 := acquire(t, p)
+	w := startWaiter(t, context.Background(), p)
+	mu.Lock()
+	peers[0].Close()
+	mu.Unlock()
+	waitFor(t, 2*time.Second, "peer close to arrive", func() bool { return !c1.Alive() })
+	p.Release(c1)
+	r := recv(t, w)
+	if r.err != nil || r.c == c1 {
+		t.Fatalf("waiter got %v, %v; want a fresh conn", r.c, r.err)
+	}
+	p.Release(r.c)
+}
