@@ -97,6 +97,10 @@ func Dial(ctx context.Context, dc DialConfig) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(context.Background())
+		return nil, err
+	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		pc.Close(context.Background())

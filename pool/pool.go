@@ -28,22 +28,32 @@ type Options struct {
 	Limits []*Limiter
 }
 
-// Limiter counts connections across pools. A zero Max means unlimited.
+// Limiter counts connections across pools (max_db_connections,
+// max_user_connections). A zero max means unlimited. When a pool waits only
+// because of a limiter, the limiter asks the other pools sharing it to close
+// an idle connection, and wakes the waiting pool when a slot frees.
 type Limiter struct {
 	max atomic.Int64
 	cur atomic.Int64
+
+	mu      sync.Mutex
+	members map[*Pool]bool // pools sharing this limiter
+	blocked map[*Pool]bool // pools with a waiter refused by this limiter
 }
 
 // NewLimiter returns a limiter allowing max connections (0 = unlimited).
 func NewLimiter(max int) *Limiter {
-	l := &Limiter{}
+	l := &Limiter{members: map[*Pool]bool{}, blocked: map[*Pool]bool{}}
 	l.max.Store(int64(max))
 	return l
 }
 
 // SetMax changes the limit; connections above it are not closed, only no
 // new ones are opened.
-func (l *Limiter) SetMax(max int) { l.max.Store(int64(max)) }
+func (l *Limiter) SetMax(max int) {
+	l.max.Store(int64(max))
+	l.wakeBlocked()
+}
 
 func (l *Limiter) take() bool {
 	for {
@@ -57,7 +67,65 @@ func (l *Limiter) take() bool {
 	}
 }
 
-func (l *Limiter) give() { l.cur.Add(-1) }
+func (l *Limiter) give() {
+	l.cur.Add(-1)
+	l.wakeBlocked()
+}
+
+// wakeBlocked lets pools refused by this limiter try again. It runs them
+// in their own goroutines: the caller may hold another pool's lock.
+func (l *Limiter) wakeBlocked() {
+	l.mu.Lock()
+	if len(l.blocked) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	pools := make([]*Pool, 0, len(l.blocked))
+	for p := range l.blocked {
+		pools = append(pools, p)
+	}
+	clear(l.blocked)
+	l.mu.Unlock()
+	for _, p := range pools {
+		go p.poke()
+	}
+}
+
+func (l *Limiter) join(p *Pool) {
+	l.mu.Lock()
+	l.members[p] = true
+	l.mu.Unlock()
+}
+
+func (l *Limiter) leave(p *Pool) {
+	l.mu.Lock()
+	delete(l.members, p)
+	delete(l.blocked, p)
+	l.mu.Unlock()
+}
+
+func (l *Limiter) block(p *Pool) {
+	l.mu.Lock()
+	l.blocked[p] = true
+	l.mu.Unlock()
+}
+
+// reclaim closes one idle connection of another pool sharing l, if any.
+func (l *Limiter) reclaim(except *Pool) {
+	l.mu.Lock()
+	pools := make([]*Pool, 0, len(l.members))
+	for p := range l.members {
+		if p != except {
+			pools = append(pools, p)
+		}
+	}
+	l.mu.Unlock()
+	for _, p := range pools {
+		if p.closeOneIdle() {
+			return
+		}
+	}
+}
 
 // Stats is a snapshot of a pool's counters.
 type Stats struct {
@@ -82,6 +150,8 @@ type Pool struct {
 	waiters  []*waiter
 	open     int // idle + lent + dialing
 	closed   bool
+	// limitBlocked is the limiter that last refused a new connection.
+	limitBlocked []*Limiter
 	nextID   uint64
 	lastUsed time.Time
 
@@ -107,6 +177,9 @@ type grant struct {
 // lifetime). dial opens one authenticated connection.
 func New(opts Options, dial func(ctx context.Context) (*Conn, error), log zerolog.Logger) *Pool {
 	p := &Pool{dial: dial, log: log, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), lastUsed: time.Now()}
+	for _, l := range opts.Limits {
+		l.join(p)
+	}
 	go p.maintain()
 	return p
 }
@@ -114,6 +187,9 @@ func New(opts Options, dial func(ctx context.Context) (*Conn, error), log zerolo
 // SetOptions applies new sizes and timeouts. Extra idle connections are
 // closed by the maintenance loop; lent ones when they come back.
 func (p *Pool) SetOptions(opts Options) {
+	for _, l := range opts.Limits {
+		l.join(p)
+	}
 	p.mu.Lock()
 	grow := opts.Size > p.opts.Size
 	p.opts = opts
@@ -133,8 +209,9 @@ func (p *Pool) SetOptions(opts Options) {
 }
 
 // canOpenLocked takes a slot from every limiter when the pool may open one
-// more connection.
+// more connection. A limiter that refuses remembers the pool, to wake it.
 func (p *Pool) canOpenLocked() bool {
+	p.limitBlocked = p.limitBlocked[:0]
 	if p.opts.Size > 0 && p.open >= p.opts.Size {
 		return false
 	}
@@ -143,9 +220,40 @@ func (p *Pool) canOpenLocked() bool {
 			for _, l2 := range p.opts.Limits[:i] {
 				l2.give()
 			}
+			l.block(p)
+			p.limitBlocked = append(p.limitBlocked[:0], l)
 			return false
 		}
 	}
+	return true
+}
+
+// poke retries granting a waiter a new connection (a limiter freed up).
+func (p *Pool) poke() {
+	p.mu.Lock()
+	var w *waiter
+	if len(p.waiters) > 0 && !p.closed && p.canOpenLocked() {
+		w = p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.open++
+	}
+	p.mu.Unlock()
+	if w != nil {
+		w.ch <- grant{dial: true}
+	}
+}
+
+// closeOneIdle closes the least recently used idle connection, if any.
+func (p *Pool) closeOneIdle() bool {
+	p.mu.Lock()
+	if len(p.idle) == 0 {
+		p.mu.Unlock()
+		return false
+	}
+	c := p.idle[0]
+	p.idle = append(p.idle[:0], p.idle[1:]...)
+	p.mu.Unlock()
+	p.Discard(c)
 	return true
 }
 
@@ -184,7 +292,17 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		}
 		w := &waiter{ch: make(chan grant, 1), since: time.Now()}
 		p.waiters = append(p.waiters, w)
+		var reclaim []*Limiter
+		if len(p.limitBlocked) > 0 {
+			reclaim = append(reclaim, p.limitBlocked...)
+			p.limitBlocked = p.limitBlocked[:0]
+		}
 		p.mu.Unlock()
+		for _, l := range reclaim {
+			// Full only because other pools hold the shared slots: ask
+			// them for an idle one, as PgBouncer does.
+			l.reclaim(p)
+		}
 
 		select {
 		case g := <-w.ch:
@@ -342,6 +460,9 @@ func (p *Pool) Close() {
 	idle, waiters := p.idle, p.waiters
 	p.idle, p.waiters = nil, nil
 	p.mu.Unlock()
+	for _, l := range p.opts.Limits {
+		l.leave(p)
+	}
 	close(p.stop)
 	<-p.done
 	for _, w := range waiters {
@@ -395,13 +516,13 @@ func (p *Pool) sweep() {
 	}
 	p.idle = keep
 	need := 0
-	for p.open+need-len(drop) < p.opts.MinSize && !p.closed {
+	for p.open-len(drop) < p.opts.MinSize && !p.closed {
 		if !p.canOpenLocked() {
 			break
 		}
+		p.open++ // canOpenLocked compares against open: count as we go
 		need++
 	}
-	p.open += need
 	p.mu.Unlock()
 	for _, c := range drop {
 		p.Discard(c)

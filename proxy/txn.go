@@ -31,18 +31,31 @@ type entry struct {
 // Ownership: guarded by session.mu; the client goroutine pushes, the pump
 // pops.
 type reqQueue struct {
-	e []entry
+	e     []entry
+	nreqs int // entries other than copy markers
 }
 
-func (q *reqQueue) push(e entry) { q.e = append(q.e, e) }
+func (q *reqQueue) push(e entry) {
+	q.e = append(q.e, e)
+	if e.kind != reqCopyEnd {
+		q.nreqs++
+	}
+}
 
-func (q *reqQueue) empty() bool { return len(q.e) == 0 }
+// empty reports whether nothing is owed. Copy markers alone owe nothing (a
+// CopyDone sent after the server already ended the COPY gets no reply).
+func (q *reqQueue) empty() bool { return q.nreqs == 0 }
 
 func (q *reqQueue) pop() entry {
 	e := q.e[0]
 	q.e[0] = entry{}
 	q.e = q.e[1:]
-	if len(q.e) == 0 {
+	if e.kind != reqCopyEnd {
+		q.nreqs--
+	}
+	if q.nreqs == 0 {
+		// Only stale copy markers can remain: drop them.
+		clear(q.e)
 		q.e = q.e[:0:0]
 	}
 	return e
@@ -70,13 +83,19 @@ func (q *reqQueue) popHead() entry {
 }
 
 // popReady consumes the request a ReadyForQuery answers (a Sync, Query or
-// FunctionCall) and anything left before it. It reports whether that
-// request's reply is to be swallowed.
+// FunctionCall) and anything left before it, and the copy markers right
+// after a Query or FunctionCall (the CopyDone of its simple-protocol COPY).
+// It reports whether that request's reply is to be swallowed.
 func (q *reqQueue) popReady() (skip bool, ok bool) {
 	for len(q.e) > 0 {
 		e := q.pop()
 		switch e.kind {
 		case 'S', 'Q', 'F':
+			if e.kind != 'S' {
+				for len(q.e) > 0 && q.e[0].kind == reqCopyEnd {
+					q.pop()
+				}
+			}
 			return e.act == actSkip, true
 		}
 	}
@@ -109,6 +128,7 @@ func (q *reqQueue) copyStarted() {
 	j := i
 	for ; j < len(q.e) && q.e[j].kind != reqCopyEnd; j++ {
 		if q.e[j].kind == 'S' {
+			q.nreqs--
 			continue
 		}
 		out = append(out, q.e[j])
