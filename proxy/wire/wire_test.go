@@ -17,7 +17,6 @@ import (
 type chunkReader struct {
 	data  []byte
 	sizes []int
-	i     int
 	reads int
 }
 
