@@ -2,7 +2,10 @@
 //
 //	pgtide -config FILE         run the daemon
 //	pgtide -check-config FILE   validate a configuration and exit
+//	pgtide -check-config FILE -v   ... and print the effective settings
 //	pgtide -version             print the version
+//	pgtide demo                 throwaway PostgreSQL + pgtide to try things on
+//	pgtide convert-pgbouncer FILE [-o OUT]   pgbouncer.ini -> pgtide TOML
 package main
 
 import (
@@ -30,9 +33,24 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stderr io.Writer) int { return runIO(args, os.Stdout, stderr) }
+
+// runIO is run with stdout made explicit (for tests).
+func runIO(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return runDemo(args[1:], stdout, stderr)
+		case "convert-pgbouncer":
+			return runConvert(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("pgtide", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: pgtide -config FILE | -check-config FILE [-v] | -version\n       pgtide demo [-port N]\n       pgtide convert-pgbouncer [-o OUT] [-auth-file FILE] pgbouncer.ini")
+		fs.PrintDefaults()
+	}
 	cfgPath := fs.String("config", "", "run the daemon with this TOML configuration file")
 	check := fs.String("check-config", "", "validate this configuration file, print every problem, and exit (1 if invalid)")
 	verbose := fs.Bool("v", false, "with -check-config: also print the effective settings")
@@ -42,7 +60,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	switch {
 	case *showVersion:
-		fmt.Fprintln(os.Stdout, "pgtide", version)
+		fmt.Fprintln(stdout, "pgtide", version)
 		return 0
 	case *check != "":
 		cfg, err := config.Load(*check)
@@ -50,9 +68,9 @@ func run(args []string, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		fmt.Fprintf(os.Stdout, "%s: configuration is valid (%d databases, %d users)\n", *check, len(cfg.Databases), len(cfg.Users))
+		fmt.Fprintf(stdout, "%s: configuration is valid (%d databases, %d users)\n", *check, len(cfg.Databases), len(cfg.Users))
 		if *verbose {
-			printEffective(cfg)
+			printEffective(stdout, cfg)
 		}
 		return 0
 	case *cfgPath == "":
@@ -165,19 +183,4 @@ func errorStrings(errs []error) []string {
 		out[i] = e.Error()
 	}
 	return out
-}
-
-func printEffective(cfg *config.Config) {
-	fmt.Printf("listen = %q\nunix_socket_dir = %q\npool_mode = %q\ndefault_pool_size = %d\nmin_pool_size = %d\nmax_client_conn = %d\n",
-		cfg.Listen, cfg.UnixSocketDir, cfg.PoolMode, cfg.DefaultPoolSize, cfg.MinPoolSize, cfg.MaxClientConn)
-	fmt.Printf("auth_type = %q\nserver_connect_timeout = %q\nquery_wait_timeout = %q\nserver_idle_timeout = %q\nserver_lifetime = %q\n",
-		cfg.AuthType, cfg.ServerConnectTimeout, cfg.QueryWaitTimeout, cfg.ServerIdleTimeout, cfg.ServerLifetime)
-	fmt.Printf("server_reset_query = %q\nclient_login_timeout = %q\nshutdown_timeout = %q\nmax_packet_size = %d\nlog_level = %q\nlog_format = %q\n",
-		cfg.ServerResetQuery, cfg.ClientLoginTimeout, cfg.ShutdownTimeout, cfg.MaxPacketSize, cfg.LogLevel, cfg.LogFormat)
-	for name, db := range cfg.Databases {
-		fmt.Printf("[databases.%q] host = %q port = %d dbname = %q pool_size = %d pool_mode = %q\n", name, db.Host, db.Port, db.DBName, db.PoolSize, db.PoolMode)
-	}
-	for name, u := range cfg.Users {
-		fmt.Printf("[users.%q] pool_mode = %q pool_size = %d (password not shown)\n", name, u.PoolMode, u.PoolSize)
-	}
 }
