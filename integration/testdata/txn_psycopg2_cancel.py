@@ -62,7 +62,7 @@ def part_cancel_running():
     conn = connect()  # not autocommit: pg_sleep runs inside BEGIN
     bystander = connect()
     res = []
-    bt = threading.Thread(target=busy, args=(bystander, 2.0, "bystander", res))
+    bt = threading.Thread(target=busy, args=(bystander, 1.5, "bystander", res))
     bt.start()
     time.sleep(0.2)
 
@@ -107,7 +107,7 @@ def part_cancel_idle():
     idle = connect()
     idle.autocommit = True
     b1, b2 = connect(), connect()
-    for rnd in range(3):
+    for rnd in range(2):
         with idle.cursor() as c:
             c.execute("SELECT pg_backend_pid()")
             c.fetchone()
