@@ -78,7 +78,8 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}).
+		Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	srv, addr, err := listenDemo(cluster, *port, log, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pgtide demo: %v\n", err)
@@ -179,7 +180,7 @@ func listenDemo(c *pgcluster.Cluster, port int, log zerolog.Logger, stderr io.Wr
 		if err := srv.Listen(); err != nil {
 			lastErr = err
 			if attempt == 0 && port != 0 {
-				fmt.Fprintf(stderr, "pgtide demo: port %d is busy (%v); using a free port\n", port, err)
+				fmt.Fprintf(stderr, "pgtide demo: port %d is busy; using a free port\n", port)
 			}
 			continue
 		}
@@ -192,4 +193,13 @@ func listenDemo(c *pgcluster.Cluster, port int, log zerolog.Logger, stderr io.Wr
 		return nil, nil, errors.New("pgtide has no TCP listener")
 	}
 	return nil, nil, fmt.Errorf("cannot listen: %w", lastErr)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
