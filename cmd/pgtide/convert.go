@@ -179,7 +179,7 @@ var unmappedReasons = map[string]string{
 	"so_reuseport":                "pgtide has no peering/online restart across processes",
 	"peer_id":                     "pgtide has no peering",
 	"application_name_add_host":   "no pgtide equivalent",
-	"ignore_startup_parameters": "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
+	"ignore_startup_parameters":   "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
 	"track_extra_parameters":      "no pgtide setting; pgtide tracks the session parameters it needs",
 	"server_login_retry":          "no pgtide equivalent",
 	"server_fast_close":           "no pgtide equivalent",
@@ -370,6 +370,10 @@ func (c *converter) convertListen(pgb map[string]iniEntry) {
 		c.set("listen", tomlList(addrs), "")
 	} else {
 		c.set("listen", "[]", "PgBouncer without listen_addr accepts no TCP connections")
+		if e, ok := pgb["listen_port"]; ok && port != strconv.Itoa(config.DefaultPort) {
+			c.addNote(e.Line, fmt.Sprintf("%s:%d: listen_port: not converted: without a listen address pgtide names its unix socket .s.PGSQL.%d, not .s.PGSQL.%s; add a listen entry with port %s to keep the name",
+				c.file, e.Line, config.DefaultPort, port, port))
+		}
 	}
 	if e, ok := pgb["unix_socket_dir"]; ok {
 		c.set("unix_socket_dir", tomlString(e.Value), "")

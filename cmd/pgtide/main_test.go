@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/pgtide/pgtide/proxy/config"
+)
+
+func TestVersionFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runIO([]string{"-version"}, &out, &errb); code != 0 || out.String() != "pgtide "+version+"\n" {
+		t.Fatalf("exit %d, out %q", code, out.String())
+	}
+}
+
+func TestNoConfig(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runIO(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "-config FILE is required") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+const checkTOML = `listen = ["127.0.0.1:7777"]
+pool_mode = "transaction"
+admin_users = ["admin"]
+
+[databases.app]
+host = "db"
+password = "db-secret-pw"
+user = "svc"
+
+[databases."*"]
+port = 5433
+
+[users.alice]
+password = "alice-secret-pw"
+pool_size = 3
+`
+
+func TestCheckConfigVerbose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(path, []byte(checkTOML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := runIO([]string{"-check-config", path, "-v"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s := out.String()
+	if strings.Contains(s, "secret") {
+		t.Fatalf("-v prints a password:\n%s", s)
+	}
+	// Every key of every section is printed.
+	for _, typ := range []any{config.Config{}, config.Database{}, config.User{}} {
+		rt := reflect.TypeOf(typ)
+		for i := 0; i < rt.NumField(); i++ {
+			key := strings.Split(rt.Field(i).Tag.Get("toml"), ",")[0]
+			if key == "" || key == "databases" || key == "users" {
+				continue
+			}
+			if !strings.Contains(s, "\n"+key+" = ") && !strings.Contains(s, "\n# "+key+" = ") {
+				t.Errorf("%s.%s missing from -v output", rt.Name(), key)
+			}
+		}
+	}
+	for _, want := range []string{
+		`listen = ["127.0.0.1:7777"]`, `pool_mode = "transaction"`, `admin_users = ["admin"]`,
+		"[databases.app]\nhost = \"db\"", "[databases.\"*\"]", "[users.alice]",
+		"# password = (set: plaintext, not shown)", "pool_size = 3",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("-v output lacks %q:\n%s", want, s)
+		}
+	}
+	// The output is itself a valid configuration (passwords left out).
+	if _, err := config.Parse("effective", out.Bytes()[bytes.IndexByte(out.Bytes(), '\n')+1:]); err != nil {
+		t.Errorf("-v output does not parse: %v\n%s", err, s)
+	}
+}
+
+func TestCheckConfigInvalid(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("pool_mod = \"session\"\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := runIO([]string{"-check-config", path}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), path+":1: pool_mod") || !strings.Contains(errb.String(), "pool_mode") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestDemoConfigValid(t *testing.T) {
+	cfg := demoConfig(5432, 6432)
+	var out bytes.Buffer
+	printEffective(&out, cfg)
+	if _, err := config.Parse("demo", out.Bytes()); err != nil {
+		t.Fatalf("demo config does not validate: %v\n%s", err, out.String())
+	}
+	if cfg.PoolMode != config.PoolTransaction || cfg.Users["demo"].Password != "demo" || cfg.Databases["demo"].Port != 5432 {
+		t.Fatalf("demo config: %+v", cfg)
+	}
+}
+
+func TestDemoBadArgs(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runIO([]string{"demo", "extra"}, &out, &errb); code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+}
