@@ -82,11 +82,11 @@ func TestDemo(t *testing.T) {
 	var port int
 	var dataDir string
 	deadline := time.After(60 * time.Second)
-	for conninfo == "" {
+	for ready := false; !ready; {
 		select {
 		case l, ok := <-lines:
 			if !ok {
-				t.Fatalf("pgtide demo exited before printing the psql line")
+				t.Fatalf("pgtide demo exited before it was ready")
 			}
 			out.Write([]byte(l + "\n"))
 			if m := demoDataDirRE.FindStringSubmatch(l); m != nil {
@@ -96,8 +96,9 @@ func TestDemo(t *testing.T) {
 				conninfo = m[1]
 				port, _ = strconv.Atoi(m[2])
 			}
+			ready = strings.HasPrefix(l, "Press Ctrl-C")
 		case <-deadline:
-			t.Fatalf("pgtide demo printed no psql line within 60s")
+			t.Fatalf("pgtide demo was not ready within 60s")
 		}
 	}
 	t.Logf("demo ready after %v on port %d", time.Since(start).Round(time.Millisecond), port)
@@ -106,8 +107,8 @@ func TestDemo(t *testing.T) {
 			out.Write([]byte(l + "\n"))
 		}
 	}()
-	if dataDir == "" {
-		t.Fatalf("no data directory line")
+	if dataDir == "" || conninfo == "" {
+		t.Fatalf("no data directory or psql line")
 	}
 	rootDir = filepath.Dir(dataDir)
 	if !strings.Contains(out.String(), "pgbench -i ") || !strings.Contains(out.String(), "pgbench -c 10 -T 10 ") {

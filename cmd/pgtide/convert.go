@@ -505,7 +505,7 @@ func (c *converter) readAuthFile(path string, line int) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if line > 0 {
-			return fmt.Errorf("%s:%d: auth_file: %v", c.file, line, err)
+			return fmt.Errorf("%s:%d: auth_file: %v (use -auth-file FILE to read it from elsewhere)", c.file, line, err)
 		}
 		return fmt.Errorf("auth file: %v", err)
 	}
