@@ -88,19 +88,14 @@ func splitOptions(s string) []string {
 // (invariant 4: the replies are swallowed). Settings a previous borrower
 // had applied and this client does not want are reset.
 func (ss *session) syncParams(sc *pool.Conn) error {
-	reported := make(map[string]string, len(sc.Params))
-	for k, v := range sc.Params {
-		reported[strings.ToLower(k)] = v
-	}
 	ss.mu.Lock()
 	var set, reset []string
 	for k, v := range ss.want {
-		if a, ok := sc.Applied[k]; ok && a.Want == v {
-			if cur, rep := reported[k]; !rep || cur == a.Got {
-				continue
-			}
+		cur, rep := reportedParam(sc.Params, k)
+		if a, ok := sc.Applied[k]; ok && a.Want == v && (!rep || cur == a.Got) {
+			continue
 		}
-		if cur, rep := reported[k]; rep && cur == v {
+		if rep && cur == v {
 			continue
 		}
 		set = append(set, k)
@@ -154,15 +149,37 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 		delete(sc.Applied, k)
 	}
 	for k, v := range wants {
-		got := v
-		for pk, pv := range sc.Params {
-			if strings.EqualFold(pk, k) {
-				got = pv
-			}
+		got, ok := reportedParam(sc.Params, k)
+		if !ok {
+			got = v
 		}
 		sc.Applied[k] = pool.AppliedParam{Want: v, Got: got}
 	}
 	return nil
+}
+
+// canonicalParam maps lower-case names of the parameters PostgreSQL reports
+// to the spelling it reports them with.
+var canonicalParam = map[string]string{
+	"datestyle": "DateStyle", "timezone": "TimeZone", "intervalstyle": "IntervalStyle",
+}
+
+// reportedParam looks up a server-reported parameter by lower-case name
+// without allocating.
+func reportedParam(params map[string]string, lower string) (string, bool) {
+	name := lower
+	if c, ok := canonicalParam[lower]; ok {
+		name = c
+	}
+	if v, ok := params[name]; ok {
+		return v, true
+	}
+	for k, v := range params {
+		if strings.EqualFold(k, lower) {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
