@@ -252,6 +252,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 	// the server back at any moment: send it nothing.
 	idleWrite := sc != nil && len(ss.q.e) == queued && !ss.unsynced && ss.boundaryLocked()
 	ss.armTimersLocked(wasEmpty)
+	ss.requestsQueuedLocked(wasEmpty)
 	ss.mu.Unlock()
 	if idleWrite {
 		sc, modified = nil, false

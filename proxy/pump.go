@@ -140,7 +140,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 // needsBody lists the server messages the pump must see whole.
 func needsBody(typ byte) bool {
 	switch typ {
-	case 'Z', 'S', 'C':
+	case 'Z', 'S', 'C', 'E':
 		return true
 	}
 	return false
@@ -170,6 +170,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 		sk, _ := ss.q.popReady()
 		ss.txStatus, sc.TxStatus = status, status
+		ss.readyLocked(status, sk)
 		ss.copyIn = false
 		if ss.mode == config.PoolStatement && status != 'I' && !sk && ss.q.empty() && !ss.unsynced {
 			// Statement mode: the statement opened a transaction block.
@@ -223,6 +224,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			ss.q.popHead()
 		}
 	case 'E':
+		if body != nil {
+			ss.serverErrorLocked(body)
+		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
 			if e.kind == 'P' && e.st != nil {

@@ -49,6 +49,9 @@ type Server struct {
 	done     chan struct{}
 	doneOnce sync.Once
 
+	observer      atomic.Pointer[Observer]
+	loginFailures atomic.Uint64
+
 	// test hooks
 	nextSessionID atomic.Uint64
 }
@@ -56,8 +59,9 @@ type Server struct {
 type poolKey struct{ db, user string }
 
 type poolEntry struct {
-	pool  *pool.Pool
-	stmts *stmtRegistry
+	pool     *pool.Pool
+	stmts    *stmtRegistry
+	counters *PoolCounters
 	dial  pool.DialConfig
 	mode  config.PoolMode
 }
@@ -266,7 +270,8 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 	}
 	e := &poolEntry{
 		pool:  pool.New(s.poolOptionsLocked(cfg, db, u, k), dial, log),
-		stmts: newStmtRegistry(),
+		stmts:    newStmtRegistry(),
+		counters: &PoolCounters{},
 		dial:  dc,
 		mode:  cfg.EffectivePoolMode(db, u),
 	}
@@ -294,6 +299,7 @@ type PoolStats struct {
 	Database, User string
 	Mode           config.PoolMode
 	pool.Stats
+	Counters *PoolCounters
 }
 
 // Pools returns a snapshot of every pool.
@@ -302,7 +308,7 @@ func (s *Server) Pools() []PoolStats {
 	defer s.mu.Unlock()
 	out := make([]PoolStats, 0, len(s.pools))
 	for k, e := range s.pools {
-		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.mode, Stats: e.pool.Stats()})
+		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.mode, Stats: e.pool.Stats(), Counters: e.counters})
 	}
 	return out
 }

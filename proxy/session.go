@@ -29,7 +29,9 @@ type session struct {
 	rd      *wire.Reader
 	wmu     sync.Mutex
 	log     zerolog.Logger
-	pe      *poolEntry
+	pe      *poolEntry // changed only by the client goroutine, under mu
+	// counters is the pool's at login; the pump counts into it.
+	counters *PoolCounters
 	mode    config.PoolMode
 	maxBody int
 
@@ -65,6 +67,7 @@ type session struct {
 	wake     bool  // the client goroutine queued fake replies for the pump
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
+	queryStart, xactStart time.Time   // for the pool's counters
 
 	// Prepared statements (transaction and statement mode), under mu.
 	stmts        map[string]*stmt // the client's statement names
@@ -74,7 +77,7 @@ type session struct {
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
 	ss := &session{
-		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.mode, maxBody: cfg.MaxPacketSize,
+		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.mode, maxBody: cfg.MaxPacketSize, counters: pe.counters,
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
 		txStatus: 'I', stmts: map[string]*stmt{},
@@ -224,6 +227,7 @@ scan:
 	}
 	ss.unsynced = unsynced
 	ss.armTimersLocked(wasEmpty)
+	ss.requestsQueuedLocked(wasEmpty)
 	ss.mu.Unlock()
 	if err := ss.toServer(sc, b[:off]); err != nil {
 		return 0, false, err
@@ -268,6 +272,7 @@ func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(b)
 	ss.swmu.Unlock()
+	ss.pe.counters.BytesIn.Add(uint64(len(b)))
 	if err != nil {
 		// The pump sees the same failure on its read and ends the session.
 		return fmt.Errorf("%w: %w", errServerGone, err)
@@ -279,6 +284,15 @@ func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 func (ss *session) borrow() (*pool.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
 	defer cancel()
+	start := time.Now()
+	defer func() {
+		d := time.Since(start)
+		ss.pe.counters.Waits.Add(1)
+		ss.pe.counters.WaitNanos.Add(int64(d))
+		if o := ss.srv.obs(); o != nil {
+			o.Waited(ss.dbName, ss.userName, d)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		sc, err := ss.pe.pool.Acquire(ctx)
 		if errors.Is(err, pool.ErrClosed) && attempt < 3 {
@@ -359,6 +373,7 @@ func (ss *session) toClient(b []byte) {
 	ss.wmu.Lock()
 	_, err := ss.conn.Write(b)
 	ss.wmu.Unlock()
+	ss.counters.BytesOut.Add(uint64(len(b)))
 	if err != nil {
 		ss.mu.Lock()
 		ss.gone = true

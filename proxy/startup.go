@@ -55,6 +55,10 @@ func (s *Server) handleConn(nc net.Conn) {
 		var ce *clientError
 		if errors.As(err, &ce) {
 			_, _ = nc.Write(errorFrame("FATAL", ce.Code, ce.Msg))
+			s.loginFailures.Add(1)
+			if o := s.obs(); o != nil {
+				o.Login("", "", false)
+			}
 		}
 		if ss == nil || !errors.Is(err, errClientGone) {
 			log.Info().Err(err).Msg("login failed")
@@ -294,6 +298,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if _, err := nc.Write(out); err != nil {
 		ss.finish()
 		return nil, errClientGone
+	}
+	pe.counters.Logins.Add(1)
+	if o := s.obs(); o != nil {
+		o.Login(dbName, user, true)
 	}
 	return ss, nil
 }
