@@ -294,7 +294,7 @@ func (ss *session) borrow() (*pool.Conn, error) {
 		}
 	}()
 	for attempt := 0; ; attempt++ {
-		sc, err := ss.pe.pool.Acquire(ctx)
+		sc, err := acquire(ctx, ss.pe.pool)
 		if errors.Is(err, pool.ErrClosed) && attempt < 3 {
 			// A reload replaced the pool (database repointed): move over.
 			if pe := ss.srv.currentPool(ss.dbName, ss.userName); pe != nil && pe != ss.pe {

@@ -262,7 +262,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	// Borrow a server to prove the database is reachable and to learn the
 	// parameter values this client starts with.
 	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
-	sc, err := pe.pool.Acquire(ctx)
+	sc, err := acquire(ctx, pe.pool)
 	cancel()
 	if err != nil {
 		return nil, acquireError(err)

@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtide/pgtide/pool"
+)
+
+// acquire borrows from p, retrying while the server cannot be reached for
+// a reason that passes (PostgreSQL restarting, connection refused, too many
+// connections at the server), until ctx ends. Authentication and other
+// errors the server gives for good are returned at once. This is what lets
+// clients ride out a PostgreSQL restart instead of failing.
+func acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		sc, err := p.Acquire(ctx)
+		if err == nil || !retryableDialError(err) {
+			return sc, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+func retryableDialError(err error) bool {
+	if errors.Is(err, pool.ErrClosed) || errors.Is(err, pool.ErrWaitTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P03", "53300", "57P01", "57P02":
+			return true // starting up / shutting down / too many connections
+		}
+		return false
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
