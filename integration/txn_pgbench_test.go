@@ -387,9 +387,18 @@ func TestTxnSessionParams(t *testing.T) {
 		"IntervalStyle": "iso_8601", "client_encoding": "LATIN1",
 		"date_text": def["date_text"], "interval_text": "P1DT2H", "hour_text": "09",
 	}
+	var pidMu sync.Mutex
+	pids := map[int32]string{} // backend -> first client and round seen there
 	check := func(who string, c *pgx.Conn, want map[string]string, inTx bool, round int) error {
 		var got map[string]string
 		var pid int32
+		defer func() {
+			pidMu.Lock()
+			if _, ok := pids[pid]; !ok && pid != 0 {
+				pids[pid] = fmt.Sprintf("client %s round %d", who, round)
+			}
+			pidMu.Unlock()
+		}()
 		if inTx {
 			tx, err := c.Begin(ctx)
 			if err != nil {
@@ -408,6 +417,9 @@ func TestTxnSessionParams(t *testing.T) {
 		} else {
 			var err error
 			if got, err = tbShow(ctx, c, names); err != nil {
+				return err
+			}
+			if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 				return err
 			}
 		}
@@ -431,10 +443,27 @@ func TestTxnSessionParams(t *testing.T) {
 	}
 
 	// Interleaved one after the other on the single server.
+	mon := super(t, e.pg, e.DB)
+	backends := func() string {
+		rows, _ := mon.Query(ctx, "SELECT pid, backend_start FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend' ORDER BY pid", e.User)
+		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var pid int32
+			var start time.Time
+			err := r.Scan(&pid, &start)
+			return fmt.Sprintf("%d (started %s)", pid, start.Format("15:04:05.000")), err
+		})
+		if err != nil {
+			return err.Error()
+		}
+		return strings.Join(got, ", ")
+	}
 	pidA := queryInt(t, a, "SELECT pg_backend_pid()")
 	pidB := queryInt(t, b, "SELECT pg_backend_pid()")
 	if pidA != pidB {
-		t.Fatalf("pool_size 1 but clients got backends %d and %d", pidA, pidB)
+		// Not what this test is about, but with pool_size 1 and a healthy
+		// PostgreSQL the one server must not be replaced.
+		t.Errorf("pool_size 1 but client A ran on backend %d and then client B on backend %d (the server was replaced); the user's backends now: %s",
+			pidA, pidB, backends())
 	}
 	for round := 0; round < 10; round++ {
 		for _, inTx := range []bool{true, false} {
@@ -469,6 +498,13 @@ func TestTxnSessionParams(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	if len(pids) != 1 {
+		// With pool_size 1 and a healthy PostgreSQL the one server must
+		// never be replaced; each replacement also drops its prepared
+		// statements.
+		t.Errorf("pool_size 1, yet the clients ran on %d different backends (first seen: %v); the user's backends now: %s",
+			len(pids), pids, backends())
 	}
 	// A third client with no settings of its own sees the server defaults.
 	c := connect(t, e.URL())
