@@ -37,6 +37,7 @@ type Server struct {
 
 	listeners []net.Listener
 	acceptWG  sync.WaitGroup
+	serving   atomic.Bool // Serve has started the accept loops
 
 	mu       sync.Mutex // guards pools, limits, sessions
 	pools    map[poolKey]*poolEntry
@@ -62,8 +63,8 @@ type poolEntry struct {
 	pool     *pool.Pool
 	stmts    *stmtRegistry
 	counters *PoolCounters
-	dial  pool.DialConfig
-	mode  config.PoolMode
+	dial     pool.DialConfig
+	mode     config.PoolMode
 }
 
 // New returns a Server for cfg. Call Listen, then Serve.
@@ -127,6 +128,13 @@ func (s *Server) Serve() {
 		s.acceptWG.Add(1)
 		go s.acceptLoop(ln)
 	}
+	s.serving.Store(len(s.listeners) > 0)
+}
+
+// Ready reports whether the server accepts new clients: it is listening and
+// no shutdown has begun (the metrics endpoint's /readyz).
+func (s *Server) Ready() bool {
+	return s.serving.Load() && s.state.Load() == stateRunning
 }
 
 func (s *Server) acceptLoop(ln net.Listener) {
@@ -269,11 +277,11 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 		return c, nil
 	}
 	e := &poolEntry{
-		pool:  pool.New(s.poolOptionsLocked(cfg, db, u, k), dial, log),
+		pool:     pool.New(s.poolOptionsLocked(cfg, db, u, k), dial, log),
 		stmts:    newStmtRegistry(),
 		counters: &PoolCounters{},
-		dial:  dc,
-		mode:  cfg.EffectivePoolMode(db, u),
+		dial:     dc,
+		mode:     cfg.EffectivePoolMode(db, u),
 	}
 	s.pools[k] = e
 	return e
@@ -300,15 +308,20 @@ type PoolStats struct {
 	Mode           config.PoolMode
 	pool.Stats
 	Counters *PoolCounters
+	Clients  int // logged-in clients of this pool (Stats.Waiting of them wait for a server)
 }
 
 // Pools returns a snapshot of every pool.
 func (s *Server) Pools() []PoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	clients := make(map[poolKey]int, len(s.pools))
+	for _, ss := range s.sessions {
+		clients[poolKey{ss.dbName, ss.userName}]++ // the pool key; both fixed at login
+	}
 	out := make([]PoolStats, 0, len(s.pools))
 	for k, e := range s.pools {
-		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.mode, Stats: e.pool.Stats(), Counters: e.counters})
+		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.mode, Stats: e.pool.Stats(), Counters: e.counters, Clients: clients[k]})
 	}
 	return out
 }

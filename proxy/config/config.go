@@ -93,8 +93,9 @@ type Config struct {
 	MaxPreparedStatements  int                 `toml:"max_prepared_statements"`   // default 200
 	AdminUsers             []string            `toml:"admin_users"`
 	StatsUsers             []string            `toml:"stats_users"`
-	LogLevel               string              `toml:"log_level"`  // "debug"|"info"(default)|"warn"|"error"
-	LogFormat              string              `toml:"log_format"` // "auto"(default: console when stderr is a terminal, else json)|"json"|"console"
+	LogLevel               string              `toml:"log_level"`      // "debug"|"info"(default)|"warn"|"error"
+	LogFormat              string              `toml:"log_format"`     // "auto"(default: console when stderr is a terminal, else json)|"json"|"console"
+	MetricsListen          string              `toml:"metrics_listen"` // "" (default) = off; "host:port" serving /metrics, /healthz, /readyz
 	Databases              map[string]Database `toml:"databases"`
 	Users                  map[string]User     `toml:"users"`
 }

@@ -155,6 +155,7 @@ admin_users = ["admin"]
 stats_users = ["monitor", "grafana"]
 log_level = "debug"
 log_format = "json"
+metrics_listen = "127.0.0.1:9127"
 
 [users.alice]
 password = "secret"
@@ -173,7 +174,7 @@ max_user_connections = 4
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
 		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
-		LogLevel: "debug", LogFormat: "json",
+		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
 		Databases: map[string]Database{},
 		Users: map[string]User{"alice": {Password: "secret", PoolMode: PoolStatement, PoolSize: 3,
 			MaxUserConnections: 4}},
@@ -212,6 +213,9 @@ func TestValidationErrors(t *testing.T) {
 		{"listen no port", `listen = ["127.0.0.1"]`, "listen[0]", 1, `expected "host:port"`},
 		{"listen bad port", "\nlisten = [\"127.0.0.1:6432\", \"localhost:http\"]", "listen[1]", 2, "0 to 65535"},
 		{"listen big port", `listen = [":70000"]`, "listen[0]", 1, "0 to 65535"},
+		{"metrics_listen no port", `metrics_listen = "127.0.0.1"`, "metrics_listen", 1, `e.g. "127.0.0.1:9127"`},
+		{"metrics_listen bad port", `metrics_listen = ":99999"`, "metrics_listen", 1, "0 to 65535"},
+		{"metrics_listen same as listen", "listen = [\"127.0.0.1:6432\"]\nmetrics_listen = \"127.0.0.1:6432\"", "metrics_listen", 2, "address of its own"},
 		{"nothing to listen on", `listen = []`, "listen", 1, "no listen address and no unix_socket_dir"},
 		{"negative duration", `server_lifetime = "-1s"`, "server_lifetime", 1, "negative"},
 		{"bad duration", `query_wait_timeout = "2 minutes"`, "query_wait_timeout", 1, `expected a duration like "30s", "5m", "1h"`},

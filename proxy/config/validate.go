@@ -68,6 +68,15 @@ func (d *decoder) validate(c *Config) {
 			d.fail(k("listen"), fmt.Sprintf("[%d]", i), reason)
 		}
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			d.fail(k("metrics_listen"), "", fmt.Sprintf("invalid address %q: expected \"host:port\" (e.g. \"127.0.0.1:9127\", \"[::1]:9127\", \":9127\"), or \"\" for no metrics endpoint", c.MetricsListen))
+		} else if reason := checkListen(c.MetricsListen); reason != "" {
+			d.fail(k("metrics_listen"), "", reason)
+		} else if contains(c.Listen, c.MetricsListen) {
+			d.fail(k("metrics_listen"), "", fmt.Sprintf("%q is also in listen; the metrics endpoint needs an address of its own", c.MetricsListen))
+		}
+	}
 	if len(c.Listen) == 0 && c.UnixSocketDir == "" {
 		d.fail(k("listen"), "", "no listen address and no unix_socket_dir: pgtide would accept no connections")
 	}
