@@ -279,6 +279,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			p.idle[n-1] = nil
 			p.idle = p.idle[:n-1]
 			p.mu.Unlock()
+			_ = c.Net.SetDeadline(time.Time{}) // none may outlive a borrower
 			if p.expired(c, time.Now()) || !c.Alive() {
 				p.Discard(c)
 				continue

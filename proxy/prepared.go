@@ -242,10 +242,12 @@ func (ss *session) scanPooled() (int, bool, error) {
 	if wake {
 		// Fakes with nothing ahead of them are written by the pump, which
 		// owns the reply order; wake it if it waits on the server.
-		if h := ss.q.head(); h != nil && h.act == actFake {
+		if h := ss.q.head(); h != nil && h.act == actFake && sc != nil {
+			// Under mu, while sc is certainly still ours: a deadline left
+			// on a server after it went back to the pool would fail its
+			// next borrower's liveness check.
 			ss.wake = true
-		} else {
-			wake = false
+			_ = sc.Net.SetReadDeadline(time.Now())
 		}
 	}
 	// With nothing queued and no open extended batch, the pump may give
@@ -267,9 +269,6 @@ func (ss *session) scanPooled() (int, bool, error) {
 		}
 	case sc != nil:
 		err = ss.toServer(sc, b[:end])
-	}
-	if wake && sc != nil {
-		_ = sc.Net.SetReadDeadline(time.Now())
 	}
 	if len(local) > 0 && err == nil {
 		ss.wmu.Lock()

@@ -182,7 +182,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			return false, evStmtTxn
 		}
 		ss.settleTimersLocked()
-		if ss.boundaryLocked() {
+		if ss.boundaryLocked() || (ss.gone && ss.drainedLocked()) {
 			ev = evBoundary
 		}
 		return !sk, ev
@@ -315,14 +315,20 @@ func (ss *session) flushFakes() {
 // the session is closing for shutdown.
 func (ss *session) atBoundary(sc *pool.Conn) bool {
 	ss.mu.Lock()
-	if !ss.boundaryLocked() || ss.sc != sc {
+	if ss.sc != sc {
+		ss.mu.Unlock()
+		return false
+	}
+	if ss.gone && ss.drainedLocked() {
+		// The client left; finish rolls back whatever is open.
+		ss.mu.Unlock()
+		return true
+	}
+	if !ss.boundaryLocked() {
 		ss.mu.Unlock()
 		return false
 	}
 	switch {
-	case ss.gone:
-		ss.mu.Unlock()
-		return true
 	case ss.closing:
 		ss.mu.Unlock()
 		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")

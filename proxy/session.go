@@ -102,6 +102,12 @@ func (ss *session) boundaryLocked() bool {
 	return ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.txStatus == 'I'
 }
 
+// drainedLocked reports whether the server owes nothing: the release rule
+// less the transaction status, which a rollback can fix.
+func (ss *session) drainedLocked() bool {
+	return ss.q.empty() && !ss.unsynced && !ss.copyIn
+}
+
 // run is the client goroutine: it frames what the client sends, keeps the
 // request queue, borrows a server when needed and forwards raw bytes.
 func (ss *session) run() error {
