@@ -119,23 +119,38 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 		log.Error().Err(err).Msg("cannot listen")
 		return 1
 	}
+	mep, err := startMetrics(cfg, srv, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot open the metrics endpoint")
+		srv.Close()
+		return 1
+	}
+	defer mep.Close()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 	srv.Serve()
 	log.Info().Str("version", version).Int("pid", os.Getpid()).Msg("pgtide started")
+	notify := newNotifier(log)
+	defer notify.Close()
+	notify.Ready(srv)
+	notify.StatusLoop(srv)
 
 	stopping := false
 	for {
 		select {
 		case <-srv.Done():
+			notify.Stopping("stopped")
 			log.Info().Msg("pgtide stopped")
 			return 0
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
+				notify.Reloading()
 				reload(path, srv, &log)
+				notify.Ready(srv)
 			case syscall.SIGQUIT:
+				notify.Stopping("SIGQUIT: exiting now")
 				log.Info().Msg("SIGQUIT: exiting now")
 				srv.Close()
 			case syscall.SIGINT, syscall.SIGTERM:
@@ -145,6 +160,7 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 					continue
 				}
 				stopping = true
+				notify.Stopping(sig.String() + ": shutting down")
 				if sig == syscall.SIGINT {
 					srv.SafeShutdown()
 				} else {
@@ -171,6 +187,9 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) {
 	old := srv.Config()
 	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir {
 		log.Warn().Msg("listen and unix_socket_dir changes need a restart; keeping the current listeners")
+	}
+	if old.MetricsListen != cfg.MetricsListen {
+		log.Warn().Msg("metrics_listen changes need a restart; keeping the current metrics endpoint")
 	}
 	*log = log.Level(parseLevel(cfg.LogLevel))
 	srv.SetLogger(*log)

@@ -1,0 +1,205 @@
+// Package metrics exposes pgtide's pools to Prometheus and serves the HTTP
+// endpoint of metrics_listen: /metrics, /healthz and /readyz.
+//
+// Gauges and counters are read from the proxy at scrape time (a custom
+// prometheus.Collector over Server.Pools), so the hot path pays nothing for
+// them beyond the atomics it already keeps. The three histograms (server
+// wait, transaction and query duration) are fed by an Observer, one
+// Observe per event.
+//
+// The exposition format, label escaping, content negotiation and the Go and
+// process collectors come from github.com/prometheus/client_golang rather
+// than hand-written text: the format has enough corners (escaping, OpenMetrics,
+// histogram buckets, HELP/TYPE rules) that a maintained library is cheaper
+// than keeping our own correct.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pgtide/pgtide/proxy"
+)
+
+// Source is what the metrics read from the proxy; *proxy.Server implements it.
+type Source interface {
+	Pools() []proxy.PoolStats
+	Clients() int
+	LoginFailures() uint64
+	Ready() bool
+}
+
+var _ Source = (*proxy.Server)(nil)
+
+// DurationBuckets are the histogram buckets, in seconds: 100 µs to 60 s.
+var DurationBuckets = []float64{
+	.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60,
+}
+
+// Metrics is pgtide's Prometheus registry. It implements proxy.Observer;
+// install it with Server.SetObserver before Serve.
+type Metrics struct {
+	reg *prometheus.Registry
+	src Source
+
+	wait, xact, query *prometheus.HistogramVec
+
+	hists sync.Map // histKey -> *poolHists: skips label hashing per event
+}
+
+type histKey struct{ db, user string }
+
+type poolHists struct{ wait, xact, query prometheus.Observer }
+
+var _ proxy.Observer = (*Metrics)(nil)
+
+// New returns the metrics of src, with the Go runtime and process
+// collectors, and pgtide_build_info for version.
+func New(src Source, version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), src: src}
+	hist := func(name, help string) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "pgtide", Subsystem: "pool", Name: name, Help: help, Buckets: DurationBuckets,
+		}, []string{"database", "user"})
+	}
+	m.wait = hist("wait_duration_seconds", "Time clients waited for a server connection, per borrow.")
+	m.xact = hist("transaction_duration_seconds", "Duration of transactions, from the first request to the ReadyForQuery with status I.")
+	m.query = hist("query_duration_seconds", "Duration of queries (a Query, an extended-protocol batch up to Sync, a FunctionCall) until their ReadyForQuery.")
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pgtide_build_info", Help: "Always 1; the labels say which pgtide this is.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(
+		m.wait, m.xact, m.query, buildInfo, &collector{src: src},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Registry returns the registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func (m *Metrics) hist(db, user string) *poolHists {
+	k := histKey{db, user}
+	if h, ok := m.hists.Load(k); ok {
+		return h.(*poolHists)
+	}
+	h := &poolHists{
+		wait:  m.wait.WithLabelValues(db, user),
+		xact:  m.xact.WithLabelValues(db, user),
+		query: m.query.WithLabelValues(db, user),
+	}
+	got, _ := m.hists.LoadOrStore(k, h)
+	return got.(*poolHists)
+}
+
+// QueryDone implements proxy.Observer.
+func (m *Metrics) QueryDone(db, user string, d time.Duration) {
+	m.hist(db, user).query.Observe(d.Seconds())
+}
+
+// XactDone implements proxy.Observer.
+func (m *Metrics) XactDone(db, user string, d time.Duration) {
+	m.hist(db, user).xact.Observe(d.Seconds())
+}
+
+// Waited implements proxy.Observer.
+func (m *Metrics) Waited(db, user string, d time.Duration) {
+	m.hist(db, user).wait.Observe(d.Seconds())
+}
+
+// ServerError implements proxy.Observer. Errors are counted by the pools'
+// PoolCounters and read at scrape time.
+func (m *Metrics) ServerError(db, user, sqlstate string) {}
+
+// Login implements proxy.Observer. Logins are counted by PoolCounters and
+// Server.LoginFailures and read at scrape time.
+func (m *Metrics) Login(db, user string, ok bool) {}
+
+// collector reads every pool's gauges and counters at scrape time.
+type collector struct{ src Source }
+
+var poolLabels = []string{"database", "user"}
+
+func desc(name, help string, extra ...string) *prometheus.Desc {
+	return prometheus.NewDesc("pgtide_"+name, help, append(append([]string(nil), poolLabels...), extra...), nil)
+}
+
+var (
+	descClients     = desc("pool_clients", "Logged-in clients of the pool, by state: active (has a server or needs none now), waiting (for a server).", "state")
+	descServers     = desc("pool_servers", "Server connections of the pool, by state as in PgBouncer's SHOW POOLS: active (lent to a client), idle, used and testing (always 0: pgtide checks an idle server as it lends it), login (being dialed and authenticated).", "state")
+	descMaxWait     = desc("pool_max_wait_seconds", "How long the oldest client still waiting for a server has waited.")
+	descXacts       = desc("pool_transactions_total", "Transactions completed (a ReadyForQuery with status I ending one).")
+	descQueries     = desc("pool_queries_total", "Queries completed (requests answered by ReadyForQuery).")
+	descRecv        = desc("pool_received_bytes_total", "Bytes received from clients (and forwarded to servers).")
+	descSent        = desc("pool_sent_bytes_total", "Bytes sent to clients (from servers).")
+	descErrors      = desc("pool_server_errors_total", "ErrorResponses from servers, by SQLSTATE class (the first two characters).", "class")
+	descLogins      = desc("pool_logins_total", "Successful client logins to the pool.")
+	descDials       = desc("pool_server_connects_total", "Server connections opened.")
+	descDialErrors  = desc("pool_server_connect_errors_total", "Server connection attempts that failed.")
+	descWaitTimeout = desc("pool_wait_timeouts_total", "Clients that gave up waiting for a server (query_wait_timeout).")
+
+	descClientConns   = prometheus.NewDesc("pgtide_client_connections", "Client connections, including those still logging in.", nil, nil)
+	descLoginFailures = prometheus.NewDesc("pgtide_login_failures_total", "Client logins refused (bad password, unknown database or user, limits, protocol errors).", nil, nil)
+	descReady         = prometheus.NewDesc("pgtide_ready", "1 while pgtide accepts new clients, 0 once shutdown has begun (as /readyz).", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descClients, descServers, descMaxWait, descXacts, descQueries, descRecv, descSent,
+		descErrors, descLogins, descDials, descDialErrors, descWaitTimeout,
+		descClientConns, descLoginFailures, descReady,
+	} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), lv...)
+	}
+	for _, p := range c.src.Pools() {
+		db, u := p.Database, p.User
+		gauge(descClients, float64(max(p.Clients-p.Waiting, 0)), db, u, "active")
+		gauge(descClients, float64(p.Waiting), db, u, "waiting")
+		gauge(descServers, float64(p.Lent), db, u, "active")
+		gauge(descServers, float64(p.Idle), db, u, "idle")
+		gauge(descServers, 0, db, u, "used")
+		gauge(descServers, 0, db, u, "testing")
+		gauge(descServers, float64(max(p.Open-p.Idle-p.Lent, 0)), db, u, "login")
+		gauge(descMaxWait, p.MaxWait.Seconds(), db, u)
+		counter(descDials, p.Dialed, db, u)
+		counter(descDialErrors, p.DialErrors, db, u)
+		counter(descWaitTimeout, p.WaitTimeouts, db, u)
+		pc := p.Counters
+		if pc == nil {
+			continue
+		}
+		counter(descXacts, pc.Xacts.Load(), db, u)
+		counter(descQueries, pc.Queries.Load(), db, u)
+		counter(descRecv, pc.BytesIn.Load(), db, u)
+		counter(descSent, pc.BytesOut.Load(), db, u)
+		counter(descLogins, pc.Logins.Load(), db, u)
+		for class, n := range pc.ErrorsByClass() {
+			counter(descErrors, n, db, u, class)
+		}
+	}
+	gauge(descClientConns, float64(c.src.Clients()))
+	counter(descLoginFailures, c.src.LoginFailures())
+	gauge(descReady, boolFloat(c.src.Ready()))
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
