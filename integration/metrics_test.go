@@ -1,0 +1,220 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
+)
+
+// scrape is one parsed /metrics page: series ("name{labels}") -> value.
+type scrape map[string]float64
+
+// get returns the value of the series called name whose labels include
+// every label="value" pair in labels, summed over the matches; ok=false when
+// none matches.
+func (s scrape) get(name string, labels ...string) (float64, bool) {
+	var sum float64
+	found := false
+	for series, v := range s {
+		n, ls, _ := strings.Cut(series, "{")
+		if n != name {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			if !strings.Contains("{"+ls, "{"+l+",") && !strings.Contains("{"+ls, ","+l+",") &&
+				!strings.Contains(ls, ","+l+"}") && !strings.HasPrefix(ls, l+"}") {
+				match = false
+				break
+			}
+		}
+		if match {
+			sum += v
+			found = true
+		}
+	}
+	return sum, found
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func scrapeMetrics(t *testing.T, base string) scrape {
+	t.Helper()
+	code, body := httpGet(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: HTTP %d\n%s", code, body)
+	}
+	s := scrape{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("/metrics: malformed line %q", line)
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("/metrics: malformed value in %q", line)
+		}
+		s[line[:i]] = v
+	}
+	return s
+}
+
+// TestMetrics runs queries through pgtide and reads them back from
+// metrics_listen: counters, gauges, histograms, /healthz, and /readyz turning
+// 503 when a SIGTERM starts the drain while a client is still connected.
+func TestMetrics(t *testing.T) {
+	mport, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", mport)
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", mport)
+	})
+	if !eventually(5*time.Second, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	}) {
+		t.Fatalf("metrics endpoint %s not answering /healthz", base)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz while running: %d %s", code, body)
+	}
+
+	ctx := ctxT(t, 30*time.Second)
+	a := connect(t, e.URL())
+	for i := range 5 {
+		if n := queryInt(t, a, "SELECT $1::int", i); n != int64(i) {
+			t.Fatal(n)
+		}
+	}
+	tx, err := a.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_sleep(0.01)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "SELECT 1/0"); sqlState(err) != "22012" {
+		t.Fatalf("SELECT 1/0: %v, want 22012", err)
+	}
+	if err := connectErr(t, e.tide.ConnString(e.DB, e.User, "wrong-password")); sqlState(err) != "28P01" {
+		t.Fatalf("login with a wrong password: %v", err)
+	}
+
+	db, user := `database="`+e.DB+`"`, `user="`+e.User+`"`
+	var s scrape
+	if !eventually(5*time.Second, func() bool {
+		s = scrapeMetrics(t, base)
+		q, _ := s.get("pgtide_pool_queries_total", db, user)
+		x, _ := s.get("pgtide_pool_transactions_total", db, user)
+		return q >= 7 && x >= 7
+	}) {
+		q, _ := s.get("pgtide_pool_queries_total", db, user)
+		x, _ := s.get("pgtide_pool_transactions_total", db, user)
+		t.Fatalf("pgtide_pool_queries_total = %v, pgtide_pool_transactions_total = %v for the pool; want >= 7 each", q, x)
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		min    float64
+	}{
+		{"pgtide_pool_received_bytes_total", []string{db, user}, 1},
+		{"pgtide_pool_sent_bytes_total", []string{db, user}, 1},
+		{"pgtide_pool_logins_total", []string{db, user}, 1},
+		{"pgtide_pool_server_errors_total", []string{db, user, `class="22"`}, 1},
+		{"pgtide_pool_server_connects_total", []string{db, user}, 1},
+		{"pgtide_pool_clients", []string{db, user, `state="active"`}, 1},
+		{"pgtide_pool_clients", []string{db, user, `state="waiting"`}, 0},
+		{"pgtide_pool_servers", []string{db, user, `state="idle"`}, 1},
+		{"pgtide_pool_servers", []string{db, user, `state="active"`}, 0},
+		{"pgtide_pool_servers", []string{db, user, `state="used"`}, 0},
+		{"pgtide_pool_servers", []string{db, user, `state="testing"`}, 0},
+		{"pgtide_pool_servers", []string{db, user, `state="login"`}, 0},
+		{"pgtide_pool_max_wait_seconds", []string{db, user}, 0},
+		{"pgtide_pool_query_duration_seconds_count", []string{db, user}, 7},
+		{"pgtide_pool_transaction_duration_seconds_count", []string{db, user}, 7},
+		{"pgtide_pool_wait_duration_seconds_count", []string{db, user}, 7},
+		{"pgtide_pool_transaction_duration_seconds_bucket", []string{db, user, `le="+Inf"`}, 7},
+		{"pgtide_client_connections", nil, 1},
+		{"pgtide_login_failures_total", nil, 1},
+		{"pgtide_ready", nil, 1},
+		{"pgtide_build_info", nil, 1},
+		{"go_goroutines", nil, 1},
+	} {
+		v, ok := s.get(c.name, c.labels...)
+		if !ok {
+			t.Errorf("%s%v not in /metrics", c.name, c.labels)
+		} else if v < c.min {
+			t.Errorf("%s%v = %v, want >= %v", c.name, c.labels, v, c.min)
+		}
+	}
+	if t.Failed() {
+		_, body := httpGet(t, base+"/metrics")
+		t.Logf("/metrics:\n%s", body)
+	}
+
+	// SIGTERM with a client connected: pgtide waits for it (shutdown_timeout
+	// 10s), stops accepting, and /readyz says so while /healthz stays 200.
+	if err := e.tide.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var body string
+	if !eventually(5*time.Second, func() bool {
+		code, body = httpGet(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable
+	}) {
+		t.Fatalf("/readyz after SIGTERM: %d %s, want 503", code, body)
+	}
+	if code, body := httpGet(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz while draining: %d %s", code, body)
+	}
+	if v, _ := scrapeMetrics(t, base).get("pgtide_ready"); v != 0 {
+		t.Fatalf("pgtide_ready = %v while draining, want 0", v)
+	}
+	if e.tide.Exited() {
+		t.Fatalf("pgtide exited on SIGTERM with a client connected")
+	}
+	if n := queryInt(t, a, "SELECT 42"); n != 42 {
+		t.Fatal(n)
+	}
+	a.Close(ctx)
+	if _, err := e.tide.Wait(5 * time.Second); err != nil {
+		t.Fatalf("pgtide still running 5 s after the last client left")
+	}
+	if resp, err := http.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("metrics endpoint still answering after pgtide exited")
+	}
+}
