@@ -123,7 +123,10 @@ func (ss *session) scanPooled() (int, bool, error) {
 			}
 		case 'Q':
 			ss.q.push(entry{kind: 'Q'})
-			srv.unnamed = nil // a simple query destroys the unnamed statement
+			// A simple query destroys the unnamed statement, for the
+			// server and so for the client.
+			srv.unnamed = nil
+			ss.unnamedParse = nil
 		case 'F':
 			ss.q.push(entry{kind: 'F'})
 		case 'E':
@@ -222,7 +225,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			ensure(st)
 			out = appendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
 			seg, modified = off+n, true
-			ss.q.push(entry{kind: typ, descS: typ == 'D'})
+			ss.q.push(entry{kind: typ, descS: typ == 'D', st: st, cname: string(name)})
 		case 'C':
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				name, _, _ := cstring(body[1:])

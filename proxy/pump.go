@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
@@ -46,7 +50,9 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 		if rd.Len() == 0 || (passRemain == 0 && !frameReady(rd.Buffered())) {
 			if err := rd.Fill(); err != nil {
 				if ss.woken(err) {
-					ss.flushFakes()
+					if ss.flushFakes(sc) {
+						return
+					}
 					continue
 				}
 				ss.serverStopped(sc, err)
@@ -87,7 +93,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			if complete {
 				body = b[off+wire.HeaderLen : off+n]
 			}
-			fwd, e := ss.routeLocked(sc, typ, body)
+			fwd, e, repl := ss.routeLocked(sc, typ, body)
 			if e != evNone {
 				ev = e
 			}
@@ -95,12 +101,15 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			if !complete {
 				passRemain, passDrop, end = off+n-len(b), !fwd, len(b)
 			}
-			if !fwd {
-				out, seg, spliced = append(out, b[seg:off]...), end, true
+			if !fwd || repl != nil {
+				out, seg, spliced = append(append(out, b[seg:off]...), repl...), end, true
 			}
 			off = end
 			if f := ss.takeFakesLocked(nil); len(f) > 0 {
 				out, seg, spliced = append(append(out, b[seg:off]...), f...), off, true
+				if ev == evNone && ss.releasableLocked() {
+					ev = evBoundary // pgtide's own reply ended the transaction
+				}
 			}
 			if ev != evNone {
 				break
@@ -159,7 +168,7 @@ func frameReady(b []byte) bool {
 // routeLocked matches one server message to the request it answers and
 // says whether the client sees it. body is nil for a message that is being
 // passed through in pieces (never one of needsBody's types).
-func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, ev int) {
+func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, ev int, repl []byte) {
 	h := ss.q.head()
 	skip := h != nil && h.act == actSkip
 	switch typ {
@@ -179,16 +188,16 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			ss.q.push(entry{kind: 'Q', act: actFake, fake: append(
 				errorFrame("ERROR", codeFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode"),
 				'Z', 0, 0, 0, 5, 'I')})
-			return false, evStmtTxn
+			return false, evStmtTxn, nil
 		}
 		ss.settleTimersLocked()
-		if ss.boundaryLocked() || (ss.gone && ss.drainedLocked()) {
+		if ss.releasableLocked() {
 			ev = evBoundary
 		}
-		return !sk, ev
+		return !sk, ev, nil
 	case 'S':
 		ss.parameterStatusLocked(sc, body)
-		return !skip, evNone
+		return !skip, evNone, nil
 	case '1':
 		if h != nil && h.kind == 'P' {
 			e := ss.q.popHead()
@@ -227,6 +236,11 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if body != nil {
 			ss.serverErrorLocked(body)
 		}
+		if h != nil && (h.kind == 'B' || h.kind == 'D') && h.st != nil && body != nil {
+			// PostgreSQL names the statement in some errors: use the
+			// client's name, never pgtide's.
+			repl = renameInError(body, h.st.name, h.cname)
+		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
 			if e.kind == 'P' && e.st != nil {
@@ -241,12 +255,39 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			}
 			ss.q.dropUntilSync()
 		}
-		return !ss.gone, evNone // errors reach the client, even for pgtide's requests
+		return !ss.gone, evNone, repl // errors reach the client, even for pgtide's requests
 	case 'G':
 		ss.copyIn = true
 		ss.q.copyStarted()
 	}
-	return !skip, evNone
+	return !skip, evNone, nil
+}
+
+// releasableLocked reports whether the pump should look at giving the
+// server back: at the release rule, or drained after the client left.
+func (ss *session) releasableLocked() bool {
+	return ss.boundaryLocked() || (ss.gone && ss.drainedLocked())
+}
+
+// renameInError rewrites an ErrorResponse body that names pgtide's
+// statement so it names the client's; nil when there is nothing to change.
+func renameInError(body []byte, ours, theirs string) []byte {
+	if theirs == "" || !bytes.Contains(body, []byte(ours)) {
+		return nil
+	}
+	var er pgproto3.ErrorResponse
+	if er.Decode(body) != nil {
+		return nil
+	}
+	q, t := `"`+ours+`"`, `"`+theirs+`"`
+	er.Message = strings.ReplaceAll(er.Message, q, t)
+	er.Detail = strings.ReplaceAll(er.Detail, q, t)
+	er.Hint = strings.ReplaceAll(er.Hint, q, t)
+	out, err := er.Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 func isExtended(k byte) bool {
@@ -299,14 +340,17 @@ func (ss *session) currentServer() *pool.Conn {
 
 // flushFakes writes fake replies that reached the head of the queue while
 // the pump waited on the server.
-func (ss *session) flushFakes() {
+// It reports whether the pump is then done with sc (see atBoundary).
+func (ss *session) flushFakes(sc *pool.Conn) bool {
 	ss.mu.Lock()
 	ss.wake = false
 	f := ss.takeFakesLocked(nil)
 	ss.mu.Unlock()
-	if len(f) > 0 {
-		ss.toClient(f)
+	if len(f) == 0 {
+		return false
 	}
+	ss.toClient(f)
+	return ss.atBoundary(sc)
 }
 
 // atBoundary runs after replies up to a ReadyForQuery were written. It
