@@ -144,16 +144,18 @@ type Pool struct {
 	dial func(ctx context.Context) (*Conn, error)
 	log  zerolog.Logger
 
-	mu       sync.Mutex
-	opts     Options
-	idle     []*Conn // LIFO: the most recently used is reused first
-	waiters  []*waiter
-	open     int // idle + lent + dialing
-	closed   bool
+	mu      sync.Mutex
+	opts    Options
+	idle    []*Conn // LIFO: the most recently used is reused first
+	waiters []*waiter
+	open    int // idle + lent + dialing
+	closed  bool
 	// limitBlocked is the limiter that last refused a new connection.
 	limitBlocked []*Limiter
-	nextID   uint64
-	lastUsed time.Time
+	lastUsed     time.Time
+	// closeBefore (unix ns): connections created up to then are closed
+	// when released (RECONNECT, inspect.go).
+	closeBefore atomic.Int64
 
 	dialed, dialErrors, waitTimeouts atomic.Uint64
 
@@ -356,8 +358,7 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	}
 	p.dialed.Add(1)
 	p.mu.Lock()
-	p.nextID++
-	c.ID = p.nextID
+	c.ID = connSeq.Add(1)
 	c.pool = p
 	if lt := p.opts.Lifetime; lt > 0 {
 		// Up to 10% jitter so connections opened together do not all
@@ -415,7 +416,7 @@ func (p *Pool) Discard(c *Conn) {
 }
 
 func (p *Pool) expired(c *Conn, now time.Time) bool {
-	return c.lifetime > 0 && now.Sub(c.created) > c.lifetime
+	return (c.lifetime > 0 && now.Sub(c.created) > c.lifetime) || p.closeNeeded(c)
 }
 
 // Stats returns a snapshot of the pool's state.

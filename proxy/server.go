@@ -53,6 +53,13 @@ type Server struct {
 	observer      atomic.Pointer[Observer]
 	loginFailures atomic.Uint64
 
+	// OnReload, when set, re-reads the configuration file for the admin
+	// console's RELOAD and returns why it was not applied. Set before Serve.
+	OnReload func() error
+	// Version is what the admin console's SHOW VERSION reports.
+	Version string
+	admin   adminState // admin console: PAUSE/DISABLE state, consoles (admin.go)
+
 	// test hooks
 	nextSessionID atomic.Uint64
 }

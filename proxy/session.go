@@ -24,18 +24,19 @@ import (
 // attached server. Writes to conn take wmu (invariant 3). Fields under mu
 // are shared by the client goroutine, the pump and cancel requests.
 type session struct {
-	srv     *Server
-	conn    net.Conn
-	rd      *wire.Reader
-	wmu     sync.Mutex
-	log     zerolog.Logger
-	pe      *poolEntry // changed only by the client goroutine, under mu
+	srv  *Server
+	conn net.Conn
+	rd   *wire.Reader
+	wmu  sync.Mutex
+	log  zerolog.Logger
+	pe   *poolEntry // changed only by the client goroutine, under mu
 	// counters is the pool's at login; the pump counts into it.
 	counters *PoolCounters
-	mode    config.PoolMode
-	maxBody int
+	mode     config.PoolMode
+	maxBody  int
 
-	dbName, userName string // as the client asked for them
+	dbName, userName string       // as the client asked for them
+	adm              sessionAdmin // id, connect time, PAUSE gate (admin.go)
 
 	keyPID    uint32 // the BackendKeyData pgtide minted for this client
 	keySecret uint32
@@ -85,7 +86,8 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 	if ss.maxBody <= 0 {
 		ss.maxBody = 1 << 30
 	}
-	ss.log = log.With().Uint64("session", s.nextSessionID.Add(1)).Logger()
+	ss.adm.id, ss.adm.connected = s.nextSessionID.Add(1), time.Now()
+	ss.log = log.With().Uint64("session", ss.adm.id).Logger()
 	return ss
 }
 
@@ -299,6 +301,11 @@ func (ss *session) borrow() (*pool.Conn, error) {
 			o.Waited(ss.dbName, ss.userName, d)
 		}
 	}()
+	gate, err := ss.srv.enterBorrow(ctx, ss, start) // admin PAUSE
+	if err != nil {
+		return nil, err
+	}
+	defer gate.leave(ss)
 	for attempt := 0; ; attempt++ {
 		sc, err := acquire(ctx, ss.pe.pool)
 		if errors.Is(err, pool.ErrClosed) && attempt < 3 {

@@ -248,6 +248,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if err := be.Flush(); err != nil {
 		return nil, errClientGone
 	}
+	if dbName == config.AdminDatabaseName {
+		return nil, s.serveAdmin(nc, rd, l, user, params) // admin.go
+	}
 
 	db, ok := cfg.ResolveDatabase(dbName)
 	if !ok || dbName == config.AdminDatabaseName {
@@ -262,10 +265,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	// Borrow a server to prove the database is reachable and to learn the
 	// parameter values this client starts with.
 	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
-	sc, err := acquire(ctx, pe.pool)
+	sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
 	cancel()
 	if err != nil {
-		return nil, acquireError(err)
+		return nil, err
 	}
 	if err := ss.syncParams(sc); err != nil {
 		ss.releaseOrDiscard(sc)

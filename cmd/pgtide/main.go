@@ -129,6 +129,18 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
+	// The admin console's RELOAD runs on this goroutine, as SIGHUP does.
+	reloads := make(chan chan error)
+	srv.Version = version
+	srv.OnReload = func() error {
+		ch := make(chan error, 1)
+		select {
+		case reloads <- ch:
+			return <-ch
+		case <-srv.Done():
+			return errors.New("pgtide is shutting down")
+		}
+	}
 	srv.Serve()
 	log.Info().Str("version", version).Int("pid", os.Getpid()).Msg("pgtide started")
 	notify := newNotifier(log)
@@ -143,11 +155,15 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 			notify.Stopping("stopped")
 			log.Info().Msg("pgtide stopped")
 			return 0
+		case ch := <-reloads:
+			notify.Reloading()
+			ch <- reload(path, srv, &log)
+			notify.Ready(srv)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
 				notify.Reloading()
-				reload(path, srv, &log)
+				_ = reload(path, srv, &log)
 				notify.Ready(srv)
 			case syscall.SIGQUIT:
 				notify.Stopping("SIGQUIT: exiting now")
@@ -172,8 +188,8 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 }
 
 // reload applies a changed configuration file; a file with errors leaves
-// the running configuration in place (invariant 8).
-func reload(path string, srv *proxy.Server, log *zerolog.Logger) {
+// the running configuration in place (invariant 8) and is returned.
+func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		var ce *config.Errors
@@ -182,7 +198,7 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) {
 		} else {
 			log.Error().Err(err).Msg("reload failed; keeping the running configuration")
 		}
-		return
+		return err
 	}
 	old := srv.Config()
 	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir {
@@ -194,6 +210,7 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) {
 	*log = log.Level(parseLevel(cfg.LogLevel))
 	srv.SetLogger(*log)
 	srv.Reload(cfg)
+	return nil
 }
 
 func errorStrings(errs []error) []string {
