@@ -741,8 +741,9 @@ func (s *Server) waitReleased(db string) error {
 		if done {
 			return nil
 		}
-		if s.state.Load() == stateClosed {
-			return &clientError{codeAdminShutdown, "shutting down"}
+		if s.state.Load() != stateRunning {
+			// A console blocked here must not hold up the drain.
+			return &clientError{codeAdminShutdown, "pgtide is shutting down"}
 		}
 		if db == "" && !s.admin.pausedAll.Load() || db != "" && !s.admin.paused(s.admin.db(db)) {
 			return &clientError{codeQueryCanceled, "PAUSE was lifted by RESUME before every server was released"}
@@ -810,8 +811,9 @@ func (s *Server) waitClosed(db string) error {
 		} else {
 			clean = 0
 		}
-		if s.state.Load() == stateClosed {
-			return &clientError{codeAdminShutdown, "shutting down"}
+		if s.state.Load() != stateRunning {
+			// A console blocked here must not hold up the drain.
+			return &clientError{codeAdminShutdown, "pgtide is shutting down"}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
