@@ -430,7 +430,7 @@ func (s *Server) showLists() table {
 }
 
 // showConfig lists the top-level settings with their defaults. Only
-// listen and unix_socket_dir need a restart. There are no secrets at this
+// listen, unix_socket_dir and metrics_listen need a restart. There are no secrets at this
 // level ([users] and [databases] are not shown).
 func showConfig(cfg *config.Config) table {
 	t := table{cols: cols("key", "value", "default", "changeable")}
@@ -446,7 +446,7 @@ func showConfig(cfg *config.Config) table {
 			continue
 		}
 		ch := "yes"
-		if key == "listen" || key == "unix_socket_dir" {
+		if key == "listen" || key == "unix_socket_dir" || key == "metrics_listen" {
 			ch = "no"
 		}
 		rows = append(rows, kv{key, configValue(v.Field(i)), configValue(dv.Field(i)), ch})
