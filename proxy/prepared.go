@@ -64,7 +64,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		attached, need = false, true
 	}
 
-	out, local := ss.sout[:0], ss.lout[:0]
+	out, local := getScratch(), getScratch()
 	seg, modified, wake := 0, false, false
 	var srv *serverState
 	if sc != nil {
@@ -281,12 +281,8 @@ func (ss *session) scanPooled() (int, bool, error) {
 			err = fmt.Errorf("%w: %w", errClientGone, werr)
 		}
 	}
-	if cap(out) <= 64<<10 {
-		ss.sout = out[:0]
-	}
-	if cap(local) <= 64<<10 {
-		ss.lout = local[:0]
-	}
+	putScratch(out)
+	putScratch(local)
 	if err != nil {
 		return 0, false, err
 	}

@@ -60,7 +60,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			}
 		}
 		b := rd.Buffered()
-		out := ss.pout[:0]
+		var out []byte // taken from the scratch pool only when splicing
 		spliced := false
 		off, seg := 0, 0
 		if passRemain > 0 {
@@ -73,7 +73,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 		ev := evNone
 		ss.mu.Lock()
 		if f := ss.takeFakesLocked(nil); len(f) > 0 {
-			out, seg, spliced = append(append(out, b[seg:off]...), f...), off, true
+			out, seg, spliced = append(append(scratch(out), b[seg:off]...), f...), off, true
 		}
 		for passRemain == 0 && off+wire.HeaderLen <= len(b) {
 			typ, n := wire.Header(b[off:])
@@ -102,11 +102,11 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 				passRemain, passDrop, end = off+n-len(b), !fwd, len(b)
 			}
 			if !fwd || repl != nil {
-				out, seg, spliced = append(append(out, b[seg:off]...), repl...), end, true
+				out, seg, spliced = append(append(scratch(out), b[seg:off]...), repl...), end, true
 			}
 			off = end
 			if f := ss.takeFakesLocked(nil); len(f) > 0 {
-				out, seg, spliced = append(append(out, b[seg:off]...), f...), off, true
+				out, seg, spliced = append(append(scratch(out), b[seg:off]...), f...), off, true
 				if ev == evNone && ss.releasableLocked() {
 					ev = evBoundary // pgtide's own reply ended the transaction
 				}
@@ -121,9 +121,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			if len(out) > 0 {
 				ss.toClient(out)
 			}
-			if cap(out) <= 64<<10 {
-				ss.pout = out[:0]
-			}
+			putScratch(out)
 		} else if off > 0 {
 			ss.toClient(b[:off])
 		}
@@ -374,8 +372,9 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 	}
 	switch {
 	case ss.closing:
+		msg := ss.closeWhyLocked()
 		ss.mu.Unlock()
-		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+		ss.kill(codeAdminShutdown, msg)
 		return true
 	case ss.mode != config.PoolSession:
 		ss.sc = nil

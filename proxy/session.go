@@ -50,11 +50,6 @@ type session struct {
 	cancelMu sync.RWMutex // read-held by cancel requests in flight to sc
 	swmu     sync.Mutex   // one writer on the attached server's socket
 
-	// Owned by the client goroutine: scratch buffers for rewritten batches.
-	sout, lout []byte
-	// Owned by the pump: scratch buffer for spliced replies.
-	pout []byte
-
 	mu       sync.Mutex
 	sc       *pool.Conn
 	q        reqQueue
@@ -62,6 +57,7 @@ type session struct {
 	copyIn   bool // the server is in COPY IN for this client
 	txStatus byte
 	closing  bool // shutdown: end the session at the next boundary
+	closeMsg string // why, when not shutdown (reload.go)
 	gone     bool // client gone: the pump discards instead of writing
 	pumpDone chan struct{}
 	pumpErr  error // why the pump stopped; set before pumpDone closes
@@ -253,8 +249,9 @@ func (ss *session) badMessage(typ byte) error {
 func (ss *session) server() (*pool.Conn, error) {
 	ss.mu.Lock()
 	if ss.closing && ss.boundaryLocked() {
+		msg := ss.closeWhyLocked()
 		ss.mu.Unlock()
-		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+		ss.kill(codeAdminShutdown, msg)
 		return nil, errors.New("closed by shutdown")
 	}
 	sc := ss.sc
@@ -310,10 +307,14 @@ func (ss *session) borrow() (*pool.Conn, error) {
 		sc, err := acquire(ctx, ss.pe.pool)
 		if errors.Is(err, pool.ErrClosed) && attempt < 3 {
 			// A reload replaced the pool (database repointed): move over.
-			if pe := ss.srv.currentPool(ss.dbName, ss.userName); pe != nil && pe != ss.pe {
+			pe := ss.srv.currentPool(ss.dbName, ss.userName)
+			if pe == nil {
+				return nil, ss.srv.removedError(ss.dbName, ss.userName) // reload.go
+			}
+			if pe != ss.pe {
 				ss.mu.Lock()
 				ss.pe = pe
-				clear(ss.stmts) // names belong to the old pool's registry
+				ss.moveStmtsLocked(pe) // reload.go
 				ss.mu.Unlock()
 				continue
 			}
@@ -357,7 +358,9 @@ func (ss *session) parameterStatusLocked(sc *pool.Conn, body []byte) {
 		return
 	}
 	sc.Params[k] = v
-	ss.view[k] = v
+	if ss.view != nil {
+		ss.view[k] = v
+	}
 	lk := strings.ToLower(k)
 	if unsyncable[lk] {
 		return
@@ -530,6 +533,7 @@ func (ss *session) releaseOrDiscard(sc *pool.Conn) {
 // kill tells the client why and closes its connection. Safe to call more
 // than once and from any goroutine.
 func (ss *session) kill(code, msg string) {
+	ss.srv.logPoolerError(ss.log, code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = ss.conn.Write(errorFrame("FATAL", code, msg))
@@ -541,7 +545,7 @@ func (ss *session) kill(code, msg string) {
 // or marks it so that it ends at the next boundary.
 func (ss *session) shutdownAtBoundary() {
 	ss.mu.Lock()
-	ss.closing = true
+	ss.closing, ss.closeMsg = true, ""
 	now := ss.sc == nil || ss.boundaryLocked()
 	ss.mu.Unlock()
 	if now {

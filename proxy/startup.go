@@ -30,14 +30,17 @@ const (
 	codeCancelRequest = 80877102
 	// PostgreSQL refuses startup packets above this size.
 	maxStartupPacket = 10000
-	clientReadBuf    = 8 << 10
 )
 
 // handleConn runs one client connection from accept to close.
 func (s *Server) handleConn(nc net.Conn) {
 	start := time.Now()
 	log := s.logger().With().Str("client", nc.RemoteAddr().String()).Logger()
+	handedOver := false
 	defer func() {
+		if handedOver {
+			return // runSession owns the connection now
+		}
 		if r := recover(); r != nil {
 			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
 		}
@@ -49,7 +52,7 @@ func (s *Server) handleConn(nc net.Conn) {
 	if tmo := cfg.ClientLoginTimeout.Duration; tmo > 0 {
 		_ = nc.SetDeadline(time.Now().Add(tmo))
 	}
-	rd := wire.NewReader(nc, clientReadBuf)
+	rd := wire.NewIdleReader(nc)
 	ss, err := s.startup(nc, rd, cfg, &log)
 	if err != nil {
 		var ce *clientError
@@ -61,7 +64,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			}
 		}
 		if ss == nil || !errors.Is(err, errClientGone) {
-			log.Info().Err(err).Msg("login failed")
+			s.logLoginFailed(log, err) // statslog.go
 		}
 		return
 	}
@@ -69,10 +72,27 @@ func (s *Server) handleConn(nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	log = ss.log
-	log.Info().Msg("client connected")
-	err = ss.run()
-	log.Info().Err(err).Dur("duration", time.Since(start)).Msg("client disconnected")
+	// The session loop runs on a fresh goroutine: this one's stack grew
+	// deep during login (SCRAM, dialing a server) and an idle client
+	// would keep it.
+	handedOver = true
+	go s.runSession(ss, nc, start)
+}
+
+// runSession runs a logged-in client's session loop and cleans up after it.
+func (s *Server) runSession(ss *session, nc net.Conn, start time.Time) {
+	log := ss.log
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
+		}
+		_ = nc.Close()
+		s.clients.Add(-1)
+		s.sessWG.Done()
+	}()
+	s.logConnected(ss)
+	err := ss.run()
+	s.logDisconnected(log, err, start)
 }
 
 // readStartupPacket reads one length-prefixed packet of the startup phase
@@ -206,7 +226,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if params["replication"] != "" && params["replication"] != "false" && params["replication"] != "off" {
 		return nil, &clientError{codeFeatureNotSupported, "replication connections are not supported by pgtide"}
 	}
-	if st := s.state.Load(); st != stateRunning {
+	if !s.loginsOpen() {
 		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
 	}
 	if cfg.MaxClientConn > 0 && s.clients.Load() > int64(cfg.MaxClientConn) {
@@ -278,7 +298,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		ss.view[k] = v
 	}
 	s.register(ss)
-	if s.state.Load() != stateRunning {
+	if !s.loginsOpen() {
 		s.unregister(ss)
 		ss.releaseOrDiscard(sc)
 		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
@@ -294,6 +314,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	for k, v := range ss.view {
 		out, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(out)
 	}
+	ss.mu.Lock()
+	ss.view = nil // only the startup reply needs it; idle clients keep less
+	ss.mu.Unlock()
 	var key [4]byte
 	binary.BigEndian.PutUint32(key[:], ss.keySecret)
 	out, _ = (&pgproto3.BackendKeyData{ProcessID: ss.keyPID, SecretKey: key[:]}).Encode(out)

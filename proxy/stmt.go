@@ -134,3 +134,26 @@ func cstring(b []byte) (s, rest []byte, ok bool) {
 	}
 	return b[:i], b[i+1:], true
 }
+
+// Scratch buffers for rewritten batches and spliced replies come from a
+// shared pool rather than living in each session, so an idle session holds
+// none.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func getScratch() []byte { return (*scratchPool.Get().(*[]byte))[:0] }
+
+func putScratch(b []byte) {
+	if cap(b) == 0 || cap(b) > 64<<10 {
+		return
+	}
+	b = b[:0]
+	scratchPool.Put(&b)
+}
+
+// scratch returns b, or a pooled buffer when b is nil.
+func scratch(b []byte) []byte {
+	if b == nil {
+		return getScratch()
+	}
+	return b
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 )
 
 // HeaderLen is the size of a message header: one type byte and a 4-byte
@@ -26,6 +27,7 @@ var ErrBadLength = errors.New("invalid message length")
 // call to Fill, Ensure, ReadMessage or Discard.
 type Reader struct {
 	rd   io.Reader
+	raw  syscall.RawConn // idle-buffer mode (NewIdleReader); nil otherwise
 	buf  []byte
 	r, w int // buf[r:w] holds unread bytes
 	base int // the size the buffer returns to when shrunk
@@ -59,6 +61,12 @@ func (r *Reader) Discard(n int) {
 // Fill reads at least one more byte from the underlying reader, compacting
 // the buffer first so there is room. It blocks until data arrives.
 func (r *Reader) Fill() error {
+	if r.raw != nil && r.r == r.w {
+		return r.fillIdle()
+	}
+	if r.buf == nil {
+		r.buf = make([]byte, r.base)
+	}
 	if r.r > 0 && (r.w == len(r.buf) || r.r == r.w) {
 		n := copy(r.buf, r.buf[r.r:r.w])
 		r.r, r.w = 0, n
@@ -81,6 +89,14 @@ func (r *Reader) Fill() error {
 // Ensure blocks until at least n unread bytes are buffered, growing the
 // buffer if n exceeds its capacity.
 func (r *Reader) Ensure(n int) error {
+	if r.raw != nil && r.r == r.w && n > 0 {
+		if err := r.fillIdle(); err != nil {
+			return err
+		}
+	}
+	if r.buf == nil {
+		r.buf = make([]byte, max(r.base, n))
+	}
 	if n > len(r.buf) {
 		r.grow(n)
 	}
@@ -113,6 +129,13 @@ func (r *Reader) grow(n int) {
 // Shrink returns an oversized, empty buffer to its initial size so an idle
 // connection does not pin memory from its largest message.
 func (r *Reader) Shrink() {
+	if r.raw != nil {
+		if r.r == r.w && len(r.buf) != idleBufSize {
+			r.buf, r.r, r.w = nil, 0, 0 // an oversized buffer: let it go
+		}
+		r.release()
+		return
+	}
 	if r.r == r.w && len(r.buf) > r.base {
 		r.buf, r.r, r.w = make([]byte, r.base), 0, 0
 	}
