@@ -233,16 +233,23 @@ func (p *Pool) canOpenLocked() bool {
 // poke retries granting a waiter a new connection (a limiter freed up).
 func (p *Pool) poke() {
 	p.mu.Lock()
-	var w *waiter
-	if len(p.waiters) > 0 && !p.closed && p.canOpenLocked() {
-		w = p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.open++
-	}
+	w := p.dialWaiterLocked()
 	p.mu.Unlock()
 	if w != nil {
 		w.ch <- grant{dial: true}
 	}
+}
+
+// dialWaiterLocked takes the first waiter and a slot for it to dial into,
+// if there is a waiter and room.
+func (p *Pool) dialWaiterLocked() *waiter {
+	if len(p.waiters) == 0 || p.closed || !p.canOpenLocked() {
+		return nil
+	}
+	w := p.waiters[0]
+	p.waiters = p.waiters[1:]
+	p.open++
+	return w
 }
 
 // closeOneIdle closes the least recently used idle connection, if any.
@@ -375,12 +382,7 @@ func (p *Pool) releaseSlot() {
 	p.mu.Lock()
 	p.open--
 	p.giveLimitsLocked()
-	var w *waiter
-	if len(p.waiters) > 0 && !p.closed && p.canOpenLocked() {
-		w = p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.open++
-	}
+	w := p.dialWaiterLocked()
 	p.mu.Unlock()
 	if w != nil {
 		w.ch <- grant{dial: true}
