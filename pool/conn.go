@@ -7,6 +7,7 @@ package pool
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,6 +37,9 @@ type DialConfig struct {
 	User     string
 	Password string
 	Timeout  time.Duration
+	// TLS to the server, as libpq's sslmode, sslrootcert, sslcert, sslkey
+	// ("" mode = disable).
+	SSLMode, SSLRootCert, SSLCert, SSLKey string
 }
 
 // Conn is one authenticated server connection.
@@ -65,6 +69,7 @@ type Conn struct {
 	lifetime time.Duration // jittered server_lifetime, 0 = none
 	lastUsed time.Time
 	pool     *Pool
+	tlsConf  *tls.Config // non-nil when the connection uses TLS; cancels use it too
 }
 
 // AppliedParam is a parameter pgtide set on a server for a client.
@@ -81,15 +86,17 @@ func (c *Conn) Created() time.Time { return c.created }
 // started with no client-specific parameters; clients' settings are applied
 // with SET when they borrow it, so that a reset returns it to neutral.
 func Dial(ctx context.Context, dc DialConfig) (*Conn, error) {
-	cs := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=disable",
-		quoteConnValue(dc.Host), dc.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User))
+	cs := fmt.Sprintf("host=%s port=%d dbname=%s user=%s",
+		quoteConnValue(dc.Host), dc.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User)) + dc.tlsConnString()
 	cfg, err := pgconn.ParseConfig(cs)
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
 	cfg.Password = dc.Password
 	cfg.RuntimeParams = map[string]string{}
-	cfg.Fallbacks = nil
+	if !dc.tlsFallback() {
+		cfg.Fallbacks = nil
+	}
 	if dc.Timeout > 0 {
 		cfg.ConnectTimeout = dc.Timeout
 	}
@@ -113,6 +120,7 @@ func Dial(ctx context.Context, dc DialConfig) (*Conn, error) {
 		PID:      hc.PID,
 		Secret:   hc.SecretKey,
 		Addr:     hc.Conn.RemoteAddr(),
+		tlsConf:  hc.TLSConfig,
 		TxStatus: 'I',
 		Params:   hc.ParameterStatuses,
 		Applied:  map[string]AppliedParam{},
@@ -122,7 +130,7 @@ func Dial(ctx context.Context, dc DialConfig) (*Conn, error) {
 	if c.Params == nil {
 		c.Params = map[string]string{}
 	}
-	if tc, ok := hc.Conn.(*net.TCPConn); ok {
+	if tc, ok := rawConn(hc.Conn).(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 	}
@@ -148,7 +156,7 @@ func (c *Conn) Alive() bool {
 	if c.Reader.Len() > 0 {
 		return false
 	}
-	sc, ok := c.Net.(syscall.Conn)
+	sc, ok := rawConn(c.Net).(syscall.Conn) // under TLS: the socket
 	if !ok {
 		return true
 	}
@@ -294,6 +302,12 @@ func (c *Conn) Cancel(ctx context.Context) error {
 	defer nc.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
+	}
+	if c.tlsConf != nil {
+		if nc, err = cancelTLS(nc, c.tlsConf); err != nil {
+			return err
+		}
+		defer nc.Close()
 	}
 	msg, err := (&pgproto3.CancelRequest{ProcessID: c.PID, SecretKey: c.Secret}).Encode(nil)
 	if err != nil {

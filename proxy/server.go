@@ -60,6 +60,8 @@ type Server struct {
 	Version string
 	admin   adminState // admin console: PAUSE/DISABLE state, consoles (admin.go)
 
+	sec atomic.Pointer[security] // client TLS and HBA rules (tls.go)
+
 	// test hooks
 	nextSessionID atomic.Uint64
 }
@@ -94,6 +96,9 @@ func (s *Server) Config() *config.Config { return s.cfg.Load() }
 // Listen opens every configured TCP address and the Unix socket.
 func (s *Server) Listen() error {
 	cfg := s.Config()
+	if err := s.loadSecurity(cfg); err != nil {
+		return err
+	}
 	for _, addr := range cfg.Listen {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -181,6 +186,10 @@ func (s *Server) closeListeners() {
 // changed gets a fresh pool (the old one drains as its servers come back).
 // Listen addresses need a restart.
 func (s *Server) Reload(cfg *config.Config) {
+	if err := s.loadSecurity(cfg); err != nil {
+		s.logger().Error().Err(err).Msg("reload failed; keeping the running configuration")
+		return
+	}
 	s.cfg.Store(cfg)
 	s.mu.Lock()
 	var stale []*pool.Pool
@@ -231,6 +240,7 @@ func (s *Server) dialConfig(cfg *config.Config, db config.Database, u config.Use
 	if db.User != "" {
 		dc.User = db.User
 	}
+	setServerTLS(&dc, db) // tls.go
 	switch {
 	case db.Password != "":
 		dc.Password = db.Password

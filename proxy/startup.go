@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -53,7 +54,7 @@ func (s *Server) handleConn(nc net.Conn) {
 		_ = nc.SetDeadline(time.Now().Add(tmo))
 	}
 	rd := wire.NewIdleReader(nc)
-	ss, err := s.startup(nc, rd, cfg, &log)
+	ss, err := s.startup(&nc, &rd, cfg, &log) // TLS replaces nc and rd
 	if err != nil {
 		var ce *clientError
 		if errors.As(err, &ce) {
@@ -115,8 +116,24 @@ func readStartupPacket(rd *wire.Reader) ([]byte, error) {
 
 // startup negotiates encryption, reads the StartupMessage, authenticates
 // and attaches the client to its pool. It returns (nil, nil) when the
-// connection was a cancel request.
-func (s *Server) startup(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger) (*session, error) {
+// connection was a cancel request. After a TLS handshake *ncp is the TLS
+// connection and *rdp a new Reader over it (tls.go).
+func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, log *zerolog.Logger) (*session, error) {
+	nc, rd := *ncp, *rdp
+	useTLS := func(tc *tls.Conn) {
+		nc, rd = tc, wire.NewIdleReader(tc)
+		*ncp, *rdp = nc, rd
+	}
+	if err := rd.Ensure(1); err != nil {
+		return nil, classifyClientErr(err)
+	}
+	if rd.Buffered()[0] == tlsRecordHandshake {
+		tc, err := s.acceptDirectTLS(nc, rd)
+		if err != nil {
+			return nil, err
+		}
+		useTLS(tc)
+	}
 	var body []byte
 	for {
 		var err error
@@ -125,18 +142,28 @@ func (s *Server) startup(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *
 			return nil, classifyClientErr(err)
 		}
 		code := binary.BigEndian.Uint32(body)
-		switch code {
-		case codeSSLRequest, codeGSSENCRequest:
+		_, isTLS := nc.(*tls.Conn)
+		switch {
+		case (code == codeSSLRequest || code == codeGSSENCRequest) && !isTLS:
 			// Bytes after the request would be read in the clear and
 			// trusted as if they came over TLS (CVE-2021-23222 style).
 			if rd.Len() > 0 {
 				return nil, &clientError{codeProtocolViolation, "received unencrypted data after SSL request"}
 			}
-			if _, err := nc.Write([]byte{'N'}); err != nil {
+			if code == codeSSLRequest {
+				tc, err := s.acceptTLS(nc)
+				if err != nil {
+					return nil, err
+				}
+				if tc != nil {
+					useTLS(tc)
+					continue
+				}
+			} else if _, err := nc.Write([]byte{'N'}); err != nil {
 				return nil, errClientGone
 			}
 			continue
-		case codeCancelRequest:
+		case code == codeCancelRequest:
 			s.handleCancel(body)
 			return nil, nil
 		}
@@ -235,9 +262,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 
 	// Authenticate. An unknown user runs the same exchange against a
 	// random secret, so a wrong user and a wrong password look the same.
-	method, err := auth.ParseMethod(cfg.AuthType)
+	method, err := s.clientAuthMethod(cfg, nc, user, dbName) // TLS mode, HBA (hba.go)
 	if err != nil {
-		method = auth.SCRAM
+		return nil, err
 	}
 	ucfg, known := cfg.Users[user]
 	var secret auth.Secret

@@ -77,7 +77,7 @@ type Config struct {
 	MaxClientConn          int                 `toml:"max_client_conn"`           // default 100
 	MaxDBConnections       int                 `toml:"max_db_connections"`        // default 0 = unlimited (global default per database)
 	MaxUserConnections     int                 `toml:"max_user_connections"`      // default 0 = unlimited
-	AuthType               string              `toml:"auth_type"`                 // "scram-sha-256" (default) | "md5" | "password" | "trust"
+	AuthType               string              `toml:"auth_type"`                 // "scram-sha-256" (default) | "md5" | "password" | "trust" | "hba"
 	ServerConnectTimeout   Duration            `toml:"server_connect_timeout"`    // 15s
 	QueryWaitTimeout       Duration            `toml:"query_wait_timeout"`        // 120s (0 = wait forever)
 	ServerIdleTimeout      Duration            `toml:"server_idle_timeout"`       // 600s (0 = never)
@@ -98,6 +98,15 @@ type Config struct {
 	MetricsListen          string              `toml:"metrics_listen"` // "" (default) = off; "host:port" serving /metrics, /healthz, /readyz
 	Databases              map[string]Database `toml:"databases"`
 	Users                  map[string]User     `toml:"users"`
+
+	// Client-facing TLS and HBA (see tls.go).
+	ClientTLSSSLMode    string   `toml:"client_tls_sslmode"`     // "" = "prefer" with a certificate, else "disable"
+	ClientTLSCertFile   string   `toml:"client_tls_cert_file"`   // PEM certificate (chain) pgtide presents to clients
+	ClientTLSKeyFile    string   `toml:"client_tls_key_file"`    // its PEM private key
+	ClientTLSCAFile     string   `toml:"client_tls_ca_file"`     // PEM CA bundle client certificates are verified against
+	ClientTLSMinVersion string   `toml:"client_tls_min_version"` // "TLSv1.2" (default) | "TLSv1.3"
+	ClientTLSCiphers    []string `toml:"client_tls_ciphers"`     // TLS 1.2 cipher suites (Go/IANA names); empty = Go's defaults
+	AuthHBAFile         string   `toml:"auth_hba_file"`          // pg_hba.conf-format rules, used when auth_type = "hba"
 }
 
 // Database is one [databases.NAME] section. The name "*" is the fallback
@@ -112,6 +121,12 @@ type Database struct {
 	MinPoolSize      int      `toml:"min_pool_size"`      // 0 = global min_pool_size
 	PoolMode         PoolMode `toml:"pool_mode"`          // "" = inherit
 	MaxDBConnections int      `toml:"max_db_connections"` // 0 = global value
+
+	// TLS to the server (see tls.go).
+	ServerTLSSSLMode  string `toml:"server_tls_sslmode"`   // "" = "prefer"
+	ServerTLSCAFile   string `toml:"server_tls_ca_file"`   // PEM CA bundle the server certificate is verified against
+	ServerTLSCertFile string `toml:"server_tls_cert_file"` // client certificate pgtide presents to the server
+	ServerTLSKeyFile  string `toml:"server_tls_key_file"`  // its private key
 }
 
 // User is one [users.NAME] section.

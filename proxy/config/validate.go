@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	authTypes  = []string{"scram-sha-256", "md5", "password", "trust"}
+	authTypes  = []string{"scram-sha-256", "md5", "password", "trust", "hba"}
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"auto", "json", "console"}
 	poolModes  = []string{string(PoolSession), string(PoolTransaction), string(PoolStatement)}
@@ -92,6 +92,8 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 
+	d.validateClientTLS(c) // tls.go
+
 	for _, name := range sortedNames(c.Databases) {
 		d.validateDatabase(c, name, c.Databases[name])
 	}
@@ -123,6 +125,7 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
+	d.validateServerTLS(name, db) // tls.go
 	if db.PoolSize >= 0 && db.MinPoolSize >= 0 {
 		size, minSize := db.PoolSize, db.MinPoolSize
 		if size == 0 {
