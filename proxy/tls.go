@@ -78,6 +78,14 @@ func (s *Server) loadSecurity(cfg *config.Config) error {
 	return nil
 }
 
+// CheckSecurity reads the TLS and HBA files of cfg without installing
+// them: the reload path calls it first so that a bad file fails the whole
+// reload and the reason reaches the caller (the admin console's RELOAD).
+func (s *Server) CheckSecurity(cfg *config.Config) error {
+	_, err := buildSecurity(cfg)
+	return err
+}
+
 var noSecurity = &security{mode: "disable"}
 
 func (s *Server) security() *security {

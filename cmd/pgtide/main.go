@@ -207,6 +207,10 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 	if old.MetricsListen != cfg.MetricsListen {
 		log.Warn().Msg("metrics_listen changes need a restart; keeping the current metrics endpoint")
 	}
+	if err := srv.CheckSecurity(cfg); err != nil { // TLS and HBA files (proxy/tls.go)
+		log.Error().Err(err).Msg("reload failed; keeping the running configuration")
+		return err
+	}
 	*log = log.Level(parseLevel(cfg.LogLevel))
 	srv.SetLogger(*log)
 	srv.Reload(cfg)
