@@ -7,6 +7,7 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -107,53 +108,66 @@ var ErrProtocol = errors.New("protocol violation")
 // Authenticate does not close or set deadlines on the connection; the caller
 // bounds it with a deadline on the underlying net.Conn.
 func Authenticate(be *pgproto3.Backend, m Method, user string, s Secret) error {
+	_, err := AuthenticateKeys(be, m, user, s)
+	return err
+}
+
+// AuthenticateKeys is Authenticate, and on success it also returns the key
+// material the exchange revealed (keys.go): the SCRAM ClientKey recovered
+// from the client's proof when s is a SCRAM verifier, which lets pgtide log
+// into the server as the client with SCRAM (passthrough). Keys is empty for
+// every other method and secret.
+func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret) (Keys, error) {
 	if s.Kind == SecretPlain && s.Plain == "" {
 		// PostgreSQL never accepts an empty password.
 		s.Kind = SecretNone
 	}
 	switch m {
 	case Trust:
-		return nil
+		return Keys{}, nil
 	case Cleartext:
 		return authCleartext(be, user, s)
 	case MD5:
-		return authMD5(be, user, s)
+		return Keys{}, authMD5(be, user, s)
 	case SCRAM:
 		return authSCRAM(be, s)
 	}
-	return fmt.Errorf("auth: unknown auth method %d", int(m))
+	return Keys{}, fmt.Errorf("auth: unknown auth method %d", int(m))
 }
 
-func authCleartext(be *pgproto3.Backend, user string, s Secret) error {
+func authCleartext(be *pgproto3.Backend, user string, s Secret) (Keys, error) {
 	pw, err := askPassword(be, &pgproto3.AuthenticationCleartextPassword{}, pgproto3.AuthTypeCleartextPassword)
 	if err != nil {
-		return err
+		return Keys{}, err
 	}
 	if pw == "" {
 		// PostgreSQL rejects an empty password whatever is stored.
-		return fmt.Errorf("auth: cleartext: empty password: %w", ErrPasswordMismatch)
+		return Keys{}, fmt.Errorf("auth: cleartext: empty password: %w", ErrPasswordMismatch)
 	}
 	var ok bool
+	var keys Keys
 	switch s.Kind {
 	case SecretPlain:
 		ok = constEq(pw, s.Plain)
 	case SecretMD5:
 		ok = constEq("md5"+md5Inner(pw, user), s.MD5)
 	case SecretSCRAM:
-		stored, _, err := scramKeys(pw, s.Salt, s.Iter)
+		var err error
+		keys.ClientKey, err = scramClientKeyFromPassword(pw, s.Salt, s.Iter)
 		if err != nil {
-			return err
+			return Keys{}, err
 		}
-		ok = subtle.ConstantTimeCompare(stored, s.StoredKey) == 1
+		stored := sha256.Sum256(keys.ClientKey)
+		ok = subtle.ConstantTimeCompare(stored[:], s.StoredKey) == 1
 	case SecretNone:
 		ok = false
 	default:
-		return fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
+		return Keys{}, fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
 	}
 	if !ok {
-		return fmt.Errorf("auth: cleartext: %w", ErrPasswordMismatch)
+		return Keys{}, fmt.Errorf("auth: cleartext: %w", ErrPasswordMismatch)
 	}
-	return nil
+	return keys, nil
 }
 
 func authMD5(be *pgproto3.Backend, user string, s Secret) error {
@@ -200,7 +214,7 @@ func askPassword(be *pgproto3.Backend, req pgproto3.BackendMessage, authType uin
 	return pm.Password, nil
 }
 
-func authSCRAM(be *pgproto3.Backend, s Secret) error {
+func authSCRAM(be *pgproto3.Backend, s Secret) (Keys, error) {
 	var cred scram.StoredCredentials
 	switch s.Kind {
 	case SecretSCRAM:
@@ -217,17 +231,17 @@ func authSCRAM(be *pgproto3.Backend, s Secret) error {
 		if s.Kind == SecretNone {
 			b, err := randomBytes(32)
 			if err != nil {
-				return err
+				return Keys{}, err
 			}
 			pw = string(b)
 		}
 		salt, err := randomBytes(scramSaltLen)
 		if err != nil {
-			return err
+			return Keys{}, err
 		}
 		stored, server, err := scramKeys(pw, salt, DefaultSCRAMIterations)
 		if err != nil {
-			return err
+			return Keys{}, err
 		}
 		cred = scram.StoredCredentials{
 			KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: DefaultSCRAMIterations},
@@ -235,9 +249,9 @@ func authSCRAM(be *pgproto3.Backend, s Secret) error {
 			ServerKey:  server,
 		}
 	case SecretMD5:
-		return errors.New("auth: an md5 secret cannot verify a SCRAM-SHA-256 exchange (use ChooseMethod)")
+		return Keys{}, errors.New("auth: an md5 secret cannot verify a SCRAM-SHA-256 exchange (use ChooseMethod)")
 	default:
-		return fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
+		return Keys{}, fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
 	}
 
 	// PostgreSQL clients send an empty name in client-first-message ("n=");
@@ -245,55 +259,66 @@ func authSCRAM(be *pgproto3.Backend, s Secret) error {
 	// lookup ignores its argument.
 	server, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return cred, nil })
 	if err != nil {
-		return fmt.Errorf("auth: scram: %w", err)
+		return Keys{}, fmt.Errorf("auth: scram: %w", err)
 	}
 	conv := server.NewConversation()
 
 	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMech}})
 	msg, err := receive(be, pgproto3.AuthTypeSASL)
 	if err != nil {
-		return err
+		return Keys{}, err
 	}
 	first, ok := msg.(*pgproto3.SASLInitialResponse)
 	if !ok {
-		return unexpected(msg, "SASLInitialResponse")
+		return Keys{}, unexpected(msg, "SASLInitialResponse")
 	}
 	if first.AuthMechanism != scramMech {
-		return fmt.Errorf("auth: client selected SASL mechanism %.64q, want %s: %w", first.AuthMechanism, scramMech, ErrProtocol)
+		return Keys{}, fmt.Errorf("auth: client selected SASL mechanism %.64q, want %s: %w", first.AuthMechanism, scramMech, ErrProtocol)
 	}
 	// The client-first-message contains no secret (GS2 header, name, nonce).
-	serverFirst, err := conv.Step(string(first.Data))
+	// Copied: the next Receive reuses first's buffer.
+	clientFirst := string(first.Data)
+	serverFirst, err := conv.Step(clientFirst)
 	if err != nil {
-		return fmt.Errorf("auth: malformed SCRAM client-first-message: %w: %.120s", ErrProtocol, err.Error())
+		return Keys{}, fmt.Errorf("auth: malformed SCRAM client-first-message: %w: %.120s", ErrProtocol, err.Error())
 	}
 	if conv.AuthzID() != "" {
-		return fmt.Errorf("auth: SCRAM authorization identity is not supported: %w", ErrProtocol)
+		return Keys{}, fmt.Errorf("auth: SCRAM authorization identity is not supported: %w", ErrProtocol)
 	}
 
 	be.Send(&pgproto3.AuthenticationSASLContinue{Data: []byte(serverFirst)})
 	msg, err = receive(be, pgproto3.AuthTypeSASLContinue)
 	if err != nil {
-		return err
+		return Keys{}, err
 	}
 	resp, ok := msg.(*pgproto3.SASLResponse)
 	if !ok {
-		return unexpected(msg, "SASLResponse")
+		return Keys{}, unexpected(msg, "SASLResponse")
 	}
 	serverFinal, err := conv.Step(string(resp.Data))
 	if err != nil {
 		if serverFinal == scram.ErrInvalidProof {
-			return fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+			return Keys{}, fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
 		}
 		// Nonce or channel-binding mismatch, bad proof length, bad syntax.
 		// xdg-go's own error text can hold the channel-binding bytes (not
 		// secret) but is dropped here to keep errors short and predictable.
-		return fmt.Errorf("auth: invalid SCRAM client-final-message (%s): %w", scramReason(serverFinal), ErrProtocol)
+		return Keys{}, fmt.Errorf("auth: invalid SCRAM client-final-message (%s): %w", scramReason(serverFinal), ErrProtocol)
 	}
 	if !conv.Valid() {
-		return fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+		return Keys{}, fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+	}
+	var keys Keys
+	if s.Kind == SecretSCRAM {
+		// Only a stored verifier needs passthrough; a plaintext secret is
+		// given to the server as is.
+		keys.ClientKey, err = recoverClientKey(clientFirst, serverFirst, string(resp.Data), s.StoredKey)
+		if err != nil {
+			return Keys{}, err
+		}
 	}
 	be.Send(&pgproto3.AuthenticationSASLFinal{Data: []byte(serverFinal)})
-	return nil
+	return keys, nil
 }
 
 func scramReason(serverErr string) string {
