@@ -723,6 +723,16 @@ func TestReliabilityClientVanishes(t *testing.T) {
 		after(t, "reset mid-COPY IN")
 	})
 
+	t.Run("copy_in_before_server_answered", func(t *testing.T) {
+		// COPY and its data in one write, reset at once: pgtide may not
+		// have seen the server's CopyInResponse yet.
+		conn, _ := rawLogin(t, r.URL())
+		send(t, conn, &pgproto3.Query{String: "BEGIN; INSERT INTO van VALUES (7); COPY van FROM STDIN"},
+			&pgproto3.CopyData{Data: []byte("1\n2\n")})
+		reset(conn)
+		after(t, "reset right after sending COPY")
+	})
+
 	t.Run("large_result_not_read", func(t *testing.T) {
 		conn, _ := rawLogin(t, r.URL())
 		_ = conn.SetReadBuffer(4096)
@@ -1202,4 +1212,42 @@ func TestReliabilityHostileInput(t *testing.T) {
 	}
 	by.Close(context.Background())
 	r.checkLeaks(t, base, 2)
+}
+
+// ---- declared lengths up to the default max_packet_size ----------------------
+
+// TestReliabilityHugeDeclaredLength: with the default max_packet_size
+// (1 GiB), logged-in clients send a 5-byte header declaring a ~1 GiB Query
+// and nothing more. pgtide must not commit memory for bodies that never
+// come: RSS stays within +64 MiB, a bystander keeps working.
+func TestReliabilityHugeDeclaredLength(t *testing.T) {
+	r := newRelEnv(t, func(c *tideConf, db *dbConf) { db.PoolSize = 2 })
+	base := r.baseline(t)
+	by := connect(t, r.URL())
+	rss0 := procRSS(r.pid)
+	var conns []*net.TCPConn
+	for i := 0; i < 8; i++ {
+		c, _ := rawLogin(t, r.URL())
+		b := []byte{'Q', 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(b[1:], 1<<30-16)
+		if _, err := c.Write(append(b, "SELECT "...)); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	peak := rss0
+	for i := 0; i < 20; i++ {
+		time.Sleep(50 * time.Millisecond)
+		peak = max(peak, procRSS(r.pid))
+	}
+	t.Logf("8 clients declaring 1 GiB messages: pgtide RSS %.1f MiB -> peak %.1f MiB", float64(rss0)/(1<<20), float64(peak)/(1<<20))
+	if peak-rss0 > 64<<20 {
+		t.Errorf("pgtide RSS grew by %.1f MiB for 8 declared-but-unsent 1 GiB messages", float64(peak-rss0)/(1<<20))
+	}
+	pingAll(t, "with huge declared messages pending", by)
+	for _, c := range conns {
+		c.Close()
+	}
+	by.Close(context.Background())
+	r.checkLeaks(t, base, 3)
 }
