@@ -1,0 +1,450 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/stringprep"
+
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// LoginSecret is what Login authenticates with when there is no plaintext
+// password: key material taken from a client's login (SCRAM passthrough) or
+// an md5 hash. Never log it: every fmt verb prints "[secret]".
+type LoginSecret struct {
+	// SCRAM-SHA-256: the ClientKey of the user's verifier, recovered from a
+	// client's proof. Salt and Iter are the verifier's; the server must hold
+	// the same verifier (same salt and iterations), else the proof cannot
+	// match and Login says so. ServerKey, when known, checks the server's
+	// signature.
+	ClientKey, ServerKey []byte
+	Salt                 []byte
+	Iter                 int
+	// MD5 is "md5" + hex(md5(password + user)): enough to answer an
+	// AuthenticationMD5Password request (md5 passthrough).
+	MD5 string
+}
+
+// String hides the secret.
+func (LoginSecret) String() string { return "[secret]" }
+
+// GoString hides the secret from %#v.
+func (LoginSecret) GoString() string { return "[secret]" }
+
+// Format hides the secret from every fmt verb.
+func (LoginSecret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, "[secret]") }
+
+// MarshalText hides the secret from encoders (JSON, loggers).
+func (LoginSecret) MarshalText() ([]byte, error) { return []byte("[secret]"), nil }
+
+// Empty reports whether s holds nothing to log in with.
+func (s LoginSecret) Empty() bool { return len(s.ClientKey) == 0 && s.MD5 == "" }
+
+// ErrVerifierMismatch means the server's SCRAM salt or iteration count
+// differs from the verifier the ClientKey came from: passthrough needs the
+// same verifier in pgtide (config or auth_query) and in the server.
+var ErrVerifierMismatch = errors.New("the server's SCRAM verifier differs from pgtide's (salt or iteration count); SCRAM passthrough needs the same verifier on both")
+
+// Login opens a server connection the way Dial does, but runs the startup
+// and authentication itself, so that it can log in with sec when pgconn
+// cannot (it only takes a plaintext password): SCRAM-SHA-256 with a
+// ClientKey, md5 with an md5 hash. dc.Password, when set, is used for
+// cleartext, md5 and SCRAM requests as a client would use it.
+//
+// TLS follows dc.SSLMode with the tls.Config pgconn builds from the same
+// settings Dial gives it (sslrootcert, sslcert, sslkey, verify-ca/full); for
+// "prefer" and "allow" the second attempt is made as pgconn makes it.
+func Login(ctx context.Context, dc DialConfig, sec LoginSecret) (*Conn, error) {
+	pc, err := dc.pgconnConfig()
+	if err != nil {
+		return nil, err
+	}
+	if dc.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, dc.Timeout)
+		defer cancel()
+	}
+	type target struct {
+		host string
+		port uint16
+		tls  *tls.Config
+	}
+	targets := []target{{pc.Host, pc.Port, pc.TLSConfig}}
+	if dc.tlsFallback() {
+		for _, fb := range pc.Fallbacks {
+			targets = append(targets, target{fb.Host, fb.Port, fb.TLSConfig})
+		}
+	}
+	var errs []error
+	for _, tg := range targets {
+		c, err := login(ctx, dc, sec, tg.host, tg.port, tg.tls)
+		if err == nil {
+			return c, nil
+		}
+		var se *ServerError
+		if errors.As(err, &se) || errors.Is(err, ErrVerifierMismatch) || ctx.Err() != nil {
+			return nil, err // the server answered: another try would not help
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// pgconnConfig parses the same connection string Dial uses, for its host,
+// port and TLS settings.
+func (dc DialConfig) pgconnConfig() (*pgconn.Config, error) {
+	cs := fmt.Sprintf("host=%s port=%d dbname=%s user=%s",
+		quoteConnValue(dc.Host), dc.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User)) + dc.tlsConnString()
+	cfg, err := pgconn.ParseConfig(cs)
+	if err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	return cfg, nil
+}
+
+// login is one attempt at one address.
+func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, port uint16, tlsConf *tls.Config) (*Conn, error) {
+	network, addr := pgconn.NetworkAddress(host, port)
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = nc.Close()
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	defer stop()
+	if dl, has := ctx.Deadline(); has {
+		_ = nc.SetDeadline(dl)
+	}
+	if tlsConf != nil {
+		if nc, err = startTLS(nc, tlsConf); err != nil {
+			return nil, err
+		}
+	}
+	startup, err := (&pgproto3.StartupMessage{
+		ProtocolVersion: pgproto3.ProtocolVersion30,
+		Parameters:      map[string]string{"user": dc.User, "database": dc.Database},
+	}).Encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := nc.Write(startup); err != nil {
+		return nil, err
+	}
+	rd := wire.NewReader(nc, ServerReadBuf)
+	if err := authenticate(nc, rd, dc, sec); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	c := &Conn{
+		Net: nc, Reader: rd, Addr: nc.RemoteAddr(), tlsConf: tlsConf, TxStatus: 'I',
+		Params: map[string]string{}, Applied: map[string]AppliedParam{},
+		created: now, lastUsed: now,
+	}
+	for {
+		typ, body, err := rd.ReadMessage(maxServerMsg)
+		if err != nil {
+			return nil, fmt.Errorf("read from server: %w", err)
+		}
+		switch typ {
+		case 'S':
+			if k, v := ParseParameterStatus(body); k != "" {
+				c.Params[k] = v
+			}
+		case 'K':
+			var kd pgproto3.BackendKeyData
+			if err := kd.Decode(body); err != nil {
+				return nil, fmt.Errorf("server: bad BackendKeyData: %w", err)
+			}
+			c.PID, c.Secret = kd.ProcessID, bytes.Clone(kd.SecretKey)
+		case 'E':
+			return nil, DecodeError(typ, body)
+		case 'N': // a notice during startup
+		case 'Z':
+			if len(body) > 0 {
+				c.TxStatus = body[0]
+			}
+			if !stop() {
+				return nil, ctx.Err()
+			}
+			_ = nc.SetDeadline(time.Time{})
+			if tc, ok := rawConn(nc).(*net.TCPConn); ok {
+				_ = tc.SetNoDelay(true)
+				_ = tc.SetKeepAlive(true)
+			}
+			ok = true
+			return c, nil
+		default:
+			return nil, fmt.Errorf("server: unexpected message %q during startup", typ)
+		}
+	}
+}
+
+// startTLS asks for TLS with an SSLRequest and runs the handshake, as
+// pgconn does (a server that answers 'N' is refused).
+func startTLS(nc net.Conn, conf *tls.Config) (net.Conn, error) {
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[0:], 8)
+	binary.BigEndian.PutUint32(req[4:], 80877103)
+	if _, err := nc.Write(req[:]); err != nil {
+		return nil, err
+	}
+	var resp [1]byte
+	if _, err := io.ReadFull(nc, resp[:]); err != nil {
+		return nil, err
+	}
+	if resp[0] != 'S' {
+		return nil, errors.New("server refused TLS connection")
+	}
+	tc := tls.Client(nc, conf)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
+
+// authenticate answers the server's authentication requests up to
+// AuthenticationOk.
+func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) error {
+	send := func(m pgproto3.FrontendMessage) error {
+		b, err := m.Encode(nil)
+		if err != nil {
+			return err
+		}
+		_, err = nc.Write(b)
+		return err
+	}
+	var sc *scramClient
+	for {
+		typ, body, err := rd.ReadMessage(maxServerMsg)
+		if err != nil {
+			return fmt.Errorf("read from server: %w", err)
+		}
+		switch typ {
+		case 'E':
+			return DecodeError(typ, body)
+		case 'N':
+			continue
+		case 'R':
+		default:
+			return fmt.Errorf("server: unexpected message %q during authentication", typ)
+		}
+		if len(body) < 4 {
+			return errors.New("server: short authentication message")
+		}
+		switch code := binary.BigEndian.Uint32(body); code {
+		case pgproto3.AuthTypeOk:
+			if sc != nil && !sc.done {
+				return errors.New("server: AuthenticationOk before the SCRAM exchange finished")
+			}
+			return nil
+		case pgproto3.AuthTypeCleartextPassword:
+			if dc.Password == "" {
+				return fmt.Errorf("server asked for a cleartext password for user %q, and pgtide has no plaintext password for it", dc.User)
+			}
+			err = send(&pgproto3.PasswordMessage{Password: dc.Password})
+		case pgproto3.AuthTypeMD5Password:
+			var m pgproto3.AuthenticationMD5Password
+			if err := m.Decode(body); err != nil {
+				return fmt.Errorf("server: %w", err)
+			}
+			hash := sec.MD5
+			if dc.Password != "" {
+				sum := md5.Sum([]byte(dc.Password + dc.User))
+				hash = "md5" + hex.EncodeToString(sum[:])
+			}
+			if len(hash) != 35 {
+				return fmt.Errorf("server asked for md5 authentication for user %q, and pgtide has neither its password nor its md5 hash", dc.User)
+			}
+			sum := md5.Sum(append([]byte(hash[3:]), m.Salt[:]...))
+			err = send(&pgproto3.PasswordMessage{Password: "md5" + hex.EncodeToString(sum[:])})
+		case pgproto3.AuthTypeSASL:
+			var m pgproto3.AuthenticationSASL
+			if err := m.Decode(body); err != nil {
+				return fmt.Errorf("server: %w", err)
+			}
+			offered := false
+			for _, mech := range m.AuthMechanisms {
+				offered = offered || mech == "SCRAM-SHA-256"
+			}
+			if !offered {
+				return fmt.Errorf("server offers SASL mechanisms %q, pgtide speaks SCRAM-SHA-256", m.AuthMechanisms)
+			}
+			if len(sec.ClientKey) == 0 && dc.Password == "" {
+				return fmt.Errorf("server asked for SCRAM-SHA-256 for user %q, and pgtide has no password or client key for it (SCRAM passthrough needs a client to log in first)", dc.User)
+			}
+			sc, err = newSCRAMClient(dc.Password, sec)
+			if err != nil {
+				return err
+			}
+			err = send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(sc.first())})
+		case pgproto3.AuthTypeSASLContinue:
+			if sc == nil {
+				return errors.New("server: SASLContinue without SASL")
+			}
+			var m pgproto3.AuthenticationSASLContinue
+			if err := m.Decode(body); err != nil {
+				return fmt.Errorf("server: %w", err)
+			}
+			final, ferr := sc.final(string(m.Data))
+			if ferr != nil {
+				return ferr
+			}
+			err = send(&pgproto3.SASLResponse{Data: []byte(final)})
+		case pgproto3.AuthTypeSASLFinal:
+			if sc == nil {
+				return errors.New("server: SASLFinal without SASL")
+			}
+			var m pgproto3.AuthenticationSASLFinal
+			if err := m.Decode(body); err != nil {
+				return fmt.Errorf("server: %w", err)
+			}
+			if err := sc.verify(string(m.Data)); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("server asked for an authentication method pgtide does not support (code %d)", code)
+		}
+		if err != nil {
+			return fmt.Errorf("write to server: %w", err)
+		}
+	}
+}
+
+// scramClient is the client side of SCRAM-SHA-256 (RFC 5802, RFC 7677)
+// without channel binding, computed from a ClientKey (or a password).
+type scramClient struct {
+	password      string
+	sec           LoginSecret
+	nonce         string
+	clientFirst   string // client-first-message-bare
+	authMessage   string
+	serverKey     []byte
+	done          bool
+	wantSignature bool
+}
+
+func newSCRAMClient(password string, sec LoginSecret) (*scramClient, error) {
+	var b [18]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	nonce := base64.StdEncoding.EncodeToString(b[:])
+	return &scramClient{password: password, sec: sec, nonce: nonce, clientFirst: "n=,r=" + nonce}, nil
+}
+
+// first is the client-first-message: GS2 header "n,," and an empty user name
+// (the server uses the startup user), as libpq sends.
+func (c *scramClient) first() string { return "n,," + c.clientFirst }
+
+// final answers the server-first-message with the client-final-message.
+func (c *scramClient) final(serverFirst string) (string, error) {
+	var nonce, saltText, iterText string
+	for _, f := range strings.Split(serverFirst, ",") {
+		switch {
+		case strings.HasPrefix(f, "r="):
+			nonce = f[2:]
+		case strings.HasPrefix(f, "s="):
+			saltText = f[2:]
+		case strings.HasPrefix(f, "i="):
+			iterText = f[2:]
+		}
+	}
+	salt, err := base64.StdEncoding.DecodeString(saltText)
+	iter, ierr := strconv.Atoi(iterText)
+	if !strings.HasPrefix(nonce, c.nonce) || len(nonce) == len(c.nonce) || err != nil || len(salt) == 0 || ierr != nil || iter < 1 {
+		return "", errors.New("server: malformed SCRAM server-first-message")
+	}
+	var clientKey []byte
+	switch {
+	case c.password != "":
+		salted, err := pbkdf2.Key(sha256.New, saslPrep(c.password), salt, iter, sha256.Size)
+		if err != nil {
+			return "", err
+		}
+		clientKey = hmacSum(salted, "Client Key")
+		c.serverKey = hmacSum(salted, "Server Key")
+	default:
+		if (len(c.sec.Salt) > 0 && !bytes.Equal(salt, c.sec.Salt)) || (c.sec.Iter > 0 && iter != c.sec.Iter) {
+			return "", ErrVerifierMismatch
+		}
+		clientKey = c.sec.ClientKey
+		c.serverKey = c.sec.ServerKey
+	}
+	c.wantSignature = len(c.serverKey) > 0
+	withoutProof := "c=biws,r=" + nonce // biws = base64("n,,")
+	c.authMessage = c.clientFirst + "," + serverFirst + "," + withoutProof
+	storedKey := sha256.Sum256(clientKey)
+	proof := hmacSum(storedKey[:], c.authMessage)
+	for i := range proof {
+		proof[i] ^= clientKey[i]
+	}
+	return withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof), nil
+}
+
+// verify checks the server-final-message's signature when ServerKey is known.
+func (c *scramClient) verify(serverFinal string) error {
+	if c.authMessage == "" {
+		return errors.New("server: SASLFinal before SASLContinue")
+	}
+	if e, ok := strings.CutPrefix(serverFinal, "e="); ok {
+		return fmt.Errorf("server: SCRAM error %.64q", e)
+	}
+	v, ok := strings.CutPrefix(serverFinal, "v=")
+	if !ok {
+		return errors.New("server: malformed SCRAM server-final-message")
+	}
+	if c.wantSignature {
+		sig, err := base64.StdEncoding.DecodeString(strings.SplitN(v, ",", 2)[0])
+		if err != nil || subtle.ConstantTimeCompare(sig, hmacSum(c.serverKey, c.authMessage)) != 1 {
+			return errors.New("server: invalid SCRAM server signature (the server does not know the user's verifier)")
+		}
+	}
+	c.done = true
+	return nil
+}
+
+func hmacSum(key []byte, msg string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(msg))
+	return m.Sum(nil)
+}
+
+// saslPrep normalizes a password as libpq does: ASCII as is, else SASLprep
+// (RFC 4013), falling back to the raw password where that fails.
+func saslPrep(password string) string {
+	for i := 0; i < len(password); i++ {
+		if password[i] >= 0x80 {
+			if p, err := stringprep.SASLprep.Prepare(password); err == nil && p != "" {
+				return p
+			}
+			return password
+		}
+	}
+	return password
+}
