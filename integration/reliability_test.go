@@ -352,7 +352,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 	t.Logf("pgbench during the restart (exit: %v):\n%s", res.err, res.out)
 	// Every error line must be a connection-class failure.
 	var bad []string
-	aborted := 0
+	aborted, errLines := 0, 0
 	for _, line := range strings.Split(res.out, "\n") {
 		l := strings.ToLower(line)
 		if strings.Contains(l, "aborted in command") || strings.Contains(l, "aborted") && strings.Contains(l, "client") {
@@ -364,10 +364,12 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 		if strings.Contains(l, "number of failed") || strings.Contains(l, "run was aborted") {
 			continue
 		}
+		errLines++
 		if !connClassErr.MatchString(line) {
 			bad = append(bad, line)
 		}
 	}
+	t.Logf("pgbench error lines: %d, all connection-class: %v", errLines, len(bad) == 0)
 	if len(bad) > 0 {
 		t.Errorf("pgbench reported errors that are not connection-class:\n%s", strings.Join(bad, "\n"))
 	}
@@ -392,6 +394,28 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 	}
 	if m := tbProcessedRe.FindStringSubmatch(out); m != nil {
 		t.Logf("pgbench after the restart: %s transactions", m[1])
+	}
+	// No slot leaked: 5 transactions of 0.5 s run at once on the 5 servers.
+	var slotWG sync.WaitGroup
+	slotStart := time.Now()
+	for i := 0; i < 5; i++ {
+		c := connect(t, r.URL())
+		slotWG.Add(1)
+		go func() {
+			defer slotWG.Done()
+			defer c.Close(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, "SELECT pg_sleep(0.5)"); return err }); err != nil {
+				t.Errorf("slot check: %v", err)
+			}
+		}()
+	}
+	slotWG.Wait()
+	if el := time.Since(slotStart); el > 1400*time.Millisecond {
+		t.Errorf("5 concurrent 0.5 s transactions took %v on pool_size 5: server slots leaked by the restart", el)
+	} else {
+		t.Logf("5 concurrent 0.5 s transactions took %v: all 5 slots usable", el.Round(time.Millisecond))
 	}
 	var total, active, waiting float64
 	if !eventually(5*time.Second, func() bool { total, active, waiting = r.poolServers(t); return total <= 5 && active == 0 && waiting == 0 }) {
@@ -1159,6 +1183,25 @@ func TestReliabilityHostileInput(t *testing.T) {
 				t.Errorf("%d rows of the terminated client's transaction are visible", n)
 			}
 			cc.Close(context.Background())
+		}},
+		{"valid_query_then_unknown_type_in_one_packet", func(t *testing.T) {
+			// Transaction mode, pool_size 1: BEGIN and an invalid message
+			// arrive together. The client gets 08P01; the server must be
+			// free for the next client at once, not held until a fallback.
+			c, fe := rawLogin(t, r.URL())
+			b, _ := (&pgproto3.Query{String: "BEGIN"}).Encode(nil)
+			write(t, c, append(b, hdr('z', 4)...))
+			expectError(t, c, fe, 3*time.Second, "08P01")
+			closed(t, c)
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var n int
+			err := by.QueryRow(ctx, "SELECT 1").Scan(&n)
+			if el := time.Since(start); err != nil || el > 2*time.Second {
+				t.Errorf("the next query (pool_size 1) took %v (%v): the server stayed held after the client was refused", el.Round(time.Millisecond), err)
+			}
+			r.waitNoOpenTxn(t, 3*time.Second, "after BEGIN + invalid message")
 		}},
 		{"protocol_v2_startup", func(t *testing.T) {
 			c, fe := raw(t)
