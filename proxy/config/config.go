@@ -107,6 +107,12 @@ type Config struct {
 	ClientTLSMinVersion string   `toml:"client_tls_min_version"` // "TLSv1.2" (default) | "TLSv1.3"
 	ClientTLSCiphers    []string `toml:"client_tls_ciphers"`     // TLS 1.2 cipher suites (Go/IANA names); empty = Go's defaults
 	AuthHBAFile         string   `toml:"auth_hba_file"`          // pg_hba.conf-format rules, used when auth_type = "hba"
+
+	// auth_query: secrets of users not in [users] looked up in PostgreSQL (see authquery.go).
+	AuthUser     string   `toml:"auth_user"`      // "" = off; a [users] entry with a plaintext password
+	AuthQuery    string   `toml:"auth_query"`     // DefaultAuthQuery; $1 is the user name
+	AuthDBName   string   `toml:"auth_dbname"`    // database to run it in; "" = the client's database
+	AuthCacheTTL Duration `toml:"auth_cache_ttl"` // 60s; how long a looked-up secret is reused
 }
 
 // Database is one [databases.NAME] section. The name "*" is the fallback
@@ -164,6 +170,8 @@ func Default() *Config {
 		ServerLifetime:        Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		AuthQuery:             DefaultAuthQuery,
+		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},
 		ShutdownTimeout:       Duration{30 * time.Second},
 		MaxPacketSize:         1 << 30,

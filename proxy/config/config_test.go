@@ -73,6 +73,8 @@ func TestDefaults(t *testing.T) {
 		ServerLifetime:        Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		AuthQuery:             DefaultAuthQuery,
+		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},
 		ShutdownTimeout:       Duration{30 * time.Second},
 		MaxPacketSize:         1073741824,
@@ -151,6 +153,9 @@ query_timeout = "1h"
 idle_transaction_timeout = "90s"
 max_packet_size = 16384
 max_prepared_statements = 0
+auth_user = "alice"
+auth_query = "SELECT u, p FROM auth.lookup($1)"
+auth_cache_ttl = "5m"
 admin_users = ["admin"]
 stats_users = ["monitor", "grafana"]
 log_level = "debug"
@@ -172,6 +177,7 @@ max_user_connections = 4
 		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,
 		ServerCheckDelay: Duration{500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
+		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthCacheTTL: Duration{5 * time.Minute},
 		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",

@@ -93,6 +93,7 @@ func (d *decoder) validate(c *Config) {
 	}
 
 	d.validateClientTLS(c) // tls.go
+	d.validateAuthQuery(c) // authquery.go
 
 	for _, name := range sortedNames(c.Databases) {
 		d.validateDatabase(c, name, c.Databases[name])
