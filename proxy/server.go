@@ -37,7 +37,13 @@ type Server struct {
 
 	listeners []net.Listener
 	acceptWG  sync.WaitGroup
-	serving   atomic.Bool // Serve has started the accept loops
+	// online restart and the Unix socket file (listen.go)
+	reuseport       bool
+	listenMu        sync.Mutex
+	listenersClosed bool
+	unixPath        string
+	unixFile        os.FileInfo
+	serving         atomic.Bool // Serve has started the accept loops
 
 	mu       sync.Mutex // guards pools, limits, sessions
 	pools    map[poolKey]*poolEntry
@@ -61,6 +67,7 @@ type Server struct {
 	admin   adminState // admin console: PAUSE/DISABLE state, consoles (admin.go)
 
 	sec atomic.Pointer[security] // client TLS and HBA rules (tls.go)
+	authq authState              // auth_query pools and cache, passthrough logins (authquery.go)
 
 	// test hooks
 	nextSessionID atomic.Uint64
@@ -99,8 +106,9 @@ func (s *Server) Listen() error {
 	if err := s.loadSecurity(cfg); err != nil {
 		return err
 	}
+	s.reuseport = cfg.SoReuseport
 	for _, addr := range cfg.Listen {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listenTCP(addr, cfg.SoReuseport)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", addr, err)
@@ -112,13 +120,11 @@ func (s *Server) Listen() error {
 			s.closeListeners()
 			return fmt.Errorf("unix_socket_dir: %w", err)
 		}
-		_ = os.Remove(path) // a stale socket from a previous run
-		ln, err := net.Listen("unix", path)
+		ln, err := s.listenUnix(path) // listen.go
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", path, err)
 		}
-		_ = os.Chmod(path, 0o777)
 		s.listeners = append(s.listeners, ln)
 	}
 	return nil
@@ -141,6 +147,7 @@ func (s *Server) Serve() {
 		go s.acceptLoop(ln)
 	}
 	s.serving.Store(len(s.listeners) > 0)
+	go s.statsLoop() // statslog.go
 }
 
 // Ready reports whether the server accepts new clients: it is listening and
@@ -165,21 +172,11 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			continue
 		}
 		backoff = 0
-		if tc, ok := nc.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-			_ = tc.SetKeepAlive(true)
-		}
-		s.clients.Add(1)
-		s.sessWG.Add(1)
-		go s.handleConn(nc)
+		s.serveConn(nc) // listen.go
 	}
 }
 
-func (s *Server) closeListeners() {
-	for _, ln := range s.listeners {
-		_ = ln.Close()
-	}
-}
+func (s *Server) closeListeners() { s.stopListening() } // listen.go
 
 // Reload swaps in a new configuration: pool sizes, limits, timeouts,
 // databases and users apply to the next borrow; a database whose address
@@ -196,7 +193,7 @@ func (s *Server) Reload(cfg *config.Config) {
 	for k, e := range s.pools {
 		db, okDB := cfg.ResolveDatabase(k.db)
 		u, okUser := cfg.Users[k.user]
-		if !okDB || (!okUser && cfg.AuthType != "trust") {
+		if !okDB || (!okUser && !anyUserAllowed(cfg)) {
 			stale = append(stale, e.pool)
 			delete(s.pools, k)
 			continue
@@ -222,6 +219,7 @@ func (s *Server) Reload(cfg *config.Config) {
 	for _, p := range stale {
 		p.Close()
 	}
+	s.closeRemoved(cfg) // reload.go
 	s.logger().Info().Int("databases", len(cfg.Databases)).Int("users", len(cfg.Users)).Msg("configuration reloaded")
 }
 
@@ -285,7 +283,7 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 	dc := s.dialConfig(cfg, db, u, userName)
 	log := s.logger().With().Str("database", dbName).Str("user", userName).Logger()
 	dial := func(ctx context.Context) (*pool.Conn, error) {
-		c, err := pool.Dial(ctx, dc)
+		c, err := s.dialServer(ctx, k, dc) // pool.Dial, or pool.Login for passthrough (authquery.go)
 		if err != nil {
 			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
 			return nil, err
@@ -313,7 +311,7 @@ func (s *Server) currentPool(dbName, userName string) *poolEntry {
 		return nil
 	}
 	u, ok := cfg.Users[userName]
-	if !ok && cfg.AuthType != "trust" {
+	if !ok && !anyUserAllowed(cfg) {
 		return nil
 	}
 	return s.poolFor(cfg, dbName, db, userName, u)
@@ -425,9 +423,8 @@ func (s *Server) Close() {
 	for _, e := range pools {
 		e.pool.Close()
 	}
-	if path := s.Config().UnixSocketPath(); path != "" {
-		_ = os.Remove(path)
-	}
+	s.closeAuth() // authquery.go
+	s.removeUnixSocket()
 	s.doneOnce.Do(func() { close(s.done) })
 }
 

@@ -56,9 +56,9 @@ type session struct {
 	unsynced bool // extended-protocol messages sent since the last Sync
 	copyIn   bool // the server is in COPY IN for this client
 	txStatus byte
-	closing  bool // shutdown: end the session at the next boundary
+	closing  bool   // shutdown: end the session at the next boundary
 	closeMsg string // why, when not shutdown (reload.go)
-	gone     bool // client gone: the pump discards instead of writing
+	gone     bool   // client gone: the pump discards instead of writing
 	pumpDone chan struct{}
 	pumpErr  error // why the pump stopped; set before pumpDone closes
 	wake     bool  // the client goroutine queued fake replies for the pump

@@ -103,7 +103,10 @@ func newLogger(cfg *config.Config, w io.Writer) zerolog.Logger {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-	return zerolog.New(w).Level(parseLevel(cfg.LogLevel)).With().Timestamp().Logger()
+	// The level is zerolog's global one, so that a reload changes it for
+	// every logger already handed out (sessions, pools), not only new ones.
+	zerolog.SetGlobalLevel(parseLevel(cfg.LogLevel))
+	return zerolog.New(w).With().Timestamp().Logger()
 }
 
 func parseLevel(s string) zerolog.Level {
@@ -211,8 +214,7 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 		log.Error().Err(err).Msg("reload failed; keeping the running configuration")
 		return err
 	}
-	*log = log.Level(parseLevel(cfg.LogLevel))
-	srv.SetLogger(*log)
+	zerolog.SetGlobalLevel(parseLevel(cfg.LogLevel))
 	srv.Reload(cfg)
 	return nil
 }

@@ -96,6 +96,11 @@ type Config struct {
 	LogLevel               string              `toml:"log_level"`      // "debug"|"info"(default)|"warn"|"error"
 	LogFormat              string              `toml:"log_format"`     // "auto"(default: console when stderr is a terminal, else json)|"json"|"console"
 	MetricsListen          string              `toml:"metrics_listen"` // "" (default) = off; "host:port" serving /metrics, /healthz, /readyz
+	SoReuseport            bool                `toml:"so_reuseport"`   // false; true: TCP listeners set SO_REUSEPORT (online restart)
+	StatsPeriod            Duration            `toml:"stats_period"`   // 60s; per-pool stats log line (0 = off)
+	LogConnections         bool                `toml:"log_connections"`
+	LogDisconnections      bool                `toml:"log_disconnections"`
+	LogPoolerErrors        bool                `toml:"log_pooler_errors"` // errors pgtide itself sends to clients
 	Databases              map[string]Database `toml:"databases"`
 	Users                  map[string]User     `toml:"users"`
 
@@ -180,6 +185,10 @@ func Default() *Config {
 		StatsUsers:            []string{},
 		LogLevel:              "info",
 		LogFormat:             "auto",
+		StatsPeriod:           Duration{60 * time.Second},
+		LogConnections:        true,
+		LogDisconnections:     true,
+		LogPoolerErrors:       true,
 		Databases:             map[string]Database{},
 		Users:                 map[string]User{},
 	}

@@ -83,6 +83,10 @@ func TestDefaults(t *testing.T) {
 		StatsUsers:            []string{},
 		LogLevel:              "info",
 		LogFormat:             "auto",
+		StatsPeriod:           Duration{60 * time.Second},
+		LogConnections:        true,
+		LogDisconnections:     true,
+		LogPoolerErrors:       true,
 		Databases:             map[string]Database{},
 		Users:                 map[string]User{},
 	}
@@ -161,6 +165,11 @@ stats_users = ["monitor", "grafana"]
 log_level = "debug"
 log_format = "json"
 metrics_listen = "127.0.0.1:9127"
+so_reuseport = true
+stats_period = "0"
+log_connections = false
+log_disconnections = false
+log_pooler_errors = false
 
 [users.alice]
 password = "secret"
@@ -181,6 +190,7 @@ max_user_connections = 4
 		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
+		SoReuseport: true, StatsPeriod: Duration{0},
 		Databases: map[string]Database{},
 		Users: map[string]User{"alice": {Password: "secret", PoolMode: PoolStatement, PoolSize: 3,
 			MaxUserConnections: 4}},

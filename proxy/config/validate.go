@@ -57,6 +57,7 @@ func (d *decoder) validate(c *Config) {
 		{"shutdown_timeout", c.ShutdownTimeout},
 		{"query_timeout", c.QueryTimeout},
 		{"idle_transaction_timeout", c.IdleTransactionTimeout},
+		{"stats_period", c.StatsPeriod},
 	} {
 		if dur.d.Duration < 0 {
 			d.fail(k(dur.key), "", fmt.Sprintf("must not be negative, got %s", dur.d.Duration))

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Event logging switches (log_connections, log_disconnections,
+// log_pooler_errors) and the periodic stats line (stats_period). Every
+// switch is read from the configuration in force when the event happens, so
+// a reload changes them at once.
+
+// logConnected logs a client's successful login (log_connections).
+func (s *Server) logConnected(ss *session) {
+	if !s.Config().LogConnections {
+		return
+	}
+	ev := ss.log.Info().Str("pool_mode", string(ss.mode))
+	ss.mu.Lock()
+	if ss.sc != nil { // session mode: the server is the client's for good
+		ev = ev.Uint32("server_pid", ss.sc.PID)
+	}
+	if app := ss.want["application_name"]; app != "" {
+		ev = ev.Str("application_name", app)
+	}
+	ss.mu.Unlock()
+	ev.Msg("client connected")
+}
+
+// logDisconnected logs a logged-in client's end (log_disconnections).
+func (s *Server) logDisconnected(log zerolog.Logger, err error, start time.Time) {
+	if !s.Config().LogDisconnections {
+		return
+	}
+	log.Info().Err(err).Dur("duration", time.Since(start)).Msg("client disconnected")
+}
+
+// logLoginFailed logs a login that did not complete: an error pgtide sent
+// (log_pooler_errors) or a client that left during login
+// (log_disconnections).
+func (s *Server) logLoginFailed(log zerolog.Logger, err error) {
+	cfg := s.Config()
+	var ce *clientError
+	if errors.As(err, &ce) {
+		if cfg.LogPoolerErrors {
+			log.Info().Err(err).Str("sqlstate", ce.Code).Msg("login failed")
+		}
+		return
+	}
+	if cfg.LogDisconnections {
+		log.Info().Err(err).Msg("login failed")
+	}
+}
+
+// logPoolerError logs a FATAL error pgtide itself sends to a logged-in
+// client (log_pooler_errors).
+func (s *Server) logPoolerError(log zerolog.Logger, code, msg string) {
+	if !s.Config().LogPoolerErrors {
+		return
+	}
+	log.Info().Str("sqlstate", code).Str("error", msg).Msg("closing client with an error")
+}
+
+// counterSnap is a pool's totals at one moment.
+type counterSnap struct {
+	xacts, queries, in, out, waits uint64
+	xactNs, queryNs, waitNs        int64
+}
+
+func snapCounters(c *PoolCounters) counterSnap {
+	return counterSnap{
+		xacts: c.Xacts.Load(), queries: c.Queries.Load(),
+		in: c.BytesIn.Load(), out: c.BytesOut.Load(), waits: c.Waits.Load(),
+		xactNs: c.XactNanos.Load(), queryNs: c.QueryNanos.Load(), waitNs: c.WaitNanos.Load(),
+	}
+}
+
+// statsLoop logs one "stats" line per pool every stats_period, with the
+// rates and averages over that period (PgBouncer's stats_period). It checks
+// the setting at least every second, so a reload applies within a second.
+func (s *Server) statsLoop() {
+	prev := map[*PoolCounters]counterSnap{}
+	last := time.Now()
+	for {
+		period := s.Config().StatsPeriod.Duration
+		tick := time.Second
+		if period > 0 && period < tick {
+			tick = period
+		}
+		t := time.NewTimer(tick)
+		select {
+		case <-s.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		period = s.Config().StatsPeriod.Duration
+		if period > 0 && now.Sub(last) < period {
+			continue
+		}
+		cur := make(map[*PoolCounters]counterSnap, len(prev))
+		for _, p := range s.Pools() {
+			snap := snapCounters(p.Counters)
+			cur[p.Counters] = snap
+			if period > 0 {
+				// A pool created during the period (or replaced by a
+				// reload) has counters that started at zero.
+				s.logPoolStats(p, prev[p.Counters], snap, now.Sub(last))
+			}
+		}
+		prev, last = cur, now
+	}
+}
+
+func (s *Server) logPoolStats(p PoolStats, a, b counterSnap, d time.Duration) {
+	secs := d.Seconds()
+	rate := func(n uint64) float64 { return math.Round(float64(n)/secs*100) / 100 }
+	avgUs := func(ns int64, n uint64) int64 {
+		if n == 0 {
+			return 0
+		}
+		return ns / int64(n) / 1000
+	}
+	xacts, queries, waits := b.xacts-a.xacts, b.queries-a.queries, b.waits-a.waits
+	s.logger().Info().
+		Str("database", p.Database).Str("user", p.User).
+		Dur("period", d.Round(time.Millisecond)).
+		Uint64("xacts", xacts).Uint64("queries", queries).
+		Float64("xacts_per_s", rate(xacts)).Float64("queries_per_s", rate(queries)).
+		Float64("bytes_in_per_s", rate(b.in-a.in)).Float64("bytes_out_per_s", rate(b.out-a.out)).
+		Int64("avg_xact_us", avgUs(b.xactNs-a.xactNs, xacts)).
+		Int64("avg_query_us", avgUs(b.queryNs-a.queryNs, queries)).
+		Int64("avg_wait_us", avgUs(b.waitNs-a.waitNs, waits)).
+		Int("clients", p.Clients).Int("servers_active", p.Lent).Int("servers_idle", p.Idle).
+		Msg("stats")
+}
