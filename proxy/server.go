@@ -67,7 +67,6 @@ type Server struct {
 	admin   adminState // admin console: PAUSE/DISABLE state, consoles (admin.go)
 
 	sec atomic.Pointer[security] // client TLS and HBA rules (tls.go)
-	authq authState              // auth_query pools and cache, passthrough logins (authquery.go)
 
 	// test hooks
 	nextSessionID atomic.Uint64
@@ -193,7 +192,7 @@ func (s *Server) Reload(cfg *config.Config) {
 	for k, e := range s.pools {
 		db, okDB := cfg.ResolveDatabase(k.db)
 		u, okUser := cfg.Users[k.user]
-		if !okDB || (!okUser && !anyUserAllowed(cfg)) {
+		if !okDB || (!okUser && cfg.AuthType != "trust") {
 			stale = append(stale, e.pool)
 			delete(s.pools, k)
 			continue
@@ -283,7 +282,7 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 	dc := s.dialConfig(cfg, db, u, userName)
 	log := s.logger().With().Str("database", dbName).Str("user", userName).Logger()
 	dial := func(ctx context.Context) (*pool.Conn, error) {
-		c, err := s.dialServer(ctx, k, dc) // pool.Dial, or pool.Login for passthrough (authquery.go)
+		c, err := pool.Dial(ctx, dc)
 		if err != nil {
 			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
 			return nil, err
@@ -311,7 +310,7 @@ func (s *Server) currentPool(dbName, userName string) *poolEntry {
 		return nil
 	}
 	u, ok := cfg.Users[userName]
-	if !ok && !anyUserAllowed(cfg) {
+	if !ok && cfg.AuthType != "trust" {
 		return nil
 	}
 	return s.poolFor(cfg, dbName, db, userName, u)
@@ -423,7 +422,6 @@ func (s *Server) Close() {
 	for _, e := range pools {
 		e.pool.Close()
 	}
-	s.closeAuth() // authquery.go
 	s.removeUnixSocket()
 	s.doneOnce.Do(func() { close(s.done) })
 }

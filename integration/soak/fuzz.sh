@@ -24,7 +24,14 @@ for t in "${targets[@]}"; do
 	go test ./proxy -run '^$' -fuzz "^${t}\$" -fuzztime "$dur" 2>&1 | tee "$log" | grep -E '^(fuzz: elapsed|---|FAIL|ok|panic)' | tail -n 400
 	rc=${PIPESTATUS[0]}
 	last=$(grep -E '^fuzz: elapsed' "$log" | tail -n 1)
-	if [ "$rc" -ne 0 ]; then status=1; res=FAIL; else res=ok; fi
+	if [ "$rc" -ne 0 ]; then
+		status=1
+		res=FAIL
+		# The failure and the input that caused it (first 40 lines).
+		grep -vE '^(fuzz: elapsed|goroutine |\s*$)' "$log" | grep -A40 -m1 -E -- '--- FAIL|panic:' | head -n 40
+	else
+		res=ok
+	fi
 	summary+=("$t: $res; $last")
 	rm -f "$log"
 done
