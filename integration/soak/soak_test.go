@@ -97,7 +97,8 @@ func fds(pid int) int {
 var (
 	failedRe    = regexp.MustCompile(`number of failed transactions: (\d+)`)
 	processedRe = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
-	abortedRe   = regexp.MustCompile(`(?m)^.*client \d+ aborted.*$`)
+	abortedRe   = regexp.MustCompile(`(?m)^.*client \d+ (script \d+ )?aborted.*$`)
+	errLineRe   = regexp.MustCompile(`(?m)^.*(error|FATAL).*$`)
 )
 
 func TestSoak(t *testing.T) {
@@ -213,7 +214,7 @@ password = %q
 					var ee *exec.ExitError
 					if !(errorsAs(err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signaled()) {
 						badExits.Add(1)
-						t.Logf("pgbench %v: %v\n%s", wl, err, lastLines(s, 6))
+						t.Logf("pgbench %v: %v\n%s", wl, err, strings.Join(errLineRe.FindAllString(s, 4), "\n"))
 					}
 				}
 			}
