@@ -68,6 +68,8 @@ type Server struct {
 
 	sec atomic.Pointer[security] // client TLS and HBA rules (tls.go)
 
+	authq authState // auth_query pools and cache, passthrough logins (authquery.go)
+
 	// test hooks
 	nextSessionID atomic.Uint64
 }
@@ -192,7 +194,7 @@ func (s *Server) Reload(cfg *config.Config) {
 	for k, e := range s.pools {
 		db, okDB := cfg.ResolveDatabase(k.db)
 		u, okUser := cfg.Users[k.user]
-		if !okDB || (!okUser && cfg.AuthType != "trust") {
+		if !okDB || (!okUser && !anyUserAllowed(cfg)) {
 			stale = append(stale, e.pool)
 			delete(s.pools, k)
 			continue
@@ -282,7 +284,7 @@ func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, 
 	dc := s.dialConfig(cfg, db, u, userName)
 	log := s.logger().With().Str("database", dbName).Str("user", userName).Logger()
 	dial := func(ctx context.Context) (*pool.Conn, error) {
-		c, err := pool.Dial(ctx, dc)
+		c, err := s.dialServer(ctx, k, dc) // pool.Dial, or pool.Login for passthrough (authquery.go)
 		if err != nil {
 			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
 			return nil, err
@@ -310,7 +312,7 @@ func (s *Server) currentPool(dbName, userName string) *poolEntry {
 		return nil
 	}
 	u, ok := cfg.Users[userName]
-	if !ok && cfg.AuthType != "trust" {
+	if !ok && !anyUserAllowed(cfg) {
 		return nil
 	}
 	return s.poolFor(cfg, dbName, db, userName, u)
@@ -422,6 +424,7 @@ func (s *Server) Close() {
 	for _, e := range pools {
 		e.pool.Close()
 	}
+	s.closeAuth() // authquery.go
 	s.removeUnixSocket()
 	s.doneOnce.Do(func() { close(s.done) })
 }

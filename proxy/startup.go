@@ -274,6 +274,12 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
 		}
 	} else if method != auth.Trust {
+		secret, known, err = s.authQuerySecret(cfg, dbName, user, l) // authquery.go
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !known && method != auth.Trust {
 		var junk [24]byte
 		_, _ = rand.Read(junk[:])
 		secret, _ = auth.ParseSecret(fmt.Sprintf("%x", junk))
@@ -281,7 +287,8 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	method = auth.ChooseMethod(method, secret)
 	be := pgproto3.NewBackend(rd.MessageReader(), nc)
 	be.SetMaxBodyLen(maxStartupPacket)
-	if err := auth.Authenticate(be, method, user, secret); err != nil {
+	keys, err := auth.AuthenticateKeys(be, method, user, secret)
+	if err != nil {
 		switch {
 		case errors.Is(err, auth.ErrPasswordMismatch):
 			l.Warn().Str("method", method.String()).Msg("password authentication failed")
@@ -302,6 +309,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	db, ok := cfg.ResolveDatabase(dbName)
 	if !ok || dbName == config.AdminDatabaseName {
 		return nil, &clientError{codeUnknownDatabase, fmt.Sprintf("database %q does not exist", dbName)}
+	}
+	if known {
+		s.rememberServerLogin(poolKey{dbName, user}, secret, keys) // passthrough (authquery.go)
 	}
 	pe := s.poolFor(cfg, dbName, db, user, ucfg)
 
