@@ -40,7 +40,7 @@ func removedReason(cfg *config.Config, db, user string) string {
 	if _, ok := cfg.ResolveDatabase(db); !ok {
 		return fmt.Sprintf("database %q was removed from the configuration", db)
 	}
-	if _, ok := cfg.Users[user]; !ok && cfg.AuthType != "trust" {
+	if _, ok := cfg.Users[user]; !ok && !anyUserAllowed(cfg) { // auth_query users: authquery.go
 		return fmt.Sprintf("user %q was removed from the configuration", user)
 	}
 	return ""
