@@ -66,6 +66,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 
 	out, local := getScratch(), getScratch()
 	seg, modified, wake := 0, false, false
+	var bad byte // a malformed message: the batch ends before it
 	var srv *serverState
 	if sc != nil {
 		srv = stateOf(sc)
@@ -140,8 +141,8 @@ func (ss *session) scanPooled() (int, bool, error) {
 			name, rest, ok1 := cstring(body)
 			query, types, ok2 := cstring(rest)
 			if !ok1 || !ok2 {
-				ss.mu.Unlock()
-				return 0, false, ss.badMessage(typ)
+				bad, end = typ, off // send what came before, then refuse
+				break
 			}
 			if len(name) == 0 {
 				ss.unnamedParse = append(ss.unnamedParse[:0], b[off:off+n]...)
@@ -192,8 +193,8 @@ func (ss *session) scanPooled() (int, bool, error) {
 				break
 			}
 			if !ok {
-				ss.mu.Unlock()
-				return 0, false, ss.badMessage(typ)
+				bad, end = typ, off
+				break
 			}
 			ss.unsynced = true
 			if len(name) == 0 {
@@ -237,8 +238,10 @@ func (ss *session) scanPooled() (int, bool, error) {
 			ss.q.push(entry{kind: 'C'})
 			ss.unsynced = true
 		default:
-			ss.mu.Unlock()
-			return 0, false, ss.badMessage(typ)
+			bad, end = typ, off
+		}
+		if bad != 0 {
+			break
 		}
 		off += n
 	}
@@ -285,6 +288,9 @@ func (ss *session) scanPooled() (int, bool, error) {
 	putScratch(local)
 	if err != nil {
 		return 0, false, err
+	}
+	if bad != 0 {
+		return 0, false, ss.badMessage(bad)
 	}
 	ss.rd.Discard(end)
 	return end, term, nil

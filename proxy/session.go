@@ -155,6 +155,12 @@ func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
 			return 0, 0, nil
 		}
 		typ, n = wire.Header(bb[off:])
+		if !frontendType(typ) {
+			// Refused at its header, before anything of the batch is
+			// queued or sent, and without waiting for a body that a
+			// confused client may never send.
+			return 0, 0, ss.badMessage(typ)
+		}
 		if err := wire.CheckLen(n, ss.maxBody); err != nil {
 			ss.kill(codeProtocolViolation, fmt.Sprintf("invalid message length %d (max_packet_size %d)", n-1, ss.maxBody))
 			return 0, 0, fmt.Errorf("%w: %w", errProtocol, err)
@@ -170,6 +176,15 @@ func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
 		}
 		*b = ss.rd.Buffered()
 	}
+}
+
+// frontendType reports whether typ is a message a logged-in client may send.
+func frontendType(typ byte) bool {
+	switch typ {
+	case 'Q', 'P', 'B', 'D', 'E', 'C', 'S', 'H', 'F', 'd', 'c', 'f', 'X':
+		return true
+	}
+	return false
 }
 
 // scanSession forwards every complete message in the read buffer as one
