@@ -142,9 +142,11 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 		_ = nc.SetDeadline(dl)
 	}
 	if tlsConf != nil {
-		if nc, err = startTLS(nc, tlsConf); err != nil {
+		tc, err := startTLS(nc, tlsConf)
+		if err != nil {
 			return nil, err
 		}
+		nc = tc
 	}
 	startup, err := (&pgproto3.StartupMessage{
 		ProtocolVersion: pgproto3.ProtocolVersion30,

@@ -28,43 +28,59 @@ func fakeServer(t *testing.T, m auth.Method, s auth.Secret) (DialConfig, <-chan 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
 	ch := make(chan error, 1)
 	go func() {
-		defer ln.Close()
-		nc, err := ln.Accept()
-		if err != nil {
-			ch <- err
-			return
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				ch <- err
+				return
+			}
+			if err, again := serveLogin(nc, m, s); !again {
+				ch <- err
+				return
+			}
 		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-		be := pgproto3.NewBackend(nc, nc)
-		be.SetMaxBodyLen(1 << 16)
-		sm, err := be.ReceiveStartupMessage()
-		if err != nil {
-			ch <- err
-			return
-		}
-		user := sm.(*pgproto3.StartupMessage).Parameters["user"]
-		if err := auth.Authenticate(be, m, user, s); err != nil {
-			be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
-			_ = be.Flush()
-			ch <- err
-			return
-		}
-		be.Send(&pgproto3.AuthenticationOk{})
-		be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"})
-		be.Send(&pgproto3.BackendKeyData{ProcessID: 77, SecretKey: []byte{9, 8, 7, 6}})
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		if err := be.Flush(); err != nil {
-			ch <- err
-			return
-		}
-		_, _ = be.Receive() // Terminate
-		ch <- nil
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 	return DialConfig{Host: "127.0.0.1", Port: port, Database: "db", User: "u", Timeout: 5 * time.Second}, ch
+}
+
+// serveLogin runs one connection of fakeServer; again is true when the
+// client left before its StartupMessage (after a refused SSLRequest).
+func serveLogin(nc net.Conn, m auth.Method, s auth.Secret) (err error, again bool) {
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	be := pgproto3.NewBackend(nc, nc)
+	be.SetMaxBodyLen(1 << 16)
+	sm, err := be.ReceiveStartupMessage()
+	for err == nil {
+		if _, ok := sm.(*pgproto3.SSLRequest); !ok {
+			break
+		}
+		if _, err = nc.Write([]byte{'N'}); err == nil { // no TLS here
+			sm, err = be.ReceiveStartupMessage()
+		}
+	}
+	if err != nil {
+		return err, true
+	}
+	user := sm.(*pgproto3.StartupMessage).Parameters["user"]
+	if err := auth.Authenticate(be, m, user, s); err != nil {
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
+		_ = be.Flush()
+		return err, false
+	}
+	be.Send(&pgproto3.AuthenticationOk{})
+	be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"})
+	be.Send(&pgproto3.BackendKeyData{ProcessID: 77, SecretKey: []byte{9, 8, 7, 6}})
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if err := be.Flush(); err != nil {
+		return err, false
+	}
+	_, _ = be.Receive() // Terminate
+	return nil, false
 }
 
 func parseSecret(t *testing.T, s string) auth.Secret {
@@ -162,6 +178,27 @@ func TestLogin(t *testing.T) {
 			}
 			<-ch
 		})
+	}
+}
+
+// TestLoginTLSRefused: sslmode=prefer falls back to a plain connection when
+// the server answers 'N'; require fails.
+func TestLoginTLSRefused(t *testing.T) {
+	sec := LoginSecret{MD5: md5Hash("pw", "u")}
+	dc, ch := fakeServer(t, auth.MD5, parseSecret(t, "pw"))
+	dc.SSLMode = "prefer"
+	c, err := Login(context.Background(), dc, sec)
+	if err != nil {
+		t.Fatalf("prefer: %v", err)
+	}
+	_ = c.Close()
+	if err := <-ch; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	dc, _ = fakeServer(t, auth.MD5, parseSecret(t, "pw"))
+	dc.SSLMode = "require"
+	if _, err := Login(context.Background(), dc, sec); err == nil || !strings.Contains(err.Error(), "refused TLS") {
+		t.Fatalf("require: %v, want a refused-TLS error", err)
 	}
 }
 
