@@ -110,7 +110,7 @@ func md5Hash(pw, user string) string {
 	return "md5" + hex.EncodeToString(sum[:])
 }
 
-func TestLogin(t *testing.T) {
+func TestPassthroughLogin(t *testing.T) {
 	const pw = "s3cret"
 	v, err := auth.SCRAMVerifier(pw, 4096)
 	if err != nil {
@@ -181,9 +181,9 @@ func TestLogin(t *testing.T) {
 	}
 }
 
-// TestLoginTLSRefused: sslmode=prefer falls back to a plain connection when
+// TestPassthroughLoginTLSRefused: sslmode=prefer falls back to a plain connection when
 // the server answers 'N'; require fails.
-func TestLoginTLSRefused(t *testing.T) {
+func TestPassthroughLoginTLSRefused(t *testing.T) {
 	sec := LoginSecret{MD5: md5Hash("pw", "u")}
 	dc, ch := fakeServer(t, auth.MD5, parseSecret(t, "pw"))
 	dc.SSLMode = "prefer"
@@ -202,7 +202,7 @@ func TestLoginTLSRefused(t *testing.T) {
 	}
 }
 
-func TestLoginSecretNeverPrinted(t *testing.T) {
+func TestPassthroughLoginSecretNeverPrinted(t *testing.T) {
 	s := LoginSecret{ClientKey: []byte("KEYKEYKEY"), MD5: "md5" + strings.Repeat("ab", 16)}
 	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
 		if got := fmt.Sprintf(f, s); got != "[secret]" {

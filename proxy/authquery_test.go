@@ -230,7 +230,7 @@ func TestAuthQueryOff(t *testing.T) {
 	}
 }
 
-func TestRememberServerLogin(t *testing.T) {
+func TestPassthroughRememberServerLogin(t *testing.T) {
 	s := New(config.Default(), zerolog.Nop())
 	v, _ := auth.SCRAMVerifier("pw", 4096)
 	sec, _ := auth.ParseSecret(v)

@@ -118,10 +118,10 @@ func wantClientKey(t *testing.T, pw string, s Secret) []byte {
 	return m.Sum(nil)
 }
 
-// TestClientKeyRecovery: a SCRAM exchange against a stored verifier yields
+// TestPassthroughClientKeyRecovery: a SCRAM exchange against a stored verifier yields
 // the ClientKey (H(ClientKey) == StoredKey), the one PBKDF2 gives for the
 // password; a wrong password yields nothing.
-func TestClientKeyRecovery(t *testing.T) {
+func TestPassthroughClientKeyRecovery(t *testing.T) {
 	const pw = "correct horse"
 	v, err := SCRAMVerifier(pw, 4096)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestClientKeyRecovery(t *testing.T) {
 	})
 }
 
-func TestRecoverClientKeyMalformed(t *testing.T) {
+func TestPassthroughRecoverClientKeyMalformed(t *testing.T) {
 	stored := make([]byte, 32)
 	for _, tc := range []struct{ first, final string }{
 		{"n,,n=,r=abc", "c=biws,r=abcdef"},                    // no proof
