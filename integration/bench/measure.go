@@ -166,7 +166,7 @@ func runPgbench(t *target, user, password string, args []string, timeout time.Du
 	case err != nil:
 		res.err = fmt.Sprintf("pgbench: %v", err)
 	case res.tx == 0 || res.tps == 0:
-		res.err = "pgbench reported no transactions"
+		res.err = "pgbench reported no transactions (its -T clock runs while the clients log in: on a loaded machine the logins can outlast -T)"
 	}
 	if m := reFailed.FindStringSubmatch(res.output); m != nil && m[1] != "0" {
 		if res.err == "" {

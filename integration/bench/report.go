@@ -117,7 +117,7 @@ func (rep *report) markdown() string {
 	w("## pgtide vs PgBouncer: %s\n\n", e["date"])
 	w("- Machine: %s CPUs (%s), %s; RLIMIT_NOFILE %d\n", e["cpus"], e["cpu"], e["kernel"], rep.nofile)
 	w("- %s; %s; %s\n", e["postgres"], e["pgbench"], e["pgbouncer"])
-	w("- %s (tree %s), %s\n", e["pgtide"], e["commit"], e["go"])
+	w("- %s (%s), %s\n", e["pgtide"], e["commit"], e["go"])
 	secret := "the plaintext password"
 	if rep.opts.pgbAuth == "scram" {
 		secret = "the role's SCRAM verifier"
