@@ -120,19 +120,21 @@ func readStartupPacket(rd *wire.Reader) ([]byte, error) {
 // connection and *rdp a new Reader over it (tls.go).
 func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, log *zerolog.Logger) (*session, error) {
 	nc, rd := *ncp, *rdp
-	useTLS := func(tc *tls.Conn) {
+	var authOpts auth.Options // channel binding data once on TLS
+	useTLS := func(tc *tls.Conn, endPoint []byte) {
 		nc, rd = tc, wire.NewIdleReader(tc)
 		*ncp, *rdp = nc, rd
+		authOpts.TLSServerEndPoint = endPoint
 	}
 	if err := rd.Ensure(1); err != nil {
 		return nil, classifyClientErr(err)
 	}
 	if rd.Buffered()[0] == tlsRecordHandshake {
-		tc, err := s.acceptDirectTLS(nc, rd)
+		tc, endPoint, err := s.acceptDirectTLS(nc, rd)
 		if err != nil {
 			return nil, err
 		}
-		useTLS(tc)
+		useTLS(tc, endPoint)
 	}
 	var body []byte
 	for {
@@ -151,12 +153,12 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 				return nil, &clientError{codeProtocolViolation, "received unencrypted data after SSL request"}
 			}
 			if code == codeSSLRequest {
-				tc, err := s.acceptTLS(nc)
+				tc, endPoint, err := s.acceptTLS(nc)
 				if err != nil {
 					return nil, err
 				}
 				if tc != nil {
-					useTLS(tc)
+					useTLS(tc, endPoint)
 					continue
 				}
 			} else if _, err := nc.Write([]byte{'N'}); err != nil {
@@ -176,7 +178,7 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 		if err != nil {
 			return nil, err
 		}
-		return s.login(nc, rd, cfg, log, minor, params)
+		return s.login(nc, rd, cfg, log, minor, params, authOpts)
 	}
 }
 
@@ -222,8 +224,9 @@ func classifyClientErr(err error) error {
 }
 
 // login handles a StartupMessage: protocol negotiation, limits,
-// authentication, pool attachment, and the startup reply.
-func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string) (*session, error) {
+// authentication, pool attachment, and the startup reply. authOpts is what
+// the connection gives authentication (TLS channel binding).
+func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string, authOpts auth.Options) (*session, error) {
 	// Protocol 3.2 (and made-up minors) are negotiated down to 3.0, as a
 	// PostgreSQL older than 18 would; _pq_ options are all unrecognized.
 	var unknown []string
@@ -287,9 +290,13 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	method = auth.ChooseMethod(method, secret)
 	be := pgproto3.NewBackend(rd.MessageReader(), nc)
 	be.SetMaxBodyLen(maxStartupPacket)
-	keys, err := auth.AuthenticateKeys(be, method, user, secret)
+	keys, err := auth.AuthenticateKeys(be, method, user, secret, authOpts)
 	if err != nil {
 		switch {
+		case errors.Is(err, auth.ErrChannelBindingNegotiation):
+			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingNegotiation.Error()}
+		case errors.Is(err, auth.ErrChannelBindingCheck):
+			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingCheck.Error()}
 		case errors.Is(err, auth.ErrPasswordMismatch):
 			l.Warn().Str("method", method.String()).Msg("password authentication failed")
 			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}

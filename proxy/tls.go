@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/auth"
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
@@ -26,6 +28,11 @@ type security struct {
 	tls  *tls.Config // nil: TLS is not offered (SSLRequest answered 'N')
 	mode string      // effective client_tls_sslmode
 	hba  *hbaRules   // nil unless auth_hba_file is set
+	// endPoint is the tls-server-end-point channel binding data of the
+	// certificate in tls (auth.TLSServerEndPoint): SCRAM on a TLS
+	// connection offers SCRAM-SHA-256-PLUS with it. nil when the hash is
+	// undefined (an Ed25519 certificate): then only SCRAM-SHA-256.
+	endPoint []byte
 }
 
 // buildSecurity reads the certificate, key, CA and HBA files of cfg.
@@ -57,6 +64,11 @@ func buildSecurity(cfg *config.Config) (*security, error) {
 			}
 		}
 		sec.tls = tc
+		leaf := cert.Leaf
+		if leaf == nil {
+			leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+		}
+		sec.endPoint, _ = auth.TLSServerEndPoint(leaf)
 	}
 	if cfg.AuthHBAFile != "" {
 		rules, err := loadHBA(cfg.AuthHBAFile)
@@ -97,46 +109,48 @@ func (s *Server) security() *security {
 
 // acceptTLS answers an SSLRequest: 'N' when TLS is not offered (or on a
 // unix socket, as PostgreSQL does), else 'S' and the handshake on the raw
-// connection. It returns the TLS connection, or nil after 'N'. The caller
-// has checked that nothing was buffered after the request.
-func (s *Server) acceptTLS(nc net.Conn) (*tls.Conn, error) {
+// connection. It returns the TLS connection and the channel binding data of
+// the certificate it presented (security.endPoint), or nil after 'N'. The
+// caller has checked that nothing was buffered after the request.
+func (s *Server) acceptTLS(nc net.Conn) (*tls.Conn, []byte, error) {
 	sec := s.security()
 	_, unix := nc.RemoteAddr().(*net.UnixAddr)
 	if sec.tls == nil || unix {
 		if _, err := nc.Write([]byte{'N'}); err != nil {
-			return nil, errClientGone
+			return nil, nil, errClientGone
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	if _, err := nc.Write([]byte{'S'}); err != nil {
-		return nil, errClientGone
+		return nil, nil, errClientGone
 	}
 	tc := tls.Server(nc, sec.tls)
 	if err := tc.Handshake(); err != nil {
-		return nil, fmt.Errorf("%w: TLS handshake failed: %w", errClientGone, err)
+		return nil, nil, fmt.Errorf("%w: TLS handshake failed: %w", errClientGone, err)
 	}
-	return tc, nil
+	return tc, sec.endPoint, nil
 }
 
 // acceptDirectTLS runs the handshake of a client that opened with a TLS
 // record (direct TLS); the bytes rd has buffered are the start of it. The
-// client must negotiate ALPN "postgresql", as PostgreSQL 17 requires.
-func (s *Server) acceptDirectTLS(nc net.Conn, rd *wire.Reader) (*tls.Conn, error) {
+// client must negotiate ALPN "postgresql", as PostgreSQL 17 requires. It
+// returns what acceptTLS does.
+func (s *Server) acceptDirectTLS(nc net.Conn, rd *wire.Reader) (*tls.Conn, []byte, error) {
 	sec := s.security()
 	if sec.tls == nil {
-		return nil, fmt.Errorf("%w: direct TLS connection attempted, but TLS is not configured", errClientGone)
+		return nil, nil, fmt.Errorf("%w: direct TLS connection attempted, but TLS is not configured", errClientGone)
 	}
 	pre := append([]byte(nil), rd.Buffered()...)
 	rd.Discard(len(pre))
 	tc := tls.Server(&prefixConn{Conn: nc, pre: pre}, sec.tls)
 	if err := tc.Handshake(); err != nil {
-		return nil, fmt.Errorf("%w: direct TLS handshake failed: %w", errClientGone, err)
+		return nil, nil, fmt.Errorf("%w: direct TLS handshake failed: %w", errClientGone, err)
 	}
 	if tc.ConnectionState().NegotiatedProtocol != alpnPostgres {
 		_ = tc.Close()
-		return nil, fmt.Errorf("%w: received direct SSL connection request without ALPN protocol negotiation extension", errClientGone)
+		return nil, nil, fmt.Errorf("%w: received direct SSL connection request without ALPN protocol negotiation extension", errClientGone)
 	}
-	return tc, nil
+	return tc, sec.endPoint, nil
 }
 
 // prefixConn replays bytes already read from Conn before reading more.

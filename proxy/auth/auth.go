@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -108,7 +109,7 @@ var ErrProtocol = errors.New("protocol violation")
 // Authenticate does not close or set deadlines on the connection; the caller
 // bounds it with a deadline on the underlying net.Conn.
 func Authenticate(be *pgproto3.Backend, m Method, user string, s Secret) error {
-	_, err := AuthenticateKeys(be, m, user, s)
+	_, err := AuthenticateKeys(be, m, user, s, Options{})
 	return err
 }
 
@@ -117,7 +118,12 @@ func Authenticate(be *pgproto3.Backend, m Method, user string, s Secret) error {
 // from the client's proof when s is a SCRAM verifier, which lets pgtide log
 // into the server as the client with SCRAM (passthrough). Keys is empty for
 // every other method and secret.
-func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret) (Keys, error) {
+//
+// opts carries what the connection adds (cbind.go): on TLS, the channel
+// binding data that makes SCRAM offer SCRAM-SHA-256-PLUS. A SCRAM exchange
+// refused for channel binding returns an error wrapping
+// ErrChannelBindingNegotiation or ErrChannelBindingCheck (SQLSTATE 28000).
+func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret, opts Options) (Keys, error) {
 	if s.Kind == SecretPlain && s.Plain == "" {
 		// PostgreSQL never accepts an empty password.
 		s.Kind = SecretNone
@@ -130,7 +136,7 @@ func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret) (Ke
 	case MD5:
 		return Keys{}, authMD5(be, user, s)
 	case SCRAM:
-		return authSCRAM(be, s)
+		return authSCRAM(be, s, opts)
 	}
 	return Keys{}, fmt.Errorf("auth: unknown auth method %d", int(m))
 }
@@ -214,7 +220,7 @@ func askPassword(be *pgproto3.Backend, req pgproto3.BackendMessage, authType uin
 	return pm.Password, nil
 }
 
-func authSCRAM(be *pgproto3.Backend, s Secret) (Keys, error) {
+func authSCRAM(be *pgproto3.Backend, s Secret, opts Options) (Keys, error) {
 	var cred scram.StoredCredentials
 	switch s.Kind {
 	case SecretSCRAM:
@@ -261,9 +267,19 @@ func authSCRAM(be *pgproto3.Backend, s Secret) (Keys, error) {
 	if err != nil {
 		return Keys{}, fmt.Errorf("auth: scram: %w", err)
 	}
+	// On TLS, SCRAM-SHA-256-PLUS is offered first, as PostgreSQL does. The
+	// conversation knows the binding either way, so xdg-go refuses a "y"
+	// flag and checks the c= attribute of a bound client-final-message.
+	cb := scram.ChannelBinding{Type: scram.ChannelBindingTLSServerEndpoint, Data: opts.TLSServerEndPoint}
+	offerPlus := cb.IsSupported()
+	mechs := []string{scramMech}
 	conv := server.NewConversation()
+	if offerPlus {
+		mechs = []string{scramPlusMech, scramMech}
+		conv = server.NewConversationWithChannelBinding(cb)
+	}
 
-	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMech}})
+	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechs})
 	msg, err := receive(be, pgproto3.AuthTypeSASL)
 	if err != nil {
 		return Keys{}, err
@@ -272,12 +288,22 @@ func authSCRAM(be *pgproto3.Backend, s Secret) (Keys, error) {
 	if !ok {
 		return Keys{}, unexpected(msg, "SASLInitialResponse")
 	}
-	if first.AuthMechanism != scramMech {
-		return Keys{}, fmt.Errorf("auth: client selected SASL mechanism %.64q, want %s: %w", first.AuthMechanism, scramMech, ErrProtocol)
+	bound := first.AuthMechanism == scramPlusMech && offerPlus
+	if first.AuthMechanism != scramMech && !bound {
+		return Keys{}, fmt.Errorf("auth: client selected SASL mechanism %.64q, want one of %v: %w", first.AuthMechanism, mechs, ErrProtocol)
 	}
 	// The client-first-message contains no secret (GS2 header, name, nonce).
 	// Copied: the next Receive reuses first's buffer.
 	clientFirst := string(first.Data)
+	// PostgreSQL's rules for the GS2 flag: -PLUS goes with "p=<type>" and
+	// plain SCRAM-SHA-256 with "n" or "y"; "y" where -PLUS was offered
+	// means the client did not see the offer (a downgrade).
+	if bound != strings.HasPrefix(clientFirst, "p=") {
+		return Keys{}, fmt.Errorf("auth: SCRAM channel binding flag does not match mechanism %s: %w", first.AuthMechanism, ErrProtocol)
+	}
+	if offerPlus && strings.HasPrefix(clientFirst, "y,") {
+		return Keys{}, fmt.Errorf("auth: %w: the client supports channel binding but did not see SCRAM-SHA-256-PLUS offered", ErrChannelBindingNegotiation)
+	}
 	serverFirst, err := conv.Step(clientFirst)
 	if err != nil {
 		return Keys{}, fmt.Errorf("auth: malformed SCRAM client-first-message: %w: %.120s", ErrProtocol, err.Error())
@@ -299,6 +325,9 @@ func authSCRAM(be *pgproto3.Backend, s Secret) (Keys, error) {
 	if err != nil {
 		if serverFinal == scram.ErrInvalidProof {
 			return Keys{}, fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+		}
+		if serverFinal == scram.ErrChannelBindingsDontMatch && bound {
+			return Keys{}, fmt.Errorf("auth: %w", ErrChannelBindingCheck)
 		}
 		// Nonce or channel-binding mismatch, bad proof length, bad syntax.
 		// xdg-go's own error text can hold the channel-binding bytes (not

@@ -32,7 +32,7 @@ func scramExchange(t *testing.T, m Method, s Secret, pw string) (Keys, error) {
 	go func() {
 		be := pgproto3.NewBackend(ss, ss)
 		be.SetMaxBodyLen(1 << 16)
-		k, err := AuthenticateKeys(be, m, "u", s)
+		k, err := AuthenticateKeys(be, m, "u", s, Options{})
 		if err == nil {
 			be.Send(&pgproto3.AuthenticationOk{})
 			_ = be.Flush()
