@@ -117,6 +117,7 @@ func parseLevel(s string) zerolog.Level {
 }
 
 func serve(path string, cfg *config.Config, log zerolog.Logger) int {
+	log.Debug().Int("threads", applyThreads(cfg)).Msg("GOMAXPROCS set")
 	srv := proxy.New(cfg, log)
 	if err := srv.Listen(); err != nil {
 		log.Error().Err(err).Msg("cannot listen")
@@ -215,6 +216,7 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 		return err
 	}
 	zerolog.SetGlobalLevel(parseLevel(cfg.LogLevel))
+	applyThreads(cfg)
 	srv.Reload(cfg)
 	return nil
 }

@@ -98,6 +98,7 @@ type Config struct {
 	MetricsListen          string              `toml:"metrics_listen"` // "" (default) = off; "host:port" serving /metrics, /healthz, /readyz
 	SoReuseport            bool                `toml:"so_reuseport"`   // false; true: TCP listeners set SO_REUSEPORT (online restart)
 	StatsPeriod            Duration            `toml:"stats_period"`   // 60s; per-pool stats log line (0 = off)
+	Threads                int                 `toml:"threads"`        // 0 (default) = auto: GOMAXPROCS env, else half the CPUs (at least 1)
 	LogConnections         bool                `toml:"log_connections"`
 	LogDisconnections      bool                `toml:"log_disconnections"`
 	LogPoolerErrors        bool                `toml:"log_pooler_errors"` // errors pgtide itself sends to clients

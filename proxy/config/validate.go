@@ -40,6 +40,9 @@ func (d *decoder) validate(c *Config) {
 	d.checkNonNegative(k("max_db_connections"), c.MaxDBConnections)
 	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
 	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
+	if c.Threads < 0 {
+		d.fail(k("threads"), "", fmt.Sprintf("must be 0 (auto) or a positive number of threads, got %d", c.Threads))
+	}
 	if c.MaxPacketSize < MinMaxPacketSize {
 		d.fail(k("max_packet_size"), "", fmt.Sprintf("must be at least %d, got %d", MinMaxPacketSize, c.MaxPacketSize))
 	}
