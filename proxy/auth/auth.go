@@ -230,29 +230,12 @@ func authSCRAM(be *pgproto3.Backend, s Secret, opts Options) (Keys, error) {
 			ServerKey:  s.ServerKey,
 		}
 	case SecretPlain, SecretNone:
-		// A plaintext secret gets a verifier with a fresh salt. With no secret
-		// at all, a verifier for random bytes makes every proof fail after a
+		// A plaintext secret gets a verifier derived once and cached. With
+		// no secret at all, random keys make every proof fail after a
 		// normal-looking exchange, as PostgreSQL's mock authentication does.
-		pw := s.Plain
-		if s.Kind == SecretNone {
-			b, err := randomBytes(32)
-			if err != nil {
-				return Keys{}, err
-			}
-			pw = string(b)
-		}
-		salt, err := randomBytes(scramSaltLen)
-		if err != nil {
+		var err error
+		if cred, err = plainCredentials(s.Plain, s.Kind == SecretPlain); err != nil {
 			return Keys{}, err
-		}
-		stored, server, err := scramKeys(pw, salt, DefaultSCRAMIterations)
-		if err != nil {
-			return Keys{}, err
-		}
-		cred = scram.StoredCredentials{
-			KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: DefaultSCRAMIterations},
-			StoredKey:  stored,
-			ServerKey:  server,
 		}
 	case SecretMD5:
 		return Keys{}, errors.New("auth: an md5 secret cannot verify a SCRAM-SHA-256 exchange (use ChooseMethod)")
