@@ -17,9 +17,10 @@ import (
 
 // What the pump does after writing a chunk of replies.
 const (
-	evNone     = iota
-	evBoundary // a ReadyForQuery left the session between transactions
-	evStmtTxn  // statement mode: the client opened a transaction block
+	evNone      = iota
+	evBoundary  // a ReadyForQuery left the session between transactions
+	evStmtTxn   // statement mode: the client opened a transaction block
+	evCopyAbort // COPY IN started for a client that is gone: end it
 )
 
 // pump is the server goroutine of an attachment: it forwards what the
@@ -127,10 +128,16 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 		}
 		rd.Discard(off)
 		switch ev {
-		case evStmtTxn:
-			rb := appendFrame(nil, 'Q', []byte("ROLLBACK\x00"))
+		case evStmtTxn, evCopyAbort:
+			var req []byte
+			if ev == evStmtTxn {
+				req = appendFrame(nil, 'Q', []byte("ROLLBACK\x00"))
+			} else {
+				req = appendFrame(nil, 'f', []byte("client disconnected\x00"))
+				req = appendFrame(req, 'S')
+			}
 			ss.swmu.Lock()
-			_, err := sc.Net.Write(rb)
+			_, err := sc.Net.Write(req)
 			ss.swmu.Unlock()
 			if err != nil {
 				ss.serverStopped(sc, err)
@@ -257,6 +264,15 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 	case 'G':
 		ss.copyIn = true
 		ss.q.copyStarted()
+		if ss.gone {
+			// The client left before the server asked for its data (a
+			// cancel does not end a COPY waiting for input): fail the COPY
+			// ourselves so the server reaches ReadyForQuery.
+			ss.copyIn = false
+			ss.q.push(entry{kind: reqCopyEnd})
+			ss.q.push(entry{kind: 'S'})
+			return false, evCopyAbort, nil
+		}
 	}
 	return !skip, evNone, nil
 }

@@ -51,6 +51,7 @@ type Server struct {
 	usrLimit map[string]*pool.Limiter
 	sessions map[uint32]*session // by the cancel key's process ID
 	clients  atomic.Int64        // connections past accept, including logins
+	admitted atomic.Int64        // logged-in and logging-in clients, for max_client_conn
 	sessWG   sync.WaitGroup
 
 	done     chan struct{}

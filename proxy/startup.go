@@ -88,12 +88,26 @@ func (s *Server) runSession(ss *session, nc net.Conn, start time.Time) {
 			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
 		}
 		_ = nc.Close()
+		s.admitted.Add(-1)
 		s.clients.Add(-1)
 		s.sessWG.Done()
 	}()
 	s.logConnected(ss)
 	err := ss.run()
 	s.logDisconnected(log, err, start)
+}
+
+// admit reserves one of max clients (0 = no limit).
+func (s *Server) admit(max int) bool {
+	for {
+		cur := s.admitted.Load()
+		if max > 0 && cur >= int64(max) {
+			return false
+		}
+		if s.admitted.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
 }
 
 // readStartupPacket reads one length-prefixed packet of the startup phase
@@ -226,7 +240,7 @@ func classifyClientErr(err error) error {
 // login handles a StartupMessage: protocol negotiation, limits,
 // authentication, pool attachment, and the startup reply. authOpts is what
 // the connection gives authentication (TLS channel binding).
-func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string, authOpts auth.Options) (*session, error) {
+func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string, authOpts auth.Options) (res *session, err error) {
 	// Protocol 3.2 (and made-up minors) are negotiated down to 3.0, as a
 	// PostgreSQL older than 18 would; _pq_ options are all unrecognized.
 	var unknown []string
@@ -259,9 +273,17 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if !s.loginsOpen() {
 		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
 	}
-	if cfg.MaxClientConn > 0 && s.clients.Load() > int64(cfg.MaxClientConn) {
+	// max_client_conn counts admitted clients, reserved here with a CAS:
+	// counting every accepted socket instead made a connection storm refuse
+	// nearly everyone, refused sockets included, while slots were free.
+	if !s.admit(cfg.MaxClientConn) {
 		return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
 	}
+	defer func() {
+		if res == nil { // refused, failed, or an admin console that ended
+			s.admitted.Add(-1) // a session released it when it ends (runSession)
+		}
+	}()
 
 	// Authenticate. An unknown user runs the same exchange against a
 	// random secret, so a wrong user and a wrong password look the same.

@@ -104,10 +104,12 @@ func (q *reqQueue) popReady() (skip bool, ok bool) {
 }
 
 // dropUntilSync removes what the server skips after an error in the
-// extended protocol: everything before the next Sync. Fake replies among
-// them are dropped too, as PostgreSQL would not have answered them.
+// extended protocol: everything before the next Sync, a Query or
+// FunctionCall sent before it included (PostgreSQL discards every message
+// until Sync). Fake replies among them are dropped too, as PostgreSQL
+// would not have answered them.
 func (q *reqQueue) dropUntilSync() (dropped []entry) {
-	for len(q.e) > 0 && q.e[0].kind != 'S' && q.e[0].kind != 'Q' && q.e[0].kind != 'F' {
+	for len(q.e) > 0 && q.e[0].kind != 'S' {
 		dropped = append(dropped, q.pop())
 	}
 	return dropped

@@ -96,17 +96,19 @@ func TestUnitQueueDropUntilSync(t *testing.T) {
 	if dropped[1].act != actFake {
 		t.Fatal("the fake reply was not among the dropped")
 	}
-	for _, in := range []string{"S", "Q", "F", ""} {
+	for _, in := range []string{"S", "SQ", ""} {
 		q := queueOf(in)
 		if d := q.dropUntilSync(); len(d) != 0 || kinds(q) != in {
 			t.Errorf("dropUntilSync on %q dropped %d", in, len(d))
 		}
 	}
-	// A simple Query ends what an extended error discards as well.
-	q = queueOf("BEQ")
+	// PostgreSQL discards every message until Sync after an extended-protocol
+	// error, a simple Query or FunctionCall included (postgres.c: only Sync
+	// clears ignore_till_sync), so they get no ReadyForQuery.
+	q = queueOf("BEQFS")
 	q.dropUntilSync()
-	if kinds(q) != "Q" {
-		t.Fatalf("left %q, want Q", kinds(q))
+	if kinds(q) != "S" {
+		t.Fatalf("left %q, want S", kinds(q))
 	}
 }
 
