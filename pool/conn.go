@@ -304,7 +304,7 @@ func (c *Conn) Cancel(ctx context.Context) error {
 		_ = nc.SetDeadline(dl)
 	}
 	if c.tlsConf != nil {
-		if nc, err = cancelTLS(nc, c.tlsConf); err != nil {
+		if nc, err = negotiateTLS(nc, c.tlsConf, true); err != nil {
 			return err
 		}
 		defer nc.Close()

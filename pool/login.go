@@ -142,7 +142,7 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 		_ = nc.SetDeadline(dl)
 	}
 	if tlsConf != nil {
-		tc, err := startTLS(nc, tlsConf)
+		tc, err := negotiateTLS(nc, tlsConf, false)
 		if err != nil {
 			return nil, err
 		}
@@ -207,28 +207,6 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 	}
 }
 
-// startTLS asks for TLS with an SSLRequest and runs the handshake, as
-// pgconn does (a server that answers 'N' is refused).
-func startTLS(nc net.Conn, conf *tls.Config) (net.Conn, error) {
-	var req [8]byte
-	binary.BigEndian.PutUint32(req[0:], 8)
-	binary.BigEndian.PutUint32(req[4:], 80877103)
-	if _, err := nc.Write(req[:]); err != nil {
-		return nil, err
-	}
-	var resp [1]byte
-	if _, err := io.ReadFull(nc, resp[:]); err != nil {
-		return nil, err
-	}
-	if resp[0] != 'S' {
-		return nil, errors.New("server refused TLS connection")
-	}
-	tc := tls.Client(nc, conf)
-	if err := tc.Handshake(); err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
-	}
-	return tc, nil
-}
 
 // authenticate answers the server's authentication requests up to
 // AuthenticationOk.

@@ -3,6 +3,7 @@ package pool
 import (
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,10 +38,11 @@ func rawConn(c net.Conn) net.Conn {
 	return c
 }
 
-// cancelTLS encrypts a cancel connection the way the canceled connection
-// was (PostgreSQL accepts a CancelRequest after an SSLRequest): SSLRequest,
-// 'S', handshake. A server that answers 'N' gets the cancel in the clear.
-func cancelTLS(nc net.Conn, conf *tls.Config) (net.Conn, error) {
+// negotiateTLS sends an SSLRequest and runs the TLS handshake when the
+// server answers 'S'. A server that answers 'N' gets the rest in the clear
+// if plainOK (a cancel request: PostgreSQL accepts one after an SSLRequest),
+// else it is refused.
+func negotiateTLS(nc net.Conn, conf *tls.Config, plainOK bool) (net.Conn, error) {
 	var req [8]byte
 	binary.BigEndian.PutUint32(req[0:], 8)
 	binary.BigEndian.PutUint32(req[4:], 80877103)
@@ -51,15 +53,17 @@ func cancelTLS(nc net.Conn, conf *tls.Config) (net.Conn, error) {
 	if _, err := io.ReadFull(nc, resp[:]); err != nil {
 		return nil, err
 	}
-	switch resp[0] {
-	case 'N':
+	switch {
+	case resp[0] == 'N' && plainOK:
 		return nc, nil
-	case 'S':
-		tc := tls.Client(nc, conf)
-		if err := tc.Handshake(); err != nil {
-			return nil, fmt.Errorf("cancel: TLS handshake: %w", err)
-		}
-		return tc, nil
+	case resp[0] == 'N':
+		return nil, errors.New("server refused TLS connection")
+	case resp[0] != 'S':
+		return nil, fmt.Errorf("unexpected reply %q to SSLRequest", resp[0])
 	}
-	return nil, fmt.Errorf("cancel: unexpected reply %q to SSLRequest", resp[0])
+	tc := tls.Client(nc, conf)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
 }
