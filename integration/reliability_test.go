@@ -418,7 +418,10 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 		t.Logf("5 concurrent 0.5 s transactions took %v: all 5 slots usable", el.Round(time.Millisecond))
 	}
 	var total, active, waiting float64
-	if !eventually(5*time.Second, func() bool { total, active, waiting = r.poolServers(t); return total <= 5 && active == 0 && waiting == 0 }) {
+	if !eventually(5*time.Second, func() bool {
+		total, active, waiting = r.poolServers(t)
+		return total <= 5 && active == 0 && waiting == 0
+	}) {
 		t.Errorf("pool after recovery: %v servers (pool_size 5), %v active, %v waiting clients", total, active, waiting)
 	}
 	t.Logf("pool after recovery: %v servers, %v active, %v waiting", total, active, waiting)
@@ -1041,7 +1044,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 	// A client logged in before the limit keeps working.
 	by := connect(t, r.URL())
 	if err := prlimitNofile(r.pid, 64, 64); err != nil {
-		t.Skipf("prlimit: %v", err)
+		skipUnlessCI(t, "prlimit: %v", err)
 	}
 	restored := false
 	restore := func() {

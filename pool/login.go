@@ -207,7 +207,6 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 	}
 }
 
-
 // authenticate answers the server's authentication requests up to
 // AuthenticationOk.
 func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) error {
