@@ -103,11 +103,9 @@ func main() {
 	flag.StringVar(&o.pgtideBin, "pgtide-bin", "", "use this pgtide binary instead of building ./cmd/pgtide")
 	flag.Parse()
 	if *fwd != "" {
-		if err := runForwarder(*fwd); err != nil {
-			fmt.Fprintln(os.Stderr, "forwarder:", err)
-			os.Exit(1)
-		}
-		return
+		// runForwarder serves until its listener fails.
+		fmt.Fprintln(os.Stderr, "forwarder:", runForwarder(*fwd))
+		os.Exit(1)
 	}
 	if *quick {
 		o.rounds, o.secs = 1, 3
