@@ -64,7 +64,7 @@ type Cluster struct {
 
 	cred *syscall.Credential // non-nil when running as root
 	args []string            // postgres command line (without the binary)
-	logs *syncBuffer
+	logs *SyncBuffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -193,7 +193,7 @@ func Start(o Options) (*Cluster, error) {
 		DataDir:   filepath.Join(root, "data"),
 		RootDir:   root,
 		cred:      cred,
-		logs:      &syncBuffer{},
+		logs:      &SyncBuffer{},
 	}
 	ok := false
 	defer func() {
@@ -422,19 +422,20 @@ func ConnURL(host string, port int, db, user, password string) string {
 	return u.String()
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers
+// (a child process writes its output while tests read it).
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
