@@ -56,6 +56,10 @@ func (ss *session) scanPooled() (int, bool, error) {
 			}
 		}
 		ss.mu.Lock()
+		if err := ss.forwardLocked(nil); err != nil {
+			ss.mu.Unlock() // the session is over: its server was lost or it was killed
+			return 0, false, err
+		}
 		if ss.sc == sc {
 			break // mu stays held: the pump cannot give sc back while we queue
 		}

@@ -38,6 +38,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 				ss.sc = nil
 			}
 			ss.pumpErr = fmt.Errorf("panic: %v", r)
+			ss.endLocked(ss.pumpErr)
 			ss.mu.Unlock()
 			sc.Pool().Discard(sc)
 			_ = ss.conn.Close()
@@ -240,6 +241,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 	case 'E':
 		if body != nil {
 			ss.serverErrorLocked(body)
+			if fatalError(body) && !ss.gone {
+				ss.serverFatal = true // serverStopped sends no second error
+			}
 		}
 		if h != nil && (h.kind == 'B' || h.kind == 'D') && h.st != nil && body != nil {
 			// PostgreSQL names the statement in some errors: use the

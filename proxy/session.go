@@ -59,6 +59,11 @@ type session struct {
 	closing  bool   // shutdown: end the session at the next boundary
 	closeMsg string // why, when not shutdown (reload.go)
 	gone     bool   // client gone: the pump discards instead of writing
+	// over is why the session ended (its server was lost, it was killed):
+	// once set, nothing the client sent reaches any server and no server
+	// is borrowed for it (invariant 9). Set once; see endLocked.
+	over        error
+	serverFatal bool // the server's own FATAL reached the client
 	pumpDone chan struct{}
 	pumpErr  error // why the pump stopped; set before pumpDone closes
 	wake     bool  // the client goroutine queued fake replies for the pump
@@ -231,6 +236,10 @@ scan:
 		return 0, false, err
 	}
 	ss.mu.Lock()
+	if err := ss.forwardLocked(sc); err != nil {
+		ss.mu.Unlock()
+		return 0, false, err
+	}
 	wasEmpty := ss.q.empty()
 	for _, t := range k {
 		switch t {
@@ -260,9 +269,35 @@ func (ss *session) badMessage(typ byte) error {
 	return fmt.Errorf("%w: message type %q", errProtocol, typ)
 }
 
+// endLocked marks the session over, keeping the first reason.
+func (ss *session) endLocked(why error) {
+	if ss.over == nil {
+		ss.over = why
+	}
+}
+
+// forwardLocked is the one place that decides whether what the client sent
+// may go to a server, or a server be borrowed for it: never once the
+// session is over. sc is the server the caller is about to use (nil when
+// it answers locally or borrows); it must still be the attached one, or
+// the session lost it in between.
+func (ss *session) forwardLocked(sc *pool.Conn) error {
+	if ss.over != nil {
+		return ss.over
+	}
+	if sc != nil && ss.sc != sc {
+		return fmt.Errorf("%w: the server was lost", errServerGone)
+	}
+	return nil
+}
+
 // server returns the attached server, borrowing one if there is none.
 func (ss *session) server() (*pool.Conn, error) {
 	ss.mu.Lock()
+	if err := ss.forwardLocked(nil); err != nil {
+		ss.mu.Unlock()
+		return nil, err
+	}
 	if ss.closing && ss.boundaryLocked() {
 		msg := ss.closeWhyLocked()
 		ss.mu.Unlock()
@@ -282,7 +317,16 @@ func (ss *session) server() (*pool.Conn, error) {
 		}
 		return nil, err
 	}
-	ss.attach(sc)
+	ss.mu.Lock()
+	if err := ss.forwardLocked(nil); err != nil {
+		// Killed while it waited: the server never carried its requests,
+		// but it may carry its settings, so it is not lent again.
+		ss.mu.Unlock()
+		sc.Pool().Discard(sc)
+		return nil, err
+	}
+	ss.attachLocked(sc)
+	ss.mu.Unlock()
 	return sc, nil
 }
 
@@ -424,11 +468,22 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 	}
 	ss.sc = nil
 	ss.pumpErr = fmt.Errorf("%w: %w", errServerGone, err)
-	gone := ss.gone
+	// Whatever the client sent is unanswered, and the server's session
+	// (its transaction, its settings) is gone: so is the client's. Its
+	// queue dies here too, so no other server inherits it.
+	ss.endLocked(ss.pumpErr)
+	ss.q = reqQueue{}
+	gone, told := ss.gone, ss.serverFatal
+	ss.stopTimersLocked()
 	ss.mu.Unlock()
 	ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost")
 	sc.Pool().Discard(sc)
-	if !gone {
+	switch {
+	case gone:
+	case told:
+		// The client already has the server's own FATAL: one error only.
+		_ = ss.conn.Close()
+	default:
 		ss.kill(codeConnectionFailure, "server connection lost")
 	}
 }
@@ -548,6 +603,9 @@ func (ss *session) releaseOrDiscard(sc *pool.Conn) {
 // kill tells the client why and closes its connection. Safe to call more
 // than once and from any goroutine.
 func (ss *session) kill(code, msg string) {
+	ss.mu.Lock()
+	ss.endLocked(fmt.Errorf("%w: closed by pgtide: %s", errClientGone, msg))
+	ss.mu.Unlock()
 	ss.srv.logPoolerError(ss.log, code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))

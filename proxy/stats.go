@@ -132,7 +132,20 @@ func (ss *session) serverErrorLocked(body []byte) {
 }
 
 // errorCode finds the SQLSTATE field of an ErrorResponse body.
-func errorCode(b []byte) string {
+func errorCode(b []byte) string { return errorField(b, 'C') }
+
+// fatalError reports whether an ErrorResponse body ends the server's
+// session (severity FATAL or PANIC): the server closes the connection next.
+func fatalError(b []byte) bool {
+	sev := errorField(b, 'V') // not localized (9.6+)
+	if sev == "" {
+		sev = errorField(b, 'S')
+	}
+	return sev == "FATAL" || sev == "PANIC"
+}
+
+// errorField finds one field of an ErrorResponse body.
+func errorField(b []byte, field byte) string {
 	for len(b) > 1 && b[0] != 0 {
 		f := b[0]
 		b = b[1:]
@@ -140,7 +153,7 @@ func errorCode(b []byte) string {
 		for i < len(b) && b[i] != 0 {
 			i++
 		}
-		if f == 'C' {
+		if f == field {
 			return string(b[:i])
 		}
 		if i >= len(b) {

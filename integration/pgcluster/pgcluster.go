@@ -369,6 +369,23 @@ func (c *Cluster) Shutdown() {
 	}
 }
 
+// ShutdownImmediate stops the postmaster with SIGQUIT (immediate shutdown),
+// then SIGKILL of the whole process group after 10 s.
+func (c *Cluster) ShutdownImmediate() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.Kill()
+	}
+}
+
 // Kill sends SIGKILL to the server's process group and waits for the
 // postmaster to exit.
 func (c *Cluster) Kill() {

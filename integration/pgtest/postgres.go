@@ -222,3 +222,14 @@ func CreateDatabase(t testing.TB, pg *Postgres, name, owner string) {
 
 // syncBuffer is the shared concurrent-safe buffer of pgcluster.
 type syncBuffer = pgcluster.SyncBuffer
+
+// RestartImmediate stops the server with an immediate shutdown (SIGQUIT to
+// the postmaster: backends exit without cleanup, crash recovery at the next
+// start) and starts it again on the same port and data directory.
+func (pg *Postgres) RestartImmediate(t testing.TB) {
+	t.Helper()
+	pg.c.ShutdownImmediate()
+	if err := pg.c.Launch(60 * time.Second); err != nil {
+		t.Fatalf("pgtest: restart: %v", err)
+	}
+}
