@@ -64,9 +64,9 @@ type session struct {
 	// is borrowed for it (invariant 9). Set once; see endLocked.
 	over        error
 	serverFatal bool // the server's own FATAL reached the client
-	pumpDone chan struct{}
-	pumpErr  error // why the pump stopped; set before pumpDone closes
-	wake     bool  // the client goroutine queued fake replies for the pump
+	pumpDone    chan struct{}
+	pumpErr     error // why the pump stopped; set before pumpDone closes
+	wake        bool  // the client goroutine queued fake replies for the pump
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
 	queryStart, xactStart time.Time   // for the pool's counters
