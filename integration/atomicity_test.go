@@ -498,7 +498,10 @@ func TestAtomicityLedgerRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("PGTIDE_LEDGER_LONG: %v", err)
 	}
-	pg := pgtest.StartPostgres(t)
+	// Durable commits: with the harness's synchronous_commit=off an
+	// immediate shutdown loses acknowledged commits by design.
+	pg := pgtest.StartPostgres(t, pgtest.WithSetting("synchronous_commit", "on"),
+		pgtest.WithSetting("fsync", "on"), pgtest.WithSetting("full_page_writes", "on"))
 	e := &env{t: t, pg: pg, User: "ledgeruser", DB: "ledgerdb", Pass: "Ledger-pw-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	e.secrets = []string{e.Pass, pg.Password}
 	pgtest.CreateRole(t, pg, e.User, e.Pass)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,6 +30,9 @@ func (ss *session) scanPooled() (int, bool, error) {
 	ss.mu.Unlock()
 	for {
 		typ, n, err := ss.nextFrame(&b, end)
+		if errors.Is(err, errStream) {
+			return ss.startStream(typ, n)
+		}
 		if err != nil {
 			return 0, false, err
 		}

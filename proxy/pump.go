@@ -86,10 +86,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			}
 			complete := off+n <= len(b)
 			if !complete && needsBody(typ) {
-				if n > rd.Cap() {
-					rd.Grow(n)
-				}
-				break
+				break // Fill grows the buffer as the rest arrives
 			}
 			var body []byte
 			if complete {

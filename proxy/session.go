@@ -75,6 +75,11 @@ type session struct {
 	stmts        map[string]*stmt // the client's statement names
 	unnamedParse []byte           // the client's last unnamed Parse frame
 	clientSkip   bool             // pgtide raised an error: drop until Sync
+
+	// A large message being forwarded in pieces (stream.go); client
+	// goroutine only.
+	passTo     *pool.Conn
+	passRemain int
 }
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
@@ -129,6 +134,15 @@ func (ss *session) run() error {
 			var n int
 			var term bool
 			var err error
+			if ss.passRemain > 0 {
+				if n, _, err = ss.passOn(); err != nil {
+					return err
+				}
+				if n == 0 {
+					break
+				}
+				continue
+			}
 			if ss.mode == config.PoolSession {
 				n, term, err = ss.scanSession()
 			} else {
@@ -176,6 +190,9 @@ func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
 		if off > 0 {
 			return 0, 0, nil
 		}
+		if n >= streamMin && ss.streamable(typ) {
+			return typ, n, errStream
+		}
 		if err := ss.rd.Ensure(n); err != nil {
 			return 0, 0, fmt.Errorf("%w: %w", errClientGone, err)
 		}
@@ -205,6 +222,9 @@ func (ss *session) scanSession() (int, bool, error) {
 scan:
 	for {
 		typ, n, err := ss.nextFrame(&b, off)
+		if errors.Is(err, errStream) {
+			return ss.startStream(typ, n)
+		}
 		if err != nil {
 			return 0, false, err
 		}

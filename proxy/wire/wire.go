@@ -87,7 +87,10 @@ func (r *Reader) Fill() error {
 }
 
 // Ensure blocks until at least n unread bytes are buffered, growing the
-// buffer if n exceeds its capacity.
+// buffer if n exceeds its capacity. The buffer grows as bytes arrive (at
+// most doubling what it holds), never to what a peer merely declares
+// (DESIGN.md invariant 11): a header claiming 1 GiB with no body behind it
+// costs nothing.
 func (r *Reader) Ensure(n int) error {
 	if r.raw != nil && r.r == r.w && n > 0 {
 		if err := r.fillIdle(); err != nil {
@@ -95,16 +98,16 @@ func (r *Reader) Ensure(n int) error {
 		}
 	}
 	if r.buf == nil {
-		r.buf = make([]byte, max(r.base, n))
+		r.buf = make([]byte, r.base)
 	}
-	if n > len(r.buf) {
-		r.grow(n)
-	}
-	if r.r+n > len(r.buf) {
+	if r.r+n > len(r.buf) && r.r > 0 {
 		c := copy(r.buf, r.buf[r.r:r.w])
 		r.r, r.w = 0, c
 	}
 	for r.w-r.r < n {
+		if r.w == len(r.buf) {
+			r.grow(min(n, 2*len(r.buf)))
+		}
 		m, err := r.rd.Read(r.buf[r.w:])
 		r.w += m
 		if err != nil {

@@ -395,3 +395,21 @@ func TestMessageReaderNeverCrossesBoundary(t *testing.T) {
 		t.Fatalf("Read(nil) = %d, %v", n, err)
 	}
 }
+
+// A header that claims far more than arrives costs memory in proportion to
+// the bytes that arrived, not to the claim (DESIGN.md invariant 11).
+func TestEnsureGrowsWithArrivingBytes(t *testing.T) {
+	msg := []byte{'Q', 0x3f, 0xff, 0xff, 0xf0}
+	msg = append(msg, make([]byte, 100_000)...)
+	r := NewReader(bytes.NewReader(msg), 4096)
+	err := r.Ensure(1 << 30)
+	if err == nil {
+		t.Fatal("Ensure(1 GiB) over 100 kB of input: want an error")
+	}
+	if r.Cap() > 4*len(msg) {
+		t.Fatalf("buffer grew to %d bytes for %d bytes of input", r.Cap(), len(msg))
+	}
+	if r.Len() != len(msg) {
+		t.Fatalf("buffered %d bytes, want %d", r.Len(), len(msg))
+	}
+}

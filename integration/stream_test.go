@@ -1,0 +1,128 @@
+package integration
+
+// Large client messages stream through pgtide in pieces (DESIGN.md
+// invariant 11): a single CopyData message of many MiB, and in session mode
+// a huge Query, reach PostgreSQL intact while pgtide's memory stays at its
+// buffers. TestReliabilityHugeDeclaredLength covers headers that claim much
+// and send nothing.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+func TestStreamLargeClientMessages(t *testing.T) {
+	for _, mode := range []string{"session", "transaction"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRelEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = mode; db.PoolSize = 2 })
+			direct := connect(t, r.DirectURL())
+			if _, err := direct.Exec(ctxT(t, 30*time.Second), "CREATE TABLE big (n int, pad text)"); err != nil {
+				t.Fatal(err)
+			}
+			base := r.baseline(t)
+			rss0 := procRSS(r.pid)
+
+			// One CopyData message of ~96 MiB holding 400,000 rows.
+			const rows = 400000
+			pad := bytes.Repeat([]byte{'x'}, 240)
+			var body bytes.Buffer
+			for i := 0; i < rows; i++ {
+				body.WriteString(strconv.Itoa(i))
+				body.WriteByte('\t')
+				body.Write(pad)
+				body.WriteByte('\n')
+			}
+			raw, err := dialRaw(ctxT(t, 30*time.Second), r.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.conn.Close()
+			if err := raw.query("COPY big FROM STDIN"); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				m, err := raw.fe.Receive()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := m.(*pgproto3.CopyInResponse); ok {
+					break
+				}
+				if e, ok := m.(*pgproto3.ErrorResponse); ok {
+					t.Fatalf("COPY: %s", e.Message)
+				}
+			}
+			hdr := []byte{'d', 0, 0, 0, 0}
+			binary.BigEndian.PutUint32(hdr[1:], uint32(body.Len()+4))
+			peak := rss0
+			stop := make(chan struct{})
+			sampled := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+						peak = max(peak, procRSS(r.pid))
+					}
+				}
+			}()
+			if _, err := raw.conn.Write(append(hdr, body.Bytes()...)); err != nil {
+				t.Fatal(err)
+			}
+			raw.fe.Send(&pgproto3.CopyDone{})
+			if err := raw.fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			st, pe, err := raw.untilReady()
+			close(stop)
+			<-sampled
+			if err != nil || pe != nil || st != 'I' {
+				t.Fatalf("COPY of one %d MiB CopyData: status %c, error %v / %v", body.Len()>>20, st, pe, err)
+			}
+			if n := queryInt(t, direct, "SELECT count(*) FROM big"); n != rows {
+				t.Fatalf("COPY stored %d rows, want %d", n, rows)
+			}
+			t.Logf("one %d MiB CopyData message: pgtide RSS %.1f MiB -> peak %.1f MiB", body.Len()>>20, float64(rss0)/(1<<20), float64(peak)/(1<<20))
+			if peak-rss0 > 32<<20 {
+				t.Errorf("pgtide RSS grew by %.1f MiB forwarding one %d MiB message: it was buffered, not streamed", float64(peak-rss0)/(1<<20), body.Len()>>20)
+			}
+
+			if mode == "session" {
+				// A 24 MiB Query: streamed too, and answered correctly.
+				lit := bytes.Repeat([]byte{'y'}, 24<<20)
+				if err := raw.query(fmt.Sprintf("SELECT length('%s')", lit)); err != nil {
+					t.Fatal(err)
+				}
+				var got string
+				for {
+					m, err := raw.fe.Receive()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d, ok := m.(*pgproto3.DataRow); ok {
+						got = string(d.Values[0])
+					}
+					if e, ok := m.(*pgproto3.ErrorResponse); ok {
+						t.Fatalf("large query: %s", e.Message)
+					}
+					if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+						break
+					}
+				}
+				if got != strconv.Itoa(len(lit)) {
+					t.Fatalf("large query returned %q, want %d", got, len(lit))
+				}
+			}
+			raw.conn.Close()
+			r.checkLeaks(t, base, 3)
+		})
+	}
+}
