@@ -552,3 +552,65 @@ func TestAtomicityLedgerRestarts(t *testing.T) {
 		t.Fatalf("%d atomicity violations", v)
 	}
 }
+
+// TestAtomicityKilledWhileWaiting: a client killed (admin KILL_CLIENT) while
+// it waits for a server must not have its statement run when a server
+// frees: it was told FATAL. Before the fix its borrow went on waiting and
+// ran the INSERT on the next free server.
+func TestAtomicityKilledWhileWaiting(t *testing.T) {
+	a := newAdminEnv(t) // transaction mode, pool_size 1
+	direct := connect(t, a.DirectURL())
+	if _, err := direct.Exec(ctxT(t, 30*time.Second), "CREATE TABLE k (i int)"); err != nil {
+		t.Fatal(err)
+	}
+	// Both log in first: a login may need the pool's one server.
+	victim, err := dialRaw(ctxT(t, 30*time.Second), a.URL()+"&application_name=waiting_victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.conn.Close()
+	holder := connect(t, a.URL())
+	tx, err := holder.Begin(ctxT(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctxT(t, 30*time.Second), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := victim.query("INSERT INTO k VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	adm := console(t, a.adminURL())
+	var id string
+	if !eventually(10*time.Second, func() bool {
+		row := findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "waiting_victim")
+		if row != nil && row["state"] == "waiting" {
+			id = row["id"]
+		}
+		return id != ""
+	}) {
+		t.Fatal("the victim never showed as waiting in SHOW CLIENTS")
+	}
+	mustAdmin(t, adm, "KILL_CLIENT "+id)
+	_ = victim.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		m, err := victim.fe.Receive()
+		if err != nil {
+			break
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			t.Fatal("the killed client got a ReadyForQuery: its INSERT ran")
+		}
+	}
+	if err := tx.Commit(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The server is free now; give a leftover borrow time to run the INSERT.
+	time.Sleep(500 * time.Millisecond)
+	if _, err := holder.Exec(ctxT(t, 30*time.Second), "SELECT 1"); err != nil {
+		t.Fatalf("the pool's one server is not usable after the kill: %v", err)
+	}
+	if n := queryInt(t, direct, "SELECT count(*) FROM k"); n != 0 {
+		t.Fatalf("the killed client's INSERT ran: %d rows", n)
+	}
+}

@@ -64,9 +64,13 @@ type session struct {
 	// is borrowed for it (invariant 9). Set once; see endLocked.
 	over        error
 	serverFatal bool // the server's own FATAL reached the client
-	pumpDone    chan struct{}
-	pumpErr     error // why the pump stopped; set before pumpDone closes
-	wake        bool  // the client goroutine queued fake replies for the pump
+	// ended is cancelled when the session is over, so a borrow waiting
+	// for a server (PAUSE, a full pool, a restarting PostgreSQL) stops.
+	ended     context.Context
+	endBorrow context.CancelFunc
+	pumpDone  chan struct{}
+	pumpErr   error // why the pump stopped; set before pumpDone closes
+	wake      bool  // the client goroutine queued fake replies for the pump
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
 	queryStart, xactStart time.Time   // for the pool's counters
@@ -92,6 +96,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 	if ss.maxBody <= 0 {
 		ss.maxBody = 1 << 30
 	}
+	ss.ended, ss.endBorrow = context.WithCancel(context.Background())
 	ss.adm.id, ss.adm.connected = s.nextSessionID.Add(1), time.Now()
 	ss.log = log.With().Uint64("session", ss.adm.id).Logger()
 	return ss
@@ -293,6 +298,9 @@ func (ss *session) badMessage(typ byte) error {
 func (ss *session) endLocked(why error) {
 	if ss.over == nil {
 		ss.over = why
+		if ss.endBorrow != nil {
+			ss.endBorrow()
+		}
 	}
 }
 
@@ -331,6 +339,12 @@ func (ss *session) server() (*pool.Conn, error) {
 	}
 	sc, err := ss.borrow()
 	if err != nil {
+		ss.mu.Lock()
+		over := ss.over
+		ss.mu.Unlock()
+		if over != nil {
+			return nil, over // already told why
+		}
 		var ce *clientError
 		if errors.As(err, &ce) {
 			ss.kill(ce.Code, ce.Msg)
@@ -366,7 +380,7 @@ func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 
 // borrow gets a server for this client and brings its parameters in line.
 func (ss *session) borrow() (*pool.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
+	ctx, cancel := context.WithTimeout(ss.ended, ss.waitTimeout())
 	defer cancel()
 	start := time.Now()
 	defer func() {
@@ -527,6 +541,7 @@ func (ss *session) finish() {
 	ss.srv.unregister(ss)
 	_ = ss.conn.Close()
 	ss.mu.Lock()
+	ss.endLocked(errClientGone)
 	ss.gone = true
 	ss.stopTimersLocked()
 	sc := ss.sc
