@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -40,6 +39,11 @@ type DialConfig struct {
 	// TLS to the server, as libpq's sslmode, sslrootcert, sslcert, sslkey
 	// ("" mode = disable).
 	SSLMode, SSLRootCert, SSLCert, SSLKey string
+	// RequireAuth lists, comma-separated, the authentication methods the
+	// server may ask for, as libpq's require_auth: "password", "md5",
+	// "scram-sha-256", "none" (no authentication at all). "" allows every
+	// method pgtide speaks. A string keeps DialConfig comparable.
+	RequireAuth string
 }
 
 // Conn is one authenticated server connection.
@@ -81,60 +85,15 @@ func (c *Conn) Pool() *Pool { return c.pool }
 // Created is when the connection was opened.
 func (c *Conn) Created() time.Time { return c.created }
 
-// Dial opens and authenticates a server connection with pgconn (which
-// handles TLS, SCRAM and md5), then hijacks the raw socket. The server is
-// started with no client-specific parameters; clients' settings are applied
-// with SET when they borrow it, so that a reset returns it to neutral.
+// Dial opens and authenticates a server connection with a plaintext
+// password (or none). It runs the login itself (Login), not pgconn's: the
+// SCRAM password must be SASLprep'd as PostgreSQL does (pgconn uses PRECIS,
+// which leaves e.g. U+2168 unnormalised), while md5 and cleartext use it raw,
+// and server_require_auth must be enforced. The server is started with no
+// client-specific parameters; clients' settings are applied with SET when
+// they borrow it, so that a reset returns it to neutral.
 func Dial(ctx context.Context, dc DialConfig) (*Conn, error) {
-	cs := fmt.Sprintf("host=%s port=%d dbname=%s user=%s",
-		quoteConnValue(dc.Host), dc.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User)) + dc.tlsConnString()
-	cfg, err := pgconn.ParseConfig(cs)
-	if err != nil {
-		return nil, fmt.Errorf("server config: %w", err)
-	}
-	cfg.Password = dc.Password
-	cfg.RuntimeParams = map[string]string{}
-	if !dc.tlsFallback() {
-		cfg.Fallbacks = nil
-	}
-	if dc.Timeout > 0 {
-		cfg.ConnectTimeout = dc.Timeout
-	}
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := pc.SyncConn(ctx); err != nil {
-		pc.Close(context.Background())
-		return nil, err
-	}
-	hc, err := pc.Hijack()
-	if err != nil {
-		pc.Close(context.Background())
-		return nil, err
-	}
-	now := time.Now()
-	c := &Conn{
-		Net:      hc.Conn,
-		Reader:   wire.NewReader(hc.Conn, ServerReadBuf),
-		PID:      hc.PID,
-		Secret:   hc.SecretKey,
-		Addr:     hc.Conn.RemoteAddr(),
-		tlsConf:  hc.TLSConfig,
-		TxStatus: 'I',
-		Params:   hc.ParameterStatuses,
-		Applied:  map[string]AppliedParam{},
-		created:  now,
-		lastUsed: now,
-	}
-	if c.Params == nil {
-		c.Params = map[string]string{}
-	}
-	if tc, ok := rawConn(hc.Conn).(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
-	}
-	return c, nil
+	return Login(ctx, dc, LoginSecret{})
 }
 
 func quoteConnValue(s string) string {

@@ -17,12 +17,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
 	"github.com/xdg-go/stringprep"
 
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -101,13 +103,43 @@ func Login(ctx context.Context, dc DialConfig, sec LoginSecret) (*Conn, error) {
 		if err == nil {
 			return c, nil
 		}
-		var se *ServerError
-		if errors.As(err, &se) || errors.Is(err, ErrVerifierMismatch) || ctx.Err() != nil {
-			return nil, err // the server answered: another try would not help
-		}
 		errs = append(errs, err)
+		if final(err) || ctx.Err() != nil {
+			break
+		}
 	}
 	return nil, errors.Join(errs...)
+}
+
+// final reports whether a failed attempt makes the fallback attempt (the
+// other side of sslmode prefer/allow) pointless, as pgconn and libpq judge
+// it: a wrong password, a missing database or privilege, or a refusal that
+// is pgtide's own. Other server errors (a pg_hba.conf line for hostssl or
+// hostnossl only) are worth the other attempt.
+func final(err error) bool {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se.Code == "28P01" || se.Code == "3D000" || se.Code == "42501"
+	}
+	var ae *AuthError
+	return errors.As(err, &ae) || errors.Is(err, ErrVerifierMismatch)
+}
+
+// AuthError is pgtide refusing, or unable to answer, a server's
+// authentication request: server_require_auth forbids the method, or pgtide
+// has nothing to answer it with. Its text names no address and no secret,
+// so a client may be told.
+type AuthError struct{ Msg string }
+
+func (e *AuthError) Error() string { return e.Msg }
+
+// requireAuth checks a server's authentication request against
+// dc.RequireAuth, with libpq's words for a refusal.
+func (dc DialConfig) requireAuth(method, reason string) error {
+	if dc.RequireAuth == "" || slices.Contains(strings.Split(dc.RequireAuth, ","), method) {
+		return nil
+	}
+	return &AuthError{fmt.Sprintf("authentication method requirement %q failed: %s", dc.RequireAuth, reason)}
 }
 
 // pgconnConfig parses the same connection string Dial uses, for its host,
@@ -219,6 +251,7 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 		return err
 	}
 	var sc *scramClient
+	authed := false // a password or SCRAM exchange took place
 	for {
 		typ, body, err := rd.ReadMessage(maxServerMsg)
 		if err != nil {
@@ -241,13 +274,27 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 			if sc != nil && !sc.done {
 				return errors.New("server: AuthenticationOk before the SCRAM exchange finished")
 			}
+			if !authed {
+				if err := dc.requireAuth("none", "server did not complete authentication"); err != nil {
+					return err
+				}
+			}
 			return nil
 		case pgproto3.AuthTypeCleartextPassword:
-			if dc.Password == "" {
-				return fmt.Errorf("server asked for a cleartext password for user %q, and pgtide has no plaintext password for it", dc.User)
+			// Checked before anything is sent: a fake server (sslmode
+			// prefer, or a hijacked address) must not collect the password.
+			if err := dc.requireAuth("password", "server requested a cleartext password"); err != nil {
+				return err
 			}
+			if dc.Password == "" {
+				return &AuthError{fmt.Sprintf("server asked for a cleartext password for user %q, and pgtide has no plaintext password for it", dc.User)}
+			}
+			authed = true
 			err = send(&pgproto3.PasswordMessage{Password: dc.Password})
 		case pgproto3.AuthTypeMD5Password:
+			if err := dc.requireAuth("md5", "server requested a hashed password"); err != nil {
+				return err
+			}
 			var m pgproto3.AuthenticationMD5Password
 			if err := m.Decode(body); err != nil {
 				return fmt.Errorf("server: %w", err)
@@ -258,30 +305,31 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 				hash = "md5" + hex.EncodeToString(sum[:])
 			}
 			if len(hash) != 35 {
-				return fmt.Errorf("server asked for md5 authentication for user %q, and pgtide has neither its password nor its md5 hash", dc.User)
+				return &AuthError{fmt.Sprintf("server asked for md5 authentication for user %q, and pgtide has neither its password nor its md5 hash", dc.User)}
 			}
+			authed = true
 			sum := md5.Sum(append([]byte(hash[3:]), m.Salt[:]...))
 			err = send(&pgproto3.PasswordMessage{Password: "md5" + hex.EncodeToString(sum[:])})
 		case pgproto3.AuthTypeSASL:
+			if err := dc.requireAuth("scram-sha-256", "server requested SASL authentication"); err != nil {
+				return err
+			}
 			var m pgproto3.AuthenticationSASL
 			if err := m.Decode(body); err != nil {
 				return fmt.Errorf("server: %w", err)
 			}
-			offered := false
-			for _, mech := range m.AuthMechanisms {
-				offered = offered || mech == "SCRAM-SHA-256"
-			}
-			if !offered {
+			if !slices.Contains(m.AuthMechanisms, scramMech) {
 				return fmt.Errorf("server offers SASL mechanisms %q, pgtide speaks SCRAM-SHA-256", m.AuthMechanisms)
 			}
 			if len(sec.ClientKey) == 0 && dc.Password == "" {
-				return fmt.Errorf("server asked for SCRAM-SHA-256 for user %q, and pgtide has no password or client key for it (SCRAM passthrough needs a client to log in first)", dc.User)
+				return &AuthError{fmt.Sprintf("server asked for SCRAM-SHA-256 for user %q, and pgtide has no password or client key for it (SCRAM passthrough needs a client to log in first)", dc.User)}
 			}
-			sc, err = newSCRAMClient(dc.Password, sec)
+			sc, err = newSCRAMClient(dc.Password, sec, channelBinding(nc), slices.Contains(m.AuthMechanisms, scramPlusMech))
 			if err != nil {
 				return err
 			}
-			err = send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(sc.first())})
+			authed = true
+			err = send(&pgproto3.SASLInitialResponse{AuthMechanism: sc.mech, Data: []byte(sc.first())})
 		case pgproto3.AuthTypeSASLContinue:
 			if sc == nil {
 				return errors.New("server: SASLContinue without SASL")
@@ -315,11 +363,37 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 	}
 }
 
-// scramClient is the client side of SCRAM-SHA-256 (RFC 5802, RFC 7677)
-// without channel binding, computed from a ClientKey (or a password).
+const (
+	scramMech     = "SCRAM-SHA-256"
+	scramPlusMech = "SCRAM-SHA-256-PLUS"
+)
+
+// channelBinding returns the tls-server-end-point data of the server's
+// certificate on a TLS connection, nil otherwise or where the certificate's
+// signature has no such binding (Ed25519).
+func channelBinding(nc net.Conn) []byte {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	cb, err := scram.NewTLSServerEndpointBinding(&st)
+	if err != nil {
+		return nil
+	}
+	return cb.Data
+}
+
+// scramClient is the client side of SCRAM-SHA-256 (RFC 5802, RFC 7677),
+// computed from a ClientKey (or a password). On TLS it binds the exchange
+// to the server's certificate (SCRAM-SHA-256-PLUS, tls-server-end-point)
+// when the server offers it, as libpq and pgconn do by default.
 type scramClient struct {
 	password      string
 	sec           LoginSecret
+	mech          string
+	gs2           string // GS2 header: "n,,", "y,," or "p=tls-server-end-point,,"
+	cbData        []byte
 	nonce         string
 	clientFirst   string // client-first-message-bare
 	authMessage   string
@@ -328,18 +402,25 @@ type scramClient struct {
 	wantSignature bool
 }
 
-func newSCRAMClient(password string, sec LoginSecret) (*scramClient, error) {
+func newSCRAMClient(password string, sec LoginSecret, cbData []byte, plusOffered bool) (*scramClient, error) {
 	var b [18]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
 	nonce := base64.StdEncoding.EncodeToString(b[:])
-	return &scramClient{password: password, sec: sec, nonce: nonce, clientFirst: "n=,r=" + nonce}, nil
+	c := &scramClient{password: password, sec: sec, mech: scramMech, gs2: "n,,", nonce: nonce, clientFirst: "n=,r=" + nonce}
+	switch {
+	case cbData != nil && plusOffered:
+		c.mech, c.gs2, c.cbData = scramPlusMech, "p=tls-server-end-point,,", cbData
+	case cbData != nil:
+		c.gs2 = "y,," // we could bind, the server did not offer it
+	}
+	return c, nil
 }
 
-// first is the client-first-message: GS2 header "n,," and an empty user name
+// first is the client-first-message: the GS2 header and an empty user name
 // (the server uses the startup user), as libpq sends.
-func (c *scramClient) first() string { return "n,," + c.clientFirst }
+func (c *scramClient) first() string { return c.gs2 + c.clientFirst }
 
 // final answers the server-first-message with the client-final-message.
 func (c *scramClient) final(serverFirst string) (string, error) {
@@ -376,7 +457,8 @@ func (c *scramClient) final(serverFirst string) (string, error) {
 		c.serverKey = c.sec.ServerKey
 	}
 	c.wantSignature = len(c.serverKey) > 0
-	withoutProof := "c=biws,r=" + nonce // biws = base64("n,,")
+	cbind := base64.StdEncoding.EncodeToString(append([]byte(c.gs2), c.cbData...))
+	withoutProof := "c=" + cbind + ",r=" + nonce
 	c.authMessage = c.clientFirst + "," + serverFirst + "," + withoutProof
 	storedKey := sha256.Sum256(clientKey)
 	proof := hmacSum(storedKey[:], c.authMessage)

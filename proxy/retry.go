@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/pgtide/pgtide/pool"
 )
 
@@ -41,13 +39,17 @@ func retryableDialError(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return false
 	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code {
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		switch se.Code {
 		case "57P03", "53300", "57P01", "57P02":
 			return true // starting up / shutting down / too many connections
 		}
 		return false
+	}
+	var ae *pool.AuthError
+	if errors.As(err, &ae) {
+		return false // pgtide's own refusal: it would refuse again
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

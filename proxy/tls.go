@@ -168,10 +168,12 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// setServerTLS copies a database's server_tls_* settings into a dial config.
+// setServerTLS copies a database's server_tls_* settings (and
+// server_require_auth, which guards the same link) into a dial config.
 func setServerTLS(dc *pool.DialConfig, db config.Database) {
 	dc.SSLMode = db.EffectiveServerTLSSSLMode()
 	dc.SSLRootCert = db.ServerTLSCAFile
 	dc.SSLCert = db.ServerTLSCertFile
 	dc.SSLKey = db.ServerTLSKeyFile
+	dc.RequireAuth = db.EffectiveServerRequireAuth()
 }

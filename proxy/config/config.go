@@ -139,6 +139,10 @@ type Database struct {
 	ServerTLSCAFile   string `toml:"server_tls_ca_file"`   // PEM CA bundle the server certificate is verified against
 	ServerTLSCertFile string `toml:"server_tls_cert_file"` // client certificate pgtide presents to the server
 	ServerTLSKeyFile  string `toml:"server_tls_key_file"`  // its private key
+
+	// Authentication requests the server may make, as libpq's require_auth
+	// (see requireauth.go): "" = any; e.g. "scram-sha-256" or "!password".
+	ServerRequireAuth string `toml:"server_require_auth"`
 }
 
 // User is one [users.NAME] section.

@@ -130,7 +130,8 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
-	d.validateServerTLS(name, db) // tls.go
+	d.validateServerTLS(name, db)         // tls.go
+	d.validateServerRequireAuth(name, db) // requireauth.go
 	if db.PoolSize >= 0 && db.MinPoolSize >= 0 {
 		size, minSize := db.PoolSize, db.MinPoolSize
 		if size == 0 {
