@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
@@ -13,6 +12,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -57,6 +57,15 @@ func (s *Server) handleConn(nc net.Conn) {
 	ss, err := s.startup(&nc, &rd, cfg, &log) // TLS replaces nc and rd
 	if err != nil {
 		var ce *clientError
+		var drop *startupDrop
+		if errors.As(err, &drop) {
+			s.loginFailures.Add(1)
+			if o := s.obs(); o != nil {
+				o.Login("", "", false)
+			}
+			log.Info().Err(err).Str("sqlstate", codeProtocolViolation).Msg("login failed: malformed startup packet")
+			return
+		}
 		if errors.As(err, &ce) {
 			_, _ = nc.Write(errorFrame("FATAL", ce.Code, ce.Msg))
 			s.loginFailures.Add(1)
@@ -110,17 +119,33 @@ func (s *Server) admit(max int) bool {
 	}
 }
 
+// startupDrop is a startup packet PostgreSQL answers by closing the
+// connection without a byte, after a line in its log: a bad length, or EOF
+// part-way through. pgtide does the same: a reply can hurt (node-postgres
+// sends Terminate before its startup packet when a client is ended at once,
+// and an ErrorResponse then crashes the process with an unhandled
+// rejection).
+type startupDrop struct{ msg string }
+
+func (e *startupDrop) Error() string { return e.msg }
+
 // readStartupPacket reads one length-prefixed packet of the startup phase
 // (which has no type byte) and returns its body.
 func readStartupPacket(rd *wire.Reader) ([]byte, error) {
 	if err := rd.Ensure(4); err != nil {
-		return nil, err
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &startupDrop{"incomplete startup packet"}
+		}
+		return nil, err // nothing at all: a probe, or a client that disliked our 'N'
 	}
 	n := int(int32(binary.BigEndian.Uint32(rd.Buffered())))
 	if n < 8 || n > maxStartupPacket {
-		return nil, &clientError{codeProtocolViolation, fmt.Sprintf("invalid length of startup packet: %d", n)}
+		return nil, &startupDrop{fmt.Sprintf("invalid length of startup packet: %d", n)}
 	}
 	if err := rd.Ensure(n); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, &startupDrop{"incomplete startup packet"}
+		}
 		return nil, err
 	}
 	body := rd.Buffered()[4:n]
@@ -185,8 +210,14 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 		}
 		major, minor := code>>16, code&0xffff
 		if major != 3 {
-			return nil, &clientError{codeFeatureNotSupported,
-				fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", major, minor)}
+			msg := fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", major, minor)
+			if major < 3 {
+				// PostgreSQL answers a protocol 2 client in protocol 2:
+				// 'E' and the text as one C string.
+				_, _ = nc.Write(append([]byte("EFATAL:  "+msg+"\n"), 0))
+				return nil, &startupDrop{msg}
+			}
+			return nil, &clientError{codeFeatureNotSupported, msg}
 		}
 		params, err := parseStartupParams(body[4:])
 		if err != nil {
@@ -224,7 +255,8 @@ func parseStartupParams(b []byte) (map[string]string, error) {
 
 func classifyClientErr(err error) error {
 	var ce *clientError
-	if errors.As(err, &ce) {
+	var drop *startupDrop
+	if errors.As(err, &ce) || errors.As(err, &drop) {
 		return err
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
@@ -305,9 +337,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		}
 	}
 	if !known && method != auth.Trust {
-		var junk [24]byte
-		_, _ = rand.Read(junk[:])
-		secret, _ = auth.ParseSecret(fmt.Sprintf("%x", junk))
+		// A mock exchange (auth.AuthenticateKeys): for SCRAM, a salt that
+		// is stable per user name and no more work than a real user's.
+		secret = auth.Secret{Kind: auth.SecretNone}
 	}
 	method = auth.ChooseMethod(method, secret)
 	be := pgproto3.NewBackend(rd.MessageReader(), nc)
@@ -320,7 +352,12 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		case errors.Is(err, auth.ErrChannelBindingCheck):
 			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingCheck.Error()}
 		case errors.Is(err, auth.ErrPasswordMismatch):
-			l.Warn().Str("method", method.String()).Msg("password authentication failed")
+			ev := l.Warn().Str("method", method.String())
+			if errors.Is(err, auth.ErrNoSCRAMSecret) {
+				// PostgreSQL's detail: the stored secret is an md5 hash.
+				ev = ev.Str("detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user))
+			}
+			ev.Msg("password authentication failed")
 			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
 		case errors.Is(err, auth.ErrProtocol):
 			return nil, &clientError{codeProtocolViolation, "invalid authentication response"}
@@ -406,15 +443,41 @@ func acquireError(err error) error {
 	case errors.Is(err, pool.ErrClosed):
 		return &clientError{codeCannotConnectNow, "the database is being reconfigured or shut down; retry"}
 	}
+	// The server's own refusal reaches the client as PostgreSQL sent it
+	// (its code and message, nothing added); pgtide's log has the rest
+	// (host, port, the attempt), which a client has no business knowing.
 	var se *pool.ServerError
 	if errors.As(err, &se) {
-		return &clientError{se.Code, "server login failed: " + se.Message}
+		return &clientError{se.Code, se.Message}
 	}
-	var pe interface{ SQLState() string }
-	if errors.As(err, &pe) && pe.SQLState() != "" {
-		return &clientError{pe.SQLState(), "server login failed: " + err.Error()}
+	var ae *pool.AuthError
+	if errors.As(err, &ae) {
+		return &clientError{codeServerUnavailable, "could not connect to the server: " + ae.Msg}
 	}
-	return &clientError{codeServerUnavailable, "could not connect to the server: " + err.Error()}
+	return &clientError{codeServerUnavailable, "could not connect to the server: " + connectFailure(err)}
+}
+
+// connectFailure names the kind of a failed server connection without
+// its addresses or OS error text: they are in pgtide's log.
+func connectFailure(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return "timeout expired"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		return "server closed the connection unexpectedly"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "could not translate the server's host name"
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) || strings.Contains(err.Error(), "TLS") || strings.Contains(err.Error(), "tls:") {
+		return "TLS negotiation failed"
+	}
+	return "see pgtide's log"
 }
 
 // handleCancel routes a CancelRequest carrying a pgtide-minted key to the

@@ -61,17 +61,14 @@ func ParseMethod(s string) (Method, error) {
 	return 0, fmt.Errorf("auth: unknown auth method %q (want trust, password, md5 or scram-sha-256)", s)
 }
 
-// ChooseMethod applies PgBouncer's rules for which exchange to run with a
-// client, given the configured method and the user's stored secret:
-// scram-sha-256 with an md5 secret falls back to MD5; md5 with a SCRAM secret
-// uses SCRAM; password uses Cleartext whatever the secret; trust is Trust.
+// ChooseMethod applies PostgreSQL's rules for which exchange to run with a
+// client, given the configured method and the user's stored secret: md5
+// with a SCRAM secret uses SCRAM; scram-sha-256 is SCRAM whatever the
+// secret (an md5 secret cannot pass it: AuthenticateKeys refuses it after a
+// full exchange, as PostgreSQL does); password uses Cleartext whatever the
+// secret; trust is Trust.
 func ChooseMethod(configured Method, s Secret) Method {
 	switch configured {
-	case SCRAM:
-		if s.Kind == SecretMD5 {
-			return MD5
-		}
-		return SCRAM
 	case MD5:
 		if s.Kind == SecretSCRAM {
 			return SCRAM
@@ -83,6 +80,13 @@ func ChooseMethod(configured Method, s Secret) Method {
 
 // ErrPasswordMismatch means the client gave a wrong password (caller answers SQLSTATE 28P01).
 var ErrPasswordMismatch = errors.New("password authentication failed")
+
+// ErrNoSCRAMSecret is wrapped, with ErrPasswordMismatch, when a SCRAM
+// exchange was asked of a user whose stored secret is an md5 hash: no
+// password can pass it. PostgreSQL logs it as the detail "User "NAME" does
+// not have a valid SCRAM secret." and tells the client only that the
+// password failed.
+var ErrNoSCRAMSecret = errors.New("user does not have a valid SCRAM secret")
 
 // ErrProtocol means the client sent a message that has no place in the
 // authentication exchange, or a malformed one (caller answers SQLSTATE 08P01).
@@ -103,8 +107,15 @@ var ErrProtocol = errors.New("protocol violation")
 // an error wrapping ErrProtocol. I/O errors are returned wrapped; a client that
 // sends Terminate mid-exchange yields an error wrapping io.EOF (psql does this
 // before prompting for a password). Any other error (an unknown method, an md5
-// secret asked to do SCRAM, a SCRAM secret asked to do MD5) is the caller's
-// configuration problem.
+// secret asked to do MD5) is the caller's configuration problem. An md5
+// secret asked to do SCRAM runs the exchange with a mock verifier and fails
+// with ErrPasswordMismatch and ErrNoSCRAMSecret.
+//
+// A user with no secret (SecretNone, also what an unknown user is given)
+// gets a mock SCRAM verifier whose salt is derived from user and a secret
+// of this process (MockSalt), as PostgreSQL's scram_mock_salt: the same
+// salt on every attempt and the same cost as a real user, so that the
+// exchange does not tell whether the user exists.
 //
 // Authenticate does not close or set deadlines on the connection; the caller
 // bounds it with a deadline on the underlying net.Conn.
@@ -136,7 +147,7 @@ func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret, opt
 	case MD5:
 		return Keys{}, authMD5(be, user, s)
 	case SCRAM:
-		return authSCRAM(be, s, opts)
+		return authSCRAM(be, user, s, opts)
 	}
 	return Keys{}, fmt.Errorf("auth: unknown auth method %d", int(m))
 }
@@ -220,7 +231,7 @@ func askPassword(be *pgproto3.Backend, req pgproto3.BackendMessage, authType uin
 	return pm.Password, nil
 }
 
-func authSCRAM(be *pgproto3.Backend, s Secret, opts Options) (Keys, error) {
+func authSCRAM(be *pgproto3.Backend, user string, s Secret, opts Options) (Keys, error) {
 	var cred scram.StoredCredentials
 	switch s.Kind {
 	case SecretSCRAM:
@@ -229,18 +240,25 @@ func authSCRAM(be *pgproto3.Backend, s Secret, opts Options) (Keys, error) {
 			StoredKey:  s.StoredKey,
 			ServerKey:  s.ServerKey,
 		}
-	case SecretPlain, SecretNone:
-		// A plaintext secret gets a verifier derived once and cached. With
-		// no secret at all, random keys make every proof fail after a
-		// normal-looking exchange, as PostgreSQL's mock authentication does.
+	case SecretPlain:
+		// A plaintext secret gets a verifier derived once and cached.
 		var err error
-		if cred, err = plainCredentials(s.Plain, s.Kind == SecretPlain); err != nil {
+		if cred, err = plainCredentials(s.Plain); err != nil {
 			return Keys{}, err
 		}
-	case SecretMD5:
-		return Keys{}, errors.New("auth: an md5 secret cannot verify a SCRAM-SHA-256 exchange (use ChooseMethod)")
+	case SecretNone, SecretMD5:
+		// No verifier: random keys make every proof fail after a
+		// normal-looking exchange, as PostgreSQL's mock authentication does.
+		var err error
+		if cred, err = mockCredentials(user); err != nil {
+			return Keys{}, err
+		}
 	default:
 		return Keys{}, fmt.Errorf("auth: unknown secret kind %d", int(s.Kind))
+	}
+	mismatch := ErrPasswordMismatch
+	if s.Kind == SecretMD5 {
+		mismatch = fmt.Errorf("%w: %w", ErrPasswordMismatch, ErrNoSCRAMSecret)
 	}
 
 	// PostgreSQL clients send an empty name in client-first-message ("n=");
@@ -307,7 +325,7 @@ func authSCRAM(be *pgproto3.Backend, s Secret, opts Options) (Keys, error) {
 	serverFinal, err := conv.Step(string(resp.Data))
 	if err != nil {
 		if serverFinal == scram.ErrInvalidProof {
-			return Keys{}, fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+			return Keys{}, fmt.Errorf("auth: scram: %w", mismatch)
 		}
 		if serverFinal == scram.ErrChannelBindingsDontMatch && bound {
 			return Keys{}, fmt.Errorf("auth: %w", ErrChannelBindingCheck)
@@ -318,7 +336,7 @@ func authSCRAM(be *pgproto3.Backend, s Secret, opts Options) (Keys, error) {
 		return Keys{}, fmt.Errorf("auth: invalid SCRAM client-final-message (%s): %w", scramReason(serverFinal), ErrProtocol)
 	}
 	if !conv.Valid() {
-		return Keys{}, fmt.Errorf("auth: scram: %w", ErrPasswordMismatch)
+		return Keys{}, fmt.Errorf("auth: scram: %w", mismatch)
 	}
 	var keys Keys
 	if s.Kind == SecretSCRAM {
