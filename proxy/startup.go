@@ -29,7 +29,8 @@ const (
 	codeSSLRequest    = 80877103
 	codeGSSENCRequest = 80877104
 	codeCancelRequest = 80877102
-	// PostgreSQL refuses startup packets above this size.
+	// PostgreSQL refuses startup packets whose body (after the length)
+	// is above this size.
 	maxStartupPacket = 10000
 )
 
@@ -63,7 +64,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			if o := s.obs(); o != nil {
 				o.Login("", "", false)
 			}
-			log.Info().Err(err).Str("sqlstate", codeProtocolViolation).Msg("login failed: malformed startup packet")
+			log.Info().Err(err).Str("sqlstate", drop.code).Msg("login failed: malformed startup packet")
 			return
 		}
 		if errors.As(err, &ce) {
@@ -125,7 +126,7 @@ func (s *Server) admit(max int) bool {
 // sends Terminate before its startup packet when a client is ended at once,
 // and an ErrorResponse then crashes the process with an unhandled
 // rejection).
-type startupDrop struct{ msg string }
+type startupDrop struct{ code, msg string }
 
 func (e *startupDrop) Error() string { return e.msg }
 
@@ -134,17 +135,17 @@ func (e *startupDrop) Error() string { return e.msg }
 func readStartupPacket(rd *wire.Reader) ([]byte, error) {
 	if err := rd.Ensure(4); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, &startupDrop{"incomplete startup packet"}
+			return nil, &startupDrop{codeProtocolViolation, "incomplete startup packet"}
 		}
 		return nil, err // nothing at all: a probe, or a client that disliked our 'N'
 	}
 	n := int(int32(binary.BigEndian.Uint32(rd.Buffered())))
-	if n < 8 || n > maxStartupPacket {
-		return nil, &startupDrop{fmt.Sprintf("invalid length of startup packet: %d", n)}
+	if n < 8 || n-4 > maxStartupPacket { // PostgreSQL's limit is on the body
+		return nil, &startupDrop{codeProtocolViolation, fmt.Sprintf("invalid length of startup packet: %d", n)}
 	}
 	if err := rd.Ensure(n); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, &startupDrop{"incomplete startup packet"}
+			return nil, &startupDrop{codeProtocolViolation, "incomplete startup packet"}
 		}
 		return nil, err
 	}
@@ -215,7 +216,7 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 				// PostgreSQL answers a protocol 2 client in protocol 2:
 				// 'E' and the text as one C string.
 				_, _ = nc.Write(append([]byte("EFATAL:  "+msg+"\n"), 0))
-				return nil, &startupDrop{msg}
+				return nil, &startupDrop{codeFeatureNotSupported, msg}
 			}
 			return nil, &clientError{codeFeatureNotSupported, msg}
 		}
