@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -1152,6 +1153,17 @@ func TestReliabilityHostileInput(t *testing.T) {
 			}
 		}
 	}
+	// silent: the connection is closed without a byte, as PostgreSQL
+	// closes one on a malformed startup packet (issue 17).
+	silent := func(t *testing.T, c net.Conn) []byte {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got, err := io.ReadAll(c)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("connection still open 3 s after a malformed startup packet")
+		}
+		return got
+	}
 	hdr := func(typ byte, n uint32) []byte {
 		b := []byte{typ, 0, 0, 0, 0}
 		binary.BigEndian.PutUint32(b[1:], n)
@@ -1226,15 +1238,18 @@ func TestReliabilityHostileInput(t *testing.T) {
 			r.waitNoOpenTxn(t, 3*time.Second, "after BEGIN + invalid message")
 		}},
 		{"protocol_v2_startup", func(t *testing.T) {
-			c, fe := raw(t)
+			c, _ := raw(t)
 			pkt := make([]byte, 296) // v2 StartupPacket: len, version, database[64], user[32], options[64], unused[64], tty[64]
 			binary.BigEndian.PutUint32(pkt, 296)
 			binary.BigEndian.PutUint32(pkt[4:], 2<<16)
 			copy(pkt[8:], r.DB)
 			copy(pkt[72:], r.User)
 			write(t, c, pkt)
-			expectError(t, c, fe, 3*time.Second, "0A000")
-			closed(t, c)
+			// PostgreSQL answers in protocol 2: 'E' and a C string.
+			want := "EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\x00"
+			if got := silent(t, c); string(got) != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
 		}},
 		{"ssl_request_after_startup", func(t *testing.T) {
 			c, fe := rawLogin(t, r.URL())
@@ -1243,16 +1258,18 @@ func TestReliabilityHostileInput(t *testing.T) {
 			closed(t, c)
 		}},
 		{"garbage_startup_http", func(t *testing.T) {
-			c, fe := raw(t)
+			c, _ := raw(t)
 			write(t, c, []byte("GET / HTTP/1.1\r\nHost: pgtide\r\n\r\n"))
-			expectError(t, c, fe, 3*time.Second, "08P01")
-			closed(t, c)
+			if got := silent(t, c); len(got) > 0 {
+				t.Errorf("got %q, want no reply (invalid length of startup packet)", got)
+			}
 		}},
 		{"garbage_startup_short_length", func(t *testing.T) {
-			c, fe := raw(t)
+			c, _ := raw(t)
 			write(t, c, []byte{0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef})
-			expectError(t, c, fe, 3*time.Second, "08P01")
-			closed(t, c)
+			if got := silent(t, c); len(got) > 0 {
+				t.Errorf("got %q, want no reply (invalid length of startup packet)", got)
+			}
 		}},
 		{"garbage_startup_no_terminator", func(t *testing.T) {
 			c, fe := raw(t)
