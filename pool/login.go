@@ -319,7 +319,7 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 				return fmt.Errorf("server: %w", err)
 			}
 			if !slices.Contains(m.AuthMechanisms, scramMech) {
-				return fmt.Errorf("server offers SASL mechanisms %q, pgtide speaks SCRAM-SHA-256", m.AuthMechanisms)
+				return &AuthError{fmt.Sprintf("server offers SASL mechanisms %q, pgtide speaks SCRAM-SHA-256", m.AuthMechanisms)}
 			}
 			if len(sec.ClientKey) == 0 && dc.Password == "" {
 				return &AuthError{fmt.Sprintf("server asked for SCRAM-SHA-256 for user %q, and pgtide has no password or client key for it (SCRAM passthrough needs a client to log in first)", dc.User)}
@@ -355,7 +355,7 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 				return err
 			}
 		default:
-			return fmt.Errorf("server asked for an authentication method pgtide does not support (code %d)", code)
+			return &AuthError{fmt.Sprintf("server asked for an authentication method pgtide does not support (code %d)", code)}
 		}
 		if err != nil {
 			return fmt.Errorf("write to server: %w", err)
@@ -483,7 +483,7 @@ func (c *scramClient) verify(serverFinal string) error {
 	if c.wantSignature {
 		sig, err := base64.StdEncoding.DecodeString(strings.SplitN(v, ",", 2)[0])
 		if err != nil || subtle.ConstantTimeCompare(sig, hmacSum(c.serverKey, c.authMessage)) != 1 {
-			return errors.New("server: invalid SCRAM server signature (the server does not know the user's verifier)")
+			return &AuthError{"invalid SCRAM server signature (the server does not know the user's verifier)"}
 		}
 	}
 	c.done = true

@@ -319,7 +319,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	}()
 
 	// Authenticate. An unknown user runs the same exchange against a
-	// random secret, so a wrong user and a wrong password look the same.
+	// mock secret, so a wrong user and a wrong password look the same.
 	method, err := s.clientAuthMethod(cfg, nc, user, dbName) // TLS mode, HBA (hba.go)
 	if err != nil {
 		return nil, err
@@ -454,6 +454,9 @@ func acquireError(err error) error {
 	var ae *pool.AuthError
 	if errors.As(err, &ae) {
 		return &clientError{codeServerUnavailable, "could not connect to the server: " + ae.Msg}
+	}
+	if errors.Is(err, pool.ErrVerifierMismatch) {
+		return &clientError{codeServerUnavailable, "could not connect to the server: " + pool.ErrVerifierMismatch.Error()}
 	}
 	return &clientError{codeServerUnavailable, "could not connect to the server: " + connectFailure(err)}
 }
