@@ -67,15 +67,16 @@ func (s LoginSecret) Empty() bool { return len(s.ClientKey) == 0 && s.MD5 == "" 
 // same verifier in pgtide (config or auth_query) and in the server.
 var ErrVerifierMismatch = errors.New("the server's SCRAM verifier differs from pgtide's (salt or iteration count); SCRAM passthrough needs the same verifier on both")
 
-// Login opens a server connection the way Dial does, but runs the startup
-// and authentication itself, so that it can log in with sec when pgconn
-// cannot (it only takes a plaintext password): SCRAM-SHA-256 with a
-// ClientKey, md5 with an md5 hash. dc.Password, when set, is used for
-// cleartext, md5 and SCRAM requests as a client would use it.
+// Login opens and authenticates a server connection, running the startup
+// and authentication itself: with sec when there is no plaintext password
+// (SCRAM-SHA-256 with a ClientKey, md5 with an md5 hash: passthrough), or
+// with dc.Password, used for cleartext and md5 as is and for SCRAM after
+// SASLprep, as libpq uses it. dc.RequireAuth is checked before any request
+// is answered.
 //
 // TLS follows dc.SSLMode with the tls.Config pgconn builds from the same
-// settings Dial gives it (sslrootcert, sslcert, sslkey, verify-ca/full); for
-// "prefer" and "allow" the second attempt is made as pgconn makes it.
+// settings (sslrootcert, sslcert, sslkey, verify-ca/full); for "prefer" and
+// "allow" the second attempt is made as pgconn makes it.
 func Login(ctx context.Context, dc DialConfig, sec LoginSecret) (*Conn, error) {
 	pc, err := dc.pgconnConfig()
 	if err != nil {
