@@ -185,10 +185,8 @@ func (s *Server) waitResume(ctx context.Context, c *dbControl) error {
 // loginAcquire borrows the server a login needs: refused for a disabled
 // database, waiting while it is paused. Errors are for the client.
 func (s *Server) loginAcquire(ctx context.Context, ss *session) (*pool.Conn, error) {
-	c := s.admin.db(ss.dbName)
-	ss.adm.ctl = c
-	if c.disabled.Load() {
-		return nil, &clientError{codeCannotConnectNow, fmt.Sprintf("database %q is disabled", ss.dbName)}
+	if err := s.loginAllowed(ss); err != nil {
+		return nil, err
 	}
 	gate, err := s.enterBorrow(ctx, ss, time.Now())
 	if err != nil {
@@ -200,6 +198,16 @@ func (s *Server) loginAcquire(ctx context.Context, ss *session) (*pool.Conn, err
 		return nil, acquireError(err)
 	}
 	return sc, nil
+}
+
+// loginAllowed refuses a login to a database DISABLEd by the admin.
+func (s *Server) loginAllowed(ss *session) error {
+	c := s.admin.db(ss.dbName)
+	ss.adm.ctl = c
+	if c.disabled.Load() {
+		return &clientError{codeCannotConnectNow, fmt.Sprintf("database %q is disabled", ss.dbName)}
+	}
+	return nil
 }
 
 // adminConn is one admin console connection. Its goroutine (serveAdmin)

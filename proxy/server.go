@@ -83,6 +83,7 @@ type poolEntry struct {
 	counters *PoolCounters
 	dial     pool.DialConfig
 	mode     config.PoolMode
+	welcome  welcomeCache // logins without a server (welcome.go)
 }
 
 // New returns a Server for cfg. Call Listen, then Serve.

@@ -80,6 +80,12 @@ type session struct {
 	unnamedParse []byte           // the client's last unnamed Parse frame
 	clientSkip   bool             // pgtide raised an error: drop until Sync
 
+	// Set when the login was answered from the pool's welcome cache
+	// (welcome.go) until the first server is checked against it; client
+	// goroutine only. welcomed is shared with the cache: never modified.
+	welcomeKey string
+	welcomed   map[string]string
+
 	// A large message being forwarded in pieces (stream.go); client
 	// goroutine only.
 	passTo     *pool.Conn
@@ -423,6 +429,9 @@ func (ss *session) borrow() (*pool.Conn, error) {
 			}
 			ss.pe.pool.Discard(sc) // died in the pool: nothing was sent for the client yet
 			continue
+		}
+		if ss.welcomed != nil {
+			ss.checkWelcome(sc) // welcome.go
 		}
 		return sc, nil
 	}

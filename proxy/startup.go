@@ -386,31 +386,50 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if err := ss.wantFromStartup(params); err != nil {
 		return nil, err
 	}
-	// Borrow a server to prove the database is reachable and to learn the
-	// parameter values this client starts with.
-	ctx, cancel := context.WithTimeout(context.Background(), ss.waitTimeout())
-	sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
-	cancel()
-	if err != nil {
+	if err := s.loginAllowed(ss); err != nil { // admin DISABLE
 		return nil, err
 	}
-	if err := ss.syncParams(sc); err != nil {
-		ss.releaseOrDiscard(sc)
-		return nil, err
-	}
-	for k, v := range sc.Params {
-		ss.view[k] = v
-	}
-	s.register(ss)
-	if !s.loginsOpen() {
-		s.unregister(ss)
-		ss.releaseOrDiscard(sc)
-		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
-	}
-	if ss.mode == config.PoolSession {
-		ss.attach(sc)
+	if view := s.welcomeFromCache(ss); view != nil {
+		// A server accepted these startup settings before and reported
+		// view: the client waits for a server at its first query.
+		for k, v := range view {
+			ss.view[k] = v
+		}
+		s.register(ss)
+		if !s.loginsOpen() {
+			s.unregister(ss)
+			return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+		}
 	} else {
-		ss.releaseOrDiscard(sc)
+		// Borrow a server to prove the database is reachable and to learn
+		// the parameter values this client starts with.
+		ctx, cancel := context.WithTimeout(ss.ended, ss.waitTimeout())
+		sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if err := ss.syncParams(sc); err != nil {
+			ss.releaseOrDiscard(sc)
+			return nil, err
+		}
+		fresh := make(map[string]string, len(sc.Params))
+		for k, v := range sc.Params {
+			ss.view[k] = v
+			fresh[k] = v
+		}
+		pe.welcome.put(welcomeKey(ss.want), fresh)
+		s.register(ss)
+		if !s.loginsOpen() {
+			s.unregister(ss)
+			ss.releaseOrDiscard(sc)
+			return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+		}
+		if ss.mode == config.PoolSession {
+			ss.attach(sc)
+		} else {
+			ss.releaseOrDiscard(sc)
+		}
 	}
 
 	var out []byte

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtide/pgtide/pool"
+)
+
+// Logins without a server. A pool remembers, per set of startup settings a
+// client asked for, the parameters a server reported to such a client (its
+// "welcome", as PgBouncer caches it). A later login with the same startup
+// settings is answered from it without borrowing a server: the client
+// waits for a server at its first query (counted in cl_waiting), not in
+// its login, and a login per transaction (pgbench -C) costs no borrow.
+// Only a set that a server accepted is cached, so a startup setting the
+// server would refuse is still refused at login. When the first server the
+// client gets reports other values (the server was reconfigured or
+// upgraded since), the client is sent ParameterStatus for each, as
+// PostgreSQL does when a reported parameter changes, and the cache is
+// refreshed.
+
+// welcomeMax bounds the startup-setting sets remembered per pool.
+const welcomeMax = 64
+
+// welcomeCache is safe for concurrent use. Maps it hands out are never
+// changed afterwards: a refresh stores a new map.
+type welcomeCache struct {
+	mu sync.Mutex
+	m  map[string]map[string]string
+}
+
+func (w *welcomeCache) get(key string) map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.m[key]
+}
+
+func (w *welcomeCache) put(key string, view map[string]string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[string]map[string]string{}
+	}
+	if _, ok := w.m[key]; !ok && len(w.m) >= welcomeMax {
+		for k := range w.m { // full: forget one at random
+			delete(w.m, k)
+			break
+		}
+	}
+	w.m[key] = view
+}
+
+// welcomeKey is the client's startup settings in a canonical form.
+func welcomeKey(want map[string]string) string {
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(want[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// welcomeFromCache returns the parameters to report to a client logging in
+// without a server, or nil when it must borrow one: nothing cached for its
+// startup settings, or the database is paused (a login waits for RESUME).
+func (s *Server) welcomeFromCache(ss *session) map[string]string {
+	c := s.admin.db(ss.dbName)
+	if s.admin.paused(c) {
+		return nil
+	}
+	ss.welcomeKey = welcomeKey(ss.want)
+	v := ss.pe.welcome.get(ss.welcomeKey)
+	if v != nil {
+		ss.welcomed = v
+	}
+	return v
+}
+
+// checkWelcome runs on the first server a client that logged in from the
+// cache gets, after its startup settings were applied: parameters the
+// server reports differently reach the client as ParameterStatus, and the
+// cache learns them. Called by the client goroutine before anything of the
+// client's is forwarded, so the messages come before any reply.
+func (ss *session) checkWelcome(sc *pool.Conn) {
+	told := ss.welcomed
+	ss.welcomed = nil
+	if told == nil {
+		return
+	}
+	var out []byte
+	for k, v := range sc.Params {
+		if told[k] != v {
+			out, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(out)
+		}
+	}
+	if len(out) == 0 {
+		return
+	}
+	fresh := make(map[string]string, len(sc.Params))
+	for k, v := range sc.Params {
+		fresh[k] = v
+	}
+	ss.pe.welcome.put(ss.welcomeKey, fresh)
+	ss.log.Info().Msg("server parameters changed since they were cached; the client is told the new values")
+	ss.wmu.Lock()
+	_, _ = ss.conn.Write(out)
+	ss.wmu.Unlock()
+}
