@@ -303,3 +303,32 @@ func (c *Config) UnixSocketPath() string {
 	}
 	return filepath.Join(c.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(port))
 }
+
+// HasSecrets reports whether the file holds any password, hash or verifier.
+func (c *Config) HasSecrets() bool {
+	for _, u := range c.Users {
+		if u.Password != "" {
+			return true
+		}
+	}
+	for _, db := range c.Databases {
+		if db.Password != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// FileModeWarning returns a warning when the configuration file at path
+// holds secrets and every user of the machine may read it, else "". Only a
+// warning: the file is the operator's, and it may be readable on purpose.
+func (c *Config) FileModeWarning(path string) string {
+	if !c.HasSecrets() {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("configuration file %q holds passwords and is readable by every user of this machine (mode %04o); make it readable by pgtide only: chmod 600 (or 640 with a group)", path, fi.Mode().Perm())
+}

@@ -1,6 +1,16 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +108,117 @@ func TestAutodbIdleTimeout(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%s: want autodb_idle_timeout: ...%s...", tc.src, tc.reason)
+		}
+	}
+}
+
+// writeKeyPair writes a self-signed certificate and its key into dir.
+func writeKeyPair(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgtide"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestKeyFilePermissions: a private key others can read is refused with
+// PostgreSQL's message, for clients' and servers' TLS alike (issue 13.9).
+func TestKeyFilePermissions(t *testing.T) {
+	certFile, keyFile := writeKeyPair(t, t.TempDir())
+	root := os.Geteuid() == 0
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o600, true}, {0o400, true},
+		{0o640, root}, // a root-owned key may be group-readable
+		{0o644, false}, {0o604, false}, {0o660, false}, {0o620, false}, {0o610, false},
+	} {
+		if err := os.Chmod(keyFile, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		for _, src := range []struct{ toml, key string }{
+			{fmt.Sprintf("client_tls_cert_file = %q\nclient_tls_key_file = %q\n", certFile, keyFile), "client_tls_key_file"},
+			{fmt.Sprintf("[databases.a]\nserver_tls_cert_file = %q\nserver_tls_key_file = %q\n", certFile, keyFile), "databases.a.server_tls_key_file"},
+		} {
+			_, err := Parse("test.toml", []byte(src.toml))
+			if tc.ok {
+				if err != nil {
+					t.Errorf("mode %04o: %v", tc.mode, err)
+				}
+				continue
+			}
+			want := fmt.Sprintf("%s: private key file %q has group or world access", src.key, keyFile)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "u=rw (0600) or less") {
+				t.Errorf("mode %04o: got %v, want ...%s...", tc.mode, err, want)
+			}
+			if err := CheckKeyFile(keyFile); err == nil {
+				t.Errorf("mode %04o: CheckKeyFile accepts it", tc.mode)
+			}
+		}
+	}
+	if !root {
+		return
+	}
+	// Owned by someone else than pgtide's user and root.
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(keyFile, 54321, 54321); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse("test.toml", []byte(fmt.Sprintf("client_tls_cert_file = %q\nclient_tls_key_file = %q\n", certFile, keyFile)))
+	if err == nil || !strings.Contains(err.Error(), "must be owned by the user pgtide runs as or root") {
+		t.Errorf("key owned by another user: %v", err)
+	}
+}
+
+// TestFileModeWarning: a world-readable file with secrets gets a warning;
+// one without secrets, or readable by its owner (and group) only, none.
+func TestFileModeWarning(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pgtide.toml")
+	withSecret := mustParse(t, "[users.a]\npassword = \"md5"+strings.Repeat("0", 32)+"\"\n")
+	withDBSecret := mustParse(t, "[databases.a]\nuser = \"u\"\npassword = \"p\"\n")
+	without := mustParse(t, "[databases.a]\n")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Config{withSecret, withDBSecret} {
+		if w := c.FileModeWarning(path); !strings.Contains(w, "holds passwords and is readable by every user") || !strings.Contains(w, "0644") {
+			t.Errorf("0644 with a secret: warning %q", w)
+		}
+	}
+	if w := without.FileModeWarning(path); w != "" {
+		t.Errorf("no secrets: warning %q", w)
+	}
+	for _, mode := range []os.FileMode{0o600, 0o640} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if w := withSecret.FileModeWarning(path); w != "" {
+			t.Errorf("mode %04o: warning %q", mode, w)
 		}
 	}
 }
