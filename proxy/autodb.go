@@ -114,12 +114,13 @@ func (s *Server) closeFreed(k poolKey, p *pool.Pool) {
 }
 
 // autodbLoop frees the pools of auto-created databases ("*") unused for
-// autodb_idle_timeout. It looks every quarter of the timeout (between
-// 250 ms and 30 s), so a reload of the setting applies within 30 s.
+// autodb_idle_timeout. It looks every quarter of the timeout, at least
+// every second (so a reloaded setting applies within a second) and at most
+// every 250 ms.
 func (s *Server) autodbLoop() {
 	idleSince := map[*poolEntry]time.Time{}
 	for {
-		tick := 30 * time.Second
+		tick := time.Second
 		if to := s.Config().AutodbIdleTimeout.Duration; to > 0 {
 			tick = min(max(to/4, 250*time.Millisecond), tick)
 		}
@@ -144,8 +145,8 @@ func (s *Server) sweepAutodb(idleSince map[*poolEntry]time.Time, now time.Time) 
 		k poolKey
 		p *pool.Pool
 	}
-	if timeout <= 0 {
-		clear(idleSince)
+	if _, wildcard := cfg.Databases["*"]; timeout <= 0 || !wildcard {
+		clear(idleSince) // (a reload that removes "*" removes its pools)
 		return
 	}
 	var gone []freed
