@@ -531,3 +531,26 @@ func TestFilePermissions(t *testing.T) {
 		t.Fatal("no warning about a world-readable configuration file with passwords")
 	}
 }
+
+// TestReplicationRefused: a replication connection is refused with 0A000,
+// before any server is involved.
+func TestReplicationRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	cfg, err := pgconn.ParseConfig(e.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"database", "true"} {
+		cfg.RuntimeParams["replication"] = v
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := pgconn.ConnectConfig(ctx, cfg)
+		cancel()
+		if err == nil {
+			c.Close(context.Background())
+			t.Fatalf("replication=%s: connected", v)
+		}
+		if sqlState(err) != "0A000" {
+			t.Fatalf("replication=%s: %v; want 0A000", v, err)
+		}
+	}
+}
