@@ -19,11 +19,11 @@ import (
 // auth_query and server-login passthrough.
 //
 // auth_query: a user with no [users] section is looked up in PostgreSQL.
-// pgtide logs in as auth_user through a small pool of its own per auth
-// database (never lent to a client, so no client can change its
-// search_path) and runs auth_query with the user name as parameter $1 of
-// the extended protocol (never interpolated). The returned secret, or its
-// absence, is cached for auth_cache_ttl.
+// pgtide logs in as auth_user to auth_dbname through a small pool of its
+// own (never lent to a client, so no client can change its search_path)
+// and runs auth_query with the user name as parameter $1 of the extended
+// protocol (never interpolated). The returned secret, or its absence, is
+// cached for auth_cache_ttl, or until a server refuses that user's login.
 //
 // Passthrough: when pgtide has no plaintext password for a user, the server
 // login uses what the client's login revealed: the SCRAM ClientKey

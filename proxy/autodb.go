@@ -38,7 +38,8 @@ func (s *Server) loginPool(cfg *config.Config, dbName string, db config.Database
 		s.mu.Lock()
 		e.logins--
 		var gone *pool.Pool
-		if !ok && s.pools[k] == e && s.dynamicPool(s.Config(), k) && s.unusedLocked(k, e, s.sessionCountLocked(k)) {
+		// (Sessions are counted last: it is a scan of them all.)
+		if !ok && s.pools[k] == e && s.dynamicPool(s.Config(), k) && s.unusedLocked(k, e, 0) && s.sessionCountLocked(k) == 0 {
 			gone = s.freePoolLocked(k, e)
 		}
 		s.mu.Unlock()
