@@ -154,7 +154,7 @@ GRANT EXECUTE ON FUNCTION pgtide.user_lookup(text) TO %[1]s;`, pgtest.QuoteIdent
 
 	conf := defaultConf()
 	conf.Users[authUser] = authPass
-	conf.Extra = fmt.Sprintf("auth_user = %q\nauth_cache_ttl = \"30s\"\n", authUser)
+	conf.Extra = fmt.Sprintf("auth_user = %q\nauth_dbname = %q\nauth_cache_ttl = \"30s\"\n", authUser, e.db)
 	e.start(t, conf)
 
 	loginAndQuery(t, e, e.user, e.pass)

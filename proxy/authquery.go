@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,11 +19,11 @@ import (
 // auth_query and server-login passthrough.
 //
 // auth_query: a user with no [users] section is looked up in PostgreSQL.
-// pgtide logs in as auth_user through a small pool of its own per auth
-// database (never lent to a client, so no client can change its
-// search_path) and runs auth_query with the user name as parameter $1 of
-// the extended protocol (never interpolated). The returned secret, or its
-// absence, is cached for auth_cache_ttl.
+// pgtide logs in as auth_user to auth_dbname through a small pool of its
+// own (never lent to a client, so no client can change its search_path)
+// and runs auth_query with the user name as parameter $1 of the extended
+// protocol (never interpolated). The returned secret, or its absence, is
+// cached for auth_cache_ttl, or until a server refuses that user's login.
 //
 // Passthrough: when pgtide has no plaintext password for a user, the server
 // login uses what the client's login revealed: the SCRAM ClientKey
@@ -77,13 +78,16 @@ func anyUserAllowed(cfg *config.Config) bool {
 // dbName. found is false when auth_query is off, the user has no row or a
 // NULL secret, or the secret is malformed: the caller then runs the
 // exchange against a random secret, as for an unknown user.
+//
+// The lookup runs in auth_dbname, never in dbName: the owner of a database
+// a client can name could define the lookup function there and answer it
+// for any role (config requires auth_dbname with auth_user). So a client
+// that has not authenticated creates nothing per database it names: there
+// is one auth pool, and the cache is bounded (authMaxCache, auth_cache_ttl).
 func (s *Server) authQuerySecret(cfg *config.Config, dbName, user string, log zerolog.Logger) (auth.Secret, bool, error) {
-	if !cfg.AuthQueryEnabled() {
-		return auth.Secret{}, false, nil
-	}
 	authDB := cfg.AuthDBName
-	if authDB == "" {
-		authDB = dbName
+	if !cfg.AuthQueryEnabled() || authDB == "" {
+		return auth.Secret{}, false, nil
 	}
 	db, ok := cfg.ResolveDatabase(authDB)
 	if !ok || authDB == config.AdminDatabaseName {
@@ -168,8 +172,39 @@ func (st *authState) sweepCacheLocked() {
 	}
 }
 
+// forgetAuthUser drops what auth_query said about user, so that the next
+// login looks it up again: called when a server login as user failed, which
+// means PostgreSQL no longer accepts what the cache holds (a password
+// changed or revoked, NOLOGIN, an expired VALID UNTIL).
+func (s *Server) forgetAuthUser(user string) {
+	st := &s.authq
+	st.mu.Lock()
+	for k := range st.cache {
+		if k.user == user {
+			delete(st.cache, k)
+		}
+	}
+	st.mu.Unlock()
+}
+
+// serverRefusedLogin reports whether err says the server refused the login
+// itself (SQLSTATE class 28, or a SCRAM verifier that is no longer the
+// server's), as opposed to an unreachable server or a missing database.
+func serverRefusedLogin(err error) bool {
+	if errors.Is(err, pool.ErrVerifierMismatch) {
+		return true
+	}
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		return strings.HasPrefix(se.Code, "28")
+	}
+	var pe interface{ SQLState() string }
+	return errors.As(err, &pe) && strings.HasPrefix(pe.SQLState(), "28")
+}
+
 // authPoolFor returns the auth_user pool for authDB, replacing one whose
-// server login changed since (a reload).
+// server login changed since (a reload). Pools of another auth database
+// (auth_dbname changed) are closed: there is never more than one.
 func (s *Server) authPoolFor(cfg *config.Config, authDB string, db config.Database) (*authPool, error) {
 	u := cfg.Users[cfg.AuthUser]
 	sec, err := auth.ParseSecret(u.Password)
@@ -189,6 +224,12 @@ func (s *Server) authPoolFor(cfg *config.Config, authDB string, db config.Databa
 			return ap, nil
 		}
 		go ap.pool.Close()
+	}
+	for name, ap := range st.pools {
+		if name != authDB {
+			delete(st.pools, name)
+			go ap.pool.Close()
+		}
 	}
 	if st.pools == nil {
 		st.pools = map[string]*authPool{}
@@ -305,7 +346,16 @@ func (s *Server) rememberServerLogin(k poolKey, sec auth.Secret, keys auth.Keys)
 // dialServer opens a server connection for pool k: with pgconn (pool.Dial)
 // when the dial config has a password or logs in as another user, else
 // with what a client's login left for passthrough (pool.Login).
-func (s *Server) dialServer(ctx context.Context, k poolKey, dc pool.DialConfig) (*pool.Conn, error) {
+func (s *Server) dialServer(ctx context.Context, k poolKey, dc pool.DialConfig) (c *pool.Conn, err error) {
+	if dc.User == k.user {
+		defer func() {
+			// A cached auth_query secret must not outlive the server's
+			// refusal of the same role (issue 13.11).
+			if err != nil && serverRefusedLogin(err) {
+				s.forgetAuthUser(k.user)
+			}
+		}()
+	}
 	if dc.Password != "" || dc.User != k.user {
 		return pool.Dial(ctx, dc)
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -8,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 
+	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/auth"
 	"github.com/pgtide/pgtide/proxy/config"
 )
@@ -118,6 +122,7 @@ func authQueryConfig(t *testing.T, port int, extra string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse("t.toml", []byte(`
 auth_user = "lookup"
+auth_dbname = "app"
 auth_cache_ttl = "1h"
 `+extra+`
 [databases.app]
@@ -201,6 +206,26 @@ func TestAuthQueryLookupAndCache(t *testing.T) {
 	if st := s.authq.pools["app"].pool.Stats(); st.Open > authPoolSize {
 		t.Fatalf("auth pool has %d connections, want at most %d", st.Open, authPoolSize)
 	}
+	// Clients of other databases: the lookup still runs in auth_dbname,
+	// through the one auth pool.
+	for _, db := range []string{"other1", "other2"} {
+		if _, found, err := s.authQuerySecret(cfg, db, "carol-"+db, log); err != nil || found {
+			t.Fatalf("lookup for a client of %s: found %v, err %v", db, found, err)
+		}
+	}
+	if len(s.authq.pools) != 1 || s.authq.pools["app"] == nil {
+		t.Fatalf("auth pools %v, want only auth_dbname's", s.authq.pools)
+	}
+
+	// A server that refuses alice's login drops what the cache says of her
+	// (and nobody else's).
+	n = len(f.queries())
+	s.forgetAuthUser("alice")
+	lookup("alice")
+	lookup("bob")
+	if got := len(f.queries()); got != n+1 {
+		t.Fatalf("after forgetting alice: %d queries, want 1 (alice only)", got-n)
+	}
 
 	// auth_cache_ttl = 0: no cache.
 	cfg0 := authQueryConfig(t, f.ln.Addr().(*net.TCPAddr).Port, "")
@@ -250,5 +275,24 @@ func TestPassthroughRememberServerLogin(t *testing.T) {
 	s.rememberServerLogin(k, md5sec, auth.Keys{}) // refreshed by a later login
 	if s.authq.logins[k].sec.MD5 != md5sec.MD5 {
 		t.Fatal("md5 login not kept")
+	}
+}
+
+func TestServerRefusedLogin(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&pool.ServerError{Code: "28P01"}, true},
+		{&pool.ServerError{Code: "28000"}, true},
+		{fmt.Errorf("dial: %w", &pgconn.PgError{Code: "28P01"}), true},
+		{fmt.Errorf("login: %w", pool.ErrVerifierMismatch), true},
+		{&pool.ServerError{Code: "3D000"}, false},
+		{&pool.ServerError{Code: "53300"}, false},
+		{errors.New("connection refused"), false},
+	} {
+		if got := serverRefusedLogin(tc.err); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

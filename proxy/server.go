@@ -84,6 +84,7 @@ type poolEntry struct {
 	dial     pool.DialConfig
 	mode     config.PoolMode
 	welcome  welcomeCache // logins without a server (welcome.go)
+	logins   int          // logins in progress that borrow from it (autodb.go); guarded by Server.mu
 }
 
 // New returns a Server for cfg. Call Listen, then Serve.
@@ -150,7 +151,8 @@ func (s *Server) Serve() {
 		go s.acceptLoop(ln)
 	}
 	s.serving.Store(len(s.listeners) > 0)
-	go s.statsLoop() // statslog.go
+	go s.statsLoop()  // statslog.go
+	go s.autodbLoop() // autodb.go
 }
 
 // Ready reports whether the server accepts new clients: it is listening and
@@ -193,11 +195,13 @@ func (s *Server) Reload(cfg *config.Config) {
 	s.cfg.Store(cfg)
 	s.mu.Lock()
 	var stale []*pool.Pool
+	var removed []poolKey
 	for k, e := range s.pools {
 		db, okDB := cfg.ResolveDatabase(k.db)
 		u, okUser := cfg.Users[k.user]
 		if !okDB || (!okUser && !anyUserAllowed(cfg)) {
 			stale = append(stale, e.pool)
+			removed = append(removed, k)
 			delete(s.pools, k)
 			continue
 		}
@@ -221,6 +225,11 @@ func (s *Server) Reload(cfg *config.Config) {
 	s.mu.Unlock()
 	for _, p := range stale {
 		p.Close()
+	}
+	if r, ok := s.obs().(PoolRemover); ok { // autodb.go
+		for _, k := range removed {
+			r.PoolRemoved(k.db, k.user)
+		}
 	}
 	s.closeRemoved(cfg) // reload.go
 	s.logger().Info().Int("databases", len(cfg.Databases)).Int("users", len(cfg.Users)).Msg("configuration reloaded")
@@ -271,9 +280,13 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 
 // poolFor returns the pool for (database, user), creating it on first use.
 func (s *Server) poolFor(cfg *config.Config, dbName string, db config.Database, userName string, u config.User) *poolEntry {
-	k := poolKey{dbName, userName}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.poolForLocked(cfg, dbName, db, userName, u)
+}
+
+func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Database, userName string, u config.User) *poolEntry {
+	k := poolKey{dbName, userName}
 	if e := s.pools[k]; e != nil {
 		return e
 	}

@@ -380,7 +380,8 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if known {
 		s.rememberServerLogin(poolKey{dbName, user}, secret, keys) // passthrough (authquery.go)
 	}
-	pe := s.poolFor(cfg, dbName, db, user, ucfg)
+	pe, loginDone := s.loginPool(cfg, dbName, db, user, ucfg) // a failed login leaves no pool behind (autodb.go)
+	defer func() { loginDone(res != nil) }()
 
 	ss := newSession(s, nc, rd, pe, cfg, l, params)
 	if err := ss.wantFromStartup(params); err != nil {

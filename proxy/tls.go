@@ -39,6 +39,11 @@ type security struct {
 func buildSecurity(cfg *config.Config) (*security, error) {
 	sec := &security{mode: cfg.EffectiveClientTLSSSLMode()}
 	if cfg.ClientTLSCertFile != "" && sec.mode != "disable" {
+		// Checked again here, not only at load: the file is re-read on
+		// each reload and its mode may have changed since.
+		if err := config.CheckKeyFile(cfg.ClientTLSKeyFile); err != nil {
+			return nil, fmt.Errorf("client_tls_key_file: %w", err)
+		}
 		cert, err := tls.LoadX509KeyPair(cfg.ClientTLSCertFile, cfg.ClientTLSKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("client_tls_cert_file: %w", err)

@@ -154,9 +154,9 @@ var unmappedReasons = map[string]string{
 	"pidfile":                     "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
 	"auth_hba_file":               "pgtide has no HBA file; auth_type applies to every client",
 	"auth_ident_file":             "pgtide has no HBA/ident file",
-	"auth_query":                  "pgtide cannot look passwords up in the database; give every user a [users.NAME] password",
-	"auth_user":                   "pgtide cannot look passwords up in the database; give every user a [users.NAME] password",
-	"auth_dbname":                 "pgtide cannot look passwords up in the database",
+	"auth_query":                  authQueryHint,
+	"auth_user":                   authQueryHint,
+	"auth_dbname":                 authQueryHint,
 	"user":                        "pgtide does not switch user; start it as the user it should run as (systemd User=)",
 	"syslog":                      "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
 	"syslog_ident":                "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
@@ -174,7 +174,6 @@ var unmappedReasons = map[string]string{
 	"server_check_query":          "pgtide checks idle servers without a query (a non-blocking read that sees a closed socket or a pending FATAL)",
 	"server_round_robin":          "pgtide reuses the most recently returned server connection",
 	"client_idle_timeout":         "no pgtide equivalent",
-	"autodb_idle_timeout":         "no pgtide equivalent",
 	"suspend_timeout":             "pgtide has no SUSPEND/online restart",
 	"so_reuseport":                "pgtide has no peering/online restart across processes",
 	"peer_id":                     "pgtide has no peering",
@@ -193,11 +192,17 @@ var unmappedReasons = map[string]string{
 	"server_tls_sslmode":          "TLS to servers is not configured in pgtide's configuration file",
 }
 
+// authQueryHint: pgtide has auth_user, auth_query and auth_dbname, but not
+// in the shape a converter could fill in safely (the query reads a function
+// the README shows; auth_dbname is required, since the lookup never runs in
+// the client's database).
+const authQueryHint = "set auth_user, auth_query and auth_dbname by hand: pgtide requires auth_dbname (the lookup never runs in the database the client names), auth_user's plaintext password in a [users] table, and the lookup function of the README's auth_query section"
+
 // Durations: PgBouncer writes seconds as a number.
 var durationKeys = map[string]bool{
 	"server_connect_timeout": true, "server_idle_timeout": true, "server_lifetime": true,
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
-	"client_login_timeout": true, "server_check_delay": true,
+	"client_login_timeout": true, "server_check_delay": true, "autodb_idle_timeout": true,
 }
 
 var intKeys = map[string]bool{
@@ -430,7 +435,7 @@ func (c *converter) convertDatabase(e iniEntry) {
 			case "client_encoding", "datestyle", "timezone", "application_name":
 				reason = "pgtide does not force server parameters; set it with ALTER DATABASE ... SET or in the client"
 			case "auth_user", "auth_query", "auth_dbname":
-				reason = "pgtide cannot look passwords up in the database"
+				reason = "pgtide has only the global auth_user, auth_query and auth_dbname; " + authQueryHint
 			case "server_lifetime":
 				reason = "pgtide has only the global server_lifetime"
 			case "load_balance_hosts":

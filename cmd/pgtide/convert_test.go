@@ -174,3 +174,19 @@ func TestRunConvertCLI(t *testing.T) {
 		t.Errorf("missing file: exit %d, want 1", code)
 	}
 }
+
+func TestConvertAutodbAndAuthQuery(t *testing.T) {
+	cfg, _, notes := convertString(t, "[databases]\n* = host=db auth_dbname=postgres\n[pgbouncer]\nlisten_addr = 127.0.0.1\nautodb_idle_timeout = 600\nauth_user = pgb\nauth_dbname = postgres\n", "")
+	if cfg.AutodbIdleTimeout.Duration != 10*time.Minute {
+		t.Errorf("autodb_idle_timeout = %s, want 10m", cfg.AutodbIdleTimeout.Duration)
+	}
+	n := 0
+	for _, s := range notes {
+		if strings.Contains(s, "auth_") && strings.Contains(s, "pgtide requires auth_dbname") {
+			n++
+		}
+	}
+	if n != 3 { // auth_user, auth_dbname, and the database's auth_dbname
+		t.Errorf("notes = %q; want three auth_query notes naming auth_dbname", notes)
+	}
+}

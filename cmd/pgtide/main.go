@@ -68,6 +68,9 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		if w := cfg.FileModeWarning(*check); w != "" {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
 		fmt.Fprintf(stdout, "%s: configuration is valid (%d databases, %d users)\n", *check, len(cfg.Databases), len(cfg.Users))
 		if *verbose {
 			printEffective(stdout, cfg)
@@ -83,6 +86,9 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg, stderr)
+	if w := cfg.FileModeWarning(*cfgPath); w != "" {
+		log.Warn().Msg(w)
+	}
 	if addr := os.Getenv("PGTIDE_PPROF"); addr != "" {
 		// Profiling endpoint for performance work; off unless asked for.
 		go func() { log.Warn().Err(http.ListenAndServe(addr, nil)).Msg("pprof server stopped") }()
@@ -203,6 +209,9 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 			log.Error().Err(err).Msg("reload failed; keeping the running configuration")
 		}
 		return err
+	}
+	if w := cfg.FileModeWarning(path); w != "" {
+		log.Warn().Msg(w)
 	}
 	old := srv.Config()
 	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir {

@@ -111,3 +111,47 @@ func TestDemoBadArgs(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestCheckConfigWarnsWorldReadable: -check-config warns (and still exits
+// 0) when a file holding passwords is readable by every user (issue 13.9).
+func TestCheckConfigWarnsWorldReadable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(path, []byte(checkTOML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o644, true}, {0o604, true}, {0o640, false}, {0o600, false}} {
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		code := runIO([]string{"-check-config", path}, &out, &errb)
+		warned := strings.Contains(errb.String(), "warning: configuration file") && strings.Contains(errb.String(), "readable by every user")
+		if code != 0 || warned != tc.warn {
+			t.Errorf("mode %04o: exit %d, stderr %q; want a warning: %v", tc.mode, code, errb.String(), tc.warn)
+		}
+		if strings.Contains(errb.String(), "secret-pw") {
+			t.Errorf("mode %04o: the warning shows a password: %q", tc.mode, errb.String())
+		}
+	}
+}
+
+// TestCheckConfigSyntaxErrorHidesPassword: a password line that is not valid
+// TOML is reported by line and key, without its value (issue 13.8).
+func TestCheckConfigSyntaxErrorHidesPassword(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	const secret = "Zq7Hv2Kw3Jx"
+	if err := os.WriteFile(path, []byte("[users.alice]\npassword = "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := runIO([]string{"-check-config", path}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), path+":2: invalid TOML") || !strings.Contains(errb.String(), "users.alice.password") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	if strings.Contains(errb.String(), secret[:2]) {
+		t.Fatalf("stderr shows part of the password: %q", errb.String())
+	}
+}

@@ -34,10 +34,16 @@ func (d *decoder) validateAuthQuery(c *Config) {
 	} else if !strings.Contains(c.AuthQuery, "$1") {
 		d.fail(k("auth_query"), "", "must take the user name as parameter $1")
 	}
-	if c.AuthDBName != "" {
-		if c.AuthDBName == AdminDatabaseName {
-			d.fail(k("auth_dbname"), "", fmt.Sprintf("%q is the admin console, not a database", AdminDatabaseName))
-		} else if _, ok := c.ResolveDatabase(c.AuthDBName); !ok {
+	switch {
+	case c.AuthDBName == "":
+		// Never the client's database: whoever owns a database a client can
+		// name could define the lookup function there and answer it with a
+		// secret of their own, for any role (docs/security.md).
+		d.fail(k("auth_dbname"), "", "must be set when auth_user is set: auth_query runs in this one database (a [databases] name), never in the one a client asks for, whose owner could otherwise answer the lookup for any role")
+	case c.AuthDBName == AdminDatabaseName:
+		d.fail(k("auth_dbname"), "", fmt.Sprintf("%q is the admin console, not a database", AdminDatabaseName))
+	default:
+		if _, ok := c.ResolveDatabase(c.AuthDBName); !ok {
 			d.fail(k("auth_dbname"), "", fmt.Sprintf("database %q has no [databases] section (and there is no [databases.\"*\"])", c.AuthDBName))
 		}
 	}

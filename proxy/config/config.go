@@ -82,6 +82,7 @@ type Config struct {
 	QueryWaitTimeout       Duration            `toml:"query_wait_timeout"`        // 120s (0 = wait forever)
 	ServerIdleTimeout      Duration            `toml:"server_idle_timeout"`       // 600s (0 = never)
 	ServerLifetime         Duration            `toml:"server_lifetime"`           // 3600s (0 = never)
+	AutodbIdleTimeout      Duration            `toml:"autodb_idle_timeout"`       // 3600s; pools of "*" databases unused this long are freed (0 = never)
 	ServerResetQuery       string              `toml:"server_reset_query"`        // "DISCARD ALL"
 	ServerResetQueryAlways bool                `toml:"server_reset_query_always"` // false
 	ServerCheckDelay       Duration            `toml:"server_check_delay"`        // 30s
@@ -117,7 +118,7 @@ type Config struct {
 	// auth_query: secrets of users not in [users] looked up in PostgreSQL (see authquery.go).
 	AuthUser     string   `toml:"auth_user"`      // "" = off; a [users] entry with a plaintext password
 	AuthQuery    string   `toml:"auth_query"`     // DefaultAuthQuery; $1 is the user name
-	AuthDBName   string   `toml:"auth_dbname"`    // database to run it in; "" = the client's database
+	AuthDBName   string   `toml:"auth_dbname"`    // the one database it runs in; required with auth_user
 	AuthCacheTTL Duration `toml:"auth_cache_ttl"` // 60s; how long a looked-up secret is reused
 }
 
@@ -178,6 +179,7 @@ func Default() *Config {
 		QueryWaitTimeout:      Duration{120 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},
+		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
 		AuthQuery:             DefaultAuthQuery,
@@ -300,4 +302,33 @@ func (c *Config) UnixSocketPath() string {
 		}
 	}
 	return filepath.Join(c.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(port))
+}
+
+// HasSecrets reports whether the file holds any password, hash or verifier.
+func (c *Config) HasSecrets() bool {
+	for _, u := range c.Users {
+		if u.Password != "" {
+			return true
+		}
+	}
+	for _, db := range c.Databases {
+		if db.Password != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// FileModeWarning returns a warning when the configuration file at path
+// holds secrets and every user of the machine may read it, else "". Only a
+// warning: the file is the operator's, and it may be readable on purpose.
+func (c *Config) FileModeWarning(path string) string {
+	if !c.HasSecrets() {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("configuration file %q holds passwords and is readable by every user of this machine (mode %04o); make it readable by pgtide only: chmod 600 (or 640 with a group)", path, fi.Mode().Perm())
 }

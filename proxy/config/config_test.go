@@ -71,6 +71,7 @@ func TestDefaults(t *testing.T) {
 		QueryWaitTimeout:      Duration{120 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},
+		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
 		AuthQuery:             DefaultAuthQuery,
@@ -148,6 +149,7 @@ server_connect_timeout = "5s"
 query_wait_timeout = "0"
 server_idle_timeout = "1m"
 server_lifetime = 0
+autodb_idle_timeout = "10m"
 server_reset_query = "RESET ALL"
 server_reset_query_always = true
 server_check_delay = "500ms"
@@ -159,6 +161,7 @@ max_packet_size = 16384
 max_prepared_statements = 0
 auth_user = "alice"
 auth_query = "SELECT u, p FROM auth.lookup($1)"
+auth_dbname = "app"
 auth_cache_ttl = "5m"
 admin_users = ["admin"]
 stats_users = ["monitor", "grafana"]
@@ -171,6 +174,8 @@ log_connections = false
 log_disconnections = false
 log_pooler_errors = false
 
+[databases.app]
+
 [users.alice]
 password = "secret"
 pool_mode = "statement"
@@ -182,16 +187,16 @@ max_user_connections = 4
 		PoolMode: PoolTransaction, DefaultPoolSize: 10, MinPoolSize: 2, MaxClientConn: 500,
 		MaxDBConnections: 50, MaxUserConnections: 40, AuthType: "md5",
 		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0},
-		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0},
+		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
 		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,
 		ServerCheckDelay: Duration{500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
-		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthCacheTTL: Duration{5 * time.Minute},
+		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthDBName: "app", AuthCacheTTL: Duration{5 * time.Minute},
 		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
 		SoReuseport: true, StatsPeriod: Duration{0},
-		Databases: map[string]Database{},
+		Databases: map[string]Database{"app": {Host: "127.0.0.1", Port: 5432, DBName: "app"}},
 		Users: map[string]User{"alice": {Password: "secret", PoolMode: PoolStatement, PoolSize: 3,
 			MaxUserConnections: 4}},
 	}

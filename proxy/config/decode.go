@@ -54,7 +54,7 @@ func (d *decoder) decode(cfg *Config) bool {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			d.errs.add("", pe.Position.Line, "invalid TOML: "+pe.Message)
+			d.errs.add("", pe.Position.Line, "invalid TOML: "+d.syntaxMessage(pe))
 		} else {
 			d.errs.add("", 0, "invalid TOML: "+err.Error())
 		}
@@ -75,6 +75,31 @@ func (d *decoder) decode(cfg *Config) bool {
 		d.fail(k, "", fmt.Sprintf("unknown key %q", k[len(k)-1]))
 	}
 	return true
+}
+
+// secretKeys are the keys whose values are secrets: never quoted in an error.
+var secretKeys = []string{"password"}
+
+// syntaxMessage is what a TOML syntax error says. The parser quotes the text
+// it choked on, which on a password line is part of the password (a value
+// without quotes, a bad escape, a stray character after the closing quote):
+// there only the line and key are given, never the parser's message.
+func (d *decoder) syntaxMessage(pe toml.ParseError) string {
+	lastKey := strings.ToLower(pe.LastKey)
+	line := ""
+	if lines := bytes.Split(d.data, []byte("\n")); pe.Position.Line >= 1 && pe.Position.Line <= len(lines) {
+		line = strings.ToLower(string(lines[pe.Position.Line-1]))
+	}
+	for _, sk := range secretKeys {
+		if strings.Contains(lastKey, sk) || strings.Contains(line, sk) {
+			key := "a " + sk
+			if strings.Contains(lastKey, sk) {
+				key = pe.LastKey
+			}
+			return fmt.Sprintf("syntax error in or near the value of %s; the parser's message is not shown because it would quote the value, which may be a secret (a password is a string in quotes: \"...\", or '...' with no escapes)", key)
+		}
+	}
+	return pe.Message
 }
 
 // reportedAbove reports whether k or a table containing it already has an error.

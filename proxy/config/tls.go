@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/BurntSushi/toml"
 )
@@ -129,10 +130,44 @@ func (d *decoder) checkKeyPair(certKey, keyKey toml.Key, cert, key string) {
 	case key == "":
 		d.fail(keyKey, "", fmt.Sprintf("must be set when %s is", certKey[len(certKey)-1]))
 	default:
-		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		if err := CheckKeyFile(key); err != nil {
+			d.fail(keyKey, "", err.Error())
+		} else if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
 			d.fail(certKey, "", "cannot load the certificate and key: "+err.Error())
 		}
 	}
+}
+
+// CheckKeyFile refuses a private key file others could read, with
+// PostgreSQL's rule and words (be-secure-common.c, and libpq's for its
+// client key): it must belong to the user pgtide runs as or to root, and
+// have no group or world access (0600), except that a root-owned key may
+// be readable by its group (0640), the usual way to share a system key.
+func CheckKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil // loading the key reports it
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil // no Unix ownership to check
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("private key file %q is not a regular file", path)
+	}
+	euid := uint32(os.Geteuid())
+	if st.Uid != euid && st.Uid != 0 {
+		return fmt.Errorf("private key file %q must be owned by the user pgtide runs as or root", path)
+	}
+	perm := fi.Mode().Perm()
+	group := perm&0o077 != 0
+	if st.Uid == 0 {
+		group = perm&0o037 != 0 // g=r is allowed
+	}
+	if group {
+		return fmt.Errorf("private key file %q has group or world access (mode %04o): it must have permissions u=rw (0600) or less if owned by the user pgtide runs as, or permissions u=rw,g=r (0640) or less if owned by root", path, perm)
+	}
+	return nil
 }
 
 func (d *decoder) checkCAFile(key toml.Key, path string) {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -55,6 +56,7 @@ func (d *decoder) validate(c *Config) {
 		{"query_wait_timeout", c.QueryWaitTimeout},
 		{"server_idle_timeout", c.ServerIdleTimeout},
 		{"server_lifetime", c.ServerLifetime},
+		{"autodb_idle_timeout", c.AutodbIdleTimeout},
 		{"server_check_delay", c.ServerCheckDelay},
 		{"client_login_timeout", c.ClientLoginTimeout},
 		{"shutdown_timeout", c.ShutdownTimeout},
@@ -65,6 +67,11 @@ func (d *decoder) validate(c *Config) {
 		if dur.d.Duration < 0 {
 			d.fail(k(dur.key), "", fmt.Sprintf("must not be negative, got %s", dur.d.Duration))
 		}
+	}
+
+	if t := c.AutodbIdleTimeout.Duration; t > 0 && t < time.Second {
+		// Shorter would free a pool between a login's lookup and its borrow.
+		d.fail(k("autodb_idle_timeout"), "", fmt.Sprintf("must be \"0\" (never) or at least 1s, got %s", t))
 	}
 
 	for i, addr := range c.Listen {

@@ -54,7 +54,10 @@ type histKey struct{ db, user string }
 
 type poolHists struct{ wait, xact, query prometheus.Observer }
 
-var _ proxy.Observer = (*Metrics)(nil)
+var (
+	_ proxy.Observer    = (*Metrics)(nil)
+	_ proxy.PoolRemover = (*Metrics)(nil)
+)
 
 // New returns the metrics of src, with the Go runtime and process
 // collectors, and pgtide_build_info for version.
@@ -111,6 +114,16 @@ func (m *Metrics) XactDone(db, user string, d time.Duration) {
 // Waited implements proxy.Observer.
 func (m *Metrics) Waited(db, user string, d time.Duration) {
 	m.hist(db, user).wait.Observe(d.Seconds())
+}
+
+// PoolRemoved implements proxy.PoolRemover: the series of a pool that is
+// gone for good (a freed "*" database pool, a removed database or user)
+// go with it, so that names clients made up do not pile up.
+func (m *Metrics) PoolRemoved(db, user string) {
+	m.hists.Delete(histKey{db, user})
+	for _, h := range []*prometheus.HistogramVec{m.wait, m.xact, m.query} {
+		h.DeleteLabelValues(db, user)
+	}
 }
 
 // ServerError implements proxy.Observer. Errors are counted by the pools'

@@ -212,3 +212,39 @@ func BenchmarkObserver(b *testing.B) {
 		}
 	})
 }
+
+// TestPoolRemovedDropsHistograms: the histogram series of a freed pool go
+// with it (issue 13.5); another pool's stay.
+func TestPoolRemovedDropsHistograms(t *testing.T) {
+	m := New(&fakeSource{}, "test")
+	for _, db := range []string{"gone", "kept"} {
+		m.QueryDone(db, "u", time.Millisecond)
+		m.XactDone(db, "u", time.Millisecond)
+		m.Waited(db, "u", time.Millisecond)
+	}
+	m.PoolRemoved("gone", "u")
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"pgtide_pool_query_duration_seconds", "pgtide_pool_transaction_duration_seconds", "pgtide_pool_wait_duration_seconds"} {
+		found := map[string]bool{}
+		for _, f := range fams {
+			if f.GetName() != name {
+				continue
+			}
+			for _, mt := range f.GetMetric() {
+				for _, l := range mt.GetLabel() {
+					if l.GetName() == "database" {
+						found[l.GetValue()] = true
+					}
+				}
+			}
+		}
+		if found["gone"] || !found["kept"] {
+			t.Errorf("%s: series for databases %v; want kept only", name, found)
+		}
+	}
+	// Observing again after removal starts a fresh series.
+	m.QueryDone("gone", "u", time.Millisecond)
+}
