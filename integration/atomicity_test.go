@@ -14,8 +14,10 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,7 +45,10 @@ func dialRaw(ctx context.Context, url string) (*rawSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawSession{conn: hc.Conn, fe: pgproto3.NewFrontend(hc.Conn, hc.Conn)}, nil
+	// hc.Frontend, not a new one: it reads through pgconn's background
+	// reader, which may hold a read left in flight by the login and would
+	// otherwise swallow the first reply.
+	return &rawSession{conn: hc.Conn, fe: hc.Frontend}, nil
 }
 
 func (r *rawSession) query(sql string) error {
@@ -93,11 +98,15 @@ func TestAtomicityLostServerNextStatement(t *testing.T) {
 }
 
 func testLostServerNextStatement(t *testing.T, mode string, iters int) {
+	admPass := "Adm-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	e := newEnv(t, func(c *tideConf, db *dbConf) {
 		c.PoolMode = mode
 		c.MaxClientConn = 200
 		db.PoolSize = 4
+		c.Extra = "admin_users = [\"adm\"]\n"
+		c.Users["adm"] = admPass
 	})
+	e.secrets = append(e.secrets, admPass)
 	admin := connect(t, e.DirectURL())
 	if _, err := admin.Exec(ctxT(t, 30*time.Second), "CREATE TABLE r (i int, what text)"); err != nil {
 		t.Fatal(err)
@@ -132,6 +141,32 @@ func testLostServerNextStatement(t *testing.T, mode string, iters int) {
 					}
 					conns.Add(1)
 					if err := lostServerIteration(r, i, onFatal, rng); err != nil {
+						if rows, qerr := admin.Query(ctx, "SELECT pid, state, coalesce(wait_event_type,''), coalesce(wait_event,''), query FROM pg_stat_activity WHERE datname = $1", e.DB); qerr == nil {
+							for rows.Next() {
+								var pid int
+								var st, wt, we, q string
+								_ = rows.Scan(&pid, &st, &wt, &we, &q)
+								t.Logf("backend %d: %s %s/%s %q", pid, st, wt, we, q)
+							}
+							rows.Close()
+						}
+						if adm, aerr := pgconn.Connect(ctx, e.tide.ConnString("pgtide", "adm", admPass)); aerr == nil {
+							for _, q := range []string{"SHOW CLIENTS", "SHOW SERVERS", "SHOW POOLS"} {
+								res, qerr := adm.Exec(ctx, q).ReadAll()
+								if qerr == nil && len(res) > 0 {
+									for _, row := range res[0].Rows {
+										var cols []string
+										for i, v := range row {
+											cols = append(cols, string(res[0].FieldDescriptions[i].Name)+"="+string(v))
+										}
+										t.Logf("%s: %s", q, strings.Join(cols, " "))
+									}
+								}
+							}
+							adm.Close(ctx)
+						}
+						_ = e.tide.Signal(syscall.SIGABRT) // goroutine dump into pgtide's output
+						time.Sleep(time.Second)
 						r.conn.Close()
 						errs <- fmt.Errorf("iteration %d: %w", i, err)
 						return
@@ -145,8 +180,13 @@ func testLostServerNextStatement(t *testing.T, mode string, iters int) {
 		}
 		wg.Wait()
 		close(errs)
+		failed := false
 		for err := range errs {
-			t.Fatal(err)
+			t.Error(err)
+			failed = true
+		}
+		if failed {
+			t.FailNow()
 		}
 	}
 	// Let any statement pgtide might still run land before counting.
@@ -187,6 +227,7 @@ func (r *rawSession) oneError() error {
 }
 
 func lostServerIteration(r *rawSession, i int, onFatal bool, rng *rand.Rand) error {
+	_ = r.conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := r.query(fmt.Sprintf("BEGIN; INSERT INTO r VALUES (%d, 'first')", i)); err != nil {
 		return err
 	}
@@ -194,6 +235,8 @@ func lostServerIteration(r *rawSession, i int, onFatal bool, rng *rand.Rand) err
 	if err != nil {
 		return fmt.Errorf("BEGIN: %w", err)
 	}
+	// 30 s from here for the rest.
+	_ = r.conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if pe != nil || st != 'T' {
 		return fmt.Errorf("BEGIN: status %c, error %v", st, pe)
 	}

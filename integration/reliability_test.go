@@ -210,7 +210,10 @@ func rawLogin(t *testing.T, url string) (*net.TCPConn, *pgproto3.Frontend) {
 	}
 	tc := hc.Conn.(*net.TCPConn)
 	t.Cleanup(func() { tc.Close() })
-	return tc, pgproto3.NewFrontend(tc, tc)
+	// hc.Frontend reads through pgconn's background reader, which may hold
+	// a read the login left in flight: a new Frontend on tc could lose the
+	// first reply to it.
+	return tc, hc.Frontend
 }
 
 // send encodes and writes messages.
