@@ -161,7 +161,7 @@ func syncQueries(set, reset []string, want map[string]string) []pool.ParamQuery 
 		return 1
 	}
 	sort.Slice(reset, func(i, j int) bool {
-		ri, rj := 3-rank(reset[i]), 3-rank(reset[j]) // session_authorization, role, then the rest
+		ri, rj := 3-rank(reset[i]), 3-rank(reset[j]) // role, session_authorization, then the rest
 		if ri != rj {
 			return ri < rj
 		}

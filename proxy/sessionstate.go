@@ -465,22 +465,22 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	return ss.atBoundary(sc)
 }
 
-// captureLost handles a server that failed while pgtide read the capture:
-// its replies are unread, so it can only be closed.
+// captureLost handles a server that failed while pgtide read the capture.
+// Its replies are unread, so it can only be closed: when the client left
+// (finish woke the pump), here, since serverStopped would leave it to
+// finish to clean and return.
 func (ss *session) captureLost(sc *pool.Conn, err error) {
 	ss.mu.Lock()
-	mine := ss.sc == sc
-	if mine {
-		ss.sc = nil
-		ss.pumpErr = fmt.Errorf("%w: %w", errServerGone, err)
-	}
 	gone := ss.gone
-	ss.mu.Unlock()
-	sc.Pool().Discard(sc)
-	if !gone {
-		ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost")
-		ss.kill(codeConnectionFailure, "server connection lost")
+	if gone && ss.sc == sc {
+		ss.sc = nil
 	}
+	ss.mu.Unlock()
+	if !gone {
+		ss.serverStopped(sc, err)
+		return
+	}
+	sc.Pool().Discard(sc)
 }
 
 // refuseLocked counts a refusal and builds the client's error.
