@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -495,5 +497,98 @@ func TestTxnParamsGBK(t *testing.T) {
 	}
 	if len(rows) != 1 || string(rows[0][0]) != "t" {
 		t.Fatalf("myapp.evil does not hold the value sent: %q", rows)
+	}
+}
+
+// TestTxnStatePsycopg2: testdata/txn_psycopg2_state.py (settings following
+// client A across 20 transactions on a pool of 3, defaults for everyone
+// else and after A leaves, a temporary table and an advisory lock pinned)
+// directly, then through pgtide in transaction mode.
+func TestTxnStatePsycopg2(t *testing.T) {
+	py := needPython(t, "psycopg2", "python3-psycopg2")
+	e := txnPyEnv(t, 3)
+	role := e.User + "_r"
+	e.pg.Exec(t, fmt.Sprintf("CREATE ROLE %s; GRANT %s TO %s", role, role, e.User))
+	t.Cleanup(func() { e.pg.Exec(t, "DROP ROLE IF EXISTS "+role) })
+	t.Run("direct", func(t *testing.T) {
+		runTxnPy(t, py, "txn_psycopg2_state.py", e.pg.Host, e.pg.Port, e.DB, e.User, e.Pass)
+	})
+	t.Run("pgtide", func(t *testing.T) {
+		runTxnPy(t, py, "txn_psycopg2_state.py", e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass)
+	})
+}
+
+// TestTxnStatePsql: the issue's report, with psql. A psql client sets the
+// isolation level and search_path and leaves; 8 fresh psql clients see the
+// defaults and can create a table. A psql session's own settings hold over
+// 20 statements while a pgx client keeps taking servers.
+func TestTxnStatePsql(t *testing.T) {
+	psql := needBinary(t, "psql", "postgresql-client")
+	e := drvTxnEnv(t, 3)
+	url := urlNoPassword("127.0.0.1", e.tide.Port, e.DB, e.User)
+	r := runPsql(t, psql, url, e.Pass, "-v", "ON_ERROR_STOP=1", "-c",
+		"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "-c", "SET search_path = nowhere")
+	if r.code != 0 {
+		t.Fatalf("psql: %d %s", r.code, r.stderr)
+	}
+	for i := 0; i < 8; i++ {
+		r := runPsql(t, psql, url, e.Pass, "-v", "ON_ERROR_STOP=1", "-At", "-c",
+			"SELECT current_setting('default_transaction_isolation') || '|' || current_setting('search_path')",
+			"-c", fmt.Sprintf("CREATE TABLE t%d (v int)", i))
+		if r.code != 0 || strings.TrimSpace(strings.Split(r.stdout, "\n")[0]) != `read committed|"$user", public` {
+			t.Fatalf("fresh psql %d: code %d, stdout %q, stderr %q", i, r.code, r.stdout, r.stderr)
+		}
+	}
+
+	ctx := ctxT(t, 60*time.Second)
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { // another client keeps taking servers and checks the defaults
+		c, err := pgx.Connect(ctx, e.URL())
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close(context.Background())
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			var v string
+			if err := c.QueryRow(ctx, "SELECT current_setting('search_path') || '|' || pg_sleep(0.002)::text").Scan(&v); err != nil {
+				done <- err
+				return
+			}
+			if v != `"$user", public|` {
+				done <- fmt.Errorf("other client sees %q", v)
+				return
+			}
+		}
+	}()
+	script := "SET search_path = pg_catalog, public;\nSET statement_timeout = '9s';\n" +
+		strings.Repeat("SELECT current_setting('search_path') || '|' || current_setting('statement_timeout');\n", 20)
+	path := filepath.Join(t.TempDir(), "state.sql")
+	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runPsql(t, psql, url, e.Pass, "-v", "ON_ERROR_STOP=1", "-At", "-f", path) // one Query per statement
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 0 {
+		t.Fatalf("psql: %d %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(r.stdout, "SET\n", "")), "\n")
+	if len(lines) != 20 {
+		t.Fatalf("psql printed %d lines: %q", len(lines), r.stdout)
+	}
+	for i, l := range lines {
+		if l != "pg_catalog, public|9s" {
+			t.Fatalf("psql statement %d saw %q", i, l)
+		}
 	}
 }
