@@ -253,9 +253,11 @@ func identStart(c byte) bool {
 
 func identByte(c byte) bool { return identStart(c) || (c >= '0' && c <= '9') || c == '$' }
 
+// containsFold reports whether w contains sub (lower-case ASCII), ignoring
+// case; it compares only where the first byte matches.
 func containsFold(w []byte, sub string) bool {
 	for i := 0; i+len(sub) <= len(w); i++ {
-		if bytes.EqualFold(w[i:i+len(sub)], []byte(sub)) {
+		if w[i]|0x20 == sub[0] && bytes.EqualFold(w[i:i+len(sub)], []byte(sub)) {
 			return true
 		}
 	}

@@ -110,3 +110,14 @@ func TestSyncQueries(t *testing.T) {
 		t.Errorf("args %+v", qs)
 	}
 }
+
+// BenchmarkNoteQuery is the per-Query cost every transaction-mode client
+// pays for the text scan (pgbench -S's statement).
+func BenchmarkNoteQuery(b *testing.B) {
+	q := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;\x00")
+	ss := &session{}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		ss.noteQueryLocked(q)
+	}
+}
