@@ -15,9 +15,9 @@ import (
 //
 // Settings. pgtide does not parse SQL to learn what a client changed. When
 // something the client ran may have changed its session (a CommandComplete
-// tag SET, RESET, DISCARD, LISTEN, DECLARE CURSOR, CREATE ..., DO, CALL; a
-// statement whose text mentions set_config, advisory locks or temporary
-// objects; a FunctionCall), the session is marked, and at the end of that
+// tag SET, RESET, DISCARD, LISTEN, UNLISTEN, DO, CALL, and DROP or CLOSE
+// while pinned; a statement whose text mentions set_config, advisory locks,
+// temporary objects or WITH HOLD; a FunctionCall), the session is marked, and at the end of that
 // transaction, before the client sees its ReadyForQuery, pgtide asks the
 // server what the session now holds (one round trip: pg_settings with source
 // 'session', role, session_authorization, custom x.y names the client's SQL
@@ -168,8 +168,7 @@ func (ss *session) noteTagLocked(body []byte) {
 		}
 	case 'D':
 		switch {
-		case bytes.HasPrefix(body, []byte("DISCARD")), bytes.HasPrefix(body, []byte("DECLARE CURSOR")),
-			bytes.Equal(body, []byte("DO\x00")):
+		case bytes.HasPrefix(body, []byte("DISCARD")), bytes.Equal(body, []byte("DO\x00")):
 			ss.st.check = true
 		case bytes.HasPrefix(body, []byte("DROP ")) && ss.st.pins != 0:
 			ss.st.check = true
@@ -183,7 +182,7 @@ func (ss *session) noteTagLocked(body []byte) {
 			ss.st.check = true
 		}
 	case 'C':
-		if bytes.HasPrefix(body, []byte("CREATE ")) || bytes.Equal(body, []byte("CALL\x00")) ||
+		if bytes.Equal(body, []byte("CALL\x00")) ||
 			(bytes.HasPrefix(body, []byte("CLOSE CURSOR")) && ss.st.pins != 0) {
 			ss.st.check = true
 		}
@@ -222,6 +221,10 @@ func (ss *session) noteQueryLocked(q []byte) bool {
 			}
 		case 't':
 			if bytes.EqualFold(w, []byte("temp")) || bytes.EqualFold(w, []byte("temporary")) {
+				flag = true
+			}
+		case 'h':
+			if bytes.EqualFold(w, []byte("hold")) { // DECLARE ... WITH HOLD
 				flag = true
 			}
 		case 'p':

@@ -26,6 +26,8 @@ func TestNoteQuery(t *testing.T) {
 		{"set session \"Ext\".knob TO 1", false, []string{"ext.knob"}},
 		{"RESET app.x", false, []string{"app.x"}},
 		{"SET search_path = a, b", false, nil},
+		{"DECLARE c CURSOR WITH HOLD FOR SELECT 1", true, nil},
+		{"DECLARE c CURSOR FOR SELECT 1", false, nil},
 	} {
 		ss := &session{}
 		if got := ss.noteQueryLocked([]byte(c.q)); got != c.flag {
@@ -44,7 +46,7 @@ func TestNoteQuery(t *testing.T) {
 func TestNoteTag(t *testing.T) {
 	for tag, want := range map[string]bool{
 		"SET": true, "RESET": true, "DISCARD ALL": true, "DISCARD TEMP": true, "LISTEN": true,
-		"UNLISTEN": true, "DECLARE CURSOR": true, "CREATE TABLE": true, "DO": true, "CALL": true,
+		"UNLISTEN": true, "DO": true, "CALL": true, "DECLARE CURSOR": false, "CREATE TABLE": false,
 		"SELECT 1": false, "UPDATE 1": false, "COMMIT": false, "BEGIN": false, "INSERT 0 1": false,
 		"DROP TABLE": false, "CLOSE CURSOR": false, "SET CONSTRAINTS": false,
 	} {
