@@ -592,3 +592,51 @@ func TestTxnStatePsql(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnSettingsPipelined: a client that sends its next batch without
+// waiting for the ReadyForQuery of a SET (pgconn pipeline mode) gets
+// correct answers: pgtide's own check of the session is ordered before
+// the client's next batch on the server.
+func TestTxnSettingsPipelined(t *testing.T) {
+	e := drvTxnEnv(t, 2)
+	ctx := ctxT(t, 60*time.Second)
+	a := connect(t, e.URL())
+	o := connect(t, e.URL())
+	for i := 0; i < 30; i++ {
+		want := fmt.Sprintf("s%d", i)
+		p := a.PgConn().StartPipeline(ctx)
+		p.SendQueryParams("SET search_path = "+want, nil, nil, nil, nil)
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		p.SendQueryParams("SELECT current_setting('search_path')", nil, nil, nil, nil)
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		for n := 0; n < 4; n++ {
+			res, err := p.GetResults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr, ok := res.(*pgconn.ResultReader); ok {
+				r := rr.Read()
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+				if len(r.Rows) == 1 {
+					got = string(r.Rows[0][0])
+				}
+			}
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("round %d: search_path %q, want %q", i, got, want)
+		}
+		if s := queryString(t, o, "SELECT current_setting('search_path')"); s != `"$user", public` {
+			t.Fatalf("other client sees %q", s)
+		}
+	}
+}
