@@ -17,8 +17,8 @@ import (
 // something the client ran may have changed its session (a CommandComplete
 // tag SET, RESET, DISCARD, LISTEN, UNLISTEN, DO, CALL, and DROP or CLOSE
 // while pinned; a statement whose text mentions set_config, advisory locks,
-// temporary objects or WITH HOLD; a FunctionCall), the session is marked, and at the end of that
-// transaction, before the client sees its ReadyForQuery, pgtide asks the
+// temporary objects or WITH HOLD; a FunctionCall), the session is marked,
+// and at the end of that transaction, before the client sees its ReadyForQuery, pgtide asks the
 // server what the session now holds (one round trip: pg_settings with source
 // 'session', role, session_authorization, custom x.y names the client's SQL
 // mentioned, and the pin checks below). That answer becomes the client's
