@@ -22,7 +22,8 @@ const jdbcJar = "/usr/share/java/postgresql.jar"
 // driver: PreparedStatements past prepareThreshold=5 on 10 connections at
 // once, so the driver's named server-side statements S_1, S_2, ... mean
 // different texts on different connections; executeBatch; commit/rollback
-// seen from another connection) straight against PostgreSQL, then through
+// seen from another connection; setTransactionIsolation/setReadOnly following
+// their connection and no other) straight against PostgreSQL, then through
 // pgtide in transaction mode with 3 servers.
 func TestTxnJDBC(t *testing.T) {
 	javac := needBinary(t, "javac", "default-jdk-headless")

@@ -47,7 +47,7 @@ func runTxnPy(t *testing.T, py, name, host string, port int, db, user, password 
 	}
 	cmd.Env = append(env,
 		"PGT_HOST="+host, fmt.Sprintf("PGT_PORT=%d", port),
-		"PGT_DB="+db, "PGT_USER="+user, "PGT_PASSWORD="+password)
+		"PGT_DB="+db, "PGT_USER="+user, "PGT_PASSWORD="+password, "PGT_ROLE="+user+"_r")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()

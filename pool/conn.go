@@ -65,6 +65,9 @@ type Conn struct {
 	// Applied records parameters pgtide set on this connection, keyed by the
 	// lower-case name: the requested value and the reported value it gave.
 	Applied map[string]AppliedParam
+	// LoginUser is the session_authorization the server reported at login:
+	// the pool's baseline, which SET SESSION AUTHORIZATION DEFAULT returns to.
+	LoginUser string
 	// Proto is per-connection state of the borrower's protocol layer (the
 	// proxy's prepared statements); the pool never looks at it.
 	Proto any
@@ -207,6 +210,135 @@ func (c *Conn) ExecMulti(ctx context.Context, sqls []string) error {
 		}
 	}
 	return first
+}
+
+// ParamQuery is one statement for ExecParams: SQL with $n placeholders and
+// the text values that fill them.
+type ParamQuery struct {
+	SQL  string
+	Args []string
+}
+
+// ExecParams runs each query with the extended protocol (unnamed statement
+// and portal, text parameters) in one pipeline ending with a single Sync,
+// and consumes every reply up to its ReadyForQuery. Values travel as
+// parameters, never inside the SQL text, so no quoting can be broken by a
+// client encoding (GBK's trail byte 0x5c) or backslash_quote. A query that
+// fails makes the server skip the rest. The unnamed statement is replaced.
+func (c *Conn) ExecParams(ctx context.Context, qs []ParamQuery) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.Net.SetDeadline(dl)
+		defer c.Net.SetDeadline(time.Time{})
+	}
+	out := AppendParamQueries(nil, qs)
+	out, _ = (&pgproto3.Sync{}).Encode(out)
+	if _, err := c.Net.Write(out); err != nil {
+		return fmt.Errorf("write to server: %w", err)
+	}
+	var first error
+	for {
+		typ, body, err := c.Reader.ReadMessage(maxServerMsg)
+		if err != nil {
+			return fmt.Errorf("read from server: %w", err)
+		}
+		switch typ {
+		case 'Z':
+			if len(body) > 0 {
+				c.TxStatus = body[0]
+			}
+			return first
+		case 'S':
+			if k, v := ParseParameterStatus(body); k != "" {
+				c.Params[k] = v
+			}
+		case 'E':
+			if first == nil {
+				first = DecodeError(typ, body)
+			}
+		}
+	}
+}
+
+// QueryParams runs one query as ExecParams does and returns its rows, each
+// column as text (NULL as ""). Only for small results pgtide asks for itself.
+func (c *Conn) QueryParams(ctx context.Context, q ParamQuery) ([][]string, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.Net.SetDeadline(dl)
+		defer c.Net.SetDeadline(time.Time{})
+	}
+	out := AppendParamQueries(nil, []ParamQuery{q})
+	out, _ = (&pgproto3.Sync{}).Encode(out)
+	if _, err := c.Net.Write(out); err != nil {
+		return nil, fmt.Errorf("write to server: %w", err)
+	}
+	var rows [][]string
+	var first error
+	for {
+		typ, body, err := c.Reader.ReadMessage(maxServerMsg)
+		if err != nil {
+			return nil, fmt.Errorf("read from server: %w", err)
+		}
+		switch typ {
+		case 'D':
+			if r, ok := ParseDataRow(body); ok {
+				rows = append(rows, r)
+			}
+		case 'Z':
+			if len(body) > 0 {
+				c.TxStatus = body[0]
+			}
+			return rows, first
+		case 'S':
+			if k, v := ParseParameterStatus(body); k != "" {
+				c.Params[k] = v
+			}
+		case 'E':
+			if first == nil {
+				first = DecodeError(typ, body)
+			}
+		}
+	}
+}
+
+// ParseDataRow splits a DataRow body into text columns (NULL as "").
+func ParseDataRow(body []byte) ([]string, bool) {
+	if len(body) < 2 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	body = body[2:]
+	row := make([]string, n)
+	for i := range row {
+		if len(body) < 4 {
+			return nil, false
+		}
+		l := int(int32(binary.BigEndian.Uint32(body)))
+		body = body[4:]
+		if l < 0 {
+			continue
+		}
+		if l > len(body) {
+			return nil, false
+		}
+		row[i] = string(body[:l])
+		body = body[l:]
+	}
+	return row, true
+}
+
+// AppendParamQueries appends Parse, Bind and Execute for each query (no
+// Sync) to dst.
+func AppendParamQueries(dst []byte, qs []ParamQuery) []byte {
+	for _, q := range qs {
+		dst, _ = (&pgproto3.Parse{Query: q.SQL}).Encode(dst)
+		b := pgproto3.Bind{Parameters: make([][]byte, len(q.Args))}
+		for i, a := range q.Args {
+			b.Parameters[i] = []byte(a)
+		}
+		dst, _ = b.Encode(dst)
+		dst, _ = (&pgproto3.Execute{}).Encode(dst)
+	}
+	return dst
 }
 
 // DecodeError turns an ErrorResponse (or NoticeResponse) body into a

@@ -228,6 +228,7 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 				return nil, ctx.Err()
 			}
 			_ = nc.SetDeadline(time.Time{})
+			c.LoginUser = c.Params["session_authorization"]
 			if tc, ok := rawConn(nc).(*net.TCPConn); ok {
 				_ = tc.SetNoDelay(true)
 				_ = tc.SetKeepAlive(true)

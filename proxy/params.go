@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,27 +110,7 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 		ss.mu.Unlock()
 		return nil
 	}
-	sort.Strings(set)
-	sort.Strings(reset)
-	var sb strings.Builder
-	for _, k := range reset {
-		sb.WriteString("RESET ")
-		sb.WriteString(quoteIdent(k))
-		sb.WriteString(";")
-	}
-	if len(set) > 0 {
-		sb.WriteString("SELECT ")
-		for i, k := range set {
-			if i > 0 {
-				sb.WriteString(", ")
-			}
-			sb.WriteString("pg_catalog.set_config(")
-			sb.WriteString(quoteLiteral(k))
-			sb.WriteString(", ")
-			sb.WriteString(quoteLiteral(ss.want[k]))
-			sb.WriteString(", false)")
-		}
-	}
+	qs := syncQueries(set, reset, ss.want)
 	wants := make(map[string]string, len(set))
 	for _, k := range set {
 		wants[k] = ss.want[k]
@@ -138,7 +119,8 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := sc.Exec(ctx, sb.String()); err != nil {
+	stateOf(sc).unnamed = nil // ExecParams used the unnamed statement
+	if err := sc.ExecParams(ctx, qs); err != nil {
 		var se *pool.ServerError
 		if errors.As(err, &se) && sc.TxStatus == 'I' {
 			return &clientError{se.Code, se.Message}
@@ -156,6 +138,61 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 		sc.Applied[k] = pool.AppliedParam{Want: v, Got: got}
 	}
 	return nil
+}
+
+// syncQueries builds the statements that reset and set parameters on a
+// server. Values are bound as parameters (issue 13 item 6: quoting inside
+// the SQL text can be broken by a client-only encoding such as GBK with
+// backslash_quote on); names are identifiers, whose quote character is
+// never a trail byte of any encoding PostgreSQL accepts. Order matters:
+// session_authorization before role (setting it resets role), both after
+// the other settings (which may need the login user's privileges), and
+// client_encoding first of the sets, so later values are read in it.
+func syncQueries(set, reset []string, want map[string]string) []pool.ParamQuery {
+	rank := func(k string) int {
+		switch k {
+		case "client_encoding":
+			return 0
+		case "session_authorization":
+			return 2
+		case "role":
+			return 3
+		}
+		return 1
+	}
+	sort.Slice(reset, func(i, j int) bool {
+		ri, rj := 3-rank(reset[i]), 3-rank(reset[j]) // role, session_authorization, then the rest
+		if ri != rj {
+			return ri < rj
+		}
+		return reset[i] < reset[j]
+	})
+	sort.Slice(set, func(i, j int) bool {
+		ri, rj := rank(set[i]), rank(set[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return set[i] < set[j]
+	})
+	var qs []pool.ParamQuery
+	for _, k := range reset {
+		qs = append(qs, pool.ParamQuery{SQL: "RESET " + quoteIdent(k)})
+	}
+	sel := -1 // the statement that sets the ordinary parameters
+	for _, k := range set {
+		if rank(k) == 1 && sel >= 0 {
+			q := &qs[sel]
+			n := len(q.Args)
+			q.SQL += ", pg_catalog.set_config($" + strconv.Itoa(n+1) + ", $" + strconv.Itoa(n+2) + ", false)"
+			q.Args = append(q.Args, k, want[k])
+			continue
+		}
+		qs = append(qs, pool.ParamQuery{SQL: "SELECT pg_catalog.set_config($1, $2, false)", Args: []string{k, want[k]}})
+		if rank(k) == 1 {
+			sel = len(qs) - 1
+		}
+	}
+	return qs
 }
 
 // canonicalParam maps lower-case names of the parameters PostgreSQL reports
@@ -183,14 +220,6 @@ func reportedParam(params map[string]string, lower string) (string, bool) {
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// quoteLiteral quotes s as an escape-string literal, safe whatever the
-// server's standard_conforming_strings.
-func quoteLiteral(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	s = strings.ReplaceAll(s, `'`, `''`)
-	return "E'" + s + "'"
-}
 
 func randUint64() uint64 {
 	var b [8]byte

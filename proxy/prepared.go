@@ -132,12 +132,16 @@ func (ss *session) scanPooled() (int, bool, error) {
 			}
 		case 'Q':
 			ss.q.push(entry{kind: 'Q'})
+			if ss.noteQueryLocked(body) { // sessionstate.go
+				ss.st.check = true
+			}
 			// A simple query destroys the unnamed statement, for the
 			// server and so for the client.
 			srv.unnamed = nil
 			ss.unnamedParse = nil
 		case 'F':
 			ss.q.push(entry{kind: 'F'})
+			ss.st.check = true // a function call may change anything
 		case 'E':
 			ss.q.push(entry{kind: 'E'})
 			ss.unsynced = true
@@ -153,6 +157,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				break
 			}
 			if len(name) == 0 {
+				ss.noteUnnamedParseLocked(query)
 				ss.unnamedParse = append(ss.unnamedParse[:0], b[off:off+n]...)
 				srv.unnamed = ss
 				ss.q.push(entry{kind: 'P'})
@@ -167,6 +172,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			}
 			st := ss.pe.stmts.get(query, types)
 			ss.stmts[string(name)] = st
+			ss.noteParseLocked(st, query)
 			switch {
 			case sc == nil:
 				replace(off, n)
@@ -219,6 +225,9 @@ func (ss *session) scanPooled() (int, bool, error) {
 					ss.q.push(entry{kind: 'P', act: actSkip})
 					srv.unnamed, modified = ss, true
 				}
+				if typ == 'B' {
+					ss.noteBindLocked(nil)
+				}
 				ss.q.push(entry{kind: typ, descS: typ == 'D'})
 				break
 			}
@@ -228,6 +237,9 @@ func (ss *session) scanPooled() (int, bool, error) {
 				fakeReply(errorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
 				ss.clientSkip = true
 				break
+			}
+			if typ == 'B' {
+				ss.noteBindLocked(st)
 			}
 			out = append(out, b[seg:off]...)
 			seg = off

@@ -21,6 +21,7 @@ const (
 	evBoundary  // a ReadyForQuery left the session between transactions
 	evStmtTxn   // statement mode: the client opened a transaction block
 	evCopyAbort // COPY IN started for a client that is gone: end it
+	evSettle    // a transaction that may have changed the session ended: capture it (sessionstate.go)
 )
 
 // pump is the server goroutine of an attachment: it forwards what the
@@ -114,6 +115,10 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 				break
 			}
 		}
+		var capErr error
+		if ev == evSettle {
+			capErr = ss.sendCaptureLocked(sc) // under mu: see sendCaptureLocked
+		}
 		ss.mu.Unlock()
 		if spliced {
 			out = append(out, b[seg:off]...)
@@ -145,8 +150,21 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			if ss.atBoundary(sc) {
 				return
 			}
+		case evSettle:
+			if ss.settle(sc, capErr) {
+				return
+			}
 		}
 	}
+}
+
+// heldZ is the ReadyForQuery to hold back during a capture: nothing when
+// it answers pgtide's own request.
+func heldZ(skip bool, status byte) []byte {
+	if skip {
+		return nil
+	}
+	return []byte{'Z', 0, 0, 0, 5, status}
 }
 
 // needsBody lists the server messages the pump must see whole.
@@ -196,6 +214,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		ss.settleTimersLocked()
 		if ss.releasableLocked() {
 			ev = evBoundary
+			if ss.holdForCaptureLocked(heldZ(sk, status)) {
+				return false, evSettle, nil
+			}
 		}
 		return !sk, ev, nil
 	case 'S':
@@ -221,6 +242,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			ss.q.popHead()
 		}
 	case 'C':
+		ss.noteTagLocked(body) // sessionstate.go
 		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
 			tag := string(body)
 			if tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
@@ -393,7 +415,7 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		ss.mu.Unlock()
 		ss.kill(codeAdminShutdown, msg)
 		return true
-	case ss.mode != config.PoolSession:
+	case ss.mode != config.PoolSession && ss.st.pins == 0: // a pinned client keeps its server
 		ss.sc = nil
 		ss.mu.Unlock()
 		ss.giveBack(sc)

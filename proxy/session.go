@@ -90,6 +90,8 @@ type session struct {
 	// goroutine only.
 	passTo     *pool.Conn
 	passRemain int
+
+	st sessState // settings and pins on the server side (sessionstate.go), under mu
 }
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
@@ -547,6 +549,7 @@ func (ss *session) giveBack(sc *pool.Conn) {
 // finish runs when the client goroutine ends: it drains or cancels what the
 // server still owes, then cleans the server and returns it, or closes it.
 func (ss *session) finish() {
+	defer ss.dropPins() // sessionstate.go
 	ss.srv.unregister(ss)
 	_ = ss.conn.Close()
 	ss.mu.Lock()
@@ -626,12 +629,23 @@ func (ss *session) releaseClean(sc *pool.Conn) {
 			sc.Pool().Discard(sc)
 			return
 		}
-		up := strings.ToUpper(reset)
-		if strings.Contains(up, "DISCARD ALL") || strings.Contains(up, "RESET ALL") {
-			clear(sc.Applied)
-		}
+	}
+	if !ss.departureReset(sc, resetRan(qs)) { // sessionstate.go
+		ss.log.Info().Uint32("server_pid", sc.PID).Msg("server reset failed; closing it")
+		sc.Pool().Discard(sc)
+		return
 	}
 	sc.Pool().Release(sc)
+}
+
+// resetRan reports whether queries that ran on a server included DISCARD ALL.
+func resetRan(qs []string) bool {
+	for _, q := range qs {
+		if strings.Contains(strings.ToUpper(q), "DISCARD ALL") {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseOrDiscard returns a server the session borrowed but never

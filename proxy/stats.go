@@ -18,6 +18,10 @@ type PoolCounters struct {
 	WaitNanos         atomic.Int64  // total time clients waited for a server
 	Waits             atomic.Uint64
 	Logins            atomic.Uint64
+	// Clients pinned to their server now, and statements refused under
+	// pin_policy "refuse", by reason (PinReasons order).
+	Pinned      [numPinReasons]atomic.Int64
+	PinRefusals [numPinReasons]atomic.Uint64
 
 	errMu  sync.Mutex
 	errors map[string]uint64 // by SQLSTATE class (first two characters)

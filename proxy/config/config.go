@@ -28,6 +28,17 @@ const (
 	PoolStatement   PoolMode = "statement"
 )
 
+// PinPolicy says what transaction and statement mode do with state that
+// cannot move between servers (temporary tables, session advisory locks,
+// LISTEN, cursors WITH HOLD).
+type PinPolicy string
+
+// Pin policies.
+const (
+	PinKeep   PinPolicy = "pin"    // the client keeps its server until the state is gone
+	PinRefuse PinPolicy = "refuse" // the statement fails with 0A000 and the state is undone
+)
+
 // Valid reports whether m is one of the three pool modes (not "").
 func (m PoolMode) Valid() bool {
 	switch m {
@@ -72,6 +83,7 @@ type Config struct {
 	Listen                 []string            `toml:"listen"`                    // TCP "host:port" list; default ["127.0.0.1:6432"]
 	UnixSocketDir          string              `toml:"unix_socket_dir"`           // "" = no unix socket; socket file is .s.PGSQL.<port>, port = port of first Listen entry (or 6432)
 	PoolMode               PoolMode            `toml:"pool_mode"`                 // default session
+	PinPolicy              PinPolicy           `toml:"pin_policy"`                // "pin" (default) | "refuse"
 	DefaultPoolSize        int                 `toml:"default_pool_size"`         // default 20; must be >= 1
 	MinPoolSize            int                 `toml:"min_pool_size"`             // default 0
 	MaxClientConn          int                 `toml:"max_client_conn"`           // default 100
@@ -125,15 +137,16 @@ type Config struct {
 // Database is one [databases.NAME] section. The name "*" is the fallback
 // for any database a client asks for that has no section of its own.
 type Database struct {
-	Host             string   `toml:"host"`               // default "127.0.0.1"; a value starting with "/" is a unix socket directory
-	Port             int      `toml:"port"`               // default 5432
-	DBName           string   `toml:"dbname"`             // default: the section name (for "*": the name the client asked for)
-	User             string   `toml:"user"`               // optional: connect to the server as this user instead of the client's
-	Password         string   `toml:"password"`           // optional: password for User (or for the client's user)
-	PoolSize         int      `toml:"pool_size"`          // 0 = default_pool_size
-	MinPoolSize      int      `toml:"min_pool_size"`      // 0 = global min_pool_size
-	PoolMode         PoolMode `toml:"pool_mode"`          // "" = inherit
-	MaxDBConnections int      `toml:"max_db_connections"` // 0 = global value
+	Host             string    `toml:"host"`               // default "127.0.0.1"; a value starting with "/" is a unix socket directory
+	Port             int       `toml:"port"`               // default 5432
+	DBName           string    `toml:"dbname"`             // default: the section name (for "*": the name the client asked for)
+	User             string    `toml:"user"`               // optional: connect to the server as this user instead of the client's
+	Password         string    `toml:"password"`           // optional: password for User (or for the client's user)
+	PoolSize         int       `toml:"pool_size"`          // 0 = default_pool_size
+	MinPoolSize      int       `toml:"min_pool_size"`      // 0 = global min_pool_size
+	PoolMode         PoolMode  `toml:"pool_mode"`          // "" = inherit
+	PinPolicy        PinPolicy `toml:"pin_policy"`         // "" = inherit
+	MaxDBConnections int       `toml:"max_db_connections"` // 0 = global value
 
 	// TLS to the server (see tls.go).
 	ServerTLSSSLMode  string `toml:"server_tls_sslmode"`   // "" = "prefer"
@@ -148,10 +161,11 @@ type Database struct {
 
 // User is one [users.NAME] section.
 type User struct {
-	Password           string   `toml:"password"` // plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 storedkey>:<b64 serverkey>"
-	PoolMode           PoolMode `toml:"pool_mode"`
-	PoolSize           int      `toml:"pool_size"`            // 0 = inherit
-	MaxUserConnections int      `toml:"max_user_connections"` // 0 = global
+	Password           string    `toml:"password"` // plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 storedkey>:<b64 serverkey>"
+	PoolMode           PoolMode  `toml:"pool_mode"`
+	PinPolicy          PinPolicy `toml:"pin_policy"`           // "" = inherit
+	PoolSize           int       `toml:"pool_size"`            // 0 = inherit
+	MaxUserConnections int       `toml:"max_user_connections"` // 0 = global
 }
 
 // Defaults that are referred to in more than one place.
@@ -171,6 +185,7 @@ func Default() *Config {
 	return &Config{
 		Listen:                []string{DefaultListen},
 		PoolMode:              PoolSession,
+		PinPolicy:             PinKeep,
 		DefaultPoolSize:       defaultPoolSizeVal,
 		MinPoolSize:           0,
 		MaxClientConn:         100,
@@ -270,6 +285,20 @@ func (c *Config) EffectivePoolMode(db Database, user User) PoolMode {
 		return c.PoolMode
 	}
 	return PoolSession
+}
+
+// EffectivePinPolicy returns the user's pin_policy, else the database's,
+// else the global one.
+func (c *Config) EffectivePinPolicy(db Database, user User) PinPolicy {
+	switch {
+	case user.PinPolicy != "":
+		return user.PinPolicy
+	case db.PinPolicy != "":
+		return db.PinPolicy
+	case c.PinPolicy != "":
+		return c.PinPolicy
+	}
+	return PinKeep
 }
 
 // EffectivePoolSize returns the user's pool_size, else the database's, else

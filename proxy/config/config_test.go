@@ -63,6 +63,7 @@ func TestDefaults(t *testing.T) {
 	want := &Config{
 		Listen:                []string{"127.0.0.1:6432"},
 		PoolMode:              PoolSession,
+		PinPolicy:             PinKeep,
 		DefaultPoolSize:       20,
 		MinPoolSize:           0,
 		MaxClientConn:         100,
@@ -139,6 +140,7 @@ func TestParseAllKeys(t *testing.T) {
 listen = ["0.0.0.0:7432", "[::1]:7433"]
 unix_socket_dir = "/tmp"
 pool_mode = "transaction"
+pin_policy = "refuse"
 default_pool_size = 10
 min_pool_size = 2
 max_client_conn = 500
@@ -179,12 +181,13 @@ log_pooler_errors = false
 [users.alice]
 password = "secret"
 pool_mode = "statement"
+pin_policy = "pin"
 pool_size = 3
 max_user_connections = 4
 `)
 	want := &Config{
 		Listen: []string{"0.0.0.0:7432", "[::1]:7433"}, UnixSocketDir: "/tmp",
-		PoolMode: PoolTransaction, DefaultPoolSize: 10, MinPoolSize: 2, MaxClientConn: 500,
+		PoolMode: PoolTransaction, PinPolicy: PinRefuse, DefaultPoolSize: 10, MinPoolSize: 2, MaxClientConn: 500,
 		MaxDBConnections: 50, MaxUserConnections: 40, AuthType: "md5",
 		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0},
 		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
@@ -197,7 +200,7 @@ max_user_connections = 4
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
 		SoReuseport: true, StatsPeriod: Duration{0},
 		Databases: map[string]Database{"app": {Host: "127.0.0.1", Port: 5432, DBName: "app"}},
-		Users: map[string]User{"alice": {Password: "secret", PoolMode: PoolStatement, PoolSize: 3,
+		Users: map[string]User{"alice": {Password: "secret", PoolMode: PoolStatement, PinPolicy: PinKeep, PoolSize: 3,
 			MaxUserConnections: 4}},
 	}
 	if !reflect.DeepEqual(c, want) {

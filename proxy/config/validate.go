@@ -12,10 +12,11 @@ import (
 )
 
 var (
-	authTypes  = []string{"scram-sha-256", "md5", "password", "trust", "hba"}
-	logLevels  = []string{"debug", "info", "warn", "error"}
-	logFormats = []string{"auto", "json", "console"}
-	poolModes  = []string{string(PoolSession), string(PoolTransaction), string(PoolStatement)}
+	authTypes   = []string{"scram-sha-256", "md5", "password", "trust", "hba"}
+	logLevels   = []string{"debug", "info", "warn", "error"}
+	logFormats  = []string{"auto", "json", "console"}
+	poolModes   = []string{string(PoolSession), string(PoolTransaction), string(PoolStatement)}
+	pinPolicies = []string{string(PinKeep), string(PinRefuse)}
 )
 
 func k(parts ...string) toml.Key { return toml.Key(parts) }
@@ -23,6 +24,7 @@ func k(parts ...string) toml.Key { return toml.Key(parts) }
 // validate checks every value of c, which has been decoded onto the defaults.
 func (d *decoder) validate(c *Config) {
 	d.checkEnum(k("pool_mode"), string(c.PoolMode), poolModes)
+	d.checkEnum(k("pin_policy"), string(c.PinPolicy), pinPolicies)
 	d.checkEnum(k("auth_type"), c.AuthType, authTypes)
 	d.checkEnum(k("log_level"), c.LogLevel, logLevels)
 	d.checkEnum(k("log_format"), c.LogFormat, logFormats)
@@ -137,6 +139,9 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
+	if db.PinPolicy != "" {
+		d.checkEnum(key("pin_policy"), string(db.PinPolicy), pinPolicies)
+	}
 	d.validateServerTLS(name, db)         // tls.go
 	d.validateServerRequireAuth(name, db) // requireauth.go
 	if db.PoolSize >= 0 && db.MinPoolSize >= 0 {
@@ -167,6 +172,9 @@ func (d *decoder) validateUser(name string, u User) {
 	}
 	if u.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(u.PoolMode), poolModes)
+	}
+	if u.PinPolicy != "" {
+		d.checkEnum(key("pin_policy"), string(u.PinPolicy), pinPolicies)
 	}
 	d.checkNonNegative(key("pool_size"), u.PoolSize)
 	d.checkNonNegative(key("max_user_connections"), u.MaxUserConnections)

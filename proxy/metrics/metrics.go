@@ -156,6 +156,8 @@ var (
 	descDials       = desc("pool_server_connects_total", "Server connections opened.")
 	descDialErrors  = desc("pool_server_connect_errors_total", "Server connection attempts that failed.")
 	descWaitTimeout = desc("pool_wait_timeouts_total", "Clients that gave up waiting for a server (query_wait_timeout).")
+	descPinned      = desc("pool_pinned_clients", "Clients in transaction or statement mode pinned to their server connection by state that cannot move (a client with two reasons counts under both).", "reason")
+	descPinRefusals = desc("pool_pin_refusals_total", "Statements refused with 0A000 under pin_policy \"refuse\", by the state they created.", "reason")
 
 	descClientConns   = prometheus.NewDesc("pgtide_client_connections", "Client connections, including those still logging in.", nil, nil)
 	descLoginFailures = prometheus.NewDesc("pgtide_login_failures_total", "Client logins refused (bad password, unknown database or user, limits, protocol errors).", nil, nil)
@@ -165,7 +167,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClients, descServers, descMaxWait, descXacts, descQueries, descRecv, descSent,
-		descErrors, descLogins, descDials, descDialErrors, descWaitTimeout,
+		descErrors, descLogins, descDials, descDialErrors, descWaitTimeout, descPinned, descPinRefusals,
 		descClientConns, descLoginFailures, descReady,
 	} {
 		ch <- d
@@ -203,6 +205,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLogins, pc.Logins.Load(), db, u)
 		for class, n := range pc.ErrorsByClass() {
 			counter(descErrors, n, db, u, class)
+		}
+		for i, reason := range proxy.PinReasons {
+			gauge(descPinned, float64(max(pc.Pinned[i].Load(), 0)), db, u, reason)
+			counter(descPinRefusals, pc.PinRefusals[i].Load(), db, u, reason)
 		}
 	}
 	gauge(descClientConns, float64(c.src.Clients()))

@@ -55,6 +55,15 @@ public class PgtideJdbcTest {
         }
     }
 
+    static String queryString(Connection c, String sql) throws SQLException {
+        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery(sql)) {
+            if (!rs.next()) {
+                throw new SQLException("no row from: " + sql);
+            }
+            return rs.getString(1);
+        }
+    }
+
     // One worker: its own connection; prepares statements in a worker-specific
     // order so that the driver's statement names (S_1, S_2, ...) stand for
     // different texts on different connections, and runs each 12 times
@@ -249,6 +258,35 @@ public class PgtideJdbcTest {
             a.setAutoCommit(true);
             check(queryLong(a, "SELECT count(*) FROM jdbc_txn") == 1, "rows after aborted transaction != 1");
             check(queryLong(b, "SELECT count(*) FROM jdbc_txn") == 1, "other connection: rows after aborted transaction != 1");
+        }
+
+        // 4. Session settings through setTransactionIsolation and setReadOnly
+        // follow connection A (pgjdbc sends SET SESSION CHARACTERISTICS for
+        // the isolation level) over 20 transactions while B holds a server
+        // across each of them; B and later connections see the defaults.
+        try (Connection a = connect(); Connection b = connect()) {
+            a.setTransactionIsolation(Connection.TRANSACTION_SERIALIZABLE);
+            a.setReadOnly(true);
+            a.setAutoCommit(false);
+            b.setAutoCommit(false);
+            boolean bOpen = false;
+            for (int i = 0; i < 20; i++) {
+                check("serializable".equals(queryString(a, "SHOW transaction_isolation")), "A, transaction " + i + ": isolation not serializable");
+                check("on".equals(queryString(a, "SHOW transaction_read_only")), "A, transaction " + i + ": not read only");
+                a.commit();
+                if (bOpen) {
+                    b.commit();
+                }
+                check("read committed".equals(queryString(b, "SHOW transaction_isolation")), "B, round " + i + ": isolation not read committed");
+                check("off".equals(queryString(b, "SHOW transaction_read_only")), "B, round " + i + ": read only");
+                bOpen = true; // held across A's next transaction
+            }
+            b.commit();
+        }
+        for (int i = 0; i < 10; i++) {
+            try (Connection c = connect()) {
+                check("read committed".equals(queryString(c, "SHOW default_transaction_isolation")), "new connection " + i + ": default isolation changed");
+            }
         }
 
         if (!failures.isEmpty()) {

@@ -1,0 +1,610 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/config"
+)
+
+// Session state in transaction and statement mode (DESIGN.md invariant 10).
+//
+// Settings. pgtide does not parse SQL to learn what a client changed. When
+// something the client ran may have changed its session (a CommandComplete
+// tag SET, RESET, DISCARD, LISTEN, UNLISTEN, DO, CALL, and DROP or CLOSE
+// while pinned; a statement whose text mentions set_config, advisory locks,
+// temporary objects or WITH HOLD; a FunctionCall), the session is marked,
+// and at the end of that transaction, before the client sees its ReadyForQuery, pgtide asks the
+// server what the session now holds (one round trip: pg_settings with source
+// 'session', role, session_authorization, custom x.y names the client's SQL
+// mentioned, and the pin checks below). That answer becomes the client's
+// wanted state, applied to every server it gets next (syncParams), and the
+// server's record of what it carries (pool.Conn.Applied), which the next
+// borrower's syncParams resets before anyone else uses it. SET LOCAL and
+// settings of a rolled-back transaction are gone by then, so they are not
+// kept. A client that never changes anything costs nothing.
+//
+// Pins. State that cannot be moved to another server (temporary objects,
+// session-level advisory locks, LISTEN, cursors WITH HOLD) found by the same
+// query keeps the client on its server, as in session mode, until a later
+// check finds it gone; with pin_policy "refuse" it is undone at once and the
+// client gets 0A000. A client that leaves with pins or unchecked changes
+// gets its server back only after DISCARD ALL.
+
+// Pin reasons, as bits of sessState.pins.
+const (
+	pinTemp = 1 << iota
+	pinAdvisory
+	pinListen
+	pinCursor
+	numPinReasons = iota
+)
+
+// PinReasons names each pin reason (metrics label, SHOW CLIENTS, logs), in
+// bit order.
+var PinReasons = [numPinReasons]string{"temp_table", "advisory_lock", "listen", "held_cursor"}
+
+// pinWhat describes each reason in a refusal message.
+var pinWhat = [numPinReasons]string{
+	"a temporary object", "a session-level advisory lock", "LISTEN", "a cursor WITH HOLD",
+}
+
+// pinUndo releases each kind of pinned state (pin_policy "refuse").
+var pinUndo = []string{
+	"DISCARD TEMP", "SELECT pg_catalog.pg_advisory_unlock_all()", "UNLISTEN *", "CLOSE ALL",
+}
+
+// sessState is the session's bookkeeping of its server-side state, under
+// session.mu.
+type sessState struct {
+	check   bool            // the session may have changed: capture at the next boundary
+	pins    uint8           // pin reasons in force
+	customs map[string]bool // custom (x.y) parameter names seen in the client's SQL
+	flagged map[*stmt]bool  // the client's statements whose text may change state
+	unnamed bool            // the same, for the client's unnamed statement
+	heldZ   []byte          // the ReadyForQuery held back while capturing
+}
+
+// captureSQL asks a server what its session holds beyond the pool's
+// baseline. Every name is schema-qualified: the client may have set
+// search_path to anything.
+const captureSQL = `SELECT 's', name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+UNION ALL SELECT 's', 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none'
+UNION ALL SELECT 'a', 'session_authorization', pg_catalog.current_setting('session_authorization')
+UNION ALL SELECT 's', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n WHERE pg_catalog.current_setting(n, true) IS NOT NULL
+UNION ALL SELECT 'p', '0', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema())
+UNION ALL SELECT 'p', '1', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
+UNION ALL SELECT 'p', '2', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels())
+UNION ALL SELECT 'p', '3', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_cursors WHERE is_holdable)
+UNION ALL SELECT 'x', '', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements)`
+
+// captureQuery is the capture with the custom names the client used.
+func (ss *session) captureQueryLocked() pool.ParamQuery {
+	var b strings.Builder
+	b.WriteByte('{')
+	n := 0
+	add := func(k string) {
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		n++
+		b.WriteByte('"')
+		for i := 0; i < len(k); i++ {
+			if k[i] == '"' || k[i] == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(k[i])
+		}
+		b.WriteByte('"')
+	}
+	for k := range ss.st.customs {
+		add(k)
+	}
+	for k := range ss.want {
+		if strings.IndexByte(k, '.') >= 0 && !ss.st.customs[k] {
+			add(k)
+		}
+	}
+	b.WriteByte('}')
+	return pool.ParamQuery{SQL: captureSQL, Args: []string{b.String()}}
+}
+
+// captured is a capture's answer.
+type captured struct {
+	settings map[string]string
+	pins     uint8
+	prepared bool // prepared statements exist (pgtide's own too, in transaction mode)
+}
+
+func parseCapture(rows [][]string, loginUser string) captured {
+	c := captured{settings: map[string]string{}}
+	for _, r := range rows {
+		if len(r) != 3 {
+			continue
+		}
+		switch r[0] {
+		case "s":
+			c.settings[strings.ToLower(r[1])] = r[2]
+		case "a":
+			if r[2] != loginUser {
+				c.settings["session_authorization"] = r[2]
+			}
+		case "x":
+			c.prepared = true
+		case "p":
+			if len(r[1]) == 1 && r[1][0] >= '0' && r[1][0] < '0'+numPinReasons {
+				c.pins |= 1 << (r[1][0] - '0')
+			}
+		}
+	}
+	return c
+}
+
+// pinPolicy is the policy in force for this client's pool (reloadable).
+func (ss *session) pinPolicy() config.PinPolicy {
+	cfg := ss.srv.Config()
+	db, _ := cfg.ResolveDatabase(ss.dbName)
+	return cfg.EffectivePinPolicy(db, cfg.Users[ss.userName])
+}
+
+// noteTagLocked looks at a CommandComplete tag (body, NUL-terminated) for
+// commands that may change the session.
+func (ss *session) noteTagLocked(body []byte) {
+	if len(body) == 0 {
+		return
+	}
+	switch body[0] {
+	case 'S':
+		if bytes.Equal(body, []byte("SET\x00")) {
+			ss.st.check = true
+		}
+	case 'R':
+		if bytes.Equal(body, []byte("RESET\x00")) {
+			ss.st.check = true
+		}
+	case 'D':
+		switch {
+		case bytes.HasPrefix(body, []byte("DISCARD")), bytes.Equal(body, []byte("DO\x00")):
+			ss.st.check = true
+		case bytes.HasPrefix(body, []byte("DROP ")) && ss.st.pins != 0:
+			ss.st.check = true
+		}
+	case 'L':
+		if bytes.Equal(body, []byte("LISTEN\x00")) {
+			ss.st.check = true
+		}
+	case 'U':
+		if bytes.Equal(body, []byte("UNLISTEN\x00")) {
+			ss.st.check = true
+		}
+	case 'C':
+		if bytes.Equal(body, []byte("CALL\x00")) ||
+			(bytes.HasPrefix(body, []byte("CLOSE CURSOR")) && ss.st.pins != 0) {
+			ss.st.check = true
+		}
+	}
+}
+
+// noteQueryLocked looks at the text of a Query or Parse the client sent;
+// it reports whether running it may change the session (the check is then
+// raised by the caller when it runs). Custom parameter names it mentions
+// are remembered for the capture, as pg_settings does not list them.
+func (ss *session) noteQueryLocked(q []byte) bool {
+	flag := false
+	for i := 0; i < len(q); {
+		c := q[i]
+		if !identStart(c) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(q) && identByte(q[j]) {
+			j++
+		}
+		w := q[i:j]
+		switch c | 0x20 {
+		case 's':
+			switch {
+			case bytes.EqualFold(w, []byte("set")):
+				ss.noteCustomLocked(afterSet(q[j:]))
+			case bytes.EqualFold(w, []byte("set_config")):
+				flag = true
+				ss.noteCustomLocked(firstLiteral(q[j:]))
+			}
+		case 'r':
+			if bytes.EqualFold(w, []byte("reset")) {
+				ss.noteCustomLocked(afterSet(q[j:]))
+			}
+		case 't':
+			if bytes.EqualFold(w, []byte("temp")) || bytes.EqualFold(w, []byte("temporary")) {
+				flag = true
+			}
+		case 'h':
+			if bytes.EqualFold(w, []byte("hold")) { // DECLARE ... WITH HOLD
+				flag = true
+			}
+		case 'p':
+			if bytes.EqualFold(w, []byte("pg_temp")) || containsFold(w, "advisory") {
+				flag = true
+			}
+		}
+		i = j
+	}
+	return flag
+}
+
+// noteCustomLocked remembers name if it is a custom (x.y) parameter.
+func (ss *session) noteCustomLocked(name string) {
+	if strings.IndexByte(name, '.') <= 0 || len(name) > 200 {
+		return
+	}
+	if ss.st.customs == nil {
+		ss.st.customs = map[string]bool{}
+	}
+	if len(ss.st.customs) < 100 {
+		ss.st.customs[strings.ToLower(name)] = true
+	}
+}
+
+func identStart(c byte) bool {
+	return c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z') || c >= 0x80
+}
+
+func identByte(c byte) bool { return identStart(c) || (c >= '0' && c <= '9') || c == '$' }
+
+// containsFold reports whether w contains sub (lower-case ASCII), ignoring
+// case; it compares only where the first byte matches.
+func containsFold(w []byte, sub string) bool {
+	for i := 0; i+len(sub) <= len(w); i++ {
+		if w[i]|0x20 == sub[0] && bytes.EqualFold(w[i:i+len(sub)], []byte(sub)) {
+			return true
+		}
+	}
+	return false
+}
+
+// afterSet returns the parameter name after SET/RESET [SESSION|LOCAL],
+// dotted parts joined, or "".
+func afterSet(b []byte) string {
+	var parts []string
+	for {
+		b = bytes.TrimLeft(b, " \t\r\n")
+		if len(b) == 0 {
+			break
+		}
+		var part string
+		switch {
+		case b[0] == '"':
+			end := bytes.IndexByte(b[1:], '"')
+			if end < 0 {
+				return ""
+			}
+			part, b = string(b[1:1+end]), b[2+end:]
+		case identStart(b[0]):
+			j := 1
+			for j < len(b) && identByte(b[j]) {
+				j++
+			}
+			part, b = strings.ToLower(string(b[:j])), b[j:]
+			if len(parts) == 0 && (part == "session" || part == "local") {
+				continue
+			}
+		default:
+			return ""
+		}
+		parts = append(parts, part)
+		b = bytes.TrimLeft(b, " \t\r\n")
+		if len(b) == 0 || b[0] != '.' {
+			break
+		}
+		b = b[1:]
+	}
+	return strings.Join(parts, ".")
+}
+
+// firstLiteral returns the first '...' literal after set_config(, or "".
+func firstLiteral(b []byte) string {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '(' {
+		return ""
+	}
+	b = bytes.TrimLeft(b[1:], " \t\r\n")
+	if len(b) == 0 || b[0] != '\'' {
+		return ""
+	}
+	end := bytes.IndexByte(b[1:], '\'')
+	if end < 0 {
+		return ""
+	}
+	return string(b[1 : 1+end])
+}
+
+// noteParseLocked records a Parse of a named statement; noteBindLocked
+// raises the check when a statement that may change state runs.
+func (ss *session) noteParseLocked(st *stmt, query []byte) {
+	if ss.noteQueryLocked(query) {
+		if ss.st.flagged == nil {
+			ss.st.flagged = map[*stmt]bool{}
+		}
+		ss.st.flagged[st] = true
+	}
+}
+
+func (ss *session) noteUnnamedParseLocked(query []byte) { ss.st.unnamed = ss.noteQueryLocked(query) }
+
+func (ss *session) noteBindLocked(st *stmt) {
+	if st == nil {
+		if ss.st.unnamed {
+			ss.st.check = true
+		}
+		return
+	}
+	if ss.st.flagged[st] {
+		ss.st.check = true
+	}
+}
+
+// holdForCaptureLocked is called at a ReadyForQuery that ends a transaction
+// with nothing outstanding: when the session may have changed, it holds the
+// ReadyForQuery back (z, nil when the client is not to see it) and reports
+// that the pump must capture the session's state first.
+func (ss *session) holdForCaptureLocked(z []byte) bool {
+	if !ss.st.check || ss.mode == config.PoolSession || ss.gone || ss.txStatus != 'I' {
+		return false
+	}
+	ss.st.heldZ = append(ss.st.heldZ[:0], z...)
+	return true
+}
+
+// sendCaptureLocked writes the capture to the server. It runs under mu,
+// at a boundary, so no request of the client can be queued before it; the
+// write completes before mu is released, so none can reach the server
+// before it either.
+func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
+	qs := []pool.ParamQuery{ss.captureQueryLocked()}
+	if ss.st.pins == 0 && ss.pinPolicy() == config.PinRefuse {
+		// Undone in the same round trip: harmless when nothing is there.
+		for _, u := range pinUndo {
+			qs = append(qs, pool.ParamQuery{SQL: u})
+		}
+	}
+	out := pool.AppendParamQueries(nil, qs)
+	out = appendFrame(out, 'S')
+	stateOf(sc).unnamed = nil
+	ss.swmu.Lock()
+	_, err := sc.Net.Write(out)
+	ss.swmu.Unlock()
+	return err
+}
+
+// settle reads the capture's replies (the pump owns the server's reader),
+// applies them, and lets the client have its ReadyForQuery. It reports
+// whether the pump is done with sc.
+func (ss *session) settle(sc *pool.Conn, werr error) bool {
+	if werr != nil {
+		ss.serverStopped(sc, werr)
+		return true
+	}
+	var rows [][]string
+	var async []byte // notifications and notices that arrived meanwhile
+	var serr error
+	for done := false; !done; {
+		typ, body, err := sc.Reader.ReadMessage(64 << 20)
+		if err != nil {
+			if ss.woken(err) {
+				continue // the client goroutine queued fake replies; they follow the ReadyForQuery
+			}
+			ss.captureLost(sc, err)
+			return true
+		}
+		switch typ {
+		case 'D':
+			if r, ok := pool.ParseDataRow(body); ok {
+				rows = append(rows, r)
+			}
+		case 'E':
+			if serr == nil {
+				serr = pool.DecodeError(typ, body)
+			}
+		case 'A':
+			async = appendFrame(async, typ, body)
+		case 'S':
+			ss.mu.Lock()
+			ss.parameterStatusLocked(sc, body)
+			ss.mu.Unlock()
+			async = appendFrame(async, typ, body)
+		case 'Z':
+			if len(body) > 0 {
+				sc.TxStatus = body[0]
+			}
+			done = true
+		}
+	}
+	ss.mu.Lock()
+	z := ss.st.heldZ
+	ss.st.heldZ = nil
+	if serr != nil || sc.TxStatus != 'I' {
+		// The state is unknown (a cancel, statement_timeout, ...). A pinned
+		// client keeps its server and is checked again next time; otherwise
+		// the server is closed, so nothing of the session can reach anyone.
+		ss.log.Info().Err(serr).Uint32("server_pid", sc.PID).Msg("session state check failed")
+		if ss.st.pins != 0 || ss.sc != sc {
+			ss.mu.Unlock()
+			ss.toClient(append(async, z...))
+			return ss.atBoundary(sc)
+		}
+		ss.sc = nil
+		ss.st.check = false
+		ss.mu.Unlock()
+		ss.toClient(append(async, z...))
+		sc.Pool().Discard(sc)
+		return true
+	}
+	got := parseCapture(rows, sc.LoginUser)
+	ss.st.check = false
+	ss.want = got.settings
+	clear(sc.Applied)
+	for k, v := range got.settings {
+		g, ok := reportedParam(sc.Params, k)
+		if !ok {
+			g = v
+		}
+		sc.Applied[k] = pool.AppliedParam{Want: v, Got: g}
+	}
+	var refusal []byte
+	pins := got.pins
+	if ss.st.pins == 0 && pins != 0 && ss.pinPolicy() == config.PinRefuse {
+		refusal = ss.refuseLocked(pins)
+		pins = 0
+	}
+	ss.setPinsLocked(pins, sc)
+	ss.mu.Unlock()
+	ss.toClient(append(append(async, refusal...), z...))
+	if ss.flushFakes(sc) {
+		return true
+	}
+	return ss.atBoundary(sc)
+}
+
+// captureLost handles a server that failed while pgtide read the capture.
+// Its replies are unread, so it can only be closed: when the client left
+// (finish woke the pump), here, since serverStopped would leave it to
+// finish to clean and return.
+func (ss *session) captureLost(sc *pool.Conn, err error) {
+	ss.mu.Lock()
+	gone := ss.gone
+	if gone && ss.sc == sc {
+		ss.sc = nil
+	}
+	ss.mu.Unlock()
+	if !gone {
+		ss.serverStopped(sc, err)
+		return
+	}
+	sc.Pool().Discard(sc)
+}
+
+// refuseLocked counts a refusal and builds the client's error.
+func (ss *session) refuseLocked(pins uint8) []byte {
+	var what []string
+	for i := 0; i < numPinReasons; i++ {
+		if pins&(1<<i) != 0 {
+			what = append(what, pinWhat[i])
+			ss.counters.PinRefusals[i].Add(1)
+		}
+	}
+	msg := fmt.Sprintf("%s is not supported in %s pooling mode with pin_policy \"refuse\": it outlives the transaction and would tie this client to one server connection; it has been released",
+		strings.Join(what, " and "), ss.mode)
+	ss.log.Info().Str("refused", strings.Join(what, ", ")).Msg("session state refused")
+	return errorFrame("ERROR", codeFeatureNotSupported, msg)
+}
+
+// setPinsLocked records the pin reasons now in force.
+func (ss *session) setPinsLocked(pins uint8, sc *pool.Conn) {
+	old := ss.st.pins
+	if old == pins {
+		return
+	}
+	for i := 0; i < numPinReasons; i++ {
+		bit := uint8(1 << i)
+		switch {
+		case pins&bit != 0 && old&bit == 0:
+			ss.counters.Pinned[i].Add(1)
+		case pins&bit == 0 && old&bit != 0:
+			ss.counters.Pinned[i].Add(-1)
+		}
+	}
+	ss.st.pins = pins
+	switch {
+	case old == 0:
+		ss.log.Info().Str("reason", pinString(pins)).Uint32("server_pid", sc.PID).
+			Msg("client pinned to its server connection until the state is released or it disconnects")
+	case pins == 0:
+		ss.log.Debug().Uint32("server_pid", sc.PID).Msg("client no longer pinned")
+	}
+}
+
+func pinString(pins uint8) string {
+	var s []string
+	for i := 0; i < numPinReasons; i++ {
+		if pins&(1<<i) != 0 {
+			s = append(s, PinReasons[i])
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+// pinReason says why the client is pinned to its server ("" when it is
+// not): reasons from PinReasons, comma-separated. For SHOW CLIENTS.
+func (ss *session) pinReason() string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return pinString(ss.st.pins)
+}
+
+// dropPins forgets the session's pins when it ends (the gauges).
+func (ss *session) dropPins() {
+	ss.mu.Lock()
+	for i := 0; i < numPinReasons; i++ {
+		if ss.st.pins&(1<<i) != 0 {
+			ss.counters.Pinned[i].Add(-1)
+		}
+	}
+	ss.st.pins = 0
+	ss.mu.Unlock()
+}
+
+// departureReset runs, after any rollback, on the server of a client that
+// leaves, before the server goes back to the pool: nothing the client left
+// on it may reach the next borrower (issue 12 item 3). resetDone says
+// whether the configured reset query already ran DISCARD ALL. It reports
+// false when the server must be closed instead.
+func (ss *session) departureReset(sc *pool.Conn, resetDone bool) bool {
+	if resetDone {
+		forgetServerState(sc)
+		return true
+	}
+	ss.mu.Lock()
+	need := ss.st.pins != 0 || ss.st.check
+	ss.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if ss.mode == config.PoolSession && !need {
+		// Session mode tracks nothing: ask the server. A settings
+		// difference from what pgtide applied, a pin or a prepared
+		// statement needs a reset.
+		ss.mu.Lock()
+		q := ss.captureQueryLocked()
+		ss.mu.Unlock()
+		rows, err := sc.QueryParams(ctx, q)
+		if err != nil {
+			return false
+		}
+		got := parseCapture(rows, sc.LoginUser)
+		need = got.pins != 0 || got.prepared || len(got.settings) != len(sc.Applied)
+		for k, v := range got.settings {
+			if a, ok := sc.Applied[k]; !ok || a.Want != v {
+				need = true
+			}
+		}
+	}
+	if !need {
+		return true
+	}
+	if err := sc.Exec(ctx, "DISCARD ALL"); err != nil || sc.TxStatus != 'I' {
+		return false
+	}
+	forgetServerState(sc)
+	return true
+}
+
+// forgetServerState records that DISCARD ALL ran on sc: no settings, no
+// prepared statements.
+func forgetServerState(sc *pool.Conn) {
+	clear(sc.Applied)
+	stateOf(sc).clear()
+}
