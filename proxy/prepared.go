@@ -99,13 +99,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		wake = true
 	}
 	ensure := func(st *stmt) { // st prepared on sc before the current message
-		if srv.has(st) {
-			return
-		}
-		ss.evictLocked(srv, &out)
-		out = append(out, st.parse...)
-		ss.q.push(entry{kind: 'P', act: actSkip, st: st})
-		srv.add(st)
+		out = ss.ensureLocked(srv, st, out)
 	}
 
 	for off := 0; off < end; {
@@ -120,7 +114,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		case 'S':
 			ss.clientSkip = false
 			if sc != nil {
-				ss.q.push(entry{kind: 'S'})
+				ss.q.push(entry{kind: 'S', sql: ss.takeSQLPendingLocked()})
 				ss.unsynced = false
 			} else {
 				replace(off, n)
@@ -131,7 +125,12 @@ func (ss *session) scanPooled() (int, bool, error) {
 				replace(off, n)
 			}
 		case 'Q':
-			ss.q.push(entry{kind: 'Q'})
+			if mayNameStmts(body) { // SQL PREPARE/EXECUTE/DEALLOCATE: sqlsession.go
+				out = ss.sqlQueryLocked(srv, b[off:off+n], append(out, b[seg:off]...))
+				seg, modified = off+n, true
+			} else {
+				ss.q.push(entry{kind: 'Q'})
+			}
 			// A simple query destroys the unnamed statement, for the
 			// server and so for the client.
 			srv.unnamed = nil
@@ -153,11 +152,25 @@ func (ss *session) scanPooled() (int, bool, error) {
 				break
 			}
 			if len(name) == 0 {
-				ss.unnamedParse = append(ss.unnamedParse[:0], b[off:off+n]...)
+				msg := b[off : off+n]
+				if mayNameStmts(query) { // sqlsession.go
+					msg, out = ss.sqlParseLocked(srv, msg, query, types, append(out, b[seg:off]...))
+					out = append(out, msg...)
+					seg, modified = off+n, true
+				}
+				ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
 				srv.unnamed = ss
 				ss.q.push(entry{kind: 'P'})
 				ss.unsynced = true
 				break
+			}
+			if mayNameStmts(query) {
+				if e := namedParseRefusal(query, ss.stdStringsLocked()); e != nil {
+					replace(off, n)
+					fakeReply(e)
+					ss.clientSkip = true
+					break
+				}
 			}
 			if _, dup := ss.stmts[string(name)]; dup {
 				replace(off, n)

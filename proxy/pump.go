@@ -180,6 +180,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if len(body) > 0 {
 			status = body[0]
 		}
+		if ss.mode != config.PoolSession {
+			ss.sqlReadyLocked(sc)
+		}
 		sk, _ := ss.q.popReady()
 		ss.txStatus, sc.TxStatus = status, status
 		ss.readyLocked(status, sk)
@@ -221,6 +224,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			ss.q.popHead()
 		}
 	case 'C':
+		if ss.mode != config.PoolSession && body != nil {
+			ss.sqlCompleteLocked(body, h)
+		}
 		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
 			tag := string(body)
 			if tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
@@ -247,8 +253,16 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			// client's name, never pgtide's.
 			repl = renameInError(body, h.st.name, h.cname)
 		}
+		if body != nil && ss.mode != config.PoolSession {
+			if r := ss.sqlErrorLocked(body, h); repl == nil {
+				repl = r
+			}
+		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
+			if e.kind == 'E' && e.st != nil {
+				stateOf(sc).remove(e.st) // pgtide's own SQL PREPARE failed
+			}
 			if e.kind == 'P' && e.st != nil {
 				stateOf(sc).remove(e.st)
 				if e.act == actFwd {

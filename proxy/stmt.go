@@ -19,6 +19,11 @@ type stmt struct {
 	name      string // server-side name, "pgtide_<n>"
 	parse     []byte // a whole Parse frame that prepares it under name
 	validated atomic.Bool
+	// prep is set instead of parse for a statement a client made with SQL
+	// PREPARE: the PREPARE text under name (its parameter types are SQL
+	// type names, which a Parse cannot carry). Such a statement belongs
+	// to one client and is not in the registry.
+	prep []byte
 }
 
 // stmtRegistry dedupes statements of one pool by text and parameter types.
@@ -42,7 +47,7 @@ func (r *stmtRegistry) get(query, types []byte) *stmt {
 	if st := r.byKey[string(key)]; st != nil {
 		return st
 	}
-	name := "pgtide_" + strconv.FormatUint(stmtSeq.Add(1), 10)
+	name := newStmtName()
 	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
 	body = append(append(body, name...), 0)
 	body = append(append(body, query...), 0)
@@ -50,6 +55,36 @@ func (r *stmtRegistry) get(query, types []byte) *stmt {
 	st := &stmt{name: name, parse: frame('P', body)}
 	r.byKey[string(key)] = st
 	return st
+}
+
+// newStmtName returns a server-side statement name never used before.
+func newStmtName() string { return "pgtide_" + strconv.FormatUint(stmtSeq.Add(1), 10) }
+
+// invalidate drops st from the registry, so that the next Parse of its
+// text gets a new statement that reaches a server and reports fresh
+// parameter and result types.
+func (r *stmtRegistry) invalidate(st *stmt) {
+	if st.parse == nil {
+		return
+	}
+	key := st.parse[5+len(st.name)+1:]
+	r.mu.Lock()
+	if r.byKey[string(key)] == st {
+		delete(r.byKey, string(key))
+	}
+	r.mu.Unlock()
+}
+
+// flush invalidates every statement: DDL went through the pool, and any
+// statement's types may have changed. Statements already mapped by
+// clients keep working (or fail as PostgreSQL fails them); servers drop
+// the old ones as they are evicted.
+func (r *stmtRegistry) flush() {
+	r.mu.Lock()
+	if len(r.byKey) > 0 {
+		r.byKey = map[string]*stmt{}
+	}
+	r.mu.Unlock()
 }
 
 // frame builds a whole message from a type and body.
