@@ -164,10 +164,12 @@ func (ss *session) scanPooled() (int, bool, error) {
 				ss.unsynced = true
 				break
 			}
+			var dep *stmt // an EXECUTE's statement: sqlsession.go
 			if mayNameStmts(query) {
-				if e := namedParseRefusal(query, ss.stdStringsLocked()); e != nil {
+				var refuse []byte
+				if query, dep, refuse = ss.sqlNamedParseLocked(query); refuse != nil {
 					replace(off, n)
-					fakeReply(e)
+					fakeReply(refuse)
 					ss.clientSkip = true
 					break
 				}
@@ -178,7 +180,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				ss.clientSkip = true
 				break
 			}
-			st := ss.pe.stmts.get(query, types)
+			st := ss.pe.stmts.getDep(query, types, dep)
 			ss.stmts[string(name)] = st
 			switch {
 			case sc == nil:
@@ -189,6 +191,10 @@ func (ss *session) scanPooled() (int, bool, error) {
 				fakeReply(parseComplete)
 				ss.unsynced = true
 			default:
+				if st.dep != nil {
+					out, seg = append(out, b[seg:off]...), off
+					out = ss.ensureLocked(srv, st.dep, out)
+				}
 				ss.evictLocked(srv, &out)
 				replace(off, n, st.parse)
 				ss.q.push(entry{kind: 'P', st: st})
@@ -335,7 +341,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 			return false
 		}
 		query, types, ok := cstring(rest)
-		return !ok || !ss.pe.stmts.get(query, types).validated.Load()
+		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
 	case 'C':
 		return !(len(body) > 1 && body[0] == 'S' && body[1] != 0)
 	}

@@ -94,6 +94,6 @@ func (ss *session) moveStmtsLocked(pe *poolEntry) {
 			delete(ss.stmts, name)
 			continue
 		}
-		ss.stmts[name] = pe.stmts.get(query, types)
+		ss.stmts[name] = pe.stmts.getDep(query, types, st.dep)
 	}
 }

@@ -68,6 +68,9 @@ func (ss *session) skipInjectLocked() bool {
 // ensureLocked makes st exist on the server before what comes next in out,
 // and returns out with whatever that took.
 func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
+	if st.dep != nil {
+		out = ss.ensureLocked(srv, st.dep, out)
+	}
 	if srv.has(st) {
 		return out
 	}
@@ -214,18 +217,31 @@ func (ss *session) takeSQLPendingLocked() *sqlFx {
 	return fx
 }
 
-// namedParseRefusal is the error for a named Parse whose text names a
-// prepared statement: running it later, maybe on another server, cannot
-// be mapped.
-func namedParseRefusal(query []byte, stdStrings bool) []byte {
-	refs, _ := scanSQL(query, stdStrings)
+// sqlNamedParseLocked maps the text of a named Parse. An EXECUTE names
+// pgtide's statement, which becomes the new statement's dep. PREPARE and
+// DEALLOCATE of a name would take effect each time the statement runs,
+// later and perhaps elsewhere: they are refused (refuse is the error).
+func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, refuse []byte) {
+	refs, _ := scanSQL(query, ss.stdStringsLocked())
+	last := 0
 	for _, r := range refs {
-		if r.kind != sqlDeallocateAll {
-			return errorFrame("ERROR", codeFeatureNotSupported,
-				"PREPARE, EXECUTE and DEALLOCATE cannot be prepared as a named statement in transaction pooling mode; send them unnamed or as a simple query")
+		switch r.kind {
+		case sqlPrepare, sqlDeallocate:
+			return nil, nil, errorFrame("ERROR", codeFeatureNotSupported,
+				"PREPARE and DEALLOCATE cannot be prepared as a named statement in transaction pooling mode; send them unnamed or as a simple query")
+		case sqlExecute:
+			st := ss.stmts[r.name]
+			if st == nil || r.bad || dep != nil {
+				continue
+			}
+			q = append(append(q, query[last:r.start]...), st.name...)
+			last, dep = r.end, st
 		}
 	}
-	return nil
+	if dep == nil {
+		return query, nil, nil
+	}
+	return append(q, query[last:]...), dep, nil
 }
 
 // firstRequestLocked returns the queued Query, Sync or FunctionCall that

@@ -24,6 +24,9 @@ type stmt struct {
 	// type names, which a Parse cannot carry). Such a statement belongs
 	// to one client and is not in the registry.
 	prep []byte
+	// dep is the statement an EXECUTE statement runs (its text names
+	// dep's server-side name): it must exist wherever this one is used.
+	dep *stmt
 }
 
 // stmtRegistry dedupes statements of one pool by text and parameter types.
@@ -39,7 +42,11 @@ var stmtSeq atomic.Uint64
 func newStmtRegistry() *stmtRegistry { return &stmtRegistry{byKey: map[string]*stmt{}} }
 
 // get returns the statement for a Parse body's query and types, creating it.
-func (r *stmtRegistry) get(query, types []byte) *stmt {
+func (r *stmtRegistry) get(query, types []byte) *stmt { return r.getDep(query, types, nil) }
+
+// getDep is get for a query that executes dep (whose name is in the text,
+// so a text has one dep).
+func (r *stmtRegistry) getDep(query, types []byte, dep *stmt) *stmt {
 	key := make([]byte, 0, len(query)+1+len(types))
 	key = append(append(append(key, query...), 0), types...)
 	r.mu.Lock()
@@ -52,7 +59,7 @@ func (r *stmtRegistry) get(query, types []byte) *stmt {
 	body = append(append(body, name...), 0)
 	body = append(append(body, query...), 0)
 	body = append(body, types...)
-	st := &stmt{name: name, parse: frame('P', body)}
+	st := &stmt{name: name, parse: frame('P', body), dep: dep}
 	r.byKey[string(key)] = st
 	return st
 }
