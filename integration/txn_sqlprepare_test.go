@@ -506,3 +506,12 @@ func TestTxnPgxStmtCacheInvalidationDirectDDL(t *testing.T) {
 		swap()
 	}
 }
+
+// TestTxnSQLPreparePsycopg2: psycopg2 (which has no protocol-level prepared
+// statements: applications PREPARE in SQL) keeps its statements across 20
+// transactions that alternate between the pool's two servers, through
+// rollbacks; another client does not see them; DEALLOCATE frees the name.
+func TestTxnSQLPreparePsycopg2(t *testing.T) {
+	py := needPython(t, "psycopg2", "python3-psycopg2")
+	txnPyAgainstBoth(t, py, "txn_sqlprepare_psycopg2.py", 2)
+}
