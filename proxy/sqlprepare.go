@@ -82,10 +82,9 @@ type sqlToken struct {
 }
 
 type sqlLexer struct {
-	q        []byte
-	i        int
-	stdStrs  bool // standard_conforming_strings
-	lastWord bool // the previous token was a word (E'..' needs a word start)
+	q       []byte
+	i       int
+	stdStrs bool // standard_conforming_strings
 }
 
 func isIdentStart(c byte) bool {

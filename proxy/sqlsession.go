@@ -10,7 +10,7 @@ import (
 )
 
 // SQL-level PREPARE / EXECUTE / DEALLOCATE in transaction and statement
-// mode (docs/prepared-statements.md in README's terms: "what carries over").
+// mode (README: "Transaction pooling: what carries over").
 //
 // PostgreSQL has one namespace per session for SQL- and protocol-level
 // prepared statements, so both live in session.stmts:
