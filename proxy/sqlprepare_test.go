@@ -93,3 +93,34 @@ func TestTruncateIdent(t *testing.T) {
 		t.Errorf("truncateIdent cut a character: %q", got)
 	}
 }
+
+// FuzzScanSQL: any text scans without panicking, to references whose spans
+// lie in order inside their statements.
+func FuzzScanSQL(f *testing.F) {
+	for _, s := range []string{"PREPARE a AS SELECT 1; EXECUTE a", `EXECUTE "x""`, "DEALLOCATE PREPARE", "$a$ EXECUTE x",
+		"/* /* */ EXECUTE y", "E'\\", `U&"`, "EXPLAIN (a EXECUTE b", "CREATE TABLE t AS EXECUTE"} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, q string, std bool) {
+		refs, _ := scanSQL([]byte(q), std)
+		last := 0
+		for _, r := range refs {
+			if r.start < last || r.end <= r.start || r.stmtEnd < r.end || r.stmtEnd > len(q) {
+				t.Fatalf("bad ref %+v in %q", r, q)
+			}
+			last = r.end
+		}
+		_ = mayNameStmts([]byte(q))
+	})
+}
+
+// BenchmarkMayNameStmts is the cost every simple query and unnamed Parse
+// pays for SQL-level prepared statements.
+func BenchmarkMayNameStmts(b *testing.B) {
+	q := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;")
+	for i := 0; i < b.N; i++ {
+		if mayNameStmts(q) {
+			b.Fatal("matched")
+		}
+	}
+}
