@@ -34,7 +34,8 @@ type sqlRef struct {
 // statement at all.
 func mayNameStmts(q []byte) bool {
 	for i := 0; i+7 <= len(q); i++ {
-		switch q[i] | 0x20 {
+		switch kwStart[q[i]] {
+		case 0:
 		case 'p':
 			if foldHasPrefix(q[i:], "prepare") {
 				return true
@@ -51,6 +52,10 @@ func mayNameStmts(q []byte) bool {
 	}
 	return false
 }
+
+// kwStart maps the first letters of PREPARE, EXECUTE and DEALLOCATE, in
+// either case, to their lower case.
+var kwStart = [256]byte{'p': 'p', 'P': 'p', 'e': 'e', 'E': 'e', 'd': 'd', 'D': 'd'}
 
 func foldHasPrefix(b []byte, lower string) bool {
 	if len(b) < len(lower) {
