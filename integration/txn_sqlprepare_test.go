@@ -236,7 +236,15 @@ func sqlPrepareScenario(t *testing.T, url string, swap func()) map[uint32]bool {
 	wantPgErr(t, "EXECUTE after DEALLOCATE ALL", err, "26000", `prepared statement "m" does not exist`)
 	_, err = a.Exec(ctx, "EXECUTE x1")
 	wantPgErr(t, "EXECUTE after DEALLOCATE ALL", err, "26000", `prepared statement "x1" does not exist`)
-	must("PREPARE x1 AS SELECT 1")
+	must("PREPARE x1 (int) AS SELECT $1 + 1")
+
+	// A statement prepared in SQL runs from the extended protocol too
+	// (Bind by name), on a server that never saw it.
+	swap()
+	r = a.PgConn().ExecPrepared(ctx, "x1", [][]byte{[]byte("9")}, nil, nil).Read()
+	if r.Err != nil || len(r.Rows) != 1 || string(r.Rows[0][0]) != "10" {
+		t.Fatalf("Bind of a SQL-prepared statement: %v %v", r.Err, r.Rows)
+	}
 	return pids
 }
 
@@ -514,4 +522,48 @@ func TestTxnPgxStmtCacheInvalidationDirectDDL(t *testing.T) {
 func TestTxnSQLPreparePsycopg2(t *testing.T) {
 	py := needPython(t, "psycopg2", "python3-psycopg2")
 	txnPyAgainstBoth(t, py, "txn_sqlprepare_psycopg2.py", 2)
+}
+
+// TestStatementModeSQLPrepare: the same mapping in statement mode, where
+// every statement may run on another server.
+func TestStatementModeSQLPrepare(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		db.PoolMode = "statement"
+		db.PoolSize = 2
+	})
+	sh := &xshuffler{}
+	for i := range sh.h {
+		sh.h[i] = newXholder(t, e.URL())
+	}
+	t.Cleanup(sh.close)
+	if err := sh.start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	a := connectMode(t, e.URL(), pgx.QueryExecModeSimpleProtocol)
+	pids := map[uint32]bool{}
+	for _, sql := range []string{"PREPARE s (int) AS SELECT $1 * 10", "EXECUTE s(1)", "EXECUTE s(2)", "DEALLOCATE s", "EXECUTE s(3)"} {
+		if err := sh.swap(); err != nil {
+			t.Fatal(err)
+		}
+		var pid uint32
+		if err := a.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		pids[pid] = true
+		res, err := a.PgConn().Exec(ctx, sql).ReadAll()
+		switch {
+		case strings.HasPrefix(sql, "EXECUTE s(3)"):
+			wantPgErr(t, sql, err, "26000", `prepared statement "s" does not exist`)
+		case err != nil:
+			t.Fatalf("%s: %v", sql, err)
+		case strings.HasPrefix(sql, "EXECUTE"):
+			if want := sql[len("EXECUTE s("):len("EXECUTE s(")+1] + "0"; len(res) != 1 || len(res[0].Rows) != 1 || string(res[0].Rows[0][0]) != want {
+				t.Fatalf("%s: %+v", sql, res)
+			}
+		}
+	}
+	if len(pids) != 2 {
+		t.Fatalf("statements ran on %v, want both servers", pids)
+	}
 }
