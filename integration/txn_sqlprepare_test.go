@@ -175,6 +175,19 @@ func sqlPrepareScenario(t *testing.T, url string, swap func()) map[uint32]bool {
 	_, err = a.Exec(ctx, "EXECUTE ft")
 	wantPgErr(t, "EXECUTE of a PREPARE that failed", err, "26000", `prepared statement "ft" does not exist`)
 	must("PREPARE ft AS SELECT 2")
+	// Nor does a DEALLOCATE there, or one after an error in its query.
+	must("BEGIN")
+	_, err = a.Exec(ctx, "SELECT 1/0")
+	wantPgErr(t, "division by zero", err, "22012", "division by zero")
+	_, err = a.Exec(ctx, "DEALLOCATE ft")
+	wantPgErr(t, "DEALLOCATE in a failed transaction", err, "25P02", "current transaction is aborted")
+	must("ROLLBACK")
+	_, err = a.Exec(ctx, "SELECT 1/0; DEALLOCATE ft")
+	wantPgErr(t, "DEALLOCATE after an error", err, "22012", "division by zero")
+	swap()
+	if n := queryInt(t, a, "EXECUTE ft"); n != 2 {
+		t.Fatalf("EXECUTE ft after DEALLOCATEs that did not run = %d", n)
+	}
 
 	// DEALLOCATE, then the name is free again; twice is an error.
 	swap()

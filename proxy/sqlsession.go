@@ -27,7 +27,7 @@ import (
 //     is rewritten to the server-side name, after making sure the statement
 //     exists on the server, whichever way the client prepared it.
 //   - DEALLOCATE name unmaps the name (SQL- or protocol-prepared, as in
-//     PostgreSQL) and runs DEALLOCATE of a throwaway statement prepared just
+//     PostgreSQL; mapped again if the reply shows it did not run) and runs DEALLOCATE of a throwaway statement prepared just
 //     before it, so the reply, its tag and its errors (in a failed
 //     transaction) are the server's. DEALLOCATE ALL is passed on: its tag
 //     clears the client's map and the server's (pump.go).
@@ -36,10 +36,12 @@ import (
 // client's.
 
 // sqlFx is what a Query or Sync still has to confirm: the client's
-// PREPAREs in it, in order. Each "PREPARE" tag confirms the first; those
-// left at its ReadyForQuery did not run and are unmapped.
+// PREPAREs and DEALLOCATEs in it, in order. Each "PREPARE" or
+// "DEALLOCATE" tag confirms the first of its kind; those left at the
+// ReadyForQuery did not run (an error came first): a PREPARE's name is
+// unmapped again, a DEALLOCATE's mapped again.
 type sqlFx struct {
-	preps []sqlPrep
+	preps, deallocs []sqlPrep
 }
 
 type sqlPrep struct {
@@ -97,14 +99,14 @@ func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
 // rewriteSQLLocked maps the prepared-statement names of one query text
 // (a simple Query's, or an unnamed Parse's) and puts what the server
 // needs first in out. It returns the new text (nil if unchanged), out, and
-// the client's PREPAREs in it.
-func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) ([]byte, []byte, []sqlPrep) {
+// what the server's reply has to confirm (nil if nothing).
+func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) ([]byte, []byte, *sqlFx) {
 	refs, _ := scanSQL(text, ss.stdStringsLocked())
 	if len(refs) == 0 {
 		return nil, out, nil
 	}
 	skip := ss.skipInjectLocked()
-	var preps []sqlPrep
+	var fx sqlFx
 	var nt []byte
 	last := 0
 	put := func(r sqlRef, name string) {
@@ -133,7 +135,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				ss.evictLocked(srv, &out)
 				srv.add(st)
 			}
-			preps = append(preps, p)
+			fx.preps = append(fx.preps, p)
 		case sqlExecute:
 			st := ss.stmts[r.name]
 			if st == nil || r.bad {
@@ -150,6 +152,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				}
 				continue
 			}
+			fx.deallocs = append(fx.deallocs, sqlPrep{name: r.name, st: ss.stmts[r.name]})
 			delete(ss.stmts, r.name)
 			nop := newStmtName()
 			if !skip {
@@ -159,10 +162,14 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			put(r, nop)
 		}
 	}
-	if nt == nil {
-		return nil, out, preps
+	fxp := &fx
+	if len(fx.preps) == 0 && len(fx.deallocs) == 0 {
+		fxp = nil
 	}
-	return append(nt, text[last:]...), out, preps
+	if nt == nil {
+		return nil, out, fxp
+	}
+	return append(nt, text[last:]...), out, fxp
 }
 
 // sqlQueryLocked queues a simple Query (msg, a whole frame) whose text may
@@ -174,7 +181,7 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 		return append(out, msg...) // malformed: the server says so
 	}
 	before := len(out)
-	text, out, preps := ss.rewriteSQLLocked(srv, body[:len(body)-1], out)
+	text, out, fx := ss.rewriteSQLLocked(srv, body[:len(body)-1], out)
 	if len(out) > before && !ss.unsynced {
 		// What was injected is extended protocol: end it before the
 		// Query (a Sync inside the client's transaction block commits
@@ -182,11 +189,7 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 		out = append(out, syncFrame...)
 		ss.q.push(entry{kind: 'S', act: actSkip})
 	}
-	e := entry{kind: 'Q'}
-	if len(preps) > 0 {
-		e.sql = &sqlFx{preps: preps}
-	}
-	ss.q.push(e)
+	ss.q.push(entry{kind: 'Q', sql: fx})
 	if text == nil {
 		return append(out, msg...)
 	}
@@ -197,12 +200,13 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 // prepared statements; it returns the Parse to send and out with what the
 // server needs first. The client's PREPAREs wait for its next Sync.
 func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte) {
-	text, out, preps := ss.rewriteSQLLocked(srv, query, out)
-	if len(preps) > 0 {
+	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
+	if fx != nil {
 		if ss.sqlPending == nil {
 			ss.sqlPending = &sqlFx{}
 		}
-		ss.sqlPending.preps = append(ss.sqlPending.preps, preps...)
+		ss.sqlPending.preps = append(ss.sqlPending.preps, fx.preps...)
+		ss.sqlPending.deallocs = append(ss.sqlPending.deallocs, fx.deallocs...)
 	}
 	if text == nil {
 		return msg, out
@@ -256,8 +260,9 @@ func (ss *session) firstRequestLocked() *entry {
 	return nil
 }
 
-// sqlReadyLocked runs before a ReadyForQuery is matched: PREPAREs of the
-// request it ends that the server did not confirm did not happen.
+// sqlReadyLocked runs before a ReadyForQuery is matched: PREPAREs and
+// DEALLOCATEs of the request it ends that the server did not confirm did
+// not happen.
 func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 	e := ss.firstRequestLocked()
 	if e == nil || e.sql == nil {
@@ -268,6 +273,11 @@ func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 		srv.remove(p.st)
 		if p.name != "" && ss.stmts[p.name] == p.st {
 			delete(ss.stmts, p.name)
+		}
+	}
+	for _, d := range e.sql.deallocs {
+		if _, taken := ss.stmts[d.name]; !taken {
+			ss.stmts[d.name] = d.st
 		}
 	}
 	e.sql = nil
@@ -288,6 +298,10 @@ func (ss *session) sqlCompleteLocked(body []byte, h *entry) {
 	case string(tag) == "PREPARE":
 		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.preps) > 0 {
 			e.sql.preps = e.sql.preps[1:]
+		}
+	case string(tag) == "DEALLOCATE":
+		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.deallocs) > 0 {
+			e.sql.deallocs = e.sql.deallocs[1:]
 		}
 	case bytes.HasPrefix(tag, []byte("ALTER ")), bytes.HasPrefix(tag, []byte("DROP ")), bytes.HasPrefix(tag, []byte("CREATE ")):
 		ss.pe.stmts.flush()
