@@ -154,6 +154,13 @@ func sqlPrepareScenario(t *testing.T, url string, swap func()) map[uint32]bool {
 	if n := queryInt(t, a, "EXECUTE m(4)"); n != 8 {
 		t.Fatalf("EXECUTE m(4) = %d", n)
 	}
+	// EXPLAIN EXECUTE and CREATE TABLE AS EXECUTE name statements too.
+	swap()
+	if _, err := a.Exec(ctx, "EXPLAIN (COSTS OFF) EXECUTE m(5)"); err != nil {
+		t.Fatalf("EXPLAIN EXECUTE: %v", err)
+	}
+	swap()
+	must("CREATE TEMP TABLE sp_m AS EXECUTE m(6); DROP TABLE sp_m")
 
 	// Prepared statements outlive a rolled-back transaction; a PREPARE in
 	// a failed one does not happen.
