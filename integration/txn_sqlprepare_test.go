@@ -247,6 +247,16 @@ func sqlPrepareScenario(t *testing.T, url string, swap func()) map[uint32]bool {
 	_, err = c.Exec(ctx, "EXECUTE px(1)")
 	wantPgErr(t, "EXECUTE after an extended DEALLOCATE", err, "26000", `prepared statement "px" does not exist`)
 
+	// Prepared and deallocated per request: nothing stays on the server.
+	for i := 0; i < 30; i++ {
+		must("PREPARE per_req AS SELECT 'per request body'")
+		must("EXECUTE per_req")
+		must("DEALLOCATE per_req")
+	}
+	if n := queryInt(t, a, "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%per request body%'"); n != 0 {
+		t.Fatalf("%d statements prepared per request are still on the server", n)
+	}
+
 	// DEALLOCATE ALL.
 	must("PREPARE x1 AS SELECT 1")
 	swap()

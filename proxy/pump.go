@@ -225,7 +225,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 	case 'C':
 		if ss.mode != config.PoolSession && body != nil {
-			ss.sqlCompleteLocked(body, h)
+			ss.sqlCompleteLocked(sc, body, h)
 		}
 		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
 			tag := string(body)

@@ -27,10 +27,14 @@ import (
 //     is rewritten to the server-side name, after making sure the statement
 //     exists on the server, whichever way the client prepared it.
 //   - DEALLOCATE name unmaps the name (SQL- or protocol-prepared, as in
-//     PostgreSQL; mapped again if the reply shows it did not run) and runs DEALLOCATE of a throwaway statement prepared just
-//     before it, so the reply, its tag and its errors (in a failed
-//     transaction) are the server's. DEALLOCATE ALL is passed on: its tag
-//     clears the client's map and the server's (pump.go).
+//     PostgreSQL; mapped again if the reply shows it did not run). A
+//     statement of the client's own SQL PREPARE that the server has is
+//     deallocated there for real (so a client that prepares and
+//     deallocates per request leaves nothing behind); otherwise the server
+//     runs DEALLOCATE of a throwaway statement prepared just before it. So
+//     the reply, its tag and its errors (in a failed transaction) are the
+//     server's. DEALLOCATE ALL is passed on: its tag clears the client's
+//     map and the server's (pump.go).
 //
 // Server errors naming pgtide's statement names are rewritten to name the
 // client's.
@@ -47,6 +51,7 @@ type sqlFx struct {
 type sqlPrep struct {
 	name string // "" for a name pgtide does not map (U&"...")
 	st   *stmt
+	real bool // a DEALLOCATE the server runs on st itself
 }
 
 var syncFrame = []byte{'S', 0, 0, 0, 4}
@@ -152,8 +157,14 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				}
 				continue
 			}
-			fx.deallocs = append(fx.deallocs, sqlPrep{name: r.name, st: ss.stmts[r.name]})
+			st := ss.stmts[r.name]
+			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st)}
+			fx.deallocs = append(fx.deallocs, d)
 			delete(ss.stmts, r.name)
+			if d.real {
+				put(r, st.name) // out of srv once the server confirms it
+				continue
+			}
 			nop := newStmtName()
 			if !skip {
 				out = appendFrame(out, 'P', []byte(nop), []byte{0}, nopBody)
@@ -284,9 +295,9 @@ func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 }
 
 // sqlCompleteLocked looks at a CommandComplete of the client's: a PREPARE
-// is confirmed; DDL may have changed any statement's parameter or result
+// or DEALLOCATE is confirmed; DDL may have changed any statement's parameter or result
 // types, so the next Parse of any text goes to a server again.
-func (ss *session) sqlCompleteLocked(body []byte, h *entry) {
+func (ss *session) sqlCompleteLocked(sc *pool.Conn, body []byte, h *entry) {
 	if h != nil && h.act == actSkip {
 		return
 	}
@@ -301,6 +312,9 @@ func (ss *session) sqlCompleteLocked(body []byte, h *entry) {
 		}
 	case string(tag) == "DEALLOCATE":
 		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.deallocs) > 0 {
+			if d := e.sql.deallocs[0]; d.real {
+				stateOf(sc).remove(d.st)
+			}
 			e.sql.deallocs = e.sql.deallocs[1:]
 		}
 	case bytes.HasPrefix(tag, []byte("ALTER ")), bytes.HasPrefix(tag, []byte("DROP ")), bytes.HasPrefix(tag, []byte("CREATE ")):
