@@ -597,3 +597,49 @@ func TestStatementModeSQLPrepare(t *testing.T) {
 		t.Fatalf("statements ran on %v, want both servers", pids)
 	}
 }
+
+// TestTxnSQLPrepareClientLeaves: a client's SQL-prepared statements are
+// its own (not shared by text), so when it leaves, or runs DEALLOCATE ALL,
+// every server that has a copy closes it before its next use.
+func TestTxnSQLPrepareClientLeaves(t *testing.T) {
+	e, sh := sqlPrepEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	swap := func() {
+		t.Helper()
+		if err := sh.swap(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(c *pgx.Conn, body string) int64 {
+		t.Helper()
+		return queryInt(t, c, "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%"+body+"%' AND statement NOT LIKE '%pg_prepared_statements%'")
+	}
+	for _, how := range []string{"disconnect", "DEALLOCATE ALL"} {
+		body := "leaves body " + strings.ReplaceAll(how, " ", "_")
+		a := connectMode(t, e.URL(), pgx.QueryExecModeSimpleProtocol)
+		if _, err := a.Exec(ctx, "PREPARE gone AS SELECT '"+body+"'"); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ { // now on both servers
+			swap()
+			if _, err := a.Exec(ctx, "EXECUTE gone"); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(a, body); n != 1 {
+				t.Fatalf("%s: %d copies on this server before, want 1", how, n)
+			}
+		}
+		if how == "disconnect" {
+			a.Close(ctx)
+		} else if _, err := a.Exec(ctx, how); err != nil {
+			t.Fatal(err)
+		}
+		b := connectMode(t, e.URL(), pgx.QueryExecModeSimpleProtocol)
+		for i := 0; i < 2; i++ {
+			swap()
+			if n := count(b, body); n != 0 {
+				t.Fatalf("%s: %d copies left on a server", how, n)
+			}
+		}
+	}
+}

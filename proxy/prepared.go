@@ -81,6 +81,11 @@ func (ss *session) scanPooled() (int, bool, error) {
 	}
 	queued := len(ss.q.e)
 	wasEmpty := queued == 0
+	if srv != nil {
+		if out = ss.sweepLocked(srv, out); len(out) > 0 {
+			modified = true // dead SQL statements closed first: sqlsession.go
+		}
+	}
 	// replace ends the pass-through run before message [off, off+n) and
 	// puts repl (possibly nothing) in its place.
 	replace := func(off, n int, repl ...[]byte) {

@@ -230,6 +230,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
 			tag := string(body)
 			if tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
+				ss.sqlForgetLocked()
 				clear(ss.stmts)
 				stateOf(sc).clear()
 			}

@@ -553,6 +553,7 @@ func (ss *session) finish() {
 	ss.mu.Lock()
 	ss.endLocked(errClientGone)
 	ss.gone = true
+	ss.sqlForgetLocked() // its SQL PREPAREs: sqlsession.go
 	ss.stopTimersLocked()
 	sc := ss.sc
 	if sc == nil {

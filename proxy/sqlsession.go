@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -312,14 +313,64 @@ func (ss *session) sqlCompleteLocked(sc *pool.Conn, body []byte, h *entry) {
 		}
 	case string(tag) == "DEALLOCATE":
 		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.deallocs) > 0 {
-			if d := e.sql.deallocs[0]; d.real {
+			d := e.sql.deallocs[0]
+			if d.real {
 				stateOf(sc).remove(d.st)
+			}
+			if d.st.prep != nil {
+				markDead(d.st) // copies on other servers
 			}
 			e.sql.deallocs = e.sql.deallocs[1:]
 		}
 	case bytes.HasPrefix(tag, []byte("ALTER ")), bytes.HasPrefix(tag, []byte("DROP ")), bytes.HasPrefix(tag, []byte("CREATE ")):
 		ss.pe.stmts.flush()
 	}
+}
+
+// deadSeq counts statements marked dead, so a server closes its dead
+// statements once per change (sweepLocked) rather than looking each time.
+var deadSeq atomic.Uint64
+
+func markDead(st *stmt) {
+	if !st.dead.Swap(true) {
+		deadSeq.Add(1)
+	}
+}
+
+// sqlForgetLocked marks the client's own SQL statements dead: it leaves,
+// or dropped them all. No other client can name them: servers that still
+// have them close them (sweepLocked).
+func (ss *session) sqlForgetLocked() {
+	for _, st := range ss.stmts {
+		if st.prep != nil {
+			markDead(st)
+		}
+	}
+}
+
+// sweepLocked closes the dead statements srv still has, before the batch
+// (a Sync ends them unless the client's extended batch is open, which
+// ends them itself). Nothing is added while the server is in COPY IN.
+func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
+	seq := deadSeq.Load()
+	if srv.swept == seq || ss.copyIn {
+		return out
+	}
+	srv.swept = seq
+	n := 0
+	for st := range srv.stmts {
+		if st.dead.Load() {
+			out = appendFrame(out, 'C', []byte{'S'}, []byte(st.name), []byte{0})
+			ss.q.push(entry{kind: 'C', act: actSkip})
+			srv.remove(st)
+			n++
+		}
+	}
+	if n > 0 && !ss.unsynced {
+		out = append(out, syncFrame...)
+		ss.q.push(entry{kind: 'S', act: actSkip})
+	}
+	return out
 }
 
 // sqlErrorLocked looks at a server error: a statement whose plan may not

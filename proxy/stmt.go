@@ -24,6 +24,7 @@ type stmt struct {
 	// type names, which a Parse cannot carry). Such a statement belongs
 	// to one client and is not in the registry.
 	prep []byte
+	dead atomic.Bool // prep only: its client dropped it or left (sweepLocked)
 	// dep is the statement an EXECUTE statement runs (its text names
 	// dep's server-side name): it must exist wherever this one is used.
 	dep *stmt
@@ -122,6 +123,7 @@ type serverState struct {
 	lru     *list.List // of *stmt, most recently used at the front
 	stmts   map[*stmt]*list.Element
 	unnamed *session // whose unnamed statement the server holds, if any
+	swept   uint64   // deadSeq when dead statements were last closed here
 }
 
 func stateOf(sc *pool.Conn) *serverState {
