@@ -258,7 +258,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			ensure(st)
 			out = appendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
 			seg, modified = off+n, true
-			ss.q.push(entry{kind: typ, descS: typ == 'D', st: st, cname: string(name)})
+			ss.q.push(entry{kind: typ, descS: typ == 'D', st: st})
 		case 'C':
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				name, _, _ := cstring(body[1:])

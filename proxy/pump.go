@@ -1,14 +1,10 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
@@ -249,15 +245,10 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				ss.serverFatal = true // serverStopped sends no second error
 			}
 		}
-		if h != nil && (h.kind == 'B' || h.kind == 'D') && h.st != nil && body != nil {
-			// PostgreSQL names the statement in some errors: use the
-			// client's name, never pgtide's.
-			repl = renameInError(body, h.st.name, h.cname)
-		}
 		if body != nil && ss.mode != config.PoolSession {
-			if r := ss.sqlErrorLocked(body, h); repl == nil {
-				repl = r
-			}
+			// PostgreSQL names the statement in some errors: use the
+			// client's name, never pgtide's (sqlsession.go).
+			repl = ss.sqlErrorLocked(body, h)
 		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
@@ -297,27 +288,6 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 // server back: at the release rule, or drained after the client left.
 func (ss *session) releasableLocked() bool {
 	return ss.boundaryLocked() || (ss.gone && ss.drainedLocked())
-}
-
-// renameInError rewrites an ErrorResponse body that names pgtide's
-// statement so it names the client's; nil when there is nothing to change.
-func renameInError(body []byte, ours, theirs string) []byte {
-	if theirs == "" || !bytes.Contains(body, []byte(ours)) {
-		return nil
-	}
-	var er pgproto3.ErrorResponse
-	if er.Decode(body) != nil {
-		return nil
-	}
-	q, t := `"`+ours+`"`, `"`+theirs+`"`
-	er.Message = strings.ReplaceAll(er.Message, q, t)
-	er.Detail = strings.ReplaceAll(er.Detail, q, t)
-	er.Hint = strings.ReplaceAll(er.Hint, q, t)
-	out, err := er.Encode(nil)
-	if err != nil {
-		return nil
-	}
-	return out
 }
 
 func isExtended(k byte) bool {

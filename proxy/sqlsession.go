@@ -389,6 +389,8 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if er.Decode(body) != nil {
 		return nil
 	}
+	// A name the client uses for the statement: the one it bound, unless
+	// it prepared the same text under two names.
 	changed := false
 	for cname, st := range ss.stmts {
 		q := `"` + st.name + `"`
