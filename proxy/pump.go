@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
@@ -288,6 +292,27 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 // server back: at the release rule, or drained after the client left.
 func (ss *session) releasableLocked() bool {
 	return ss.boundaryLocked() || (ss.gone && ss.drainedLocked())
+}
+
+// renameInError rewrites an ErrorResponse body that names pgtide's
+// statement so it names the client's; nil when there is nothing to change.
+func renameInError(body []byte, ours, theirs string) []byte {
+	if theirs == "" || !bytes.Contains(body, []byte(ours)) {
+		return nil
+	}
+	var er pgproto3.ErrorResponse
+	if er.Decode(body) != nil {
+		return nil
+	}
+	q, t := `"`+ours+`"`, `"`+theirs+`"`
+	er.Message = strings.ReplaceAll(er.Message, q, t)
+	er.Detail = strings.ReplaceAll(er.Detail, q, t)
+	er.Hint = strings.ReplaceAll(er.Hint, q, t)
+	out, err := er.Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 func isExtended(k byte) bool {

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
 	"github.com/pgtide/pgtide/pool"
 )
 
@@ -385,28 +383,13 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if !bytes.Contains(body, []byte(`"pgtide_`)) {
 		return nil
 	}
-	var er pgproto3.ErrorResponse
-	if er.Decode(body) != nil {
-		return nil
-	}
 	// A name the client uses for the statement: the one it bound, unless
 	// it prepared the same text under two names.
-	changed := false
+	var out []byte
 	for cname, st := range ss.stmts {
-		q := `"` + st.name + `"`
-		for _, f := range []*string{&er.Message, &er.Detail, &er.Hint} {
-			if strings.Contains(*f, q) {
-				*f = strings.ReplaceAll(*f, q, `"`+cname+`"`)
-				changed = true
-			}
+		if r := renameInError(body, st.name, cname); r != nil {
+			out, body = r, r[5:]
 		}
-	}
-	if !changed {
-		return nil
-	}
-	out, err := er.Encode(nil)
-	if err != nil {
-		return nil
 	}
 	return out
 }
