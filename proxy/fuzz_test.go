@@ -378,7 +378,9 @@ func opsStream(ops []byte) []byte {
 		}
 		switch op & 15 {
 		case 0:
-			add(&pgproto3.Query{String: "SELECT 1"})
+			// SQL-level prepared statements in the variants (sqlsession.go).
+			add(&pgproto3.Query{String: []string{"SELECT 1", "SELECT 1", "PREPARE p AS SELECT 1", "EXECUTE p",
+				"DEALLOCATE p", "PREPARE p AS SELECT 1; EXECUTE p; DEALLOCATE p", "DEALLOCATE ALL", "SELECT 1"}[v&7]})
 		case 1:
 			add(&pgproto3.Query{String: "BEGIN"})
 		case 2:
@@ -386,7 +388,7 @@ func opsStream(ops []byte) []byte {
 		case 3:
 			add(&pgproto3.Query{String: "COPY t FROM STDIN"})
 		case 4:
-			q := []string{"SELECT 1", "SELECT 1", "COPY t FROM STDIN", "syntax error"}[(v>>1)&3]
+			q := []string{"SELECT 1", "EXECUTE p", "COPY t FROM STDIN", "syntax error"}[(v>>1)&3]
 			add(&pgproto3.Parse{Name: name, Query: q})
 		case 5:
 			add(&pgproto3.Bind{PreparedStatement: name})

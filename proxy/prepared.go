@@ -81,6 +81,11 @@ func (ss *session) scanPooled() (int, bool, error) {
 	}
 	queued := len(ss.q.e)
 	wasEmpty := queued == 0
+	if srv != nil {
+		if out = ss.sweepLocked(srv, out); len(out) > 0 {
+			modified = true // dead SQL statements closed first: sqlsession.go
+		}
+	}
 	// replace ends the pass-through run before message [off, off+n) and
 	// puts repl (possibly nothing) in its place.
 	replace := func(off, n int, repl ...[]byte) {
@@ -99,13 +104,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		wake = true
 	}
 	ensure := func(st *stmt) { // st prepared on sc before the current message
-		if srv.has(st) {
-			return
-		}
-		ss.evictLocked(srv, &out)
-		out = append(out, st.parse...)
-		ss.q.push(entry{kind: 'P', act: actSkip, st: st})
-		srv.add(st)
+		out = ss.ensureLocked(srv, st, out)
 	}
 
 	for off := 0; off < end; {
@@ -120,7 +119,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		case 'S':
 			ss.clientSkip = false
 			if sc != nil {
-				ss.q.push(entry{kind: 'S'})
+				ss.q.push(entry{kind: 'S', sql: ss.takeSQLPendingLocked()})
 				ss.unsynced = false
 			} else {
 				replace(off, n)
@@ -131,9 +130,14 @@ func (ss *session) scanPooled() (int, bool, error) {
 				replace(off, n)
 			}
 		case 'Q':
-			ss.q.push(entry{kind: 'Q'})
 			if ss.noteQueryLocked(body) { // sessionstate.go
 				ss.st.check = true
+			}
+			if mayNameStmts(body) { // SQL PREPARE/EXECUTE/DEALLOCATE: sqlsession.go
+				out = ss.sqlQueryLocked(srv, b[off:off+n], append(out, b[seg:off]...))
+				seg, modified = off+n, true
+			} else {
+				ss.q.push(entry{kind: 'Q'})
 			}
 			// A simple query destroys the unnamed statement, for the
 			// server and so for the client.
@@ -157,12 +161,28 @@ func (ss *session) scanPooled() (int, bool, error) {
 				break
 			}
 			if len(name) == 0 {
-				ss.noteUnnamedParseLocked(query)
-				ss.unnamedParse = append(ss.unnamedParse[:0], b[off:off+n]...)
+				ss.noteUnnamedParseLocked(query) // sessionstate.go
+				msg := b[off : off+n]
+				if mayNameStmts(query) { // sqlsession.go
+					msg, out = ss.sqlParseLocked(srv, msg, query, types, append(out, b[seg:off]...))
+					out = append(out, msg...)
+					seg, modified = off+n, true
+				}
+				ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
 				srv.unnamed = ss
 				ss.q.push(entry{kind: 'P'})
 				ss.unsynced = true
 				break
+			}
+			var dep *stmt // an EXECUTE's statement: sqlsession.go
+			if mayNameStmts(query) {
+				var refuse []byte
+				if query, dep, refuse = ss.sqlNamedParseLocked(query); refuse != nil {
+					replace(off, n)
+					fakeReply(refuse)
+					ss.clientSkip = true
+					break
+				}
 			}
 			if _, dup := ss.stmts[string(name)]; dup {
 				replace(off, n)
@@ -170,7 +190,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				ss.clientSkip = true
 				break
 			}
-			st := ss.pe.stmts.get(query, types)
+			st := ss.pe.stmts.getDep(query, types, dep)
 			ss.stmts[string(name)] = st
 			ss.noteParseLocked(st, query)
 			switch {
@@ -182,6 +202,10 @@ func (ss *session) scanPooled() (int, bool, error) {
 				fakeReply(parseComplete)
 				ss.unsynced = true
 			default:
+				if st.dep != nil {
+					out, seg = append(out, b[seg:off]...), off
+					out = ss.ensureLocked(srv, st.dep, out)
+				}
 				ss.evictLocked(srv, &out)
 				replace(off, n, st.parse)
 				ss.q.push(entry{kind: 'P', st: st})
@@ -246,7 +270,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			ensure(st)
 			out = appendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
 			seg, modified = off+n, true
-			ss.q.push(entry{kind: typ, descS: typ == 'D', st: st, cname: string(name)})
+			ss.q.push(entry{kind: typ, descS: typ == 'D', st: st})
 		case 'C':
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				name, _, _ := cstring(body[1:])
@@ -334,7 +358,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 			return false
 		}
 		query, types, ok := cstring(rest)
-		return !ok || !ss.pe.stmts.get(query, types).validated.Load()
+		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
 	case 'C':
 		return !(len(body) > 1 && body[0] == 'S' && body[1] != 0)
 	}

@@ -198,6 +198,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if len(body) > 0 {
 			status = body[0]
 		}
+		if ss.mode != config.PoolSession {
+			ss.sqlReadyLocked(sc)
+		}
 		sk, _ := ss.q.popReady()
 		ss.txStatus, sc.TxStatus = status, status
 		ss.readyLocked(status, sk)
@@ -243,9 +246,13 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 	case 'C':
 		ss.noteTagLocked(body) // sessionstate.go
+		if ss.mode != config.PoolSession && body != nil {
+			ss.sqlCompleteLocked(sc, body, h) // sqlsession.go
+		}
 		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
 			tag := string(body)
 			if tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
+				ss.sqlForgetLocked()
 				clear(ss.stmts)
 				stateOf(sc).clear()
 			}
@@ -264,13 +271,16 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				ss.serverFatal = true // serverStopped sends no second error
 			}
 		}
-		if h != nil && (h.kind == 'B' || h.kind == 'D') && h.st != nil && body != nil {
+		if body != nil && ss.mode != config.PoolSession {
 			// PostgreSQL names the statement in some errors: use the
-			// client's name, never pgtide's.
-			repl = renameInError(body, h.st.name, h.cname)
+			// client's name, never pgtide's (sqlsession.go).
+			repl = ss.sqlErrorLocked(body, h)
 		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
+			if e.kind == 'E' && e.st != nil {
+				stateOf(sc).remove(e.st) // pgtide's own SQL PREPARE failed
+			}
 			if e.kind == 'P' && e.st != nil {
 				stateOf(sc).remove(e.st)
 				if e.act == actFwd {

@@ -85,12 +85,15 @@ func (ss *session) closeWhyLocked() string {
 // servers as they are used.
 func (ss *session) moveStmtsLocked(pe *poolEntry) {
 	for name, st := range ss.stmts {
+		if st.parse == nil {
+			continue // the client's own SQL PREPARE: in no registry
+		}
 		_, rest, ok1 := cstring(st.parse[5:])
 		query, types, ok2 := cstring(rest)
 		if !ok1 || !ok2 {
 			delete(ss.stmts, name)
 			continue
 		}
-		ss.stmts[name] = pe.stmts.get(query, types)
+		ss.stmts[name] = pe.stmts.getDep(query, types, st.dep)
 	}
 }

@@ -77,6 +77,7 @@ type session struct {
 
 	// Prepared statements (transaction and statement mode), under mu.
 	stmts        map[string]*stmt // the client's statement names
+	sqlPending   *sqlFx           // SQL PREPAREs in unnamed Parses, for the next Sync
 	unnamedParse []byte           // the client's last unnamed Parse frame
 	clientSkip   bool             // pgtide raised an error: drop until Sync
 
@@ -555,6 +556,7 @@ func (ss *session) finish() {
 	ss.mu.Lock()
 	ss.endLocked(errClientGone)
 	ss.gone = true
+	ss.sqlForgetLocked() // its SQL PREPAREs: sqlsession.go
 	ss.stopTimersLocked()
 	sc := ss.sc
 	if sc == nil {

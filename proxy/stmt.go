@@ -19,6 +19,15 @@ type stmt struct {
 	name      string // server-side name, "pgtide_<n>"
 	parse     []byte // a whole Parse frame that prepares it under name
 	validated atomic.Bool
+	// prep is set instead of parse for a statement a client made with SQL
+	// PREPARE: the PREPARE text under name (its parameter types are SQL
+	// type names, which a Parse cannot carry). Such a statement belongs
+	// to one client and is not in the registry.
+	prep []byte
+	dead atomic.Bool // prep only: its client dropped it or left (sweepLocked)
+	// dep is the statement an EXECUTE statement runs (its text names
+	// dep's server-side name): it must exist wherever this one is used.
+	dep *stmt
 }
 
 // stmtRegistry dedupes statements of one pool by text and parameter types.
@@ -34,7 +43,11 @@ var stmtSeq atomic.Uint64
 func newStmtRegistry() *stmtRegistry { return &stmtRegistry{byKey: map[string]*stmt{}} }
 
 // get returns the statement for a Parse body's query and types, creating it.
-func (r *stmtRegistry) get(query, types []byte) *stmt {
+func (r *stmtRegistry) get(query, types []byte) *stmt { return r.getDep(query, types, nil) }
+
+// getDep is get for a query that executes dep (whose name is in the text,
+// so a text has one dep).
+func (r *stmtRegistry) getDep(query, types []byte, dep *stmt) *stmt {
 	key := make([]byte, 0, len(query)+1+len(types))
 	key = append(append(append(key, query...), 0), types...)
 	r.mu.Lock()
@@ -42,14 +55,44 @@ func (r *stmtRegistry) get(query, types []byte) *stmt {
 	if st := r.byKey[string(key)]; st != nil {
 		return st
 	}
-	name := "pgtide_" + strconv.FormatUint(stmtSeq.Add(1), 10)
+	name := newStmtName()
 	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
 	body = append(append(body, name...), 0)
 	body = append(append(body, query...), 0)
 	body = append(body, types...)
-	st := &stmt{name: name, parse: frame('P', body)}
+	st := &stmt{name: name, parse: frame('P', body), dep: dep}
 	r.byKey[string(key)] = st
 	return st
+}
+
+// newStmtName returns a server-side statement name never used before.
+func newStmtName() string { return "pgtide_" + strconv.FormatUint(stmtSeq.Add(1), 10) }
+
+// invalidate drops st from the registry, so that the next Parse of its
+// text gets a new statement that reaches a server and reports fresh
+// parameter and result types.
+func (r *stmtRegistry) invalidate(st *stmt) {
+	if st.parse == nil {
+		return
+	}
+	key := st.parse[5+len(st.name)+1:]
+	r.mu.Lock()
+	if r.byKey[string(key)] == st {
+		delete(r.byKey, string(key))
+	}
+	r.mu.Unlock()
+}
+
+// flush invalidates every statement: DDL went through the pool, and any
+// statement's types may have changed. Statements already mapped by
+// clients keep working (or fail as PostgreSQL fails them); servers drop
+// the old ones as they are evicted.
+func (r *stmtRegistry) flush() {
+	r.mu.Lock()
+	if len(r.byKey) > 0 {
+		r.byKey = map[string]*stmt{}
+	}
+	r.mu.Unlock()
 }
 
 // frame builds a whole message from a type and body.
@@ -80,6 +123,7 @@ type serverState struct {
 	lru     *list.List // of *stmt, most recently used at the front
 	stmts   map[*stmt]*list.Element
 	unnamed *session // whose unnamed statement the server holds, if any
+	swept   uint64   // deadSeq when dead statements were last closed here
 }
 
 func stateOf(sc *pool.Conn) *serverState {

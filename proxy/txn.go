@@ -19,7 +19,7 @@ type entry struct {
 	descS bool   // a Describe of a statement: ParameterDescription first
 	fake  []byte // actFake: the reply pgtide sends in the server's place
 	st    *stmt  // a Parse: the statement being prepared on the server
-	cname string // a Bind or Describe of a mapped statement: the client's name
+	sql   *sqlFx // a Query or Sync: what its SQL PREPAREs do (sqlsession.go)
 }
 
 // reqQueue tracks, in client order, every request whose reply has not

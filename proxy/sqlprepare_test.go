@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// render shows refs as kind:name@text-of-span, for compact expectations.
+func renderRefs(q string, refs []sqlRef) string {
+	var parts []string
+	kinds := map[int]string{sqlPrepare: "P", sqlExecute: "X", sqlDeallocate: "D", sqlDeallocateAll: "DA"}
+	for _, r := range refs {
+		s := fmt.Sprintf("%s:%s@%s", kinds[r.kind], r.name, q[r.start:r.end])
+		if r.bad {
+			s += "!"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestScanSQL(t *testing.T) {
+	cases := []struct {
+		q     string
+		want  string
+		stmts int
+	}{
+		{"SELECT 1", "", 1},
+		{"prepare foo as select 1", "P:foo@foo", 1},
+		{"PREPARE Foo (int, text) AS SELECT $1, $2", "P:foo@Foo", 1},
+		{`PREPARE "Foo""x" AS SELECT 1`, `P:Foo"x@"Foo""x"`, 1},
+		{"  /* c /* nested */ */ -- line\n EXECUTE\tfoo(1, 'a;b')", "X:foo@foo", 1},
+		{"EXECUTE foo; EXECUTE bar(2); SELECT 'execute baz'", "X:foo@foo X:bar@bar", 3},
+		{"deallocate ps", "D:ps@ps", 1},
+		{"DEALLOCATE PREPARE ps", "D:ps@ps", 1},
+		{"DEALLOCATE prepare", "D:prepare@prepare", 1},
+		{"DEALLOCATE ALL", "DA:@ALL", 1},
+		{"DEALLOCATE PREPARE ALL", "DA:@ALL", 1},
+		{"PREPARE TRANSACTION 'gid1'", "", 1},
+		{"PREPARE transaction AS SELECT 1", "P:transaction@transaction", 1},
+		{"COMMIT PREPARED 'x'; ROLLBACK PREPARED 'y'", "", 2},
+		{"EXPLAIN ANALYZE EXECUTE foo(1)", "X:foo@foo", 1},
+		{"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE foo", "X:foo@foo", 1},
+		{"CREATE TABLE t AS EXECUTE foo(3)", "X:foo@foo", 1},
+		{"GRANT EXECUTE ON FUNCTION f() TO bob", "", 1},
+		{"CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()", "", 1},
+		{"SELECT execute FROM t", "", 1},
+		{"DO $$BEGIN EXECUTE 'PREPARE x AS SELECT 1'; END$$; EXECUTE y", "X:y@y", 2},
+		{"DO $f$ EXECUTE foo $f$; PREPARE p AS SELECT $1", "P:p@p", 2},
+		{`SELECT E'\'; EXECUTE foo'; EXECUTE bar`, "X:bar@bar", 2},
+		{`SELECT 'a'';EXECUTE foo'; EXECUTE bar`, "X:bar@bar", 2},
+		{`SELECT U&"d\0061t"; PREPARE U&"p" AS SELECT 1`, `P:@U&"p"!`, 2},
+		{"select 1;;  ; execute x", "X:x@x", 2},
+		{"PREPARE a AS SELECT 1; EXECUTE a; DEALLOCATE a", "P:a@a X:a@a D:a@a", 3},
+		{"EXECUTE " + strings.Repeat("n", 70), "X:" + strings.Repeat("n", 63) + "@" + strings.Repeat("n", 70), 1},
+		{"SELECT foo$bar$ FROM t; EXECUTE x", "X:x@x", 2},
+	}
+	for _, c := range cases {
+		refs, n := scanSQL([]byte(c.q), true)
+		if got := renderRefs(c.q, refs); got != c.want || n != c.stmts {
+			t.Errorf("scanSQL(%q) = %q, %d statements; want %q, %d", c.q, got, n, c.want, c.stmts)
+		}
+	}
+	// standard_conforming_strings off: backslash escapes in plain strings.
+	q := `SELECT '\'; EXECUTE foo'; EXECUTE bar`
+	refs, _ := scanSQL([]byte(q), false)
+	if got := renderRefs(q, refs); got != "X:bar@bar" {
+		t.Errorf("scanSQL(%q, scs off) = %q", q, got)
+	}
+	// The statement end of a PREPARE is its text's end or its semicolon.
+	q = "PREPARE a (int) AS SELECT $1 ; SELECT 2"
+	refs, _ = scanSQL([]byte(q), true)
+	if len(refs) != 1 || q[refs[0].end:refs[0].stmtEnd] != " (int) AS SELECT $1 " {
+		t.Errorf("stmtEnd wrong: %+v", refs)
+	}
+}
+
+func TestMayNameStmts(t *testing.T) {
+	for q, want := range map[string]bool{
+		"SELECT 1": false, "select abalance from pgbench_accounts where aid = $1": false,
+		"EXECUTE x": true, "x; prepare": true, "DeAlLoCaTe all": true, "exec": false,
+	} {
+		if got := mayNameStmts([]byte(q)); got != want {
+			t.Errorf("mayNameStmts(%q) = %v", q, got)
+		}
+	}
+}
+
+func TestTruncateIdent(t *testing.T) {
+	s := strings.Repeat("a", 62) + "é" // é is 2 bytes: 64 in all
+	if got := truncateIdent(s); got != strings.Repeat("a", 62) {
+		t.Errorf("truncateIdent cut a character: %q", got)
+	}
+}
+
+// FuzzScanSQL: any text scans without panicking, to references whose spans
+// lie in order inside their statements.
+func FuzzScanSQL(f *testing.F) {
+	for _, s := range []string{"PREPARE a AS SELECT 1; EXECUTE a", `EXECUTE "x""`, "DEALLOCATE PREPARE", "$a$ EXECUTE x",
+		"/* /* */ EXECUTE y", "E'\\", `U&"`, "EXPLAIN (a EXECUTE b", "CREATE TABLE t AS EXECUTE"} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, q string, std bool) {
+		refs, _ := scanSQL([]byte(q), std)
+		last := 0
+		for _, r := range refs {
+			if r.start < last || r.end <= r.start || r.stmtEnd < r.end || r.stmtEnd > len(q) {
+				t.Fatalf("bad ref %+v in %q", r, q)
+			}
+			last = r.end
+		}
+		_ = mayNameStmts([]byte(q))
+	})
+}
+
+// BenchmarkMayNameStmts is the cost every simple query and unnamed Parse
+// pays for SQL-level prepared statements.
+func BenchmarkMayNameStmts(b *testing.B) {
+	q := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;")
+	for i := 0; i < b.N; i++ {
+		if mayNameStmts(q) {
+			b.Fatal("matched")
+		}
+	}
+}

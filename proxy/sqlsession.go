@@ -1,0 +1,395 @@
+package proxy
+
+import (
+	"bytes"
+	"strings"
+	"sync/atomic"
+
+	"github.com/pgtide/pgtide/pool"
+)
+
+// SQL-level PREPARE / EXECUTE / DEALLOCATE in transaction and statement
+// mode (README: "Transaction pooling: what carries over").
+//
+// PostgreSQL has one namespace per session for SQL- and protocol-level
+// prepared statements, so both live in session.stmts:
+//
+//   - PREPARE name ... gets a new server-side name of its own (the
+//     statement's parameter types are SQL type names, which a Parse cannot
+//     carry), and the PREPARE runs on the server with that name. On a server
+//     that lacks it, pgtide runs the same PREPARE through the unnamed
+//     statement and portal first, its replies swallowed. The name is mapped
+//     when the client's request is scanned and unmapped again if the
+//     server's reply shows that the PREPARE did not run (no "PREPARE" tag
+//     before the ReadyForQuery).
+//   - EXECUTE name (also EXPLAIN ... EXECUTE, CREATE TABLE ... AS EXECUTE)
+//     is rewritten to the server-side name, after making sure the statement
+//     exists on the server, whichever way the client prepared it.
+//   - DEALLOCATE name unmaps the name (SQL- or protocol-prepared, as in
+//     PostgreSQL; mapped again if the reply shows it did not run). A
+//     statement of the client's own SQL PREPARE that the server has is
+//     deallocated there for real (so a client that prepares and
+//     deallocates per request leaves nothing behind); otherwise the server
+//     runs DEALLOCATE of a throwaway statement prepared just before it. So
+//     the reply, its tag and its errors (in a failed transaction) are the
+//     server's. DEALLOCATE ALL is passed on: its tag clears the client's
+//     map and the server's (pump.go).
+//
+// Server errors naming pgtide's statement names are rewritten to name the
+// client's.
+
+// sqlFx is what a Query or Sync still has to confirm: the client's
+// PREPAREs and DEALLOCATEs in it, in order. Each "PREPARE" or
+// "DEALLOCATE" tag confirms the first of its kind; those left at the
+// ReadyForQuery did not run (an error came first): a PREPARE's name is
+// unmapped again, a DEALLOCATE's mapped again.
+type sqlFx struct {
+	preps, deallocs []sqlPrep
+}
+
+type sqlPrep struct {
+	name string // "" for a name pgtide does not map (U&"...")
+	st   *stmt
+	real bool // a DEALLOCATE the server runs on st itself
+}
+
+var syncFrame = []byte{'S', 0, 0, 0, 4}
+
+// nopBody is the throwaway statement a DEALLOCATE is pointed at.
+var nopBody = []byte("SELECT\x00\x00\x00")
+
+// stdStringsLocked reports whether the client's strings treat backslash
+// literally (standard_conforming_strings, on unless it said otherwise).
+func (ss *session) stdStringsLocked() bool {
+	return ss.view["standard_conforming_strings"] != "off"
+}
+
+// skipInjectLocked reports whether the server is in a failed transaction
+// with nothing before this request: anything pgtide injected would fail
+// with 25P02 as the client's own request will, so inject nothing.
+func (ss *session) skipInjectLocked() bool {
+	return ss.txStatus == 'E' && ss.q.empty()
+}
+
+// ensureLocked makes st exist on the server before what comes next in out,
+// and returns out with whatever that took.
+func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
+	if st.dep != nil {
+		out = ss.ensureLocked(srv, st.dep, out)
+	}
+	if srv.has(st) {
+		return out
+	}
+	ss.evictLocked(srv, &out)
+	if st.parse != nil {
+		out = append(out, st.parse...)
+		ss.q.push(entry{kind: 'P', act: actSkip, st: st})
+	} else {
+		// The client's SQL PREPARE, through the unnamed statement and
+		// portal: the client's unnamed statement is parsed again when it
+		// next uses it (scanPooled).
+		out = appendFrame(out, 'P', []byte{0}, st.prep, []byte{0, 0, 0})
+		out = appendFrame(out, 'B', []byte{0, 0, 0, 0, 0, 0, 0, 0})
+		out = appendFrame(out, 'E', []byte{0, 0, 0, 0, 0})
+		ss.q.push(entry{kind: 'P', act: actSkip})
+		ss.q.push(entry{kind: 'B', act: actSkip})
+		ss.q.push(entry{kind: 'E', act: actSkip, st: st})
+		srv.unnamed = nil
+	}
+	srv.add(st)
+	return out
+}
+
+// rewriteSQLLocked maps the prepared-statement names of one query text
+// (a simple Query's, or an unnamed Parse's) and puts what the server
+// needs first in out. It returns the new text (nil if unchanged), out, and
+// what the server's reply has to confirm (nil if nothing).
+func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) ([]byte, []byte, *sqlFx) {
+	refs, _ := scanSQL(text, ss.stdStringsLocked())
+	if len(refs) == 0 {
+		return nil, out, nil
+	}
+	skip := ss.skipInjectLocked()
+	var fx sqlFx
+	var nt []byte
+	last := 0
+	put := func(r sqlRef, name string) {
+		nt = append(append(nt, text[last:r.start]...), name...)
+		last = r.end
+	}
+	for _, r := range refs {
+		switch r.kind {
+		case sqlPrepare:
+			if old := ss.stmts[r.name]; old != nil && !r.bad {
+				// PostgreSQL says 42P05: let the server say it, about a
+				// statement it has (the name is mapped back).
+				if !skip {
+					out = ss.ensureLocked(srv, old, out)
+				}
+				put(r, old.name)
+				continue
+			}
+			st := &stmt{name: newStmtName()}
+			st.prep = append(append([]byte("PREPARE "), st.name...), text[r.end:r.stmtEnd]...)
+			put(r, st.name)
+			p := sqlPrep{st: st}
+			if !r.bad {
+				p.name = r.name
+				ss.stmts[r.name] = st
+				ss.evictLocked(srv, &out)
+				srv.add(st)
+			}
+			fx.preps = append(fx.preps, p)
+		case sqlExecute:
+			st := ss.stmts[r.name]
+			if st == nil || r.bad {
+				continue // the server says it does not exist
+			}
+			if !skip {
+				out = ss.ensureLocked(srv, st, out)
+			}
+			put(r, st.name)
+		case sqlDeallocate:
+			if r.bad || ss.stmts[r.name] == nil {
+				if strings.HasPrefix(r.name, "pgtide_") {
+					put(r, newStmtName()) // never another client's statement
+				}
+				continue
+			}
+			st := ss.stmts[r.name]
+			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st)}
+			fx.deallocs = append(fx.deallocs, d)
+			delete(ss.stmts, r.name)
+			if d.real {
+				put(r, st.name) // out of srv once the server confirms it
+				continue
+			}
+			nop := newStmtName()
+			if !skip {
+				out = appendFrame(out, 'P', []byte(nop), []byte{0}, nopBody)
+				ss.q.push(entry{kind: 'P', act: actSkip})
+			}
+			put(r, nop)
+		}
+	}
+	fxp := &fx
+	if len(fx.preps) == 0 && len(fx.deallocs) == 0 {
+		fxp = nil
+	}
+	if nt == nil {
+		return nil, out, fxp
+	}
+	return append(nt, text[last:]...), out, fxp
+}
+
+// sqlQueryLocked queues a simple Query (msg, a whole frame) whose text may
+// name prepared statements, appending to out what goes to the server.
+func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []byte {
+	body := msg[5:]
+	if len(body) == 0 || body[len(body)-1] != 0 {
+		ss.q.push(entry{kind: 'Q'})
+		return append(out, msg...) // malformed: the server says so
+	}
+	before := len(out)
+	text, out, fx := ss.rewriteSQLLocked(srv, body[:len(body)-1], out)
+	if len(out) > before && !ss.unsynced {
+		// What was injected is extended protocol: end it before the
+		// Query (a Sync inside the client's transaction block commits
+		// nothing).
+		out = append(out, syncFrame...)
+		ss.q.push(entry{kind: 'S', act: actSkip})
+	}
+	ss.q.push(entry{kind: 'Q', sql: fx})
+	if text == nil {
+		return append(out, msg...)
+	}
+	return appendFrame(out, 'Q', text, []byte{0})
+}
+
+// sqlParseLocked rewrites an unnamed Parse (msg) whose text may name
+// prepared statements; it returns the Parse to send and out with what the
+// server needs first. The client's PREPAREs wait for its next Sync.
+func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte) {
+	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
+	if fx != nil {
+		if ss.sqlPending == nil {
+			ss.sqlPending = &sqlFx{}
+		}
+		ss.sqlPending.preps = append(ss.sqlPending.preps, fx.preps...)
+		ss.sqlPending.deallocs = append(ss.sqlPending.deallocs, fx.deallocs...)
+	}
+	if text == nil {
+		return msg, out
+	}
+	return appendFrame(nil, 'P', []byte{0}, text, []byte{0}, types), out
+}
+
+// takeSQLPendingLocked hands the pending PREPAREs to the Sync being queued.
+func (ss *session) takeSQLPendingLocked() *sqlFx {
+	fx := ss.sqlPending
+	ss.sqlPending = nil
+	return fx
+}
+
+// sqlNamedParseLocked maps the text of a named Parse. An EXECUTE names
+// pgtide's statement, which becomes the new statement's dep. PREPARE and
+// DEALLOCATE of a name would take effect each time the statement runs,
+// later and perhaps elsewhere: they are refused (refuse is the error).
+func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, refuse []byte) {
+	refs, _ := scanSQL(query, ss.stdStringsLocked())
+	last := 0
+	for _, r := range refs {
+		switch r.kind {
+		case sqlPrepare, sqlDeallocate:
+			return nil, nil, errorFrame("ERROR", codeFeatureNotSupported,
+				"PREPARE and DEALLOCATE cannot be prepared as a named statement in transaction pooling mode; send them unnamed or as a simple query")
+		case sqlExecute:
+			st := ss.stmts[r.name]
+			if st == nil || r.bad || dep != nil {
+				continue
+			}
+			q = append(append(q, query[last:r.start]...), st.name...)
+			last, dep = r.end, st
+		}
+	}
+	if dep == nil {
+		return query, nil, nil
+	}
+	return append(q, query[last:]...), dep, nil
+}
+
+// firstRequestLocked returns the queued Query, Sync or FunctionCall that
+// the server is answering now.
+func (ss *session) firstRequestLocked() *entry {
+	for i := range ss.q.e {
+		switch ss.q.e[i].kind {
+		case 'Q', 'S', 'F':
+			return &ss.q.e[i]
+		}
+	}
+	return nil
+}
+
+// sqlReadyLocked runs before a ReadyForQuery is matched: PREPAREs and
+// DEALLOCATEs of the request it ends that the server did not confirm did
+// not happen.
+func (ss *session) sqlReadyLocked(sc *pool.Conn) {
+	e := ss.firstRequestLocked()
+	if e == nil || e.sql == nil {
+		return
+	}
+	srv := stateOf(sc)
+	for _, p := range e.sql.preps {
+		srv.remove(p.st)
+		if p.name != "" && ss.stmts[p.name] == p.st {
+			delete(ss.stmts, p.name)
+		}
+	}
+	for _, d := range e.sql.deallocs {
+		if _, taken := ss.stmts[d.name]; !taken {
+			ss.stmts[d.name] = d.st
+		}
+	}
+	e.sql = nil
+}
+
+// sqlCompleteLocked looks at a CommandComplete of the client's: a PREPARE
+// or DEALLOCATE is confirmed; DDL may have changed any statement's parameter or result
+// types, so the next Parse of any text goes to a server again.
+func (ss *session) sqlCompleteLocked(sc *pool.Conn, body []byte, h *entry) {
+	if h != nil && h.act == actSkip {
+		return
+	}
+	tag := body
+	if i := bytes.IndexByte(tag, 0); i >= 0 {
+		tag = tag[:i]
+	}
+	switch {
+	case string(tag) == "PREPARE":
+		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.preps) > 0 {
+			e.sql.preps = e.sql.preps[1:]
+		}
+	case string(tag) == "DEALLOCATE":
+		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.deallocs) > 0 {
+			d := e.sql.deallocs[0]
+			if d.real {
+				stateOf(sc).remove(d.st)
+			}
+			if d.st.prep != nil {
+				markDead(d.st) // copies on other servers
+			}
+			e.sql.deallocs = e.sql.deallocs[1:]
+		}
+	case bytes.HasPrefix(tag, []byte("ALTER ")), bytes.HasPrefix(tag, []byte("DROP ")), bytes.HasPrefix(tag, []byte("CREATE ")):
+		ss.pe.stmts.flush()
+	}
+}
+
+// deadSeq counts statements marked dead, so a server closes its dead
+// statements once per change (sweepLocked) rather than looking each time.
+var deadSeq atomic.Uint64
+
+func markDead(st *stmt) {
+	if !st.dead.Swap(true) {
+		deadSeq.Add(1)
+	}
+}
+
+// sqlForgetLocked marks the client's own SQL statements dead: it leaves,
+// or dropped them all. No other client can name them: servers that still
+// have them close them (sweepLocked).
+func (ss *session) sqlForgetLocked() {
+	for _, st := range ss.stmts {
+		if st.prep != nil {
+			markDead(st)
+		}
+	}
+}
+
+// sweepLocked closes the dead statements srv still has, before the batch
+// (a Sync ends them unless the client's extended batch is open, which
+// ends them itself). Nothing is added while the server is in COPY IN.
+func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
+	seq := deadSeq.Load()
+	if srv.swept == seq || ss.copyIn {
+		return out
+	}
+	srv.swept = seq
+	n := 0
+	for st := range srv.stmts {
+		if st.dead.Load() {
+			out = appendFrame(out, 'C', []byte{'S'}, []byte(st.name), []byte{0})
+			ss.q.push(entry{kind: 'C', act: actSkip})
+			srv.remove(st)
+			n++
+		}
+	}
+	if n > 0 && !ss.unsynced {
+		out = append(out, syncFrame...)
+		ss.q.push(entry{kind: 'S', act: actSkip})
+	}
+	return out
+}
+
+// sqlErrorLocked looks at a server error: a statement whose plan may not
+// change result type is dropped from the registry, so a client that
+// prepares its text again gets fresh types. It returns the error renamed
+// for the client when it names pgtide's statements (nil otherwise).
+func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
+	if h != nil && h.st != nil && h.kind == 'B' && errorCode(body) == codeFeatureNotSupported &&
+		bytes.Contains(body, []byte("cached plan must not change result type")) {
+		ss.pe.stmts.invalidate(h.st)
+	}
+	if !bytes.Contains(body, []byte(`"pgtide_`)) {
+		return nil
+	}
+	// A name the client uses for the statement: the one it bound, unless
+	// it prepared the same text under two names.
+	var out []byte
+	for cname, st := range ss.stmts {
+		if r := renameInError(body, st.name, cname); r != nil {
+			out, body = r, r[5:]
+		}
+	}
+	return out
+}
