@@ -2,6 +2,9 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,4 +99,100 @@ func TestReloadPoolModeUnderLoad(t *testing.T) {
 		t.Fatalf("SHOW POOLS after the last reload: %v; want pool_mode %s", p, last)
 	}
 	t.Logf("%d logins across 30 reloads of pool_mode", logins.Load())
+}
+
+// exporterColumns are the columns, in order, with their type OIDs, that
+// PgBouncer 1.25 answers to the queries prometheus-community/
+// pgbouncer_exporter runs (its collector.go: "SHOW STATS" to check the
+// connection, then "SHOW VERSION;", "SHOW LISTS;", "SHOW CONFIG;", and
+// "SHOW databases;", "SHOW stats_totals;", "SHOW pools;"). The type
+// letters are PgBouncer's (src/pktbuf.c): s text 25, i int4 23, q int8 20,
+// N numeric 1700.
+var exporterColumns = map[string]string{
+	"SHOW STATS": "database:25 total_server_assignment_count:1700 total_xact_count:1700 total_query_count:1700 " +
+		"total_received:1700 total_sent:1700 total_xact_time:1700 total_query_time:1700 total_wait_time:1700 " +
+		"total_client_parse_count:1700 total_server_parse_count:1700 total_bind_count:1700 " +
+		"total_client_login_count:1700 avg_server_assignment_count:1700 avg_xact_count:1700 " +
+		"avg_query_count:1700 avg_recv:1700 avg_sent:1700 avg_xact_time:1700 avg_query_time:1700 " +
+		"avg_wait_time:1700 avg_client_parse_count:1700 avg_server_parse_count:1700 avg_bind_count:1700 " +
+		"avg_client_login_count:1700",
+	"SHOW VERSION;": "version:25",
+	"SHOW LISTS;":   "list:25 items:23",
+	"SHOW CONFIG;":  "key:25 value:25 default:25 changeable:25",
+	"SHOW databases;": "name:25 host:25 port:23 database:25 force_user:25 pool_size:23 min_pool_size:23 " +
+		"reserve_pool_size:23 server_lifetime:23 pool_mode:25 load_balance_hosts:25 max_connections:23 " +
+		"current_connections:23 max_client_connections:23 current_client_connections:23 paused:23 disabled:23",
+	"SHOW stats_totals;": "database:25 server_assignment_count:1700 xact_count:1700 query_count:1700 " +
+		"bytes_received:1700 bytes_sent:1700 xact_time:1700 query_time:1700 wait_time:1700 " +
+		"client_parse_count:1700 server_parse_count:1700 bind_count:1700 client_login_count:1700",
+	"SHOW pools;": "database:25 user:25 cl_active:23 cl_waiting:23 cl_active_cancel_req:23 " +
+		"cl_waiting_cancel_req:23 sv_active:23 sv_active_cancel:23 sv_being_canceled:23 sv_idle:23 sv_used:23 " +
+		"sv_tested:23 sv_login:23 maxwait:23 maxwait_us:23 pool_mode:25 load_balance_hosts:25",
+}
+
+// TestConsoleAsPgbouncer is pgbouncer_exporter's view of pgtide: it logs in
+// to database "pgbouncer" as a stats user and runs the exporter's queries,
+// which must answer with PgBouncer 1.25's columns and types and with values
+// the exporter can parse.
+func TestConsoleAsPgbouncer(t *testing.T) {
+	a := newAdminEnv(t)
+	client := connect(t, a.URL())
+	queryInt(t, client, "select 1")
+	ctx := ctxT(t, 60*time.Second)
+
+	c := console(t, a.tide.ConnString("pgbouncer", "stat", a.statPass))
+	for _, q := range []string{"SHOW STATS", "SHOW VERSION;", "SHOW LISTS;", "SHOW CONFIG;", "SHOW databases;",
+		"SHOW stats_totals;", "SHOW pools;"} {
+		res, err := c.Exec(ctx, q).ReadAll()
+		if err != nil || len(res) != 1 {
+			t.Fatalf("%s: %v (%d results)", q, err, len(res))
+		}
+		var got []string
+		for _, f := range res[0].FieldDescriptions {
+			got = append(got, fmt.Sprintf("%s:%d", f.Name, f.DataTypeOID))
+		}
+		if strings.Join(got, " ") != exporterColumns[q] {
+			t.Errorf("%s columns\n got %s\nwant %s", q, strings.Join(got, " "), exporterColumns[q])
+		}
+		// The exporter reads every non-label column as a number (NULL is
+		// NaN), and SHOW LISTS items and two SHOW CONFIG values too.
+		for _, row := range res[0].Rows {
+			for i, f := range res[0].FieldDescriptions {
+				numeric := f.DataTypeOID != 25 ||
+					q == "SHOW CONFIG;" && f.Name == "value" && (string(row[0]) == "max_client_conn" || string(row[0]) == "max_user_connections")
+				if numeric && row[i] != nil {
+					if _, err := strconv.ParseFloat(string(row[i]), 64); err != nil {
+						t.Errorf("%s: %s = %q is not a number", q, f.Name, row[i])
+					}
+				}
+			}
+		}
+		switch q {
+		case "SHOW VERSION;":
+			if len(res[0].Rows) != 1 || !strings.HasPrefix(string(res[0].Rows[0][0]), "pgtide ") {
+				t.Errorf("SHOW VERSION: %q", res[0].Rows)
+			}
+		case "SHOW pools;":
+			found := false
+			for _, row := range res[0].Rows {
+				found = found || string(row[0]) == a.DB && string(row[2]) == "1" && string(row[15]) == "transaction"
+			}
+			if !found {
+				t.Errorf("SHOW pools: no row for %s with one active client in transaction mode", a.DB)
+			}
+		}
+	}
+	// The console names the database its user logged in to.
+	if r := findRow(mustAdmin(t, c, "SHOW CLIENTS"), "user", "stat"); r == nil || r["database"] != "pgbouncer" {
+		t.Errorf("SHOW CLIENTS: the console's own row is %v; want database pgbouncer", r)
+	}
+	// Only admin_users may change anything, under either name.
+	if _, err := adminRun(t, c, "PAUSE"); sqlState(err) != "42501" {
+		t.Errorf("PAUSE by a stats user on database pgbouncer: %v; want 42501", err)
+	}
+	adm := console(t, a.tide.ConnString("pgbouncer", "adm", a.admPass))
+	mustAdmin(t, adm, "RECONNECT "+a.DB)
+	if _, err := adminRun(t, adm, "SET listen = '0.0.0.0:1'"); sqlState(err) != "55P02" {
+		t.Errorf("SET listen: %v; want 55P02 (needs a restart)", err)
+	}
 }
