@@ -117,6 +117,7 @@ func (ss *session) snapshot() sessionSnapshot {
 	snap.Request = ss.queryStart
 	snap.App = ss.want["application_name"]
 	snap.Prepared = len(ss.stmts)
+	// Pin stays "" until client pinning (session.pinReason) fills it here.
 	ss.mu.Unlock()
 	return snap
 }
