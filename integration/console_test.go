@@ -196,3 +196,42 @@ func TestConsoleAsPgbouncer(t *testing.T) {
 		t.Errorf("SET listen: %v; want 55P02 (needs a restart)", err)
 	}
 }
+
+// TestConsoleSet changes a setting at run time with SET, as PgBouncer's
+// console allows: it is in force at once (SHOW CONFIG, and a pool's mode),
+// and the next RELOAD reads the file again.
+func TestConsoleSet(t *testing.T) {
+	a := newAdminEnv(t)
+	adm := console(t, a.adminURL())
+	client := connect(t, a.URL())
+	queryInt(t, client, "select 1")
+
+	mustAdmin(t, adm, "SET pool_mode = session; SET query_wait_timeout = '2.5'")
+	conf := map[string]adminRow{}
+	for _, r := range mustAdmin(t, adm, "SHOW CONFIG") {
+		conf[r["key"]] = r
+	}
+	if conf["pool_mode"]["value"] != "session" || conf["query_wait_timeout"]["value"] != "2.5" {
+		t.Fatalf("SHOW CONFIG after SET: pool_mode %v, query_wait_timeout %v", conf["pool_mode"], conf["query_wait_timeout"])
+	}
+	if p := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", a.DB); p["pool_mode"] != "session" {
+		t.Fatalf("SHOW POOLS after SET pool_mode = session: %v", p)
+	}
+	// A value the configuration file would refuse is refused, and nothing changes.
+	if _, err := adminRun(t, adm, "SET default_pool_size = 0"); sqlState(err) != "22023" {
+		t.Errorf("SET default_pool_size = 0: %v; want 22023", err)
+	}
+	if r := findRow(mustAdmin(t, adm, "SHOW CONFIG"), "key", "default_pool_size"); r["value"] != fmt.Sprint(a.conf.DefaultPoolSize) {
+		t.Errorf("default_pool_size after a refused SET: %v", r)
+	}
+	// A client logging in now gets the mode SET chose, and works.
+	c2 := connect(t, a.URL())
+	queryInt(t, c2, "select 1")
+	if !strings.Contains(a.tide.Logs(), `"pool_mode":"session"`) {
+		t.Errorf("no client logged in with pool_mode session after SET")
+	}
+	mustAdmin(t, adm, "RELOAD")
+	if p := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", a.DB); p["pool_mode"] != "transaction" {
+		t.Errorf("SHOW POOLS after RELOAD: %v; want the file's transaction", p)
+	}
+}

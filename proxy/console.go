@@ -344,6 +344,15 @@ func (s *Server) ReloadConfig() error {
 	return s.OnReload()
 }
 
+// ApplyConfig is the console's SET: cfg is the running configuration with
+// one setting changed.
+func (s *Server) ApplyConfig(cfg *config.Config) error {
+	if s.OnApply == nil {
+		return admin.ErrNoReload
+	}
+	return s.OnApply(cfg)
+}
+
 // Shutdown is the console's SHUTDOWN.
 func (s *Server) Shutdown(mode string) {
 	switch mode {

@@ -64,6 +64,9 @@ type Server struct {
 	// OnReload, when set, re-reads the configuration file for the admin
 	// console's RELOAD and returns why it was not applied. Set before Serve.
 	OnReload func() error
+	// OnApply, when set, puts a configuration in force as a reload does,
+	// for the admin console's SET. Set before Serve.
+	OnApply func(*config.Config) error
 	// Version is what the admin console's SHOW VERSION reports.
 	Version string
 

@@ -64,6 +64,9 @@ type Backend interface {
 	// ReloadConfig re-reads the configuration file (ErrNoReload when this
 	// process cannot), returning why it was not applied.
 	ReloadConfig() error
+	// ApplyConfig puts cfg in force as a reload does (SET); ErrNoReload
+	// when this process cannot.
+	ApplyConfig(cfg *config.Config) error
 	// Shutdown starts a shutdown: "" (now), "WAIT_FOR_SERVERS" (SIGINT) or
 	// "WAIT_FOR_CLIENTS" (SIGTERM).
 	Shutdown(mode string)

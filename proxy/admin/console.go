@@ -340,15 +340,15 @@ var errShutdown = &Error{codeAdminShutdown, "pgtide is shutting down"}
 
 // exec runs one command, appending its reply (without ReadyForQuery).
 func (ac *conn) exec(cmd command) error {
+	if cmd.Verb == "SET" {
+		return ac.set(cmd.Arg, cmd.Value) // checks the privilege after the settings drivers fake
+	}
 	if !ac.super && !verbs[cmd.Verb].readOnly {
 		return &Error{codeInsufficientPrivilege, "admin access needed"}
 	}
 	b := ac.c.b
-	switch cmd.Verb {
-	case "SHOW":
+	if cmd.Verb == "SHOW" {
 		return ac.show(cmd.Arg)
-	case "SET":
-		return ac.set(cmd.Arg, cmd.Value)
 	}
 	ac.log.Info().Str("command", cmd.Verb).Str("arg", cmd.Arg).Msg("admin command")
 	if cmd.Verb != "KILL_CLIENT" && cmd.Verb != "RELOAD" && cmd.Verb != "SHUTDOWN" && cmd.Arg != "" && !b.HasDatabase(cmd.Arg) {

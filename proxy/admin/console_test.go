@@ -66,6 +66,11 @@ func (f *fakeBackend) KillClient(uint64) bool                   { return false }
 func (f *fakeBackend) Reconnect(string)                         {}
 func (f *fakeBackend) WaitClosed(context.Context, string) error { return nil }
 func (f *fakeBackend) ReloadConfig() error                      { return ErrNoReload }
+func (f *fakeBackend) ApplyConfig(cfg *config.Config) error {
+	f.calls = append(f.calls, "apply")
+	f.cfg = cfg
+	return nil
+}
 func (f *fakeBackend) Shutdown(mode string) {
 	// As *proxy.Server with only consoles connected: consoles must go.
 	f.calls = append(f.calls, "shutdown "+mode)
@@ -143,6 +148,9 @@ func TestSplitStatements(t *testing.T) {
 
 func TestStatsOnlyShow(t *testing.T) {
 	for verb, spec := range verbs {
+		if verb == "SET" {
+			continue // set checks the privilege itself, after the fake settings
+		}
 		if spec.readOnly != (verb == "SHOW") {
 			t.Errorf("%s: readOnly = %v; only SHOW is open to stats_users", verb, spec.readOnly)
 		}
@@ -518,5 +526,73 @@ func TestConsoleStatsUserIsReadOnly(t *testing.T) {
 	}
 	if version != "pgtide 9.9.9" || code != codeInsufficientPrivilege || len(f.calls) != 0 {
 		t.Fatalf("stats user: version %q, error %q, calls %v", version, code, f.calls)
+	}
+}
+
+func TestSet(t *testing.T) {
+	f := newFake()
+	c := New(f)
+	adm := &conn{c: c, super: true, log: zerolog.Nop()}
+	stat := &conn{c: c, log: zerolog.Nop()}
+	run := func(ac *conn, q string) error {
+		t.Helper()
+		cmd, err := parseCommand(q)
+		if err != nil {
+			t.Fatalf("parse %q: %v", q, err)
+		}
+		ac.out = ac.out[:0]
+		return ac.exec(cmd)
+	}
+	code := func(err error) string {
+		if e, ok := err.(*Error); ok {
+			return e.Code
+		}
+		return ""
+	}
+	ok := []struct {
+		q     string
+		check func(*config.Config) bool
+	}{
+		{"SET default_pool_size = 30", func(c *config.Config) bool { return c.DefaultPoolSize == 30 }},
+		{"SET query_wait_timeout = 2.5", func(c *config.Config) bool { return c.QueryWaitTimeout.Duration == 2500*time.Millisecond }},
+		{"set query_wait_timeout to '45s'", func(c *config.Config) bool { return c.QueryWaitTimeout.Duration == 45*time.Second }},
+		{"SET log_connections = 0", func(c *config.Config) bool { return !c.LogConnections }},
+		{"SET stats_users = 'a, b'", func(c *config.Config) bool { return reflect.DeepEqual(c.StatsUsers, []string{"a", "b"}) }},
+		{"SET pool_mode = statement", func(c *config.Config) bool { return c.PoolMode == config.PoolStatement }},
+	}
+	for _, tc := range ok {
+		if err := run(adm, tc.q); err != nil || !tc.check(f.cfg) {
+			t.Errorf("%s: %v; config not changed as asked", tc.q, err)
+		}
+	}
+	if len(f.cfg.Databases) != 2 || len(f.cfg.Users) != 2 {
+		t.Errorf("SET lost [databases] or [users]: %v %v", f.cfg.Databases, f.cfg.Users)
+	}
+	bad := map[string]string{
+		"SET pool_mode = bogus":        codeInvalidParameterValue,
+		"SET default_pool_size = abc":  codeInvalidParameterValue,
+		"SET default_pool_size = 0":    codeInvalidParameterValue, // must be >= 1
+		"SET query_timeout = -1":       codeInvalidParameterValue,
+		"SET listen = '0.0.0.0:1'":     codeCantChangeRuntimeParam,
+		"SET nosuch = 1":               codeUndefinedObject,
+		"SET admin_users = 'mallory'":  "", // allowed: admin_users apply to new logins
+		"SET client_encoding = 'UTF8'": "", // faked, as PgBouncer
+		"SET extra_float_digits = 3":   "",
+	}
+	for q, want := range bad {
+		before := f.cfg
+		err := run(adm, q)
+		if code(err) != want || (want != "" && f.cfg != before) {
+			t.Errorf("%s: %v; want SQLSTATE %q and the config unchanged", q, err, want)
+		}
+	}
+	if err := run(stat, "SET default_pool_size = 5"); code(err) != codeInsufficientPrivilege {
+		t.Errorf("stats user SET: %v; want 42501", err)
+	}
+	if err := run(stat, "SET client_encoding = 'UTF8'"); err != nil {
+		t.Errorf("stats user SET client_encoding: %v; want it ignored, as PgBouncer", err)
+	}
+	if got := rowsOf(c.table("CLIENT_ENCODING", time.Now())); len(got) != 1 || got[0]["client_encoding"] != "UTF-8" {
+		t.Errorf("SHOW client_encoding: %v", got)
 	}
 }

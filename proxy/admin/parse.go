@@ -159,7 +159,7 @@ func parseCommand(st string) (command, error) {
 	switch verb {
 	case "SHOW":
 		cmd.Arg = strings.ToUpper(cmd.Arg)
-		if !slices.Contains(showSubjects, cmd.Arg) {
+		if _, fake := fakeParam(cmd.Arg); !slices.Contains(showSubjects, cmd.Arg) && !fake {
 			return command{}, syntaxError("unknown SHOW subject %q, use SHOW HELP;", args[0])
 		}
 	case "SHUTDOWN":

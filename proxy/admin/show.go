@@ -209,6 +209,11 @@ func (c *Console) table(subject string, now time.Time) table {
 		t.add("paused", yes(st.PausedAll))
 		t.add("suspended", "no")
 		t.add("shutting_down", yes(!st.Running))
+	default:
+		if v, ok := fakeParam(subject); ok {
+			t.cols = cols(strings.ToLower(subject))
+			t.add(v)
+		}
 	}
 	return t
 }
