@@ -97,12 +97,13 @@ func (s *Server) Stopping() <-chan struct{} { return s.consolesStop }
 // session: session.snapshot is the only reader of its fields for them.
 type sessionSnapshot struct {
 	admin.Client
+	ss     *session   // to act on it (kill)
 	server *pool.Conn // the attached server, nil = none
 }
 
 // snapshot copies the session's state under its lock.
 func (ss *session) snapshot() sessionSnapshot {
-	snap := sessionSnapshot{Client: admin.Client{
+	snap := sessionSnapshot{ss: ss, Client: admin.Client{
 		ID: ss.id, Database: ss.dbName, User: ss.userName, Connected: ss.connected,
 		Addr: ss.conn.RemoteAddr(), Local: ss.conn.LocalAddr(),
 	}}
@@ -267,40 +268,27 @@ func (s *Server) Kill(db string) {
 	for _, p := range s.poolList(db) {
 		p.e.pool.Reconnect() // idle servers now, lent ones when released
 	}
-	s.mu.Lock()
-	list := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		if db == "" || ss.dbName == db { // fixed at login
-			list = append(list, ss)
+	for _, sn := range s.snapshots() {
+		if db != "" && sn.Database != db {
+			continue
 		}
-	}
-	s.mu.Unlock()
-	for _, ss := range list {
-		sc := ss.snapshot().server
-		ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
-		if sc != nil {
+		sn.ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+		if sn.server != nil {
 			// The pump sees the closed socket and discards the server.
-			_ = sc.Net.Close()
+			_ = sn.server.Net.Close()
 		}
 	}
 }
 
 // KillClient closes the client session with that id.
 func (s *Server) KillClient(id uint64) bool {
-	s.mu.Lock()
-	var victim *session
-	for _, ss := range s.sessions {
-		if ss.id == id { // fixed at login
-			victim = ss
-			break
+	for _, sn := range s.snapshots() {
+		if sn.ID == id {
+			sn.ss.kill(codeAdminShutdown, "terminating connection due to administrator command")
+			return true
 		}
 	}
-	s.mu.Unlock()
-	if victim == nil {
-		return false
-	}
-	victim.kill(codeAdminShutdown, "terminating connection due to administrator command")
-	return true
+	return false
 }
 
 // Reconnect marks every server of db open now to be closed when next

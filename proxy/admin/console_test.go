@@ -10,10 +10,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeBackend is a Backend whose rows the test sets.
 type fakeBackend struct {
@@ -463,7 +466,7 @@ func serve(t *testing.T, f *fakeBackend, user string) (*client, chan error) {
 	go func() {
 		done <- c.Serve(srv, wire.NewReader(srv, 4096), zerolog.Nop(), "pgbouncer", user, map[string]string{})
 	}()
-	t.Cleanup(func() { _ = cl.Close(); <-done })
+	t.Cleanup(func() { _ = cl.Close(); <-done; close(f.done) }) // Done stops the stats ticker
 	return &client{t: t, fe: pgproto3.NewFrontend(cl, cl), nc: cl}, done
 }
 
