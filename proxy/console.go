@@ -42,6 +42,7 @@ func isConsole(cfg *config.Config, name string) bool {
 // serveAdmin runs the admin console on an authenticated connection.
 func (s *Server) serveAdmin(nc net.Conn, rd *wire.Reader, log zerolog.Logger, db, user string, params map[string]string) error {
 	s.consoles.Add(1)
+	s.checkConsolesStop() // a console that logged in during a drain with only consoles left
 	err := s.console.Serve(nc, rd, log, db, user, params)
 	s.consoles.Add(-1)
 	var ae *admin.Error
