@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // TestReloadPoolModeUnderLoad reloads pool_mode back and forth while clients
@@ -233,5 +235,28 @@ func TestConsoleSet(t *testing.T) {
 	mustAdmin(t, adm, "RELOAD")
 	if p := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", a.DB); p["pool_mode"] != "transaction" {
 		t.Errorf("SHOW POOLS after RELOAD: %v; want the file's transaction", p)
+	}
+}
+
+// TestConsoleShowsTLS: SHOW CLIENTS' tls column says which protocol and
+// cipher a TLS client (and the console itself) uses, as PgBouncer's does.
+func TestConsoleShowsTLS(t *testing.T) {
+	certs := pgtest.NewCerts(t)
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	admPass := "Adm-" + stamp
+	e := newEnv(t, func(c *tideConf, _ *dbConf) {
+		c.Extra = clientTLSConf(certs, "require") + "admin_users = [\"adm\"]\n"
+		c.Users["adm"] = admPass
+	})
+	e.secrets = append(e.secrets, admPass)
+	client := connect(t, tlsURL(e.tide.Port, e.DB, e.User, e.Pass, "sslmode", "require", "application_name", "tls_client"))
+	queryInt(t, client, "select 1")
+	adm := console(t, tlsURL(e.tide.Port, "pgtide", "adm", admPass, "sslmode", "require"))
+	rows := mustAdmin(t, adm, "SHOW CLIENTS")
+	for _, who := range []string{"tls_client", ""} {
+		r := findRow(rows, "application_name", who)
+		if r == nil || !strings.HasPrefix(r["tls"], "TLSv1.") || !strings.Contains(r["tls"], "/TLS_") {
+			t.Errorf("SHOW CLIENTS tls of %q: %v; want TLSv1.x/<cipher>", who, r)
+		}
 	}
 }

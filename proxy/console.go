@@ -111,6 +111,7 @@ func (ss *session) snapshot() sessionSnapshot {
 	if w := ss.gate.waitStart.Load(); w != 0 {
 		snap.WaitStart = time.Unix(0, w)
 	}
+	snap.TLS = admin.TLSInfo(ss.conn)
 	ss.mu.Lock()
 	if ss.sc != nil {
 		snap.server = ss.sc

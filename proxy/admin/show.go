@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"net"
@@ -318,6 +319,22 @@ func (c *Console) hostPort(a net.Addr) (string, int) {
 	return h, n
 }
 
+// TLSInfo is SHOW CLIENTS' tls column for a client connection: protocol
+// and cipher, as PgBouncer's "TLSv1.3/TLS_AES_256_GCM_SHA384"; "" without
+// TLS.
+func TLSInfo(nc net.Conn) string {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	st := tc.ConnectionState()
+	v := map[uint16]string{tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3"}[st.Version]
+	if v == "" {
+		v = tls.VersionName(st.Version)
+	}
+	return v + "/" + tls.CipherSuiteName(st.CipherSuite)
+}
+
 func idText(id uint64) string {
 	if id == 0 {
 		return ""
@@ -347,7 +364,7 @@ func (c *Console) clientRows(now time.Time, debug bool) [][]any {
 			state = "cl_active"
 		}
 		rows = append(rows, extra([]any{"C", ac.user, ac.db, "none", state, addr, port, laddr, lport,
-			fmtTime(ac.connected), fmtTime(req), 0, 0, 0, idText(ac.id), "", 0, "", ac.appName, 0, ac.id}))
+			fmtTime(ac.connected), fmtTime(req), 0, 0, 0, idText(ac.id), "", 0, TLSInfo(ac.nc), ac.appName, 0, ac.id}))
 	}
 	for _, cl := range c.b.ClientRows() {
 		w := waited(cl, now)
