@@ -114,10 +114,9 @@ var exporterColumns = map[string]string{
 	"SHOW STATS": "database:25 total_server_assignment_count:1700 total_xact_count:1700 total_query_count:1700 " +
 		"total_received:1700 total_sent:1700 total_xact_time:1700 total_query_time:1700 total_wait_time:1700 " +
 		"total_client_parse_count:1700 total_server_parse_count:1700 total_bind_count:1700 " +
-		"total_client_login_count:1700 avg_server_assignment_count:1700 avg_xact_count:1700 " +
+		"avg_server_assignment_count:1700 avg_xact_count:1700 " +
 		"avg_query_count:1700 avg_recv:1700 avg_sent:1700 avg_xact_time:1700 avg_query_time:1700 " +
-		"avg_wait_time:1700 avg_client_parse_count:1700 avg_server_parse_count:1700 avg_bind_count:1700 " +
-		"avg_client_login_count:1700",
+		"avg_wait_time:1700 avg_client_parse_count:1700 avg_server_parse_count:1700 avg_bind_count:1700",
 	"SHOW VERSION;": "version:25",
 	"SHOW LISTS;":   "list:25 items:23",
 	"SHOW CONFIG;":  "key:25 value:25 default:25 changeable:25",
@@ -126,7 +125,7 @@ var exporterColumns = map[string]string{
 		"current_connections:23 max_client_connections:23 current_client_connections:23 paused:23 disabled:23",
 	"SHOW stats_totals;": "database:25 server_assignment_count:1700 xact_count:1700 query_count:1700 " +
 		"bytes_received:1700 bytes_sent:1700 xact_time:1700 query_time:1700 wait_time:1700 " +
-		"client_parse_count:1700 server_parse_count:1700 bind_count:1700 client_login_count:1700",
+		"client_parse_count:1700 server_parse_count:1700 bind_count:1700",
 	"SHOW pools;": "database:25 user:25 cl_active:23 cl_waiting:23 cl_active_cancel_req:23 " +
 		"cl_waiting_cancel_req:23 sv_active:23 sv_active_cancel:23 sv_being_canceled:23 sv_idle:23 sv_used:23 " +
 		"sv_tested:23 sv_login:23 maxwait:23 maxwait_us:23 pool_mode:25 load_balance_hosts:25",

@@ -188,7 +188,7 @@ func (s *Server) PoolRows() []admin.Pool {
 		out[i] = admin.Pool{Database: p.k.db, User: p.k.user, Mode: string(p.e.poolMode()),
 			Open: st.Open, Idle: st.Idle, Lent: st.Lent,
 			Totals: admin.Totals{Assign: c.Waits.Load(), Xact: c.Xacts.Load(), Query: c.Queries.Load(),
-				Recv: c.BytesIn.Load(), Sent: c.BytesOut.Load(), Logins: c.Logins.Load(),
+				Recv: c.BytesIn.Load(), Sent: c.BytesOut.Load(),
 				XactNs: c.XactNanos.Load(), QueryNs: c.QueryNanos.Load(), WaitNs: c.WaitNanos.Load()}}
 	}
 	return out

@@ -96,9 +96,9 @@ type Pool struct {
 
 // Totals are a pool's counters since it was created (SHOW STATS).
 type Totals struct {
-	Assign, Xact, Query, Recv, Sent, Logins uint64
-	XactNs, QueryNs, WaitNs                 int64
-	ClientParse, ServerParse, Bind          uint64
+	Assign, Xact, Query, Recv, Sent uint64
+	XactNs, QueryNs, WaitNs         int64
+	ClientParse, ServerParse, Bind  uint64
 }
 
 // Client is one logged-in client session.

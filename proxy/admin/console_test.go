@@ -161,10 +161,10 @@ func TestStatsOnlyShow(t *testing.T) {
 }
 
 func TestAverages(t *testing.T) {
-	then := Totals{Assign: 10, Xact: 10, Query: 20, Recv: 1000, Sent: 2000, XactNs: 1e6, QueryNs: 2e6, Logins: 5}
-	now := Totals{Assign: 30, Xact: 30, Query: 60, Recv: 3000, Sent: 6000, XactNs: 3e6, QueryNs: 6e6, WaitNs: 2e6, Logins: 25}
+	then := Totals{Assign: 10, Xact: 10, Query: 20, Recv: 1000, Sent: 2000, XactNs: 1e6, QueryNs: 2e6}
+	now := Totals{Assign: 30, Xact: 30, Query: 60, Recv: 3000, Sent: 6000, XactNs: 3e6, QueryNs: 6e6, WaitNs: 2e6}
 	got := averages(now, then, 10)
-	want := [nStat]int64{2, 2, 4, 200, 400, 100, 100, 100, 0, 0, 0, 2}
+	want := [nStat]int64{2, 2, 4, 200, 400, 100, 100, 100, 0, 0, 0}
 	if got != want {
 		t.Fatalf("averages = %v; want %v", got, want)
 	}
@@ -212,18 +212,16 @@ var PgBouncer125 = map[string]string{
 	"STATS": "database:text total_server_assignment_count:numeric total_xact_count:numeric " +
 		"total_query_count:numeric total_received:numeric total_sent:numeric total_xact_time:numeric " +
 		"total_query_time:numeric total_wait_time:numeric total_client_parse_count:numeric " +
-		"total_server_parse_count:numeric total_bind_count:numeric total_client_login_count:numeric " +
+		"total_server_parse_count:numeric total_bind_count:numeric " +
 		"avg_server_assignment_count:numeric avg_xact_count:numeric avg_query_count:numeric avg_recv:numeric " +
 		"avg_sent:numeric avg_xact_time:numeric avg_query_time:numeric avg_wait_time:numeric " +
-		"avg_client_parse_count:numeric avg_server_parse_count:numeric avg_bind_count:numeric " +
-		"avg_client_login_count:numeric",
+		"avg_client_parse_count:numeric avg_server_parse_count:numeric avg_bind_count:numeric",
 	"STATS_TOTALS": "database:text server_assignment_count:numeric xact_count:numeric query_count:numeric " +
 		"bytes_received:numeric bytes_sent:numeric xact_time:numeric query_time:numeric wait_time:numeric " +
-		"client_parse_count:numeric server_parse_count:numeric bind_count:numeric client_login_count:numeric",
+		"client_parse_count:numeric server_parse_count:numeric bind_count:numeric",
 	"STATS_AVERAGES": "database:text server_assignment_count:numeric xact_count:numeric query_count:numeric " +
 		"bytes_received:numeric bytes_sent:numeric xact_time:numeric query_time:numeric wait_time:numeric " +
-		"avg_client_parse_count:numeric avg_server_parse_count:numeric avg_bind_count:numeric " +
-		"client_login_count:numeric",
+		"avg_client_parse_count:numeric avg_server_parse_count:numeric avg_bind_count:numeric",
 }
 
 const socketSpec = "type:text user:text database:text replication:text state:text addr:text port:int4 " +
@@ -398,7 +396,7 @@ func TestShowConfigRunningValues(t *testing.T) {
 func TestShowStatsAndTotals(t *testing.T) {
 	f := newFake()
 	f.pools = []Pool{
-		{Database: "app", User: "a", Totals: Totals{Xact: 10, Query: 20, Recv: 100, Sent: 200, XactNs: 10e6, Logins: 2}},
+		{Database: "app", User: "a", Totals: Totals{Xact: 10, Query: 20, Recv: 100, Sent: 200, XactNs: 10e6}},
 		{Database: "app", User: "b", Totals: Totals{Xact: 30, Query: 20, Recv: 300, Sent: 400, XactNs: 30e6}},
 		{Database: "misc", User: "a", Totals: Totals{Xact: 5, Assign: 5, WaitNs: 5e6}},
 	}
@@ -406,7 +404,7 @@ func TestShowStatsAndTotals(t *testing.T) {
 	stats := rowsOf(c.table("STATS", time.Now()))
 	if len(stats) != 2 || stats[0]["database"] != "app" || stats[0]["total_xact_count"] != "40" ||
 		stats[0]["total_received"] != "400" || stats[0]["total_xact_time"] != "40000" ||
-		stats[0]["total_client_login_count"] != "2" || stats[1]["total_wait_time"] != "5000" {
+		stats[1]["total_wait_time"] != "5000" {
 		t.Errorf("SHOW STATS: %v", stats)
 	}
 	totals := map[string]string{}

@@ -12,8 +12,9 @@ const statsPeriod = 60 * time.Second
 // nStat is the number of SHOW STATS counters, in column order:
 // server_assignment_count, xact_count, query_count, received, sent,
 // xact_time, query_time, wait_time, client_parse_count,
-// server_parse_count, bind_count, client_login_count.
-const nStat = 12
+// server_parse_count, bind_count, as PgBouncer 1.25's (a later console
+// adds client_login_count).
+const nStat = 11
 
 // statsWindow holds the sample that starts the current period and the
 // averages of the last completed one (under Console.mu).
@@ -29,7 +30,6 @@ func (t *Totals) add(o Totals) {
 	t.Query += o.Query
 	t.Recv += o.Recv
 	t.Sent += o.Sent
-	t.Logins += o.Logins
 	t.XactNs += o.XactNs
 	t.QueryNs += o.QueryNs
 	t.WaitNs += o.WaitNs
@@ -42,7 +42,7 @@ func (t *Totals) add(o Totals) {
 func (t Totals) values() [nStat]uint64 {
 	us := func(ns int64) uint64 { return uint64(max(ns, 0) / 1e3) }
 	return [nStat]uint64{t.Assign, t.Xact, t.Query, t.Recv, t.Sent, us(t.XactNs), us(t.QueryNs), us(t.WaitNs),
-		t.ClientParse, t.ServerParse, t.Bind, t.Logins}
+		t.ClientParse, t.ServerParse, t.Bind}
 }
 
 func (c *Console) dbTotals() map[string]Totals {
@@ -84,7 +84,7 @@ func averages(now, then Totals, secs float64) [nStat]int64 {
 	return [nStat]int64{per(assign), per(xact), per(query), per(d(now.Recv, then.Recv)), per(d(now.Sent, then.Sent)),
 		mean(dn(now.XactNs, then.XactNs), xact), mean(dn(now.QueryNs, then.QueryNs), query),
 		mean(dn(now.WaitNs, then.WaitNs), assign), per(d(now.ClientParse, then.ClientParse)),
-		per(d(now.ServerParse, then.ServerParse)), per(d(now.Bind, then.Bind)), per(d(now.Logins, then.Logins))}
+		per(d(now.ServerParse, then.ServerParse)), per(d(now.Bind, then.Bind))}
 }
 
 // statsTicker closes a statistics period every statsPeriod. It starts with
@@ -141,7 +141,7 @@ func (c *Console) currentAverages(tot map[string]Totals, now time.Time) map[stri
 // prefixes them with total_ (received and sent without bytes_).
 var statNames = [nStat]string{"server_assignment_count", "xact_count", "query_count", "bytes_received",
 	"bytes_sent", "xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count",
-	"bind_count", "client_login_count"}
+	"bind_count"}
 
 // statsCols are the columns of SHOW STATS, STATS_TOTALS and STATS_AVERAGES
 // after "database", as PgBouncer names them.
@@ -210,7 +210,7 @@ func (c *Console) showStats(subject string, now time.Time) table {
 // names them after its struct fields.
 var totalsNames = [nStat]string{"server_assignment_count", "xact_count", "query_count", "client_bytes",
 	"server_bytes", "xact_time", "query_time", "wait_time", "ps_client_parse_count", "ps_server_parse_count",
-	"ps_bind_count", "client_login_count"}
+	"ps_bind_count"}
 
 // showTotals is SHOW TOTALS: SHOW STATS summed over every database, one
 // counter a row.
