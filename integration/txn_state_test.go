@@ -640,3 +640,33 @@ func TestTxnSettingsPipelined(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnPinShownInShowClients: SHOW CLIENTS' pin column names why a client
+// keeps its server, and empties when the state is released.
+func TestTxnPinShownInShowClients(t *testing.T) {
+	a := newAdminEnv(t) // transaction mode
+	c := connect(t, a.URL()+"&application_name=pinner")
+	adm := console(t, a.adminURL())
+	pinOf := func() string {
+		row := findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "pinner")
+		if row == nil {
+			t.Fatal("SHOW CLIENTS has no row for the client")
+		}
+		return row["pin"]
+	}
+	if p := pinOf(); p != "" {
+		t.Fatalf("pin before any state = %q; want empty", p)
+	}
+	if _, err := c.Exec(ctxT(t, 10*time.Second), "CREATE TEMP TABLE pinned_t (i int)"); err != nil {
+		t.Fatal(err)
+	}
+	if p := pinOf(); p != "temp_table" {
+		t.Fatalf("pin after CREATE TEMP TABLE = %q; want temp_table", p)
+	}
+	if _, err := c.Exec(ctxT(t, 10*time.Second), "DROP TABLE pinned_t"); err != nil {
+		t.Fatal(err)
+	}
+	if p := pinOf(); p != "" {
+		t.Fatalf("pin after DROP TABLE = %q; want empty", p)
+	}
+}

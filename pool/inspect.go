@@ -55,6 +55,20 @@ func (p *Pool) Reconnect() {
 	p.CloseIdle()
 }
 
+// MarkedOpen counts the connections that the last Reconnect marked and
+// that are still open, idle or lent.
+func (p *Pool) MarkedOpen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for c := range p.conns {
+		if p.closeNeeded(c) {
+			n++
+		}
+	}
+	return n
+}
+
 // closeNeeded reports whether c predates the last Reconnect.
 func (p *Pool) closeNeeded(c *Conn) bool {
 	cb := p.closeBefore.Load()

@@ -156,6 +156,11 @@ type Pool struct {
 	// closeBefore (unix ns): connections created up to then are closed
 	// when released (RECONNECT, inspect.go).
 	closeBefore atomic.Int64
+	// conns are the open connections this pool dialed (MarkedOpen).
+	conns map[*Conn]struct{}
+	// changed is closed and dropped when a connection comes back or
+	// closes (Changed); nil while nobody waits.
+	changed chan struct{}
 
 	dialed, dialErrors, waitTimeouts atomic.Uint64
 
@@ -344,7 +349,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 				case g.conn != nil:
 					p.Release(g.conn)
 				case g.dial:
-					p.releaseSlot()
+					p.releaseSlot(nil)
 				}
 			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -360,13 +365,17 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	c, err := p.dial(ctx)
 	if err != nil {
 		p.dialErrors.Add(1)
-		p.releaseSlot()
+		p.releaseSlot(nil)
 		return nil, err
 	}
 	p.dialed.Add(1)
 	p.mu.Lock()
 	c.ID = connSeq.Add(1)
 	c.pool = p
+	if p.conns == nil {
+		p.conns = map[*Conn]struct{}{}
+	}
+	p.conns[c] = struct{}{}
 	if lt := p.opts.Lifetime; lt > 0 {
 		// Up to 10% jitter so connections opened together do not all
 		// expire together.
@@ -376,10 +385,14 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-// releaseSlot frees the slot of a connection that was closed or never
-// opened, handing it to the first waiter as permission to dial.
-func (p *Pool) releaseSlot() {
+// releaseSlot frees the slot of a connection that was closed (c) or never
+// opened (nil), handing it to the first waiter as permission to dial.
+func (p *Pool) releaseSlot(c *Conn) {
 	p.mu.Lock()
+	if c != nil {
+		delete(p.conns, c)
+	}
+	p.notifyLocked()
 	p.open--
 	p.giveLimitsLocked()
 	w := p.dialWaiterLocked()
@@ -400,6 +413,7 @@ func (p *Pool) Release(c *Conn) {
 		p.Discard(c)
 		return
 	}
+	p.notifyLocked()
 	if len(p.waiters) > 0 {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -411,10 +425,30 @@ func (p *Pool) Release(c *Conn) {
 	p.mu.Unlock()
 }
 
+// Changed returns a channel closed the next time a connection comes back
+// to the pool or closes: take it before looking at Stats or MarkedOpen, and
+// wait on it, to wait for the pool to drain without polling (the admin
+// console's PAUSE and WAIT_CLOSE).
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
+func (p *Pool) notifyLocked() {
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
 // Discard closes a connection that must not be reused and frees its slot.
 func (p *Pool) Discard(c *Conn) {
 	_ = c.Close()
-	p.releaseSlot()
+	p.releaseSlot(c)
 }
 
 func (p *Pool) expired(c *Conn, now time.Time) bool {

@@ -708,3 +708,46 @@ func TestCloseIdle(t *testing.T) {
 	}
 	p.Release(b)
 }
+
+// RECONNECT's bookkeeping, which the admin console's WAIT_CLOSE waits on:
+// MarkedOpen counts the marked connections still open, idle or lent, and
+// Changed fires when one comes back or closes.
+func TestReconnectMarkedOpenAndChanged(t *testing.T) {
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 3}, d)
+	a, b := acquire(t, p), acquire(t, p)
+	p.Release(b)
+	ch := p.Changed()
+	p.Reconnect() // b is idle: closed now; a is lent: marked
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed did not fire when Reconnect closed an idle connection")
+	}
+	if n := p.MarkedOpen(); n != 1 {
+		t.Fatalf("MarkedOpen after Reconnect = %d; want 1 (the lent one)", n)
+	}
+	ch = p.Changed()
+	c := acquire(t, p) // dialed after Reconnect: not marked
+	if n := p.MarkedOpen(); n != 1 {
+		t.Fatalf("MarkedOpen with a new connection lent = %d; want 1", n)
+	}
+	select {
+	case <-ch:
+		t.Fatal("Changed fired although no connection came back")
+	default:
+	}
+	p.Release(a) // marked: closed instead of kept
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed did not fire when a marked connection came back")
+	}
+	if n, st := p.MarkedOpen(), p.Stats(); n != 0 || st.Open != 1 || st.Idle != 0 {
+		t.Fatalf("after the marked one came back: MarkedOpen %d, %+v; want 0 marked, 1 open (c, lent)", n, st)
+	}
+	p.Release(c)
+	if st := p.Stats(); st.Idle != 1 {
+		t.Fatalf("the new connection was not kept: %+v", st)
+	}
+}

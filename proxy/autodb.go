@@ -96,8 +96,8 @@ func (s *Server) freePoolLocked(k poolKey, e *poolEntry) *pool.Pool {
 	if _, explicit := s.Config().Databases[k.db]; !explicit {
 		delete(s.dbLimit, k.db)
 	}
-	if c := s.admin.peek(k.db); c != nil && !c.paused.Load() && !c.disabled.Load() && c.inflight.Load() == 0 {
-		s.admin.dbs.CompareAndDelete(k.db, c)
+	if c := s.gate.peek(k.db); c != nil && !c.paused.Load() && !c.disabled.Load() && c.inflight.Load() == 0 {
+		s.gate.dbs.CompareAndDelete(k.db, c)
 	}
 	return e.pool
 }

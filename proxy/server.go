@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/admin"
 	"github.com/pgtide/pgtide/proxy/auth"
 	"github.com/pgtide/pgtide/proxy/config"
 )
@@ -63,9 +64,21 @@ type Server struct {
 	// OnReload, when set, re-reads the configuration file for the admin
 	// console's RELOAD and returns why it was not applied. Set before Serve.
 	OnReload func() error
+	// OnApply, when set, puts a configuration in force as a reload does,
+	// for the admin console's SET. Set before Serve.
+	OnApply func(*config.Config) error
 	// Version is what the admin console's SHOW VERSION reports.
 	Version string
-	admin   adminState // admin console: PAUSE/DISABLE state, consoles (admin.go)
+
+	// The admin console (proxy/admin) and what it drives (console.go).
+	console          *admin.Console
+	gate             gate           // PAUSE/DISABLE of every borrow (gate.go)
+	bootCfg          *config.Config // the settings a reload does not apply keep its values
+	consoles         atomic.Int64   // open consoles (counted in clients too)
+	consolesStop     chan struct{}  // closed when consoles must close (checkConsolesStop)
+	consolesStopOnce sync.Once
+	stopBegun        chan struct{} // closed when the state leaves stateRunning
+	stopOnce         sync.Once
 
 	sec atomic.Pointer[security] // client TLS and HBA rules (tls.go)
 
@@ -82,9 +95,16 @@ type poolEntry struct {
 	stmts    *stmtRegistry
 	counters *PoolCounters
 	dial     pool.DialConfig
-	mode     config.PoolMode
 	welcome  welcomeCache // logins without a server (welcome.go)
 	logins   int          // logins in progress that borrow from it (autodb.go); guarded by Server.mu
+	// mode is the pool mode new clients get (config.PoolMode): Reload
+	// changes it while logins and the console read it.
+	mode atomic.Value
+}
+
+func (e *poolEntry) poolMode() config.PoolMode {
+	m, _ := e.mode.Load().(config.PoolMode)
+	return m
 }
 
 // New returns a Server for cfg. Call Listen, then Serve.
@@ -95,7 +115,12 @@ func New(cfg *config.Config, log zerolog.Logger) *Server {
 		usrLimit: map[string]*pool.Limiter{},
 		sessions: map[uint32]*session{},
 		done:     make(chan struct{}),
+		bootCfg:  cfg,
+
+		consolesStop: make(chan struct{}),
+		stopBegun:    make(chan struct{}),
 	}
+	s.console = admin.New(s)
 	s.cfg.Store(cfg)
 	s.logp.Store(&log)
 	return s
@@ -211,7 +236,7 @@ func (s *Server) Reload(cfg *config.Config) {
 			delete(s.pools, k)
 			continue
 		}
-		e.mode = cfg.EffectivePoolMode(db, u)
+		e.mode.Store(cfg.EffectivePoolMode(db, u))
 		e.pool.SetOptions(s.poolOptionsLocked(cfg, db, u, k))
 	}
 	for name, l := range s.dbLimit {
@@ -312,8 +337,8 @@ func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Data
 		stmts:    newStmtRegistry(),
 		counters: &PoolCounters{},
 		dial:     dc,
-		mode:     cfg.EffectivePoolMode(db, u),
 	}
+	e.mode.Store(cfg.EffectivePoolMode(db, u))
 	s.pools[k] = e
 	return e
 }
@@ -352,7 +377,7 @@ func (s *Server) Pools() []PoolStats {
 	}
 	out := make([]PoolStats, 0, len(s.pools))
 	for k, e := range s.pools {
-		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.mode, Stats: e.pool.Stats(), Counters: e.counters, Clients: clients[k]})
+		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.poolMode(), Stats: e.pool.Stats(), Counters: e.counters, Clients: clients[k]})
 	}
 	return out
 }
@@ -369,6 +394,7 @@ func (s *Server) SafeShutdown() {
 			return
 		}
 	}
+	s.beginStop() // console.go
 	s.logger().Info().Msg("safe shutdown: closing clients at their transaction boundaries")
 	s.closeListeners()
 	s.mu.Lock()
@@ -389,6 +415,7 @@ func (s *Server) WaitShutdown(timeout time.Duration) {
 	if !s.state.CompareAndSwap(stateRunning, stateWaitStop) {
 		return
 	}
+	s.beginStop()
 	s.logger().Info().Dur("shutdown_timeout", timeout).Msg("shutdown: waiting for clients to disconnect")
 	s.closeListeners()
 	go s.finishWhenEmpty(timeout)
@@ -416,6 +443,7 @@ func (s *Server) finishWhenEmpty(timeout time.Duration) {
 // Close shuts down at once: listeners, clients and pools. Safe to call twice.
 func (s *Server) Close() {
 	s.state.Store(stateClosed)
+	s.beginStop()
 	s.closeListeners()
 	s.mu.Lock()
 	list := make([]*session, 0, len(s.sessions))

@@ -35,8 +35,10 @@ type session struct {
 	mode     config.PoolMode
 	maxBody  int
 
-	dbName, userName string       // as the client asked for them
-	adm              sessionAdmin // id, connect time, PAUSE gate (admin.go)
+	dbName, userName string    // as the client asked for them
+	id               uint64    // as in the session's log lines; SHOW CLIENTS id, KILL_CLIENT
+	connected        time.Time // fixed at login
+	gate             gatePass  // PAUSE gate (gate.go)
 
 	keyPID    uint32 // the BackendKeyData pgtide minted for this client
 	keySecret uint32
@@ -97,7 +99,7 @@ type session struct {
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
 	ss := &session{
-		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.mode, maxBody: cfg.MaxPacketSize, counters: pe.counters,
+		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.poolMode(), maxBody: cfg.MaxPacketSize, counters: pe.counters,
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
 		txStatus: 'I', stmts: map[string]*stmt{},
@@ -106,8 +108,8 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		ss.maxBody = 1 << 30
 	}
 	ss.ended, ss.endBorrow = context.WithCancel(context.Background())
-	ss.adm.id, ss.adm.connected = s.nextSessionID.Add(1), time.Now()
-	ss.log = log.With().Uint64("session", ss.adm.id).Logger()
+	ss.id, ss.connected = s.nextSessionID.Add(1), time.Now()
+	ss.log = log.With().Uint64("session", ss.id).Logger()
 	return ss
 }
 

@@ -47,7 +47,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
 		}
 		_ = nc.Close()
-		s.clients.Add(-1)
+		s.connGone() // console.go
 		s.sessWG.Done()
 	}()
 	cfg := s.Config()
@@ -99,7 +99,7 @@ func (s *Server) runSession(ss *session, nc net.Conn, start time.Time) {
 		}
 		_ = nc.Close()
 		s.admitted.Add(-1)
-		s.clients.Add(-1)
+		s.connGone() // console.go
 		s.sessWG.Done()
 	}()
 	s.logConnected(ss)
@@ -369,8 +369,8 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if err := be.Flush(); err != nil {
 		return nil, errClientGone
 	}
-	if dbName == config.AdminDatabaseName {
-		return nil, s.serveAdmin(nc, rd, l, user, params) // admin.go
+	if isConsole(cfg, dbName) {
+		return nil, s.serveAdmin(nc, rd, l, dbName, user, params) // console.go
 	}
 
 	db, ok := cfg.ResolveDatabase(dbName)

@@ -75,8 +75,8 @@ func welcomeKey(want map[string]string) string {
 // without a server, or nil when it must borrow one: nothing cached for its
 // startup settings, or the database is paused (a login waits for RESUME).
 func (s *Server) welcomeFromCache(ss *session) map[string]string {
-	c := s.admin.db(ss.dbName)
-	if s.admin.paused(c) {
+	c := s.gate.db(ss.dbName)
+	if s.gate.paused(c) {
 		return nil
 	}
 	ss.welcomeKey = welcomeKey(ss.want)

@@ -139,18 +139,26 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
-	// The admin console's RELOAD runs on this goroutine, as SIGHUP does.
-	reloads := make(chan chan error)
-	srv.Version = version
-	srv.OnReload = func() error {
-		ch := make(chan error, 1)
+	// The admin console's RELOAD and SET run on this goroutine, as SIGHUP
+	// does: a request with a nil cfg re-reads the file, one with a cfg
+	// applies it.
+	type reloadReq struct {
+		cfg *config.Config
+		ch  chan error
+	}
+	reloads := make(chan reloadReq)
+	ask := func(cfg *config.Config) error {
+		req := reloadReq{cfg, make(chan error, 1)}
 		select {
-		case reloads <- ch:
-			return <-ch
+		case reloads <- req:
+			return <-req.ch
 		case <-srv.Done():
 			return errors.New("pgtide is shutting down")
 		}
 	}
+	srv.Version = version
+	srv.OnReload = func() error { return ask(nil) }
+	srv.OnApply = ask
 	srv.Serve()
 	log.Info().Str("version", version).Int("pid", os.Getpid()).Msg("pgtide started")
 	notify := newNotifier(log)
@@ -165,9 +173,13 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 			notify.Stopping("stopped")
 			log.Info().Msg("pgtide stopped")
 			return 0
-		case ch := <-reloads:
+		case req := <-reloads:
 			notify.Reloading()
-			ch <- reload(path, srv, &log)
+			if req.cfg == nil {
+				req.ch <- reload(path, srv, &log)
+			} else {
+				req.ch <- apply(req.cfg, srv, &log)
+			}
 			notify.Ready(srv)
 		case sig := <-sigs:
 			switch sig {
@@ -213,6 +225,13 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 	if w := cfg.FileModeWarning(path); w != "" {
 		log.Warn().Msg(w)
 	}
+	return apply(cfg, srv, log)
+}
+
+// apply puts a checked configuration in force (a reload, or the admin
+// console's SET); TLS and HBA files that do not load leave the running
+// configuration in place and are returned.
+func apply(cfg *config.Config, srv *proxy.Server, log *zerolog.Logger) error {
 	old := srv.Config()
 	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir {
 		log.Warn().Msg("listen and unix_socket_dir changes need a restart; keeping the current listeners")
