@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
-	"github.com/pgtide/pgtide/integration/pgcluster"
+	"github.com/pgtide/pgtide/cmd/pgtide/pgcluster"
 	"github.com/pgtide/pgtide/proxy"
 	"github.com/pgtide/pgtide/proxy/config"
 )
