@@ -23,6 +23,13 @@ type Options struct {
 	MinSize     int // connections kept open even when idle
 	IdleTimeout time.Duration
 	Lifetime    time.Duration
+	// CheckQuery, when set, is run on an idle connection that has been idle
+	// longer than CheckDelay before it is lent (server_check_query,
+	// server_check_delay); a connection it fails on is closed. CheckTimeout
+	// bounds it (0: 15s).
+	CheckQuery   string
+	CheckDelay   time.Duration
+	CheckTimeout time.Duration
 	// Limit, when set, is shared by every pool of one database (or user) and
 	// bounds their connections together (max_db_connections).
 	Limits []*Limiter
@@ -287,9 +294,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			c := p.idle[n-1]
 			p.idle[n-1] = nil
 			p.idle = p.idle[:n-1]
+			opts := p.opts
 			p.mu.Unlock()
 			_ = c.Net.SetDeadline(time.Time{}) // none may outlive a borrower
-			if p.expired(c, time.Now()) || !c.Alive() {
+			now := time.Now()
+			if p.expired(c, now) || !c.Alive() || !p.check(ctx, c, opts, now) {
 				p.Discard(c)
 				continue
 			}
@@ -354,6 +363,26 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// check runs server_check_query on c if it has been idle longer than
+// server_check_delay, and reports whether c may be lent.
+func (p *Pool) check(ctx context.Context, c *Conn, opts Options, now time.Time) bool {
+	if opts.CheckQuery == "" || now.Sub(c.lastUsed) < opts.CheckDelay {
+		return true
+	}
+	timeout := opts.CheckTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.Exec(cctx, opts.CheckQuery); err != nil || c.TxStatus != 'I' {
+		p.log.Warn().Err(err).Msg("server_check_query failed; closing the server connection")
+		return false
+	}
+	c.lastUsed = now
+	return true
 }
 
 func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {

@@ -124,7 +124,7 @@ func (s *Server) Listen() error {
 			s.closeListeners()
 			return fmt.Errorf("unix_socket_dir: %w", err)
 		}
-		ln, err := s.listenUnix(path) // listen.go
+		ln, err := s.listenUnix(path, cfg.UnixSocketFileMode()) // listen.go
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", path, err)
@@ -268,6 +268,7 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 	opts := pool.Options{
 		Size: size, MinSize: min(minSize, size),
 		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
+		CheckQuery: cfg.ServerCheckQuery, CheckDelay: cfg.ServerCheckDelay.Duration, CheckTimeout: cfg.ServerConnectTimeout.Duration,
 	}
 	if l := s.dbLimit[k.db]; l != nil {
 		opts.Limits = append(opts.Limits, l)

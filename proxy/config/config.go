@@ -71,6 +71,7 @@ func (d Duration) MarshalText() ([]byte, error) {
 type Config struct {
 	Listen                 []string            `toml:"listen"`                    // TCP "host:port" list; default ["127.0.0.1:6432"]
 	UnixSocketDir          string              `toml:"unix_socket_dir"`           // "" = no unix socket; socket file is .s.PGSQL.<port>, port = port of first Listen entry (or 6432)
+	UnixSocketMode         string              `toml:"unix_socket_mode"`          // "0777"; octal permissions of the socket file
 	PoolMode               PoolMode            `toml:"pool_mode"`                 // default session
 	DefaultPoolSize        int                 `toml:"default_pool_size"`         // default 20; must be >= 1
 	MinPoolSize            int                 `toml:"min_pool_size"`             // default 0
@@ -85,7 +86,8 @@ type Config struct {
 	AutodbIdleTimeout      Duration            `toml:"autodb_idle_timeout"`       // 3600s; pools of "*" databases unused this long are freed (0 = never)
 	ServerResetQuery       string              `toml:"server_reset_query"`        // "DISCARD ALL"
 	ServerResetQueryAlways bool                `toml:"server_reset_query_always"` // false
-	ServerCheckDelay       Duration            `toml:"server_check_delay"`        // 30s
+	ServerCheckDelay       Duration            `toml:"server_check_delay"`        // 30s; idle longer than this: server_check_query runs before lending
+	ServerCheckQuery       string              `toml:"server_check_query"`        // "" = no query (a non-blocking liveness read only)
 	ClientLoginTimeout     Duration            `toml:"client_login_timeout"`      // 60s
 	ShutdownTimeout        Duration            `toml:"shutdown_timeout"`          // 30s (0 = wait forever)
 	QueryTimeout           Duration            `toml:"query_timeout"`             // 0 = off
@@ -182,6 +184,7 @@ func Default() *Config {
 		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		UnixSocketMode:        "0777",
 		AuthQuery:             DefaultAuthQuery,
 		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},
@@ -284,6 +287,16 @@ func (c *Config) EffectivePoolSize(db Database, user User) int {
 		return c.DefaultPoolSize
 	}
 	return defaultPoolSizeVal
+}
+
+// UnixSocketFileMode is unix_socket_mode as a file mode (0777 if invalid,
+// which validation rejects).
+func (c *Config) UnixSocketFileMode() os.FileMode {
+	n, err := strconv.ParseUint(c.UnixSocketMode, 8, 32)
+	if err != nil || n > 0o777 {
+		return 0o777
+	}
+	return os.FileMode(n)
 }
 
 // UnixSocketPath returns the path of the unix socket pgtide listens on:

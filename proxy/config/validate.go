@@ -88,6 +88,9 @@ func (d *decoder) validate(c *Config) {
 			d.fail(k("metrics_listen"), "", fmt.Sprintf("%q is also in listen; the metrics endpoint needs an address of its own", c.MetricsListen))
 		}
 	}
+	if n, err := strconv.ParseUint(c.UnixSocketMode, 8, 32); err != nil || n > 0o777 {
+		d.fail(k("unix_socket_mode"), "", fmt.Sprintf("invalid mode %q: expected octal permissions such as \"0777\", \"0770\" or \"0700\"", c.UnixSocketMode))
+	}
 	if len(c.Listen) == 0 && c.UnixSocketDir == "" {
 		d.fail(k("listen"), "", "no listen address and no unix_socket_dir: pgtide would accept no connections")
 	}

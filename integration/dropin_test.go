@@ -1,0 +1,190 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
+)
+
+// TestConvertPgBouncerHardened converts a hardened PgBouncer deployment
+// (client TLS require, server TLS verify-full, HBA, auth_query with
+// auth_dbname, so_reuseport, %include, a host list) with the built binary,
+// starts pgtide on the result and logs in with pgx, as a user that exists
+// only in PostgreSQL.
+func TestConvertPgBouncerHardened(t *testing.T) {
+	bin := pgtest.BuildPgtide(t)
+	certs := pgtest.NewCerts(t)
+	pg := pgtest.StartPostgres(t, pgtest.WithServerTLS(certs))
+	appUser, appPass := "app_user", "App-"+fmt.Sprint(time.Now().UnixNano())
+	authUser, authPass := "pgb_auth", "Auth-"+fmt.Sprint(time.Now().UnixNano())
+	pgtest.CreateRole(t, pg, appUser, appPass)
+	pgtest.CreateRole(t, pg, authUser, authPass)
+	pgtest.CreateDatabase(t, pg, "appdb", appUser)
+	pgtest.CreateDatabase(t, pg, "authdb", authUser)
+	pg.ExecIn(t, "authdb", `
+CREATE SCHEMA lookup;
+CREATE FUNCTION lookup.get_auth(i_username text) RETURNS TABLE (usename name, passwd text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+  SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = i_username AND rolcanlogin
+$$;
+REVOKE ALL ON FUNCTION lookup.get_auth(text) FROM PUBLIC;
+GRANT USAGE ON SCHEMA lookup TO pgb_auth;
+GRANT EXECUTE ON FUNCTION lookup.get_auth(text) TO pgb_auth;`)
+
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hba := write("pg_hba.conf", "hostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n")
+	write("userlist.txt", fmt.Sprintf("%q %q\n", authUser, authPass))
+	// A host list: pgtide keeps the first host (the one that works).
+	write("databases.ini", fmt.Sprintf("appdb = host=127.0.0.1,127.0.0.2 port=%d dbname=appdb\nauthdb = host=127.0.0.1 port=%d\n", pg.Port, pg.Port))
+	sock := t.TempDir()
+	ini := write("pgbouncer.ini", fmt.Sprintf(`;; hardened pgbouncer.ini
+[databases]
+%%include databases.ini
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6432
+unix_socket_dir = %s
+unix_socket_mode = 0700
+auth_type = hba
+auth_hba_file = %s
+auth_file = userlist.txt
+auth_user = pgb_auth
+auth_query = SELECT usename, passwd FROM lookup.get_auth($1)
+auth_dbname = authdb
+client_tls_sslmode = require
+client_tls_key_file = %s
+client_tls_cert_file = %s
+client_tls_ca_file = %s
+client_tls_protocols = secure
+client_tls_ciphers = default
+server_tls_sslmode = verify-full
+server_tls_ca_file = %s
+so_reuseport = 1
+stats_period = 30
+log_connections = 1
+log_disconnections = 1
+log_pooler_errors = 1
+pool_mode = transaction
+logfile = /var/log/pgbouncer/pgbouncer.log
+pidfile = /var/run/pgbouncer/pgbouncer.pid
+`, sock, hba, certs.ServerKey, certs.ServerCert, certs.CAFile, certs.CAFile))
+
+	out := filepath.Join(dir, "pgtide.toml")
+	cmd := exec.Command(bin, "convert-pgbouncer", "-keep-socket-dir", "-o", out, ini)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("convert-pgbouncer: %v\n%s", err, stderr.String())
+	}
+	for _, secret := range []string{authPass, appPass} {
+		if strings.Contains(stderr.String(), secret) {
+			t.Errorf("stderr contains a password")
+		}
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, want := range []string{"# not converted: logfile", "# not converted: databases.appdb.host = 127.0.0.1,127.0.0.2"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if !strings.Contains(text, `listen = ["127.0.0.1:6432"]`) {
+		t.Fatalf("listen not converted:\n%s", text)
+	}
+	tide := pgtest.StartPgtide(t, strings.Replace(text, "127.0.0.1:6432", "127.0.0.1:{{PORT}}", 1))
+	t.Cleanup(func() {
+		for _, s := range []string{appPass, authPass} {
+			if strings.Contains(tide.Logs(), s) {
+				t.Error("pgtide output contains a password")
+			}
+		}
+	})
+
+	// TLS from the client, verify-full to the server, auth_query for the user.
+	c := connect(t, tlsURL(tide.Port, "appdb", appUser, appPass, "sslmode", "verify-full", "sslrootcert", certs.CAFile))
+	var ssl bool
+	if err := c.QueryRow(ctxT(t, 10*time.Second), "select ssl from pg_stat_ssl where pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+		t.Fatalf("server connection ssl = %v (%v), want true (server_tls_sslmode = verify-full)", ssl, err)
+	}
+	// client_tls_sslmode = require (and the HBA reject rule) refuse plain TCP.
+	if _, err := pgx.Connect(ctxT(t, 10*time.Second), tlsURL(tide.Port, "appdb", appUser, appPass, "sslmode", "disable")); err == nil {
+		t.Fatal("a plain-TCP login succeeded; client_tls_sslmode = require was lost")
+	}
+	// A wrong password still fails.
+	if _, err := pgx.Connect(ctxT(t, 10*time.Second), tlsURL(tide.Port, "appdb", appUser, "wrong", "sslmode", "require")); sqlState(err) != "28P01" {
+		t.Fatalf("wrong password: %v, want 28P01", err)
+	}
+	// unix_socket_mode = 0700 was applied.
+	if fi, err := os.Stat(filepath.Join(sock, fmt.Sprintf(".s.PGSQL.%d", tide.Port))); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("unix socket: %v, mode %v; want 0700", err, fi.Mode().Perm())
+	}
+}
+
+// TestServerCheckQuery: an idle server connection older than
+// server_check_delay runs server_check_query before it is lent, and one the
+// query fails on is closed, not lent.
+func TestServerCheckQuery(t *testing.T) {
+	run := func(t *testing.T, query, delay string) (*env, *pgx.Conn) {
+		e := newEnv(t, func(c *tideConf, _ *dbConf) {
+			c.PoolMode = "transaction"
+			c.Extra = fmt.Sprintf("server_check_query = %q\nserver_check_delay = %q\n", query, delay)
+		})
+		return e, connect(t, e.URL())
+	}
+	t.Run("runs", func(t *testing.T) {
+		e := newEnv(t, func(c *tideConf, _ *dbConf) {
+			c.PoolMode = "transaction"
+			c.Extra = "server_check_query = \"insert into public.checks default values\"\nserver_check_delay = \"0\"\n"
+		})
+		d := connect(t, e.DirectURL())
+		if _, err := d.Exec(ctxT(t, 10*time.Second), "create table public.checks (id serial)"); err != nil {
+			t.Fatal(err)
+		}
+		c := connect(t, e.URL())
+		for i := 0; i < 3; i++ {
+			queryInt(t, c, "select 1")
+		}
+		// The first borrow dialed; every later one was checked.
+		if n := queryInt(t, d, "select count(*) from public.checks"); n < 2 {
+			t.Fatalf("server_check_query ran %d times over 3 borrows of an idle server, want at least 2", n)
+		}
+	})
+	t.Run("failing query closes the server", func(t *testing.T) {
+		e, c := run(t, "select 1/0", "0")
+		first := queryInt(t, c, "select pg_backend_pid()")
+		second := queryInt(t, c, "select pg_backend_pid()")
+		if first == second {
+			t.Fatalf("the same server (pid %d) was lent after server_check_query failed on it", first)
+		}
+		if !strings.Contains(e.tide.Logs(), "server_check_query failed") {
+			t.Error("no log line for the failed check")
+		}
+	})
+	t.Run("within the delay no check", func(t *testing.T) {
+		_, c := run(t, "select 1/0", "1h")
+		first := queryInt(t, c, "select pg_backend_pid()")
+		if second := queryInt(t, c, "select pg_backend_pid()"); first != second {
+			t.Fatalf("pid %d then %d: the server was checked (and closed) within server_check_delay", first, second)
+		}
+	})
+}
