@@ -48,7 +48,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pgtide", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pgtide -config FILE | -check-config FILE [-v] | -version\n       pgtide demo [-port N]\n       pgtide convert-pgbouncer [-o OUT] [-auth-file FILE] pgbouncer.ini")
+		fmt.Fprintln(stderr, "usage: pgtide -config FILE | -check-config FILE [-v] | -version\n       pgtide demo [-port N]\n       pgtide convert-pgbouncer [-o OUT] [-auth-file FILE] [-allow-weaker] [-keep-socket-dir] pgbouncer.ini")
 		fs.PrintDefaults()
 	}
 	cfgPath := fs.String("config", "", "run the daemon with this TOML configuration file")
