@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -187,4 +188,50 @@ func TestServerCheckQuery(t *testing.T) {
 			t.Fatalf("pid %d then %d: the server was checked (and closed) within server_check_delay", first, second)
 		}
 	})
+}
+
+// TestLoginFailureLoggedOnce: a refused login is one log line, at warn, with
+// the reason (and the SQLSTATE); duration fields carry their unit.
+func TestLoginFailureLoggedOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	if err := connectErr(t, e.tide.ConnString(e.DB, e.User, "wrong-password")); sqlState(err) != "28P01" {
+		t.Fatalf("wrong password: %v", err)
+	}
+	c := connect(t, e.URL())
+	c.Close(ctxT(t, 5*time.Second))
+	// The good client's disconnect line comes after everything about the bad one.
+	if !eventually(10*time.Second, func() bool {
+		for _, l := range strings.Split(e.tide.Logs(), "\n") {
+			if strings.Contains(l, `"client disconnected"`) && strings.Contains(l, e.User) {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no disconnect line:\n%s", e.tide.Logs())
+	}
+	var failed []map[string]any
+	for _, l := range strings.Split(e.tide.Logs(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || m["user"] != e.User {
+			continue
+		}
+		if lvl := m["level"]; lvl == "warn" || lvl == "error" || strings.Contains(fmt.Sprint(m["message"]), "fail") {
+			failed = append(failed, m)
+		}
+		if m["message"] == "client disconnected" {
+			if _, ok := m["duration_ms"]; !ok {
+				t.Errorf("client disconnected line has no duration_ms: %v", m)
+			}
+			if _, ok := m["duration"]; ok {
+				t.Errorf("client disconnected line has a duration without its unit: %v", m)
+			}
+		}
+	}
+	if len(failed) != 1 {
+		t.Fatalf("the failed login was logged %d times, want once:\n%v", len(failed), failed)
+	}
+	if m := failed[0]; m["level"] != "warn" || m["reason"] != "password" || m["sqlstate"] != "28P01" {
+		t.Errorf("login failure line = %v; want level warn, reason password, sqlstate 28P01", m)
+	}
 }

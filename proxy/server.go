@@ -59,6 +59,7 @@ type Server struct {
 
 	observer      atomic.Pointer[Observer]
 	loginFailures atomic.Uint64
+	loginFails    loginFailureCounts // by reason (statslog.go)
 
 	// OnReload, when set, re-reads the configuration file for the admin
 	// console's RELOAD and returns why it was not applied. Set before Serve.
@@ -172,7 +173,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			}
 			// Out of descriptors and the like: back off and keep serving.
 			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			s.logger().Error().Err(err).Dur("backoff", backoff).Msg("accept failed")
+			s.logger().Error().Err(err).Int64("backoff_ms", backoff.Milliseconds()).Msg("accept failed")
 			time.Sleep(backoff)
 			continue
 		}
@@ -390,7 +391,7 @@ func (s *Server) WaitShutdown(timeout time.Duration) {
 	if !s.state.CompareAndSwap(stateRunning, stateWaitStop) {
 		return
 	}
-	s.logger().Info().Dur("shutdown_timeout", timeout).Msg("shutdown: waiting for clients to disconnect")
+	s.logger().Info().Int64("shutdown_timeout_ms", timeout.Milliseconds()).Msg("shutdown: waiting for clients to disconnect")
 	s.closeListeners()
 	go s.finishWhenEmpty(timeout)
 }

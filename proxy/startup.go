@@ -353,13 +353,14 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		case errors.Is(err, auth.ErrChannelBindingCheck):
 			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingCheck.Error()}
 		case errors.Is(err, auth.ErrPasswordMismatch):
-			ev := l.Warn().Str("method", method.String())
+			// One log line, at warn (logLoginFailed), with these fields.
+			lf := &loginFailure{clientError: &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)},
+				fields: [][2]string{{"method", method.String()}}}
 			if errors.Is(err, auth.ErrNoSCRAMSecret) {
 				// PostgreSQL's detail: the stored secret is an md5 hash.
-				ev = ev.Str("detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user))
+				lf.fields = append(lf.fields, [2]string{"detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user)})
 			}
-			ev.Msg("password authentication failed")
-			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
+			return nil, lf
 		case errors.Is(err, auth.ErrProtocol):
 			return nil, &clientError{codeProtocolViolation, "invalid authentication response"}
 		}
