@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
 	"github.com/pgtide/pgtide/proxy"
@@ -72,8 +73,13 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
 		fmt.Fprintf(stdout, "%s: configuration is valid (%d databases, %d users)\n", *check, len(cfg.Databases), len(cfg.Users))
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *check, w)
+		}
 		if *verbose {
-			printEffective(stdout, cfg)
+			var raw map[string]any
+			_, _ = toml.DecodeFile(*check, &raw) // it decoded once already
+			printEffectiveRaw(stdout, cfg, raw)
 		}
 		return 0
 	case *cfgPath == "":
@@ -89,6 +95,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	if w := cfg.FileModeWarning(*cfgPath); w != "" {
 		log.Warn().Msg(w)
 	}
+	logWarnings(log, cfg)
 	if addr := os.Getenv("PGTIDE_PPROF"); addr != "" {
 		// Profiling endpoint for performance work; off unless asked for.
 		go func() { log.Warn().Err(http.ListenAndServe(addr, nil)).Msg("pprof server stopped") }()
@@ -227,7 +234,15 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 	zerolog.SetGlobalLevel(parseLevel(cfg.LogLevel))
 	applyThreads(cfg)
 	srv.Reload(cfg)
+	logWarnings(*log, cfg)
 	return nil
+}
+
+// logWarnings logs what -check-config warns about (config.Warnings).
+func logWarnings(log zerolog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn().Msg(w)
+	}
 }
 
 func errorStrings(errs []error) []string {

@@ -84,3 +84,60 @@ func TestUnixSocketMode(t *testing.T) {
 		}
 	}
 }
+
+func TestListenOverlap(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.0.1:6432", "127.0.0.1:6432", true},
+		{"127.0.0.1:6432", "0.0.0.0:6432", true},
+		{"0.0.0.0:6432", "127.0.0.1:6432", true},
+		{":6432", "[::1]:6432", true},
+		{"[::]:6432", "127.0.0.1:6432", true}, // dual-stack
+		{"[::]:6432", "[::1]:6432", true},
+		{"LocalHost:6432", "localhost:6432", true},
+		{"127.0.0.1:6432", "127.0.0.1:6433", false},
+		{"127.0.0.1:6432", "10.0.0.1:6432", false},
+		{"0.0.0.0:6432", "[::1]:6432", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false},
+	} {
+		if got := listenOverlap(c.a, c.b); got != c.want {
+			t.Errorf("listenOverlap(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+	_, err := Parse("t.toml", []byte(`listen = ["127.0.0.1:6432", "0.0.0.0:6432"]`))
+	if err == nil || !strings.Contains(err.Error(), `listen[1]: "0.0.0.0:6432" overlaps listen[0] "127.0.0.1:6432"`) {
+		t.Errorf("err = %v", err)
+	}
+	_, err = Parse("t.toml", []byte("listen = [\"127.0.0.1:6432\"]\nmetrics_listen = \"0.0.0.0:6432\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "metrics_listen") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	c, err := Parse("t.toml", []byte(`admin_users = ["admin", "ops"]
+stats_users = ["ops", "mon"]
+[users.admin]
+password = "x"
+[users.nopw]
+pool_size = 2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"users.nopw: no password", `admin_users: "ops" has no [users.ops] password`, `stats_users: "mon"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Count(got, `"ops"`) != 1 || strings.Contains(got, `"admin"`) {
+		t.Errorf("warnings:\n%s", got)
+	}
+	c.AuthType = "trust"
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("trust: %q", w)
+	}
+}

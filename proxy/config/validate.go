@@ -77,6 +77,13 @@ func (d *decoder) validate(c *Config) {
 	for i, addr := range c.Listen {
 		if reason := checkListen(addr); reason != "" {
 			d.fail(k("listen"), fmt.Sprintf("[%d]", i), reason)
+			continue
+		}
+		for j := 0; j < i; j++ {
+			if listenOverlap(c.Listen[j], addr) {
+				d.fail(k("listen"), fmt.Sprintf("[%d]", i), fmt.Sprintf("%q overlaps listen[%d] %q: the second bind would fail (or, with so_reuseport, share the port silently)", addr, j, c.Listen[j]))
+				break
+			}
 		}
 	}
 	if c.MetricsListen != "" {
@@ -84,8 +91,13 @@ func (d *decoder) validate(c *Config) {
 			d.fail(k("metrics_listen"), "", fmt.Sprintf("invalid address %q: expected \"host:port\" (e.g. \"127.0.0.1:9127\", \"[::1]:9127\", \":9127\"), or \"\" for no metrics endpoint", c.MetricsListen))
 		} else if reason := checkListen(c.MetricsListen); reason != "" {
 			d.fail(k("metrics_listen"), "", reason)
-		} else if contains(c.Listen, c.MetricsListen) {
-			d.fail(k("metrics_listen"), "", fmt.Sprintf("%q is also in listen; the metrics endpoint needs an address of its own", c.MetricsListen))
+		} else {
+			for _, l := range c.Listen {
+				if checkListen(l) == "" && listenOverlap(l, c.MetricsListen) {
+					d.fail(k("metrics_listen"), "", fmt.Sprintf("%q overlaps listen entry %q; the metrics endpoint needs an address of its own", c.MetricsListen, l))
+					break
+				}
+			}
 		}
 	}
 	if n, err := strconv.ParseUint(c.UnixSocketMode, 8, 32); err != nil || n > 0o777 {
@@ -204,6 +216,43 @@ func checkListen(addr string) string {
 		return fmt.Sprintf("invalid port %q in %q: expected a number from 0 to 65535", port, addr)
 	}
 	return ""
+}
+
+// listenOverlap reports whether binding both TCP addresses would collide:
+// the same port and the same host, or a wildcard host ("", 0.0.0.0, ::)
+// that covers the other. Port 0 (any free port) never collides.
+func listenOverlap(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb || pa == "0" {
+		return false
+	}
+	norm := func(h string) (string, string) { // host, family ("" = both)
+		if ip := net.ParseIP(h); ip != nil {
+			if ip.To4() != nil {
+				return ip.String(), "4"
+			}
+			return ip.String(), "6"
+		}
+		if h == "" || h == "*" {
+			return "", ""
+		}
+		return strings.ToLower(h), "name"
+	}
+	na, fa := norm(ha)
+	nb, fb := norm(hb)
+	wild := func(n string) bool { return n == "0.0.0.0" || n == "::" }
+	switch {
+	case na == nb:
+		return true
+	case na == "" || nb == "": // ":P" is every address of both families
+		return true
+	case wild(na) && (fa == fb || (fa == "6" && fb == "4")): // [::] is dual-stack on Linux by default
+		return true
+	case wild(nb) && (fa == fb || (fb == "6" && fa == "4")):
+		return true
+	}
+	return false
 }
 
 func (d *decoder) checkEnum(key toml.Key, v string, allowed []string) {
