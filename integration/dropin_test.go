@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +234,56 @@ func TestLoginFailureLoggedOnce(t *testing.T) {
 	}
 	if m := failed[0]; m["level"] != "warn" || m["reason"] != "password" || m["sqlstate"] != "28P01" {
 		t.Errorf("login failure line = %v; want level warn, reason password, sqlstate 28P01", m)
+	}
+}
+
+// TestConvertDebianConfigForUnit converts a pgbouncer.ini as Debian ships
+// it (unix socket in /var/run/postgresql, which the sandboxed unit can
+// neither write nor share) and checks that the socket moves to the unit's
+// RuntimeDirectory, and that the result starts and serves clients on that
+// socket (the directory is a temp dir here: /run needs root).
+func TestConvertDebianConfigForUnit(t *testing.T) {
+	bin := pgtest.BuildPgtide(t)
+	unit, err := os.ReadFile("../systemd/pgtide.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^RuntimeDirectory=(\S+)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("systemd/pgtide.service has no RuntimeDirectory=")
+	}
+	runtimeDir := "/run/" + string(m[1])
+	e := newEnv(t, nil) // a role and database on the shared server
+	dir := t.TempDir()
+	ini := filepath.Join(dir, "pgbouncer.ini")
+	os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(fmt.Sprintf("%q %q\n", e.User, e.Pass)), 0o600)
+	os.WriteFile(ini, []byte(fmt.Sprintf(`;; Debian's /etc/pgbouncer/pgbouncer.ini, with one database
+[databases]
+%s = host=127.0.0.1 port=%d
+
+[pgbouncer]
+logfile = /var/log/postgresql/pgbouncer.log
+pidfile = /var/run/postgresql/pgbouncer.pid
+listen_addr = localhost
+listen_port = 6432
+unix_socket_dir = /var/run/postgresql
+auth_type = md5
+auth_file = userlist.txt
+`, e.DB, e.pg.Port)), 0o600)
+	out, err := exec.Command(bin, "convert-pgbouncer", ini).Output()
+	if err != nil {
+		t.Fatalf("convert-pgbouncer: %v", err)
+	}
+	text := string(out)
+	if !strings.Contains(text, fmt.Sprintf("unix_socket_dir = %q", runtimeDir)) {
+		t.Fatalf("unix_socket_dir is not the unit's RuntimeDirectory %s:\n%s", runtimeDir, text)
+	}
+	sock := t.TempDir()
+	text = strings.Replace(text, fmt.Sprintf("unix_socket_dir = %q", runtimeDir), fmt.Sprintf("unix_socket_dir = %q", sock), 1)
+	text = strings.Replace(text, `"localhost:6432"`, `"127.0.0.1:{{PORT}}"`, 1)
+	tide := pgtest.StartPgtide(t, text)
+	c := connect(t, fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s", sock, tide.Port, e.DB, e.User, e.Pass))
+	if queryInt(t, c, "select 6*7") != 42 {
+		t.Fatal("query over the unix socket")
 	}
 }
