@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgtide/pgtide/integration/pgtest"
 )
@@ -285,5 +287,146 @@ auth_file = userlist.txt
 	c := connect(t, fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s", sock, tide.Port, e.DB, e.User, e.Pass))
 	if queryInt(t, c, "select 6*7") != 42 {
 		t.Fatal("query over the unix socket")
+	}
+}
+
+// pgtideSockets returns pgtide's TCP sockets (duplicated into this process
+// with pidfd_getfd; close them), keyed "client", "server" or "listener" by
+// whether the local port is pgtide's and whether there is a peer.
+func pgtideSockets(t *testing.T, pid, tidePort, pgPort int) map[string][]int {
+	t.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open: %v", err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]int{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if err != nil {
+			continue
+		}
+		kind := ""
+		if sa, err := unix.Getsockname(fd); err == nil {
+			local := sockPort(sa)
+			peer, perr := unix.Getpeername(fd)
+			switch {
+			case local == tidePort && perr != nil:
+				kind = "listener"
+			case local == tidePort:
+				kind = "client"
+			case perr == nil && sockPort(peer) == pgPort:
+				kind = "server"
+			}
+		}
+		if kind == "" {
+			unix.Close(fd)
+			continue
+		}
+		out[kind] = append(out[kind], fd)
+	}
+	return out
+}
+
+func sockPort(sa unix.Sockaddr) int {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return -1
+}
+
+// TestTCPOptions: tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt
+// and tcp_user_timeout are set on client and server sockets, and
+// listen_backlog on the listener, as read back from pgtide's own sockets.
+func TestTCPOptions(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, _ *dbConf) {
+		c.Extra = "tcp_keepidle = \"7s\"\ntcp_keepintvl = \"3s\"\ntcp_keepcnt = 4\ntcp_user_timeout = \"9s\"\nlisten_backlog = 17\n"
+	})
+	c := connect(t, e.URL()) // session mode: the server stays attached
+	queryInt(t, c, "select 1")
+	socks := pgtideSockets(t, e.tide.Cmd.Process.Pid, e.tide.Port, e.pg.Port)
+	defer func() {
+		for _, fds := range socks {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+	}()
+	for _, kind := range []string{"client", "server"} {
+		if len(socks[kind]) == 0 {
+			t.Fatalf("no %s socket found in pgtide", kind)
+		}
+		for _, fd := range socks[kind] {
+			for _, o := range []struct {
+				name       string
+				level, opt int
+				want       int
+			}{
+				{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+				{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 7},
+				{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 3},
+				{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 4},
+				{"TCP_USER_TIMEOUT", unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 9000},
+			} {
+				if got, err := unix.GetsockoptInt(fd, o.level, o.opt); err != nil || got != o.want {
+					t.Errorf("%s socket: %s = %d (%v), want %d", kind, o.name, got, err, o.want)
+				}
+			}
+		}
+	}
+	// The accept queue length of a listening socket is what ss shows as Send-Q.
+	ss := needBinary(t, "ss", "iproute2")
+	out, err := exec.Command(ss, "-Hltn", fmt.Sprintf("sport = :%d", e.tide.Port)).Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	if f := strings.Fields(string(out)); len(f) < 3 || f[2] != "17" {
+		t.Errorf("listener Send-Q (backlog) = %q, want 17", out)
+	}
+}
+
+// TestClientIdleTimeout: a client idle outside a transaction for longer than
+// client_idle_timeout is closed with 57P05; one idle inside a transaction is
+// not (that is idle_transaction_timeout's business, off here).
+func TestClientIdleTimeout(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, _ *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = "client_idle_timeout = \"1s\"\n"
+	})
+	inTxn := connect(t, e.URL())
+	tx, err := inTxn.Begin(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := connect(t, e.URL())
+	queryInt(t, idle, "select 1")
+	if !eventually(20*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "client_idle_timeout: closing the client") }) {
+		t.Fatal("the idle client was not closed")
+	}
+	_, err = idle.Exec(ctxT(t, 10*time.Second), "select 1")
+	if err == nil {
+		t.Fatal("the idle client still works")
+	}
+	if st := sqlState(err); st != "57P05" && !strings.Contains(err.Error(), "idle-session timeout") {
+		t.Errorf("after the close: %v, want 57P05", err)
+	}
+	// The client in a transaction has been idle longer, and is still there.
+	var n int
+	if err := tx.QueryRow(ctxT(t, 10*time.Second), "select 5").Scan(&n); err != nil || n != 5 {
+		t.Fatalf("client in a transaction: %v", err)
+	}
+	if err := tx.Commit(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -133,10 +133,7 @@ func (s *Server) drainAcceptQueue(ln *net.TCPListener) {
 
 // serveConn starts a session goroutine for an accepted connection.
 func (s *Server) serveConn(nc net.Conn) {
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
-	}
+	tuneTCP(nc, s.Config()) // tcp.go
 	s.clients.Add(1)
 	s.sessWG.Add(1)
 	go s.handleConn(nc)

@@ -132,6 +132,12 @@ func (s *Server) Listen() error {
 		}
 		s.listeners = append(s.listeners, ln)
 	}
+	for _, ln := range s.listeners {
+		if err := setBacklog(ln, cfg.ListenBacklog); err != nil { // tcp.go
+			s.closeListeners()
+			return fmt.Errorf("listen_backlog: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -306,6 +312,7 @@ func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Data
 			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
 			return nil, err
 		}
+		tuneTCP(c.Net, s.Config()) // tcp.go
 		log.Debug().Uint32("server_pid", c.PID).Msg("server connection opened")
 		return c, nil
 	}

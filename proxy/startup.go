@@ -103,6 +103,7 @@ func (s *Server) runSession(ss *session, nc net.Conn, start time.Time) {
 		s.sessWG.Done()
 	}()
 	s.logConnected(ss)
+	ss.startIdleClock() // client_idle_timeout (timeouts.go)
 	err := ss.run()
 	s.logDisconnected(log, err, start)
 }

@@ -214,9 +214,7 @@ var unmappedReasons = map[string]string{
 	"reserve_pool_size":           "pgtide has no reserve pool; raise default_pool_size instead",
 	"reserve_pool_timeout":        "pgtide has no reserve pool",
 	"unix_socket_group":           "pgtide does not change the socket's group",
-	"listen_backlog":              "pgtide uses the kernel's default backlog (net.core.somaxconn)",
 	"server_round_robin":          "pgtide reuses the most recently returned server connection",
-	"client_idle_timeout":         "no pgtide equivalent",
 	"suspend_timeout":             "pgtide has no SUSPEND",
 	"peer_id":                     "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
 	"application_name_add_host":   "no pgtide equivalent",
@@ -242,15 +240,17 @@ var durationKeys = map[string]bool{
 	"server_connect_timeout": true, "server_idle_timeout": true, "server_lifetime": true,
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
+	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true,
 }
 
 var intKeys = map[string]bool{
 	"default_pool_size": true, "min_pool_size": true, "max_client_conn": true,
 	"max_db_connections": true, "max_user_connections": true, "max_packet_size": true,
+	"listen_backlog": true, "tcp_keepcnt": true,
 }
 
 var boolKeys = map[string]bool{
-	"server_reset_query_always": true, "so_reuseport": true,
+	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true,
 	"log_connections": true, "log_disconnections": true, "log_pooler_errors": true,
 }
 
@@ -378,8 +378,15 @@ func convertPgBouncerOpts(file string, data []byte, opts convertOptions) (*conve
 			} else {
 				c.weaken(e, k, "pgtide cannot restrict the cipher suites it accepts from servers; it uses Go's defaults (AEAD suites with forward secrecy first)")
 			}
+		case k == "tcp_user_timeout": // milliseconds in PgBouncer
+			n, err := strconv.ParseUint(e.Value, 10, 31)
+			if err != nil {
+				c.dropGlobal(e, k, "%q is not a number of milliseconds", e.Value)
+				continue
+			}
+			c.set(k, tomlString(durationString(time.Duration(n)*time.Millisecond)), "")
 		case strings.HasPrefix(k, "tcp_"):
-			c.dropGlobal(e, k, "pgtide uses Go's TCP defaults (keepalive on, 15s)")
+			c.dropGlobal(e, k, "no pgtide equivalent (pgtide has tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt and tcp_user_timeout)")
 		case strings.HasPrefix(k, "dns_") || k == "resolv_conf":
 			c.dropGlobal(e, k, "pgtide resolves server host names with the system resolver at dial time")
 		case unmappedReasons[k] != "":
@@ -841,6 +848,14 @@ func pgbDuration(v string) (string, error) {
 		return d.String(), nil
 	}
 	return "", fmt.Errorf("%q is not a number of seconds", v)
+}
+
+// durationString writes d as pgtide reads it ("0" for zero).
+func durationString(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return d.String()
 }
 
 func pgbBool(v string) (bool, bool) {

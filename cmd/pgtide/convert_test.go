@@ -392,3 +392,27 @@ func TestConvertSocketDirDefault(t *testing.T) {
 		}
 	}
 }
+
+// The TCP settings, listen_backlog and client_idle_timeout carry over;
+// tcp_user_timeout is milliseconds in PgBouncer.
+func TestConvertTCPAndIdle(t *testing.T) {
+	cfg, out, notes := convertString(t, `[pgbouncer]
+listen_addr = *
+tcp_keepalive = 1
+tcp_keepidle = 30
+tcp_keepintvl = 5
+tcp_keepcnt = 3
+tcp_user_timeout = 2500
+tcp_defer_accept = 1
+listen_backlog = 512
+client_idle_timeout = 600
+`, "")
+	if !cfg.TCPKeepalive || cfg.TCPKeepIdle.Duration != 30*time.Second || cfg.TCPKeepIntvl.Duration != 5*time.Second ||
+		cfg.TCPKeepCnt != 3 || cfg.TCPUserTimeout.Duration != 2500*time.Millisecond || cfg.ListenBacklog != 512 ||
+		cfg.ClientIdleTimeout.Duration != 10*time.Minute {
+		t.Errorf("converted: %+v\n%s", cfg, out)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "tcp_defer_accept: not converted") {
+		t.Errorf("notes = %q", notes)
+	}
+}

@@ -221,8 +221,9 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 		log.Warn().Msg(w)
 	}
 	old := srv.Config()
-	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir {
-		log.Warn().Msg("listen and unix_socket_dir changes need a restart; keeping the current listeners")
+	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir ||
+		old.UnixSocketMode != cfg.UnixSocketMode || old.SoReuseport != cfg.SoReuseport || old.ListenBacklog != cfg.ListenBacklog {
+		log.Warn().Msg("listen, unix_socket_dir, unix_socket_mode, so_reuseport and listen_backlog changes need a restart; keeping the current listeners")
 	}
 	if old.MetricsListen != cfg.MetricsListen {
 		log.Warn().Msg("metrics_listen changes need a restart; keeping the current metrics endpoint")

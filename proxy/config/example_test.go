@@ -141,3 +141,18 @@ pool_size = 2
 		t.Errorf("trust: %q", w)
 	}
 }
+
+func TestTCPValues(t *testing.T) {
+	for _, c := range []struct{ toml, key string }{
+		{`tcp_keepidle = "1500ms"`, "tcp_keepidle"},
+		{`tcp_keepintvl = "-1s"`, "tcp_keepintvl"},
+		{`tcp_keepcnt = -1`, "tcp_keepcnt"},
+		{`tcp_user_timeout = "1500us"`, "tcp_user_timeout"},
+		{`listen_backlog = -5`, "listen_backlog"},
+		{`client_idle_timeout = "-1s"`, "client_idle_timeout"},
+	} {
+		if _, err := Parse("t.toml", []byte(c.toml)); err == nil || !strings.Contains(err.Error(), c.key) {
+			t.Errorf("%s: %v, want an error naming %s", c.toml, err, c.key)
+		}
+	}
+}

@@ -41,6 +41,19 @@ func (d *decoder) validate(c *Config) {
 	d.checkNonNegative(k("max_db_connections"), c.MaxDBConnections)
 	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
 	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
+	d.checkNonNegative(k("listen_backlog"), c.ListenBacklog)
+	d.checkNonNegative(k("tcp_keepcnt"), c.TCPKeepCnt)
+	for _, t := range []struct {
+		key string
+		d   Duration
+	}{{"tcp_keepidle", c.TCPKeepIdle}, {"tcp_keepintvl", c.TCPKeepIntvl}} {
+		if t.d.Duration%time.Second != 0 {
+			d.fail(k(t.key), "", fmt.Sprintf("must be whole seconds (the kernel counts them so), got %s", t.d.Duration))
+		}
+	}
+	if c.TCPUserTimeout.Duration%time.Millisecond != 0 {
+		d.fail(k("tcp_user_timeout"), "", fmt.Sprintf("must be whole milliseconds, got %s", c.TCPUserTimeout.Duration))
+	}
 	if c.Threads < 0 {
 		d.fail(k("threads"), "", fmt.Sprintf("must be 0 (auto) or a positive number of threads, got %d", c.Threads))
 	}
@@ -63,6 +76,10 @@ func (d *decoder) validate(c *Config) {
 		{"query_timeout", c.QueryTimeout},
 		{"idle_transaction_timeout", c.IdleTransactionTimeout},
 		{"stats_period", c.StatsPeriod},
+		{"client_idle_timeout", c.ClientIdleTimeout},
+		{"tcp_keepidle", c.TCPKeepIdle},
+		{"tcp_keepintvl", c.TCPKeepIntvl},
+		{"tcp_user_timeout", c.TCPUserTimeout},
 	} {
 		if dur.d.Duration < 0 {
 			d.fail(k(dur.key), "", fmt.Sprintf("must not be negative, got %s", dur.d.Duration))
