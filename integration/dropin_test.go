@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,5 +429,44 @@ func TestClientIdleTimeout(t *testing.T) {
 	}
 	if err := tx.Commit(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClientConnectionLimits: max_db_client_connections and
+// max_user_client_connections (global, per database, per user) refuse the
+// client one past the limit with PostgreSQL's 53300, and let the next one in
+// once a client has left.
+func TestClientConnectionLimits(t *testing.T) {
+	var other string
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		other = uniqueName(t, "o")
+		c.Databases = append(c.Databases, dbConf{Name: other, DBName: db.Name})
+		c.Extra = "max_user_client_connections = 3\n"
+	})
+	// A per-database limit of 2 for the first database (rewritten config, reloaded).
+	text := strings.Replace(e.conf.TOML(e.pg.Port), fmt.Sprintf("[databases.%s]\n", e.DB), fmt.Sprintf("[databases.%s]\nmax_db_client_connections = 2\n", e.DB), 1)
+	e.rewriteConfig(t, text)
+	before := strings.Count(e.tide.Logs(), "configuration reloaded")
+	if err := e.tide.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(10*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > before }) {
+		t.Fatalf("reload not applied:\n%s", e.tide.Logs())
+	}
+	conns := []*pgx.Conn{connect(t, e.URL()), connect(t, e.URL())}
+	if err := connectErr(t, e.URL()); sqlState(err) != "53300" || !strings.Contains(err.Error(), fmt.Sprintf("too many connections for database %q", e.DB)) {
+		t.Fatalf("third client of database %s: %v, want 53300 too many connections for database", e.DB, err)
+	}
+	// The user has 2 clients; a third in the other database is allowed (user limit 3), a fourth is not.
+	conns = append(conns, connect(t, e.tide.ConnString(other, e.User, e.Pass)))
+	err := connectErr(t, e.tide.ConnString(other, e.User, e.Pass))
+	if sqlState(err) != "53300" || !strings.Contains(err.Error(), fmt.Sprintf("too many connections for role %q", e.User)) {
+		t.Fatalf("fourth client of the user: %v, want 53300 too many connections for role", err)
+	}
+	// One leaves; a new client of the first database gets in.
+	conns[0].Close(ctxT(t, 5*time.Second))
+	if !eventually(10*time.Second, func() bool { return connectErr(t, e.URL()) == nil }) {
+		t.Fatal("no login after a client left")
 	}
 }

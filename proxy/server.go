@@ -50,9 +50,12 @@ type Server struct {
 	dbLimit  map[string]*pool.Limiter
 	usrLimit map[string]*pool.Limiter
 	sessions map[uint32]*session // by the cancel key's process ID
-	clients  atomic.Int64        // connections past accept, including logins
-	admitted atomic.Int64        // logged-in and logging-in clients, for max_client_conn
-	sessWG   sync.WaitGroup
+	// Logged-in clients by database and by user name, for
+	// max_db_client_connections and max_user_client_connections (limits.go).
+	clientsByDB, clientsByUser map[string]int
+	clients                    atomic.Int64 // connections past accept, including logins
+	admitted                   atomic.Int64 // logged-in and logging-in clients, for max_client_conn
+	sessWG                     sync.WaitGroup
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -91,11 +94,12 @@ type poolEntry struct {
 // New returns a Server for cfg. Call Listen, then Serve.
 func New(cfg *config.Config, log zerolog.Logger) *Server {
 	s := &Server{
-		pools:    map[poolKey]*poolEntry{},
-		dbLimit:  map[string]*pool.Limiter{},
-		usrLimit: map[string]*pool.Limiter{},
-		sessions: map[uint32]*session{},
-		done:     make(chan struct{}),
+		pools:       map[poolKey]*poolEntry{},
+		dbLimit:     map[string]*pool.Limiter{},
+		usrLimit:    map[string]*pool.Limiter{},
+		sessions:    map[uint32]*session{},
+		clientsByDB: map[string]int{}, clientsByUser: map[string]int{},
+		done: make(chan struct{}),
 	}
 	s.cfg.Store(cfg)
 	s.logp.Store(&log)
@@ -465,6 +469,8 @@ func (s *Server) register(ss *session) {
 		}
 		ss.keyPID = pid
 		s.sessions[pid] = ss
+		s.clientsByDB[ss.dbName]++
+		s.clientsByUser[ss.userName]++
 		break
 	}
 	s.mu.Unlock()
@@ -474,6 +480,8 @@ func (s *Server) unregister(ss *session) {
 	s.mu.Lock()
 	if s.sessions[ss.keyPID] == ss {
 		delete(s.sessions, ss.keyPID)
+		dropCount(s.clientsByDB, ss.dbName)
+		dropCount(s.clientsByUser, ss.userName)
 	}
 	s.mu.Unlock()
 }

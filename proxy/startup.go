@@ -399,9 +399,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 			ss.view[k] = v
 		}
 		s.register(ss)
-		if !s.loginsOpen() {
+		if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 			s.unregister(ss)
-			return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+			return nil, err
 		}
 	} else {
 		// Borrow a server to prove the database is reachable and to learn
@@ -423,10 +423,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		}
 		pe.welcome.put(welcomeKey(ss.want), fresh)
 		s.register(ss)
-		if !s.loginsOpen() {
+		if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 			s.unregister(ss)
 			ss.releaseOrDiscard(sc)
-			return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+			return nil, err
 		}
 		if ss.mode == config.PoolSession {
 			ss.attach(sc)

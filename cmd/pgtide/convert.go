@@ -204,35 +204,33 @@ func (c *converter) set(key, value, comment string) {
 
 // Settings of [pgbouncer] that have no pgtide equivalent, with the reason.
 var unmappedReasons = map[string]string{
-	"logfile":                     "pgtide logs to stderr (JSON under systemd, where the journal keeps it); redirect stderr to keep a file",
-	"pidfile":                     "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
-	"auth_ident_file":             "pgtide has no ident maps (and no peer or ident authentication)",
-	"user":                        "pgtide does not switch user; start it as the user it should run as (systemd User=)",
-	"syslog":                      "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"syslog_ident":                "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"syslog_facility":             "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"reserve_pool_size":           "pgtide has no reserve pool; raise default_pool_size instead",
-	"reserve_pool_timeout":        "pgtide has no reserve pool",
-	"unix_socket_group":           "pgtide does not change the socket's group",
-	"server_round_robin":          "pgtide reuses the most recently returned server connection",
-	"suspend_timeout":             "pgtide has no SUSPEND",
-	"peer_id":                     "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
-	"application_name_add_host":   "no pgtide equivalent",
-	"ignore_startup_parameters":   "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
-	"track_extra_parameters":      "no pgtide setting; pgtide tracks the session parameters it needs",
-	"server_login_retry":          "no pgtide equivalent (a failed server login is retried at the next client's request)",
-	"server_fast_close":           "no pgtide equivalent",
-	"disable_pqexec":              "no pgtide equivalent",
-	"pkt_buf":                     "pgtide sizes its buffers itself",
-	"sbuf_loopcnt":                "pgtide has no such loop",
-	"max_db_client_connections":   "pgtide limits clients only globally (max_client_conn)",
-	"max_user_client_connections": "pgtide limits clients only globally (max_client_conn)",
-	"cancel_wait_timeout":         "no pgtide equivalent",
-	"client_tls_dheparams":        "pgtide (Go's TLS) uses ECDHE key exchange only",
-	"client_tls_ecdhcurve":        "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
-	"server_tls_ciphers":          "pgtide uses Go's default cipher suites towards servers",
-	"server_tls_protocols":        "pgtide accepts TLS 1.2 and 1.3 from servers",
-	"stats_users_prefix":          "no pgtide equivalent",
+	"logfile":                   "pgtide logs to stderr (JSON under systemd, where the journal keeps it); redirect stderr to keep a file",
+	"pidfile":                   "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
+	"auth_ident_file":           "pgtide has no ident maps (and no peer or ident authentication)",
+	"user":                      "pgtide does not switch user; start it as the user it should run as (systemd User=)",
+	"syslog":                    "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"syslog_ident":              "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"syslog_facility":           "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"reserve_pool_size":         "pgtide has no reserve pool; raise default_pool_size instead",
+	"reserve_pool_timeout":      "pgtide has no reserve pool",
+	"unix_socket_group":         "pgtide does not change the socket's group",
+	"server_round_robin":        "pgtide reuses the most recently returned server connection",
+	"suspend_timeout":           "pgtide has no SUSPEND",
+	"peer_id":                   "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
+	"application_name_add_host": "no pgtide equivalent",
+	"ignore_startup_parameters": "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
+	"track_extra_parameters":    "no pgtide setting; pgtide tracks the session parameters it needs",
+	"server_login_retry":        "no pgtide equivalent (a failed server login is retried at the next client's request)",
+	"server_fast_close":         "no pgtide equivalent",
+	"disable_pqexec":            "no pgtide equivalent",
+	"pkt_buf":                   "pgtide sizes its buffers itself",
+	"sbuf_loopcnt":              "pgtide has no such loop",
+	"cancel_wait_timeout":       "no pgtide equivalent",
+	"client_tls_dheparams":      "pgtide (Go's TLS) uses ECDHE key exchange only",
+	"client_tls_ecdhcurve":      "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
+	"server_tls_ciphers":        "pgtide uses Go's default cipher suites towards servers",
+	"server_tls_protocols":      "pgtide accepts TLS 1.2 and 1.3 from servers",
+	"stats_users_prefix":        "no pgtide equivalent",
 }
 
 // Durations: PgBouncer writes seconds as a number.
@@ -247,6 +245,7 @@ var intKeys = map[string]bool{
 	"default_pool_size": true, "min_pool_size": true, "max_client_conn": true,
 	"max_db_connections": true, "max_user_connections": true, "max_packet_size": true,
 	"listen_backlog": true, "tcp_keepcnt": true,
+	"max_db_client_connections": true, "max_user_client_connections": true,
 }
 
 var boolKeys = map[string]bool{
@@ -695,6 +694,7 @@ func (c *converter) convertTLSCiphers(e iniEntry) {
 var dbKeys = map[string]string{
 	"host": "string", "port": "int", "dbname": "string", "user": "string", "password": "string",
 	"pool_size": "int", "min_pool_size": "int", "pool_mode": "mode", "max_db_connections": "int",
+	"max_db_client_connections": "int",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -780,7 +780,7 @@ func (c *converter) convertUser(e iniEntry) {
 		switch p.Key {
 		case "pool_mode":
 			kvs = append(kvs, tomlKV{Key: "pool_mode", Value: tomlString(strings.ToLower(p.Value))})
-		case "pool_size", "max_user_connections":
+		case "pool_size", "max_user_connections", "max_user_client_connections":
 			n, err := strconv.Atoi(p.Value)
 			if err != nil {
 				kvs = append(kvs, c.dropped(e, where+"."+p.Key, p.Value, "%q is not an integer", p.Value))

@@ -42,6 +42,8 @@ func (d *decoder) validate(c *Config) {
 	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
 	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
 	d.checkNonNegative(k("listen_backlog"), c.ListenBacklog)
+	d.checkNonNegative(k("max_db_client_connections"), c.MaxDBClientConnections)
+	d.checkNonNegative(k("max_user_client_connections"), c.MaxUserClientConnections)
 	d.checkNonNegative(k("tcp_keepcnt"), c.TCPKeepCnt)
 	for _, t := range []struct {
 		key string
@@ -166,6 +168,7 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	d.checkNonNegative(key("pool_size"), db.PoolSize)
 	d.checkNonNegative(key("min_pool_size"), db.MinPoolSize)
 	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
+	d.checkNonNegative(key("max_db_client_connections"), db.MaxDBClientConnections)
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
@@ -202,6 +205,7 @@ func (d *decoder) validateUser(name string, u User) {
 	}
 	d.checkNonNegative(key("pool_size"), u.PoolSize)
 	d.checkNonNegative(key("max_user_connections"), u.MaxUserConnections)
+	d.checkNonNegative(key("max_user_client_connections"), u.MaxUserClientConnections)
 }
 
 // checkPassword validates the stored forms of a password. The reason never
