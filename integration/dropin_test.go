@@ -470,3 +470,37 @@ func TestClientConnectionLimits(t *testing.T) {
 		t.Fatal("no login after a client left")
 	}
 }
+
+// TestServerLoginRetry: after pgtide's own login to PostgreSQL fails, new
+// clients of that pool get the same error at once for server_login_retry,
+// without another login attempt reaching the server; with it off every
+// client tries again.
+func TestServerLoginRetry(t *testing.T) {
+	for _, tc := range []struct {
+		retry        string
+		wantAttempts int
+	}{{"1h", 1}, {"0", 3}} {
+		t.Run("retry="+tc.retry, func(t *testing.T) {
+			pg := pgtest.Shared(t)
+			role := uniqueName(t, "r")
+			pgtest.CreateRole(t, pg, role, "Right-"+role)
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				db.User, db.Password = role, "wrong-"+role // pgtide's server login fails
+				c.Extra = fmt.Sprintf("server_login_retry = %q\n", tc.retry)
+			})
+			for i := 0; i < 3; i++ {
+				err := connectErr(t, e.URL())
+				if sqlState(err) != "28P01" || !strings.Contains(err.Error(), fmt.Sprintf("password authentication failed for user %q", role)) {
+					t.Fatalf("client %d: %v, want the server's 28P01 for %s", i, err, role)
+				}
+			}
+			want := fmt.Sprintf("password authentication failed for user %q", role)
+			if !eventually(5*time.Second, func() bool { return strings.Count(pg.Logs(), want) >= tc.wantAttempts }) {
+				t.Fatalf("PostgreSQL saw %d failed logins of %s, want %d", strings.Count(pg.Logs(), want), role, tc.wantAttempts)
+			}
+			if n := strings.Count(pg.Logs(), want); n != tc.wantAttempts {
+				t.Fatalf("PostgreSQL saw %d failed logins of %s, want %d", n, role, tc.wantAttempts)
+			}
+		})
+	}
+}

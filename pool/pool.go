@@ -30,6 +30,11 @@ type Options struct {
 	CheckQuery   string
 	CheckDelay   time.Duration
 	CheckTimeout time.Duration
+	// LoginRetry, when set, is how long after a failed dial the pool gives
+	// every new dial the same error at once instead of trying the server
+	// again (server_login_retry): a server that refuses logins, or is down,
+	// is not hammered by every client that arrives.
+	LoginRetry time.Duration
 	// Limit, when set, is shared by every pool of one database (or user) and
 	// bounds their connections together (max_db_connections).
 	Limits []*Limiter
@@ -160,6 +165,9 @@ type Pool struct {
 	// limitBlocked is the limiter that last refused a new connection.
 	limitBlocked []*Limiter
 	lastUsed     time.Time
+	// The last failed dial and when it failed (server_login_retry).
+	dialErr   error
+	dialErrAt time.Time
 	// closeBefore (unix ns): connections created up to then are closed
 	// when released (RECONNECT, inspect.go).
 	closeBefore atomic.Int64
@@ -386,14 +394,28 @@ func (p *Pool) check(ctx context.Context, c *Conn, opts Options, now time.Time) 
 }
 
 func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
+	p.mu.Lock()
+	if retry := p.opts.LoginRetry; retry > 0 && p.dialErr != nil && time.Since(p.dialErrAt) < retry {
+		err := p.dialErr
+		p.mu.Unlock()
+		p.releaseSlot()
+		return nil, &RetryLaterError{Err: err, Until: p.dialErrAt.Add(retry)}
+	}
+	p.mu.Unlock()
 	c, err := p.dial(ctx)
 	if err != nil {
 		p.dialErrors.Add(1)
+		if ctx.Err() == nil { // a dial cut short by its client says nothing about the server
+			p.mu.Lock()
+			p.dialErr, p.dialErrAt = err, time.Now()
+			p.mu.Unlock()
+		}
 		p.releaseSlot()
 		return nil, err
 	}
 	p.dialed.Add(1)
 	p.mu.Lock()
+	p.dialErr = nil
 	c.ID = connSeq.Add(1)
 	c.pool = p
 	if lt := p.opts.Lifetime; lt > 0 {
@@ -404,6 +426,20 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	p.mu.Unlock()
 	return c, nil
 }
+
+// RetryLaterError is the error of the last failed dial, given again without
+// dialing while server_login_retry has not passed since. Unwrap gives the
+// original error, so a client sees what the server said.
+type RetryLaterError struct {
+	Err   error
+	Until time.Time
+}
+
+func (e *RetryLaterError) Error() string {
+	return e.Err.Error() + " (server_login_retry: not retried before " + e.Until.Format(time.TimeOnly) + ")"
+}
+
+func (e *RetryLaterError) Unwrap() error { return e.Err }
 
 // releaseSlot frees the slot of a connection that was closed or never
 // opened, handing it to the first waiter as permission to dial.

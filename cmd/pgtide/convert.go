@@ -220,7 +220,6 @@ var unmappedReasons = map[string]string{
 	"application_name_add_host": "no pgtide equivalent",
 	"ignore_startup_parameters": "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
 	"track_extra_parameters":    "no pgtide setting; pgtide tracks the session parameters it needs",
-	"server_login_retry":        "no pgtide equivalent (a failed server login is retried at the next client's request)",
 	"server_fast_close":         "no pgtide equivalent",
 	"disable_pqexec":            "no pgtide equivalent",
 	"pkt_buf":                   "pgtide sizes its buffers itself",
@@ -238,7 +237,7 @@ var durationKeys = map[string]bool{
 	"server_connect_timeout": true, "server_idle_timeout": true, "server_lifetime": true,
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
-	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true,
+	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
 }
 
 var intKeys = map[string]bool{

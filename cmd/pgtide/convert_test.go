@@ -406,6 +406,7 @@ tcp_user_timeout = 2500
 tcp_defer_accept = 1
 listen_backlog = 512
 client_idle_timeout = 600
+server_login_retry = 15
 max_db_client_connections = 50
 max_user_client_connections = 20
 auth_file = userlist.txt
@@ -416,7 +417,7 @@ bob = max_user_client_connections=2
 `, "\"bob\" \"pw\"\n")
 	if !cfg.TCPKeepalive || cfg.TCPKeepIdle.Duration != 30*time.Second || cfg.TCPKeepIntvl.Duration != 5*time.Second ||
 		cfg.TCPKeepCnt != 3 || cfg.TCPUserTimeout.Duration != 2500*time.Millisecond || cfg.ListenBacklog != 512 ||
-		cfg.ClientIdleTimeout.Duration != 10*time.Minute || cfg.MaxDBClientConnections != 50 || cfg.MaxUserClientConnections != 20 ||
+		cfg.ClientIdleTimeout.Duration != 10*time.Minute || cfg.ServerLoginRetry.Duration != 15*time.Second || cfg.MaxDBClientConnections != 50 || cfg.MaxUserClientConnections != 20 ||
 		cfg.Databases["app"].MaxDBClientConnections != 5 || cfg.Users["bob"].MaxUserClientConnections != 2 {
 		t.Errorf("converted: %+v\n%s", cfg, out)
 	}

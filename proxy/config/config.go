@@ -90,6 +90,7 @@ type Config struct {
 	ServerResetQueryAlways   bool     `toml:"server_reset_query_always"`   // false
 	ServerCheckDelay         Duration `toml:"server_check_delay"`          // 30s; idle longer than this: server_check_query runs before lending
 	ServerCheckQuery         string   `toml:"server_check_query"`          // "" = no query (a non-blocking liveness read only)
+	ServerLoginRetry         Duration `toml:"server_login_retry"`          // 0 = off; after a failed server dial, new dials fail at once with its error this long
 	ClientLoginTimeout       Duration `toml:"client_login_timeout"`        // 60s
 	ShutdownTimeout          Duration `toml:"shutdown_timeout"`            // 30s (0 = wait forever)
 	QueryTimeout             Duration `toml:"query_timeout"`               // 0 = off

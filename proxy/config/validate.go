@@ -79,6 +79,7 @@ func (d *decoder) validate(c *Config) {
 		{"idle_transaction_timeout", c.IdleTransactionTimeout},
 		{"stats_period", c.StatsPeriod},
 		{"client_idle_timeout", c.ClientIdleTimeout},
+		{"server_login_retry", c.ServerLoginRetry},
 		{"tcp_keepidle", c.TCPKeepIdle},
 		{"tcp_keepintvl", c.TCPKeepIntvl},
 		{"tcp_user_timeout", c.TCPUserTimeout},
