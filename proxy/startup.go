@@ -471,7 +471,8 @@ func acquireError(err error) error {
 	// (host, port, the attempt), which a client has no business knowing.
 	var se *pool.ServerError
 	if errors.As(err, &se) {
-		return &clientError{se.Code, se.Message}
+		// The server's code says nothing of who refused: count it as the server's (statslog.go).
+		return &loginFailure{clientError: &clientError{se.Code, se.Message}, reason: reasonServerLogin}
 	}
 	var ae *pool.AuthError
 	if errors.As(err, &ae) {

@@ -48,7 +48,7 @@ func (s *Server) logLoginFailed(log zerolog.Logger, err error) {
 	cfg := s.Config()
 	var ce *clientError
 	if errors.As(err, &ce) {
-		reason := loginFailureReason(ce)
+		reason := loginFailureReason(err, ce)
 		s.loginFails.add(reason)
 		if cfg.LogPoolerErrors {
 			ev := log.Warn().Err(err).Str("sqlstate", ce.Code).Str("reason", reason)
@@ -71,6 +71,7 @@ func (s *Server) logLoginFailed(log zerolog.Logger, err error) {
 // refused login (the auth method, PostgreSQL's detail).
 type loginFailure struct {
 	*clientError
+	reason string // "" = from the SQLSTATE (loginFailureReason)
 	fields [][2]string
 }
 
@@ -91,9 +92,13 @@ const (
 )
 
 // loginFailureReason classifies an error pgtide sent during a login.
-func loginFailureReason(ce *clientError) string {
+func loginFailureReason(err error, ce *clientError) string {
+	var lf *loginFailure
+	if errors.As(err, &lf) && lf.reason != "" {
+		return lf.reason
+	}
 	switch {
-	case strings.HasPrefix(ce.Msg, "server login failed") || strings.HasPrefix(ce.Msg, "could not connect to the server"):
+	case strings.HasPrefix(ce.Msg, "could not connect to the server"):
 		return reasonServerLogin
 	case strings.HasPrefix(ce.Msg, "authentication lookup failed"):
 		return reasonAuthQuery
