@@ -501,6 +501,10 @@ func TestServerLoginRetry(t *testing.T) {
 			if n := strings.Count(pg.Logs(), want); n != tc.wantAttempts {
 				t.Fatalf("PostgreSQL saw %d failed logins of %s, want %d", n, role, tc.wantAttempts)
 			}
+			// pgtide's line for the refused client says whose refusal it was.
+			if !strings.Contains(e.tide.Logs(), `"reason":"server_login"`) {
+				t.Errorf("no login failed line with reason server_login")
+			}
 		})
 	}
 }
