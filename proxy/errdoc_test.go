@@ -110,6 +110,11 @@ func collectClientErrors(t *testing.T) []docError {
 		switch x := code.(type) {
 		case *ast.Ident:
 			c = consts[x.Name]
+		case *ast.SelectorExpr:
+			if !isSQLState(x, consts) {
+				return // the server's SQLSTATE (se.Code), passed through
+			}
+			c = consts[x.Sel.Name]
 		case *ast.BasicLit:
 			c, _ = strconv.Unquote(x.Value)
 		case nil:
@@ -135,7 +140,9 @@ func collectClientErrors(t *testing.T) []docError {
 		ast.Inspect(f, func(n ast.Node) bool {
 			switch x := n.(type) {
 			case *ast.CompositeLit:
-				if id, ok := x.Type.(*ast.Ident); ok && id.Name == "clientError" && len(x.Elts) == 2 {
+				// clientError{code, msg}, or any {SQLSTATE, message} pair (so an
+				// error type of another package, e.g. the console's, is found too).
+				if len(x.Elts) == 2 && (isClientError(x.Type) || isSQLState(x.Elts[0], consts)) {
 					add(x.Pos(), x.Elts[0], x.Elts[1])
 				}
 			case *ast.CallExpr:
@@ -151,6 +158,10 @@ func collectClientErrors(t *testing.T) []docError {
 					add(x.Pos(), x.Args[1], x.Args[2])
 				case (name == "kill" || name == "fatal") && len(x.Args) == 2:
 					add(x.Pos(), x.Args[0], x.Args[1])
+				case len(x.Args) >= 2 && isSQLState(x.Args[0], consts):
+					add(x.Pos(), x.Args[0], x.Args[1]) // any f(SQLSTATE, message, ...)
+				case len(x.Args) >= 3 && isSQLState(x.Args[1], consts):
+					add(x.Pos(), x.Args[1], x.Args[2]) // any f(severity, SQLSTATE, message)
 				case name == "syntaxError" && len(x.Args) >= 1:
 					add(x.Pos(), &ast.BasicLit{Kind: token.STRING, Value: strconv.Quote(consts["codeSyntaxError"])}, x.Args[0])
 				}
@@ -176,6 +187,33 @@ func collectClientErrors(t *testing.T) []docError {
 		})
 	}
 	return out
+}
+
+var sqlstateRE = regexp.MustCompile(`^[0-9A-Z]{5}$`)
+
+// isSQLState reports whether e is a SQLSTATE: a 5-character constant of
+// digits and capitals with at least one digit.
+func isSQLState(e ast.Expr, consts map[string]string) bool {
+	v := ""
+	switch x := e.(type) {
+	case *ast.Ident:
+		v = consts[x.Name]
+	case *ast.SelectorExpr:
+		v = consts[x.Sel.Name]
+	case *ast.BasicLit:
+		v, _ = strconv.Unquote(x.Value)
+	}
+	return sqlstateRE.MatchString(v) && strings.ContainsAny(v, "0123456789")
+}
+
+func isClientError(t ast.Expr) bool {
+	switch x := t.(type) {
+	case *ast.Ident:
+		return x.Name == "clientError"
+	case *ast.SelectorExpr:
+		return x.Sel.Name == "clientError"
+	}
+	return false
 }
 
 // msgParts returns the literal pieces of a message expression: a string
