@@ -81,8 +81,12 @@ func printPools(w io.Writer, cfg *config.Config) {
 			if maxDB == 0 {
 				maxDB = cfg.MaxDBConnections
 			}
-			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s:%d dbname %q, server_tls_sslmode %q\n",
-				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, db.Host, db.Port, db.DBName, db.EffectiveServerTLSSSLMode())
+			dbname := strconv.Quote(db.DBName)
+			if dbName == "*" && cfg.Databases["*"].DBName == "" {
+				dbname = "(the name the client asks for)"
+			}
+			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s:%d dbname %s, server_tls_sslmode %q\n",
+				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, db.Host, db.Port, dbname, db.EffectiveServerTLSSSLMode())
 		}
 	}
 }

@@ -77,6 +77,7 @@ func TestCheckConfigVerbose(t *testing.T) {
 		`server_idle_timeout = "600s"`, `server_lifetime = "1h0m0s"`,
 		`client_tls_sslmode = "disable"`, `client_tls_min_version = "TLSv1.2"`, `server_tls_sslmode = "prefer"`,
 		`#   app x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server db:5432 dbname "app", server_tls_sslmode "prefer"`,
+		`#   * x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server 127.0.0.1:5433 dbname (the name the client asks for)`,
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("-v output lacks %q:\n%s", want, s)
