@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sys/unix"
 
 	"github.com/pgtide/pgtide/integration/pgtest"
@@ -506,5 +508,34 @@ func TestServerLoginRetry(t *testing.T) {
 				t.Errorf("no login failed line with reason server_login")
 			}
 		})
+	}
+}
+
+// TestServerLoginErrorOneLine: pgtide's refused server login over TLS with
+// sslmode prefer (a TLS attempt, then none, as libpq would) reaches the
+// client as one error, one line, with the server's SQLSTATE: not the
+// multi-line report of both attempts.
+func TestServerLoginErrorOneLine(t *testing.T) {
+	certs := pgtest.NewCerts(t)
+	pg := pgtest.StartPostgres(t, pgtest.WithServerTLS(certs))
+	role := "one_line_role"
+	pgtest.CreateRole(t, pg, role, "Right-pw")
+	pgtest.CreateDatabase(t, pg, "oneline", role)
+	tide := pgtest.StartPgtide(t, fmt.Sprintf(`listen = ["127.0.0.1:{{PORT}}"]
+log_format = "json"
+[databases.oneline]
+host = "127.0.0.1"
+port = %d
+server_tls_sslmode = "prefer"
+[users.%s]
+password = "Wrong-pw"
+`, pg.Port, role))
+	err := connectErr(t, tide.ConnString("oneline", role, "Wrong-pw"))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28P01" {
+		t.Fatalf("login: %v, want the server's 28P01", err)
+	}
+	if strings.Contains(pe.Message, "\n") || strings.Count(pe.Message, "SQLSTATE") > 0 || strings.Contains(strings.ToLower(pe.Message), "tls") {
+		t.Errorf("the client's error is not one plain line: %q", pe.Message)
 	}
 }
