@@ -22,6 +22,7 @@ import (
 
 var (
 	demoPsqlRE    = regexp.MustCompile(`psql "(host=127\.0\.0\.1 port=(\d+) dbname=demo user=demo password=demo)"`)
+	demoAdminRE   = regexp.MustCompile(`psql "(host=127\.0\.0\.1 port=\d+ dbname=pgtide user=demo password=demo)" -c "SHOW POOLS"`)
 	demoDataDirRE = regexp.MustCompile(`data directory (\S+)`)
 )
 
@@ -114,8 +115,12 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(out.String(), "pgbench -i ") || !strings.Contains(out.String(), "pgbench -c 10 -T 10 ") {
 		t.Errorf("pgbench lines missing:\n%s", out.String())
 	}
-	if strings.Contains(strings.ToLower(out.String()), "dbname=pgtide") {
-		t.Errorf("demo prints an admin console line, but there is no admin console:\n%s", out.String())
+	if strings.Contains(out.String(), "not built yet") {
+		t.Errorf("demo still says the admin console is not built:\n%s", out.String())
+	}
+	adminLine := demoAdminRE.FindStringSubmatch(out.String())
+	if adminLine == nil {
+		t.Fatalf("no admin console line (SHOW POOLS):\n%s", out.String())
 	}
 	postmaster, children := postmasterPIDs(t, dataDir)
 
@@ -125,6 +130,13 @@ func TestDemo(t *testing.T) {
 	got, err := pc.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(got)) != "demo:demo" {
 		t.Fatalf("psql %q: %v: %s", conninfo, err, got)
+	}
+
+	// The console line: SHOW POOLS lists the demo pool psql just used.
+	ac := exec.Command(psql, adminLine[1], "-X", "-Atc", "SHOW POOLS")
+	got, err = ac.CombinedOutput()
+	if err != nil || !strings.Contains(string(got), "demo|demo|") {
+		t.Fatalf("psql %q -c 'SHOW POOLS': %v: %s", adminLine[1], err, got)
 	}
 
 	// pgx through the same address.

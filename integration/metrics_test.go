@@ -141,7 +141,7 @@ func TestMetrics(t *testing.T) {
 		q, _ := s.get("pgtide_pool_queries_total", db, user)
 		x, _ := s.get("pgtide_pool_transactions_total", db, user)
 		e, _ := s.get("pgtide_pool_server_errors_total", db, user, `class="22"`)
-		f, _ := s.get("pgtide_login_failures_total")
+		f, _ := s.get("pgtide_login_failures_total", `reason="password"`)
 		return q >= 7 && x >= 7 && e >= 1 && f >= 1
 	}) {
 		q, _ := s.get("pgtide_pool_queries_total", db, user)
@@ -172,7 +172,7 @@ func TestMetrics(t *testing.T) {
 		{"pgtide_pool_wait_duration_seconds_count", []string{db, user}, 1}, // borrows: not one per transaction when the next request beats the release
 		{"pgtide_pool_transaction_duration_seconds_bucket", []string{db, user, `le="+Inf"`}, 7},
 		{"pgtide_client_connections", nil, 1},
-		{"pgtide_login_failures_total", nil, 1},
+		{"pgtide_login_failures_total", []string{`reason="password"`}, 1},
 		{"pgtide_ready", nil, 1},
 		{"pgtide_build_info", nil, 1},
 		{"go_goroutines", nil, 1},

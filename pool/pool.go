@@ -23,6 +23,18 @@ type Options struct {
 	MinSize     int // connections kept open even when idle
 	IdleTimeout time.Duration
 	Lifetime    time.Duration
+	// CheckQuery, when set, is run on an idle connection that has been idle
+	// longer than CheckDelay before it is lent (server_check_query,
+	// server_check_delay); a connection it fails on is closed. CheckTimeout
+	// bounds it (0: 15s).
+	CheckQuery   string
+	CheckDelay   time.Duration
+	CheckTimeout time.Duration
+	// LoginRetry, when set, is how long after a failed dial the pool gives
+	// every new dial the same error at once instead of trying the server
+	// again (server_login_retry): a server that refuses logins, or is down,
+	// is not hammered by every client that arrives.
+	LoginRetry time.Duration
 	// Limit, when set, is shared by every pool of one database (or user) and
 	// bounds their connections together (max_db_connections).
 	Limits []*Limiter
@@ -153,6 +165,9 @@ type Pool struct {
 	// limitBlocked is the limiter that last refused a new connection.
 	limitBlocked []*Limiter
 	lastUsed     time.Time
+	// The last failed dial and when it failed (server_login_retry).
+	dialErr   error
+	dialErrAt time.Time
 	// closeBefore (unix ns): connections created up to then are closed
 	// when released (RECONNECT, inspect.go).
 	closeBefore atomic.Int64
@@ -292,9 +307,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			c := p.idle[n-1]
 			p.idle[n-1] = nil
 			p.idle = p.idle[:n-1]
+			opts := p.opts
 			p.mu.Unlock()
 			_ = c.Net.SetDeadline(time.Time{}) // none may outlive a borrower
-			if p.expired(c, time.Now()) || !c.Alive() {
+			now := time.Now()
+			if p.expired(c, now) || !c.Alive() || !p.check(ctx, c, opts, now) {
 				p.Discard(c)
 				continue
 			}
@@ -361,15 +378,49 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	}
 }
 
+// check runs server_check_query on c if it has been idle longer than
+// server_check_delay, and reports whether c may be lent.
+func (p *Pool) check(ctx context.Context, c *Conn, opts Options, now time.Time) bool {
+	if opts.CheckQuery == "" || now.Sub(c.lastUsed) < opts.CheckDelay {
+		return true
+	}
+	timeout := opts.CheckTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.Exec(cctx, opts.CheckQuery); err != nil || c.TxStatus != 'I' {
+		p.log.Warn().Err(err).Msg("server_check_query failed; closing the server connection")
+		return false
+	}
+	c.lastUsed = now
+	return true
+}
+
 func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
+	p.mu.Lock()
+	if retry := p.opts.LoginRetry; retry > 0 && p.dialErr != nil && time.Since(p.dialErrAt) < retry {
+		err := p.dialErr
+		p.mu.Unlock()
+		p.releaseSlot(nil)
+		return nil, &RetryLaterError{Err: err, Until: p.dialErrAt.Add(retry)}
+	}
+	p.mu.Unlock()
 	c, err := p.dial(ctx)
 	if err != nil {
 		p.dialErrors.Add(1)
+		if ctx.Err() == nil { // a dial cut short by its client says nothing about the server
+			p.mu.Lock()
+			p.dialErr, p.dialErrAt = err, time.Now()
+			p.mu.Unlock()
+		}
 		p.releaseSlot(nil)
 		return nil, err
 	}
 	p.dialed.Add(1)
 	p.mu.Lock()
+	p.dialErr = nil
 	c.ID = connSeq.Add(1)
 	c.pool = p
 	if p.conns == nil {
@@ -384,6 +435,20 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	p.mu.Unlock()
 	return c, nil
 }
+
+// RetryLaterError is the error of the last failed dial, given again without
+// dialing while server_login_retry has not passed since. Unwrap gives the
+// original error, so a client sees what the server said.
+type RetryLaterError struct {
+	Err   error
+	Until time.Time
+}
+
+func (e *RetryLaterError) Error() string {
+	return e.Err.Error() + " (server_login_retry: not retried before " + e.Until.Format(time.TimeOnly) + ")"
+}
+
+func (e *RetryLaterError) Unwrap() error { return e.Err }
 
 // releaseSlot frees the slot of a connection that was closed (c) or never
 // opened (nil), handing it to the first waiter as permission to dial.

@@ -425,3 +425,10 @@ func (s *Server) clientAuthMethod(cfg *config.Config, nc net.Conn, user, db stri
 	}
 	return auth.SCRAM, nil
 }
+
+// CheckHBAFile reports whether path is an HBA file pgtide can use (for
+// `pgtide convert-pgbouncer`, which checks a PgBouncer auth_hba_file).
+func CheckHBAFile(path string) error {
+	_, err := loadHBA(path)
+	return err
+}

@@ -47,7 +47,7 @@ func listenTCP(addr string, reuse bool) (net.Listener, error) {
 // listenUnix opens the Unix socket at path, replacing a stale (or, during
 // an online restart, the old process's) socket file. It remembers which
 // file it created, so that only that file is removed at exit.
-func (s *Server) listenUnix(path string) (net.Listener, error) {
+func (s *Server) listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -56,7 +56,12 @@ func (s *Server) listenUnix(path string) (net.Listener, error) {
 	// Go unlinks the path on Close; during an online restart the path is
 	// the new process's socket by then. removeUnixSocket decides instead.
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	_ = os.Chmod(path, 0o777)
+	// unix_socket_mode: who may connect is decided by the file's permissions.
+	if err := os.Chmod(path, mode); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(path)
+		return nil, err
+	}
 	if fi, err := os.Stat(path); err == nil {
 		s.unixPath, s.unixFile = path, fi
 	}
@@ -128,10 +133,7 @@ func (s *Server) drainAcceptQueue(ln *net.TCPListener) {
 
 // serveConn starts a session goroutine for an accepted connection.
 func (s *Server) serveConn(nc net.Conn) {
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
-	}
+	tuneTCP(nc, s.Config()) // tcp.go
 	s.clients.Add(1)
 	s.sessWG.Add(1)
 	go s.handleConn(nc)

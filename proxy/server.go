@@ -51,15 +51,19 @@ type Server struct {
 	dbLimit  map[string]*pool.Limiter
 	usrLimit map[string]*pool.Limiter
 	sessions map[uint32]*session // by the cancel key's process ID
-	clients  atomic.Int64        // connections past accept, including logins
-	admitted atomic.Int64        // logged-in and logging-in clients, for max_client_conn
-	sessWG   sync.WaitGroup
+	// Logged-in clients by database and by user name, for
+	// max_db_client_connections and max_user_client_connections (limits.go).
+	clientsByDB, clientsByUser map[string]int
+	clients                    atomic.Int64 // connections past accept, including logins
+	admitted                   atomic.Int64 // logged-in and logging-in clients, for max_client_conn
+	sessWG                     sync.WaitGroup
 
 	done     chan struct{}
 	doneOnce sync.Once
 
 	observer      atomic.Pointer[Observer]
 	loginFailures atomic.Uint64
+	loginFails    loginFailureCounts // by reason (statslog.go)
 
 	// OnReload, when set, re-reads the configuration file for the admin
 	// console's RELOAD and returns why it was not applied. Set before Serve.
@@ -110,12 +114,14 @@ func (e *poolEntry) poolMode() config.PoolMode {
 // New returns a Server for cfg. Call Listen, then Serve.
 func New(cfg *config.Config, log zerolog.Logger) *Server {
 	s := &Server{
-		pools:    map[poolKey]*poolEntry{},
-		dbLimit:  map[string]*pool.Limiter{},
-		usrLimit: map[string]*pool.Limiter{},
-		sessions: map[uint32]*session{},
-		done:     make(chan struct{}),
-		bootCfg:  cfg,
+		pools:         map[poolKey]*poolEntry{},
+		dbLimit:       map[string]*pool.Limiter{},
+		usrLimit:      map[string]*pool.Limiter{},
+		sessions:      map[uint32]*session{},
+		clientsByDB:   map[string]int{},
+		clientsByUser: map[string]int{},
+		done:          make(chan struct{}),
+		bootCfg:       cfg,
 
 		consolesStop: make(chan struct{}),
 		stopBegun:    make(chan struct{}),
@@ -149,12 +155,18 @@ func (s *Server) Listen() error {
 			s.closeListeners()
 			return fmt.Errorf("unix_socket_dir: %w", err)
 		}
-		ln, err := s.listenUnix(path) // listen.go
+		ln, err := s.listenUnix(path, cfg.UnixSocketFileMode()) // listen.go
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", path, err)
 		}
 		s.listeners = append(s.listeners, ln)
+	}
+	for _, ln := range s.listeners {
+		if err := setBacklog(ln, cfg.ListenBacklog); err != nil { // tcp.go
+			s.closeListeners()
+			return fmt.Errorf("listen_backlog: %w", err)
+		}
 	}
 	return nil
 }
@@ -197,7 +209,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			}
 			// Out of descriptors and the like: back off and keep serving.
 			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			s.logger().Error().Err(err).Dur("backoff", backoff).Msg("accept failed")
+			s.logger().Error().Err(err).Int64("backoff_ms", backoff.Milliseconds()).Msg("accept failed")
 			time.Sleep(backoff)
 			continue
 		}
@@ -293,6 +305,8 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 	opts := pool.Options{
 		Size: size, MinSize: min(minSize, size),
 		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
+		CheckQuery: cfg.ServerCheckQuery, CheckDelay: cfg.ServerCheckDelay.Duration, CheckTimeout: cfg.ServerConnectTimeout.Duration,
+		LoginRetry: cfg.ServerLoginRetry.Duration,
 	}
 	if l := s.dbLimit[k.db]; l != nil {
 		opts.Limits = append(opts.Limits, l)
@@ -329,6 +343,7 @@ func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Data
 			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
 			return nil, err
 		}
+		tuneTCP(c.Net, s.Config()) // tcp.go
 		log.Debug().Uint32("server_pid", c.PID).Msg("server connection opened")
 		return c, nil
 	}
@@ -416,7 +431,7 @@ func (s *Server) WaitShutdown(timeout time.Duration) {
 		return
 	}
 	s.beginStop()
-	s.logger().Info().Dur("shutdown_timeout", timeout).Msg("shutdown: waiting for clients to disconnect")
+	s.logger().Info().Int64("shutdown_timeout_ms", timeout.Milliseconds()).Msg("shutdown: waiting for clients to disconnect")
 	s.closeListeners()
 	go s.finishWhenEmpty(timeout)
 }
@@ -484,6 +499,8 @@ func (s *Server) register(ss *session) {
 		}
 		ss.keyPID = pid
 		s.sessions[pid] = ss
+		s.clientsByDB[ss.dbName]++
+		s.clientsByUser[ss.userName]++
 		break
 	}
 	s.mu.Unlock()
@@ -493,6 +510,8 @@ func (s *Server) unregister(ss *session) {
 	s.mu.Lock()
 	if s.sessions[ss.keyPID] == ss {
 		delete(s.sessions, ss.keyPID)
+		dropCount(s.clientsByDB, ss.dbName)
+		dropCount(s.clientsByUser, ss.userName)
 	}
 	s.mu.Unlock()
 }

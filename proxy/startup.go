@@ -103,6 +103,7 @@ func (s *Server) runSession(ss *session, nc net.Conn, start time.Time) {
 		s.sessWG.Done()
 	}()
 	s.logConnected(ss)
+	ss.startIdleClock() // client_idle_timeout (timeouts.go)
 	err := ss.run()
 	s.logDisconnected(log, err, start)
 }
@@ -353,13 +354,14 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		case errors.Is(err, auth.ErrChannelBindingCheck):
 			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingCheck.Error()}
 		case errors.Is(err, auth.ErrPasswordMismatch):
-			ev := l.Warn().Str("method", method.String())
+			// One log line, at warn (logLoginFailed), with these fields.
+			lf := &loginFailure{clientError: &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)},
+				fields: [][2]string{{"method", method.String()}}}
 			if errors.Is(err, auth.ErrNoSCRAMSecret) {
 				// PostgreSQL's detail: the stored secret is an md5 hash.
-				ev = ev.Str("detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user))
+				lf.fields = append(lf.fields, [2]string{"detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user)})
 			}
-			ev.Msg("password authentication failed")
-			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
+			return nil, lf
 		case errors.Is(err, auth.ErrProtocol):
 			return nil, &clientError{codeProtocolViolation, "invalid authentication response"}
 		}
@@ -397,9 +399,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 			ss.view[k] = v
 		}
 		s.register(ss)
-		if !s.loginsOpen() {
+		if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 			s.unregister(ss)
-			return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+			return nil, err
 		}
 	} else {
 		// Borrow a server to prove the database is reachable and to learn
@@ -421,10 +423,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		}
 		pe.welcome.put(welcomeKey(ss.want), fresh)
 		s.register(ss)
-		if !s.loginsOpen() {
+		if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 			s.unregister(ss)
 			ss.releaseOrDiscard(sc)
-			return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+			return nil, err
 		}
 		if ss.mode == config.PoolSession {
 			ss.attach(sc)
@@ -469,7 +471,8 @@ func acquireError(err error) error {
 	// (host, port, the attempt), which a client has no business knowing.
 	var se *pool.ServerError
 	if errors.As(err, &se) {
-		return &clientError{se.Code, se.Message}
+		// The server's code says nothing of who refused: count it as the server's (statslog.go).
+		return &loginFailure{clientError: &clientError{se.Code, se.Message}, reason: reasonServerLogin}
 	}
 	var ae *pool.AuthError
 	if errors.As(err, &ae) {

@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"math"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -35,18 +37,28 @@ func (s *Server) logDisconnected(log zerolog.Logger, err error, start time.Time)
 	if !s.Config().LogDisconnections {
 		return
 	}
-	log.Info().Err(err).Dur("duration", time.Since(start)).Msg("client disconnected")
+	log.Info().Err(err).Int64("duration_ms", time.Since(start).Milliseconds()).Msg("client disconnected")
 }
 
-// logLoginFailed logs a login that did not complete: an error pgtide sent
-// (log_pooler_errors) or a client that left during login
-// (log_disconnections).
+// logLoginFailed logs a login that did not complete, once: an error pgtide
+// sent (log_pooler_errors; at warn, with the reason) or a client that left
+// during login (log_disconnections). It also counts refused logins by reason
+// (pgtide_login_failures_total).
 func (s *Server) logLoginFailed(log zerolog.Logger, err error) {
 	cfg := s.Config()
 	var ce *clientError
 	if errors.As(err, &ce) {
+		reason := loginFailureReason(err, ce)
+		s.loginFails.add(reason)
 		if cfg.LogPoolerErrors {
-			log.Info().Err(err).Str("sqlstate", ce.Code).Msg("login failed")
+			ev := log.Warn().Err(err).Str("sqlstate", ce.Code).Str("reason", reason)
+			var lf *loginFailure
+			if errors.As(err, &lf) {
+				for _, f := range lf.fields {
+					ev = ev.Str(f[0], f[1])
+				}
+			}
+			ev.Msg("login failed")
 		}
 		return
 	}
@@ -55,13 +67,97 @@ func (s *Server) logLoginFailed(log zerolog.Logger, err error) {
 	}
 }
 
+// loginFailure is a clientError with extra fields for the one log line of a
+// refused login (the auth method, PostgreSQL's detail).
+type loginFailure struct {
+	*clientError
+	reason string // "" = from the SQLSTATE (loginFailureReason)
+	fields [][2]string
+}
+
+func (e *loginFailure) Unwrap() error { return e.clientError }
+
+// Reasons a login is refused, the reason label of pgtide_login_failures_total.
+const (
+	reasonPassword        = "password"         // 28P01: wrong password or unknown user
+	reasonNotAllowed      = "not_allowed"      // 28000: TLS required, HBA, certificate, console access
+	reasonUnknownDatabase = "unknown_database" // 3D000
+	reasonTooMany         = "too_many_clients" // 53300 (max_client_conn)
+	reasonUnavailable     = "unavailable"      // shutting down, database disabled, pool closing
+	reasonWaitTimeout     = "wait_timeout"     // 57014: no server in query_wait_timeout
+	reasonServerLogin     = "server_login"     // the server refused pgtide's login, or could not be reached
+	reasonAuthQuery       = "auth_query"       // the auth_query lookup failed
+	reasonProtocol        = "protocol"         // 08P01, 0A000: not a (supported) PostgreSQL client
+	reasonOther           = "other"
+)
+
+// loginFailureReason classifies an error pgtide sent during a login.
+func loginFailureReason(err error, ce *clientError) string {
+	var lf *loginFailure
+	if errors.As(err, &lf) && lf.reason != "" {
+		return lf.reason
+	}
+	switch {
+	case strings.HasPrefix(ce.Msg, "could not connect to the server"):
+		return reasonServerLogin
+	case strings.HasPrefix(ce.Msg, "authentication lookup failed"):
+		return reasonAuthQuery
+	}
+	switch ce.Code {
+	case codeInvalidPassword:
+		return reasonPassword
+	case codeInvalidAuthSpec:
+		return reasonNotAllowed
+	case codeUnknownDatabase:
+		return reasonUnknownDatabase
+	case codeTooManyConnections:
+		return reasonTooMany
+	case codeCannotConnectNow, codeAdminShutdown:
+		return reasonUnavailable
+	case codeQueryCanceled:
+		return reasonWaitTimeout
+	case codeProtocolViolation, codeFeatureNotSupported:
+		return reasonProtocol
+	case codeServerUnavailable, codeConnectionFailure:
+		return reasonServerLogin
+	}
+	return reasonOther
+}
+
+// loginFailureCounts counts refused logins by reason.
+type loginFailureCounts struct {
+	mu sync.Mutex
+	n  map[string]uint64
+}
+
+func (c *loginFailureCounts) add(reason string) {
+	c.mu.Lock()
+	if c.n == nil {
+		c.n = map[string]uint64{}
+	}
+	c.n[reason]++
+	c.mu.Unlock()
+}
+
+// LoginFailuresByReason returns the refused logins so far, by reason.
+func (s *Server) LoginFailuresByReason() map[string]uint64 {
+	c := &s.loginFails
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]uint64, len(c.n))
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
+}
+
 // logPoolerError logs a FATAL error pgtide itself sends to a logged-in
 // client (log_pooler_errors).
 func (s *Server) logPoolerError(log zerolog.Logger, code, msg string) {
 	if !s.Config().LogPoolerErrors {
 		return
 	}
-	log.Info().Str("sqlstate", code).Str("error", msg).Msg("closing client with an error")
+	log.Warn().Str("sqlstate", code).Str("error", msg).Msg("closing client with an error")
 }
 
 // counterSnap is a pool's totals at one moment.

@@ -28,8 +28,9 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 	}
 }
 
-// settleTimersLocked runs at a ReadyForQuery: the query is done; a client
-// left inside a transaction starts its idle clock.
+// settleTimersLocked runs at a ReadyForQuery (and once at login): the query
+// is done; the client's idle clock starts, idle_transaction_timeout inside
+// a transaction, client_idle_timeout outside one.
 func (ss *session) settleTimersLocked() {
 	if !ss.q.empty() {
 		return
@@ -37,18 +38,32 @@ func (ss *session) settleTimersLocked() {
 	if ss.queryTimer != nil {
 		ss.queryTimer.Stop()
 	}
-	if ss.txStatus == 'I' || ss.unsynced {
+	if ss.idleTimer != nil {
+		ss.idleTimer.Stop()
+	}
+	if ss.unsynced {
 		return
 	}
-	d := ss.srv.Config().IdleTransactionTimeout.Duration
+	cfg := ss.srv.Config()
+	d := cfg.IdleTransactionTimeout.Duration
+	if ss.txStatus == 'I' {
+		d = cfg.ClientIdleTimeout.Duration
+	}
 	if d <= 0 {
 		return
 	}
 	if ss.idleTimer == nil {
-		ss.idleTimer = time.AfterFunc(d, ss.idleTxnTimedOut)
+		ss.idleTimer = time.AfterFunc(d, ss.idleTimedOut)
 	} else {
 		ss.idleTimer.Reset(d)
 	}
+}
+
+// startIdleClock starts client_idle_timeout for a client that just logged in.
+func (ss *session) startIdleClock() {
+	ss.mu.Lock()
+	ss.settleTimersLocked()
+	ss.mu.Unlock()
 }
 
 func (ss *session) stopTimersLocked() {
@@ -72,14 +87,22 @@ func (ss *session) queryTimedOut() {
 	}
 }
 
-// idleTxnTimedOut ends a session that sat inside a transaction longer than
-// idle_transaction_timeout, holding a server; its transaction is rolled back.
-func (ss *session) idleTxnTimedOut() {
+// idleTimedOut ends a session that sat idle too long: inside a transaction
+// (idle_transaction_timeout, holding a server; its transaction is rolled
+// back), or outside one (client_idle_timeout), with PostgreSQL's errors for
+// its own idle_in_transaction_session_timeout and idle_session_timeout.
+func (ss *session) idleTimedOut() {
 	ss.mu.Lock()
-	idle := ss.q.empty() && !ss.unsynced && ss.txStatus != 'I' && !ss.gone
+	idle := ss.q.empty() && !ss.unsynced && !ss.gone
+	inTxn := ss.txStatus != 'I'
 	ss.mu.Unlock()
-	if idle {
+	switch {
+	case !idle:
+	case inTxn:
 		ss.log.Warn().Msg("idle_transaction_timeout: closing the client")
 		ss.kill("25P03", "terminating connection due to idle-in-transaction timeout")
+	default:
+		ss.log.Warn().Msg("client_idle_timeout: closing the client")
+		ss.kill("57P05", "terminating connection due to idle-session timeout")
 	}
 }

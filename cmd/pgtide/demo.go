@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
-	"github.com/pgtide/pgtide/integration/pgcluster"
+	"github.com/pgtide/pgtide/cmd/pgtide/pgcluster"
 	"github.com/pgtide/pgtide/proxy"
 	"github.com/pgtide/pgtide/proxy/config"
 )
@@ -98,7 +98,9 @@ Try:
   PGPASSWORD=%s pgbench -i -h 127.0.0.1 -p %d -U %s %s        # create the pgbench tables, directly on PostgreSQL
   PGPASSWORD=%s pgbench -c 10 -T 10 -h 127.0.0.1 -p %d -U %s %s   # 10 clients for 10 s, through pgtide
 
-(The admin console is not built yet.)
+Watch the pools on the admin console (user %q is in admin_users):
+  psql "host=127.0.0.1 port=%d dbname=%s user=%s password=%s" -c "SHOW POOLS"
+
 Press Ctrl-C to stop pgtide and PostgreSQL and remove the data.
 `,
 		time.Since(start).Seconds(),
@@ -106,7 +108,8 @@ Press Ctrl-C to stop pgtide and PostgreSQL and remove the data.
 		tport, demoDB, demoUser, demoPassword,
 		tport, demoDB, demoUser, demoPassword,
 		demoPassword, cluster.Port, demoUser, demoDB,
-		demoPassword, tport, demoUser, demoDB)
+		demoPassword, tport, demoUser, demoDB,
+		demoUser, tport, config.AdminDatabaseName, demoUser, demoPassword)
 
 	select {
 	case sig := <-sigs:
@@ -161,6 +164,7 @@ func demoConfig(pgPort, listenPort int) *config.Config {
 	cfg.ShutdownTimeout = config.Duration{Duration: 5 * time.Second}
 	cfg.Databases[demoDB] = config.Database{Host: "127.0.0.1", Port: pgPort, DBName: demoDB}
 	cfg.Users[demoUser] = config.User{Password: demoPassword}
+	cfg.AdminUsers = []string{demoUser} // so the printed SHOW POOLS line works
 	return cfg
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding"
 	"fmt"
 	"io"
@@ -15,14 +16,33 @@ import (
 // printEffective writes every setting of cfg, defaults included, as TOML
 // (sorted, so the output is stable). Passwords are never printed: a set
 // password shows as a comment saying which form it has.
-func printEffective(w io.Writer, cfg *config.Config) {
+func printEffective(w io.Writer, cfg *config.Config) { printEffectiveRaw(w, cfg, nil) }
+
+// printEffectiveRaw is printEffective with the file's top-level values
+// (raw, may be nil), so that durations show as they were written ("600s",
+// not "10m0s"). Settings whose default depends on others show the value in
+// effect (client_tls_sslmode, client_tls_min_version, server_tls_sslmode),
+// and the pool each (database, user) pair gets closes the output.
+func printEffectiveRaw(w io.Writer, cfg *config.Config, raw map[string]any) {
 	fmt.Fprintln(w, "# effective settings (defaults filled in; passwords not shown)")
 	v := reflect.ValueOf(cfg).Elem()
-	writeFields(w, v, func(f reflect.StructField) bool { return f.Type.Kind() != reflect.Map })
+	inEffect := map[string]string{
+		"client_tls_sslmode":     tomlString(cfg.EffectiveClientTLSSSLMode()),
+		"client_tls_min_version": tomlString(map[uint16]string{tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3"}[cfg.ClientTLSVersion()]),
+	}
+	ct := reflect.TypeFor[config.Config]()
+	for i := 0; i < ct.NumField(); i++ {
+		f := ct.Field(i)
+		key := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if s, ok := raw[key].(string); ok && f.Type == reflect.TypeFor[config.Duration]() {
+			inEffect[key] = tomlString(s) // as written; it validated
+		}
+	}
+	writeFieldsWith(w, v, func(f reflect.StructField) bool { return f.Type.Kind() != reflect.Map }, inEffect)
 	for _, name := range sortedKeys(cfg.Databases) {
 		db := cfg.Databases[name]
 		fmt.Fprintf(w, "\n[databases.%s]\n", tomlKey(name))
-		writeFields(w, reflect.ValueOf(db), nil)
+		writeFieldsWith(w, reflect.ValueOf(db), nil, map[string]string{"server_tls_sslmode": tomlString(db.EffectiveServerTLSSSLMode())})
 		if db.DBName == "" {
 			fmt.Fprintln(w, "# dbname \"\" = the database name the client asks for")
 		}
@@ -35,11 +55,50 @@ func printEffective(w io.Writer, cfg *config.Config) {
 	if len(cfg.Databases) > 0 || len(cfg.Users) > 0 {
 		fmt.Fprintln(w, "\n# In [databases.*] and [users.*], 0 and \"\" mean: inherit the global setting.")
 	}
+	printPools(w, cfg)
+}
+
+// printPools says, as comments, what the pool of each (database, user)
+// pair gets once the global, database and user settings are combined.
+func printPools(w io.Writer, cfg *config.Config) {
+	if len(cfg.Databases) == 0 {
+		return
+	}
+	users := sortedKeys(cfg.Users)
+	if cfg.AuthQueryEnabled() || len(users) == 0 {
+		users = append(users, "") // users not in [users] (auth_query, trust)
+	}
+	fmt.Fprintln(w, "\n# Pools in effect (database x user):")
+	for _, dbName := range sortedKeys(cfg.Databases) {
+		db, _ := cfg.ResolveDatabase(dbName)
+		for _, u := range users {
+			uc := cfg.Users[u]
+			who := u
+			if u == "" {
+				who = "(other users)"
+			}
+			maxDB := db.MaxDBConnections
+			if maxDB == 0 {
+				maxDB = cfg.MaxDBConnections
+			}
+			dbname := strconv.Quote(db.DBName)
+			if dbName == "*" && cfg.Databases["*"].DBName == "" {
+				dbname = "(the name the client asks for)"
+			}
+			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s:%d dbname %s, server_tls_sslmode %q\n",
+				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, db.Host, db.Port, dbname, db.EffectiveServerTLSSSLMode())
+		}
+	}
 }
 
 // writeFields prints each field of struct v that has a toml tag (and passes
 // keep) as "key = value".
 func writeFields(w io.Writer, v reflect.Value, keep func(reflect.StructField) bool) {
+	writeFieldsWith(w, v, keep, nil)
+}
+
+// writeFieldsWith is writeFields with some values replaced (key -> TOML value).
+func writeFieldsWith(w io.Writer, v reflect.Value, keep func(reflect.StructField) bool, override map[string]string) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -49,6 +108,10 @@ func writeFields(w io.Writer, v reflect.Value, keep func(reflect.StructField) bo
 		}
 		if key == "password" {
 			fmt.Fprintf(w, "# %s = %s\n", key, passwordForm(v.Field(i).String()))
+			continue
+		}
+		if o, ok := override[key]; ok {
+			fmt.Fprintf(w, "%s = %s\n", key, o)
 			continue
 		}
 		fmt.Fprintf(w, "%s = %s\n", key, tomlValue(v.Field(i)))

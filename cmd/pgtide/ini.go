@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -13,14 +15,67 @@ type iniEntry struct {
 	Key     string // as written (database and user names are case-sensitive)
 	Value   string // trimmed
 	Line    int    // 1-based
+	File    string // the file it came from (set by loadINI; %include may name others)
+	Seq     int    // position among all entries of all files (set by loadINI)
+}
+
+// maxIncludeDepth bounds %include nesting (PgBouncer allows 10).
+const maxIncludeDepth = 10
+
+// loadINI parses data (the text of file) and, in place of each %include
+// line, the file it names, as PgBouncer does. A relative path is looked up
+// next to the including file first, then from the working directory.
+// An included file starts in the section of the %include line.
+func loadINI(file string, data []byte) ([]iniEntry, error) {
+	var out []iniEntry
+	if err := loadINIInto(&out, file, data, "", 0); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Seq = i
+	}
+	return out, nil
+}
+
+func loadINIInto(out *[]iniEntry, file string, data []byte, section string, depth int) error {
+	entries, err := parseINISection(data, section)
+	if err != nil {
+		return fmt.Errorf("%s: %v", file, err)
+	}
+	for _, e := range entries {
+		e.File = file
+		if e.Key != "%include" {
+			*out = append(*out, e)
+			continue
+		}
+		if depth >= maxIncludeDepth {
+			return fmt.Errorf("%s:%d: %%include nested more than %d deep", file, e.Line, maxIncludeDepth)
+		}
+		path := e.Value
+		if !filepath.IsAbs(path) {
+			if alt := filepath.Join(filepath.Dir(file), path); fileExists(alt) || !fileExists(path) {
+				path = alt
+			}
+		}
+		inc, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %%include: %v", file, e.Line, err)
+		}
+		if err := loadINIInto(out, path, inc, e.Section, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseINI reads an ini file the way PgBouncer does: [section] headers,
 // "key = value" lines, whole-line comments starting with ';' or '#'.
 // %include lines are returned as entries with Key "%include".
-func parseINI(data []byte) ([]iniEntry, error) {
+func parseINI(data []byte) ([]iniEntry, error) { return parseINISection(data, "") }
+
+// parseINISection is parseINI starting in section (for an included file).
+func parseINISection(data []byte, section string) ([]iniEntry, error) {
 	var out []iniEntry
-	section := ""
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for n := 1; sc.Scan(); n++ {

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
 	"github.com/pgtide/pgtide/proxy"
@@ -48,7 +49,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pgtide", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pgtide -config FILE | -check-config FILE [-v] | -version\n       pgtide demo [-port N]\n       pgtide convert-pgbouncer [-o OUT] [-auth-file FILE] pgbouncer.ini")
+		fmt.Fprintln(stderr, "usage: pgtide -config FILE | -check-config FILE [-v] | -version\n       pgtide demo [-port N]\n       pgtide convert-pgbouncer [-o OUT] [-auth-file FILE] [-allow-weaker] [-keep-socket-dir] pgbouncer.ini")
 		fs.PrintDefaults()
 	}
 	cfgPath := fs.String("config", "", "run the daemon with this TOML configuration file")
@@ -72,8 +73,13 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
 		fmt.Fprintf(stdout, "%s: configuration is valid (%d databases, %d users)\n", *check, len(cfg.Databases), len(cfg.Users))
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *check, w)
+		}
 		if *verbose {
-			printEffective(stdout, cfg)
+			var raw map[string]any
+			_, _ = toml.DecodeFile(*check, &raw) // it decoded once already
+			printEffectiveRaw(stdout, cfg, raw)
 		}
 		return 0
 	case *cfgPath == "":
@@ -89,6 +95,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	if w := cfg.FileModeWarning(*cfgPath); w != "" {
 		log.Warn().Msg(w)
 	}
+	logWarnings(log, cfg)
 	if addr := os.Getenv("PGTIDE_PPROF"); addr != "" {
 		// Profiling endpoint for performance work; off unless asked for.
 		go func() { log.Warn().Err(http.ListenAndServe(addr, nil)).Msg("pprof server stopped") }()
@@ -233,8 +240,9 @@ func reload(path string, srv *proxy.Server, log *zerolog.Logger) error {
 // configuration in place and are returned.
 func apply(cfg *config.Config, srv *proxy.Server, log *zerolog.Logger) error {
 	old := srv.Config()
-	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir {
-		log.Warn().Msg("listen and unix_socket_dir changes need a restart; keeping the current listeners")
+	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.UnixSocketDir != cfg.UnixSocketDir ||
+		old.UnixSocketMode != cfg.UnixSocketMode || old.SoReuseport != cfg.SoReuseport || old.ListenBacklog != cfg.ListenBacklog {
+		log.Warn().Msg("listen, unix_socket_dir, unix_socket_mode, so_reuseport and listen_backlog changes need a restart; keeping the current listeners")
 	}
 	if old.MetricsListen != cfg.MetricsListen {
 		log.Warn().Msg("metrics_listen changes need a restart; keeping the current metrics endpoint")
@@ -246,7 +254,15 @@ func apply(cfg *config.Config, srv *proxy.Server, log *zerolog.Logger) error {
 	zerolog.SetGlobalLevel(parseLevel(cfg.LogLevel))
 	applyThreads(cfg)
 	srv.Reload(cfg)
+	logWarnings(*log, cfg)
 	return nil
+}
+
+// logWarnings logs what -check-config warns about (config.Warnings).
+func logWarnings(log zerolog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn().Msg(w)
+	}
 }
 
 func errorStrings(errs []error) []string {

@@ -28,6 +28,7 @@ func TestNoConfig(t *testing.T) {
 const checkTOML = `listen = ["127.0.0.1:7777"]
 pool_mode = "transaction"
 admin_users = ["admin"]
+server_idle_timeout = "600s"
 
 [databases.app]
 host = "db"
@@ -72,6 +73,11 @@ func TestCheckConfigVerbose(t *testing.T) {
 		`listen = ["127.0.0.1:7777"]`, `pool_mode = "transaction"`, `admin_users = ["admin"]`,
 		"[databases.app]\nhost = \"db\"", "[databases.\"*\"]", "[users.alice]",
 		"# password = (set: plaintext, not shown)", "pool_size = 3",
+		// Durations as written, and the values in effect.
+		`server_idle_timeout = "600s"`, `server_lifetime = "1h0m0s"`,
+		`client_tls_sslmode = "disable"`, `client_tls_min_version = "TLSv1.2"`, `server_tls_sslmode = "prefer"`,
+		`#   app x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server db:5432 dbname "app", server_tls_sslmode "prefer"`,
+		`#   * x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server 127.0.0.1:5433 dbname (the name the client asks for)`,
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("-v output lacks %q:\n%s", want, s)
@@ -80,6 +86,23 @@ func TestCheckConfigVerbose(t *testing.T) {
 	// The output is itself a valid configuration (passwords left out).
 	if _, err := config.Parse("effective", out.Bytes()[bytes.IndexByte(out.Bytes(), '\n')+1:]); err != nil {
 		t.Errorf("-v output does not parse: %v\n%s", err, s)
+	}
+}
+
+// -check-config warns (exit 0) about users nothing gives a password, and
+// rejects a listen address given twice.
+func TestCheckConfigWarnings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("admin_users = [\"ops\"]\n[users.nopw]\npool_size = 1\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := runIO([]string{"-check-config", path}, &out, &errb); code != 0 ||
+		!strings.Contains(errb.String(), "warning: users.nopw: no password") || !strings.Contains(errb.String(), `warning: admin_users: "ops"`) {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	os.WriteFile(path, []byte("listen = [\"127.0.0.1:6432\", \":6432\"]\n"), 0o600)
+	errb.Reset()
+	if code := runIO([]string{"-check-config", path}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "overlaps") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
 }
 

@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/pgtide/pgtide/integration/pgcluster"
+	"github.com/pgtide/pgtide/cmd/pgtide/pgcluster"
 )
 
 const (

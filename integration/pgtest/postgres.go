@@ -23,7 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgtide/pgtide/integration/pgcluster"
+	"github.com/pgtide/pgtide/cmd/pgtide/pgcluster"
 )
 
 // AptPackage is the Debian/Ubuntu package that provides the server binaries.

@@ -80,43 +80,58 @@ func (d Duration) MarshalText() ([]byte, error) {
 
 // Config is the whole configuration file.
 type Config struct {
-	Listen                 []string            `toml:"listen"`                    // TCP "host:port" list; default ["127.0.0.1:6432"]
-	UnixSocketDir          string              `toml:"unix_socket_dir"`           // "" = no unix socket; socket file is .s.PGSQL.<port>, port = port of first Listen entry (or 6432)
-	PoolMode               PoolMode            `toml:"pool_mode"`                 // default session
-	PinPolicy              PinPolicy           `toml:"pin_policy"`                // "pin" (default) | "refuse"
-	DefaultPoolSize        int                 `toml:"default_pool_size"`         // default 20; must be >= 1
-	MinPoolSize            int                 `toml:"min_pool_size"`             // default 0
-	MaxClientConn          int                 `toml:"max_client_conn"`           // default 100
-	MaxDBConnections       int                 `toml:"max_db_connections"`        // default 0 = unlimited (global default per database)
-	MaxUserConnections     int                 `toml:"max_user_connections"`      // default 0 = unlimited
-	AuthType               string              `toml:"auth_type"`                 // "scram-sha-256" (default) | "md5" | "password" | "trust" | "hba"
-	ServerConnectTimeout   Duration            `toml:"server_connect_timeout"`    // 15s
-	QueryWaitTimeout       Duration            `toml:"query_wait_timeout"`        // 120s (0 = wait forever)
-	ServerIdleTimeout      Duration            `toml:"server_idle_timeout"`       // 600s (0 = never)
-	ServerLifetime         Duration            `toml:"server_lifetime"`           // 3600s (0 = never)
-	AutodbIdleTimeout      Duration            `toml:"autodb_idle_timeout"`       // 3600s; pools of "*" databases unused this long are freed (0 = never)
-	ServerResetQuery       string              `toml:"server_reset_query"`        // "DISCARD ALL"
-	ServerResetQueryAlways bool                `toml:"server_reset_query_always"` // false
-	ServerCheckDelay       Duration            `toml:"server_check_delay"`        // 30s
-	ClientLoginTimeout     Duration            `toml:"client_login_timeout"`      // 60s
-	ShutdownTimeout        Duration            `toml:"shutdown_timeout"`          // 30s (0 = wait forever)
-	QueryTimeout           Duration            `toml:"query_timeout"`             // 0 = off
-	IdleTransactionTimeout Duration            `toml:"idle_transaction_timeout"`  // 0 = off
-	MaxPacketSize          int                 `toml:"max_packet_size"`           // default 1073741824 (1 GiB); min 16384
-	MaxPreparedStatements  int                 `toml:"max_prepared_statements"`   // default 200
-	AdminUsers             []string            `toml:"admin_users"`
-	StatsUsers             []string            `toml:"stats_users"`
-	LogLevel               string              `toml:"log_level"`      // "debug"|"info"(default)|"warn"|"error"
-	LogFormat              string              `toml:"log_format"`     // "auto"(default: console when stderr is a terminal, else json)|"json"|"console"
-	MetricsListen          string              `toml:"metrics_listen"` // "" (default) = off; "host:port" serving /metrics, /healthz, /readyz
-	SoReuseport            bool                `toml:"so_reuseport"`   // false; true: TCP listeners set SO_REUSEPORT (online restart)
-	StatsPeriod            Duration            `toml:"stats_period"`   // 60s; per-pool stats log line (0 = off)
-	Threads                int                 `toml:"threads"`        // 0 (default) = auto: GOMAXPROCS env, else half the CPUs (at least 1)
-	LogConnections         bool                `toml:"log_connections"`
-	LogDisconnections      bool                `toml:"log_disconnections"`
-	LogPoolerErrors        bool                `toml:"log_pooler_errors"` // errors pgtide itself sends to clients
-	Databases              map[string]Database `toml:"databases"`
-	Users                  map[string]User     `toml:"users"`
+	Listen                   []string  `toml:"listen"`                      // TCP "host:port" list; default ["127.0.0.1:6432"]
+	UnixSocketDir            string    `toml:"unix_socket_dir"`             // "" = no unix socket; socket file is .s.PGSQL.<port>, port = port of first Listen entry (or 6432)
+	UnixSocketMode           string    `toml:"unix_socket_mode"`            // "0777"; octal permissions of the socket file
+	PoolMode                 PoolMode  `toml:"pool_mode"`                   // default session
+	PinPolicy                PinPolicy `toml:"pin_policy"`                  // "pin" (default) | "refuse"
+	DefaultPoolSize          int       `toml:"default_pool_size"`           // default 20; must be >= 1
+	MinPoolSize              int       `toml:"min_pool_size"`               // default 0
+	MaxClientConn            int       `toml:"max_client_conn"`             // default 100
+	MaxDBConnections         int       `toml:"max_db_connections"`          // default 0 = unlimited (global default per database)
+	MaxUserConnections       int       `toml:"max_user_connections"`        // default 0 = unlimited
+	MaxDBClientConnections   int       `toml:"max_db_client_connections"`   // 0 = unlimited; logged-in clients per database
+	MaxUserClientConnections int       `toml:"max_user_client_connections"` // 0 = unlimited; logged-in clients per user
+	AuthType                 string    `toml:"auth_type"`                   // "scram-sha-256" (default) | "md5" | "password" | "trust" | "hba"
+	ServerConnectTimeout     Duration  `toml:"server_connect_timeout"`      // 15s
+	QueryWaitTimeout         Duration  `toml:"query_wait_timeout"`          // 120s (0 = wait forever)
+	ServerIdleTimeout        Duration  `toml:"server_idle_timeout"`         // 600s (0 = never)
+	ServerLifetime           Duration  `toml:"server_lifetime"`             // 3600s (0 = never)
+	AutodbIdleTimeout        Duration  `toml:"autodb_idle_timeout"`         // 3600s; pools of "*" databases unused this long are freed (0 = never)
+	ServerResetQuery         string    `toml:"server_reset_query"`          // "DISCARD ALL"
+	ServerResetQueryAlways   bool      `toml:"server_reset_query_always"`   // false
+	ServerCheckDelay         Duration  `toml:"server_check_delay"`          // 30s; idle longer than this: server_check_query runs before lending
+	ServerCheckQuery         string    `toml:"server_check_query"`          // "" = no query (a non-blocking liveness read only)
+	ServerLoginRetry         Duration  `toml:"server_login_retry"`          // 0 = off; after a failed server dial, new dials fail at once with its error this long
+	ClientLoginTimeout       Duration  `toml:"client_login_timeout"`        // 60s
+	ShutdownTimeout          Duration  `toml:"shutdown_timeout"`            // 30s (0 = wait forever)
+	QueryTimeout             Duration  `toml:"query_timeout"`               // 0 = off
+	IdleTransactionTimeout   Duration  `toml:"idle_transaction_timeout"`    // 0 = off
+	MaxPacketSize            int       `toml:"max_packet_size"`             // default 1073741824 (1 GiB); min 16384
+	MaxPreparedStatements    int       `toml:"max_prepared_statements"`     // default 200
+	AdminUsers               []string  `toml:"admin_users"`
+	StatsUsers               []string  `toml:"stats_users"`
+	LogLevel                 string    `toml:"log_level"`           // "debug"|"info"(default)|"warn"|"error"
+	LogFormat                string    `toml:"log_format"`          // "auto"(default: console when stderr is a terminal, else json)|"json"|"console"
+	MetricsListen            string    `toml:"metrics_listen"`      // "" (default) = off; "host:port" serving /metrics, /healthz, /readyz
+	SoReuseport              bool      `toml:"so_reuseport"`        // false; true: TCP listeners set SO_REUSEPORT (online restart)
+	ListenBacklog            int       `toml:"listen_backlog"`      // 0 = the kernel's maximum (net.core.somaxconn)
+	ClientIdleTimeout        Duration  `toml:"client_idle_timeout"` // 0 = off; close clients idle (outside a transaction) this long
+
+	// TCP keepalive and user timeout of client and server sockets (see proxy/tcp.go).
+	TCPKeepalive   bool     `toml:"tcp_keepalive"`    // true
+	TCPKeepIdle    Duration `toml:"tcp_keepidle"`     // 0 = 15s
+	TCPKeepIntvl   Duration `toml:"tcp_keepintvl"`    // 0 = 15s
+	TCPKeepCnt     int      `toml:"tcp_keepcnt"`      // 0 = 9
+	TCPUserTimeout Duration `toml:"tcp_user_timeout"` // 0 = the kernel's default
+
+	StatsPeriod       Duration            `toml:"stats_period"` // 60s; per-pool stats log line (0 = off)
+	Threads           int                 `toml:"threads"`      // 0 (default) = auto: GOMAXPROCS env, else half the CPUs (at least 1)
+	LogConnections    bool                `toml:"log_connections"`
+	LogDisconnections bool                `toml:"log_disconnections"`
+	LogPoolerErrors   bool                `toml:"log_pooler_errors"` // errors pgtide itself sends to clients
+	Databases         map[string]Database `toml:"databases"`
+	Users             map[string]User     `toml:"users"`
 
 	// Client-facing TLS and HBA (see tls.go).
 	ClientTLSSSLMode    string   `toml:"client_tls_sslmode"`     // "" = "prefer" with a certificate, else "disable"
@@ -137,16 +152,17 @@ type Config struct {
 // Database is one [databases.NAME] section. The name "*" is the fallback
 // for any database a client asks for that has no section of its own.
 type Database struct {
-	Host             string    `toml:"host"`               // default "127.0.0.1"; a value starting with "/" is a unix socket directory
-	Port             int       `toml:"port"`               // default 5432
-	DBName           string    `toml:"dbname"`             // default: the section name (for "*": the name the client asked for)
-	User             string    `toml:"user"`               // optional: connect to the server as this user instead of the client's
-	Password         string    `toml:"password"`           // optional: password for User (or for the client's user)
-	PoolSize         int       `toml:"pool_size"`          // 0 = default_pool_size
-	MinPoolSize      int       `toml:"min_pool_size"`      // 0 = global min_pool_size
-	PoolMode         PoolMode  `toml:"pool_mode"`          // "" = inherit
-	PinPolicy        PinPolicy `toml:"pin_policy"`         // "" = inherit
-	MaxDBConnections int       `toml:"max_db_connections"` // 0 = global value
+	Host                   string    `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory
+	Port                   int       `toml:"port"`                      // default 5432
+	DBName                 string    `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
+	User                   string    `toml:"user"`                      // optional: connect to the server as this user instead of the client's
+	Password               string    `toml:"password"`                  // optional: password for User (or for the client's user)
+	PoolSize               int       `toml:"pool_size"`                 // 0 = default_pool_size
+	MinPoolSize            int       `toml:"min_pool_size"`             // 0 = global min_pool_size
+	PoolMode               PoolMode  `toml:"pool_mode"`                 // "" = inherit
+	PinPolicy              PinPolicy `toml:"pin_policy"`                // "" = inherit
+	MaxDBConnections       int       `toml:"max_db_connections"`        // 0 = global value
+	MaxDBClientConnections int       `toml:"max_db_client_connections"` // 0 = global value
 
 	// TLS to the server (see tls.go).
 	ServerTLSSSLMode  string `toml:"server_tls_sslmode"`   // "" = "prefer"
@@ -161,11 +177,12 @@ type Database struct {
 
 // User is one [users.NAME] section.
 type User struct {
-	Password           string    `toml:"password"` // plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 storedkey>:<b64 serverkey>"
-	PoolMode           PoolMode  `toml:"pool_mode"`
-	PinPolicy          PinPolicy `toml:"pin_policy"`           // "" = inherit
-	PoolSize           int       `toml:"pool_size"`            // 0 = inherit
-	MaxUserConnections int       `toml:"max_user_connections"` // 0 = global
+	Password                 string    `toml:"password"` // plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 storedkey>:<b64 serverkey>"
+	PoolMode                 PoolMode  `toml:"pool_mode"`
+	PinPolicy                PinPolicy `toml:"pin_policy"`                  // "" = inherit
+	PoolSize                 int       `toml:"pool_size"`                   // 0 = inherit
+	MaxUserConnections       int       `toml:"max_user_connections"`        // 0 = global
+	MaxUserClientConnections int       `toml:"max_user_client_connections"` // 0 = global
 }
 
 // Defaults that are referred to in more than one place.
@@ -197,6 +214,8 @@ func Default() *Config {
 		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		UnixSocketMode:        "0777",
+		TCPKeepalive:          true,
 		AuthQuery:             DefaultAuthQuery,
 		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},
@@ -313,6 +332,16 @@ func (c *Config) EffectivePoolSize(db Database, user User) int {
 		return c.DefaultPoolSize
 	}
 	return defaultPoolSizeVal
+}
+
+// UnixSocketFileMode is unix_socket_mode as a file mode (0777 if invalid,
+// which validation rejects).
+func (c *Config) UnixSocketFileMode() os.FileMode {
+	n, err := strconv.ParseUint(c.UnixSocketMode, 8, 32)
+	if err != nil || n > 0o777 {
+		return 0o777
+	}
+	return os.FileMode(n)
 }
 
 // UnixSocketPath returns the path of the unix socket pgtide listens on:

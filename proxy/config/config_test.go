@@ -75,6 +75,8 @@ func TestDefaults(t *testing.T) {
 		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		UnixSocketMode:        "0777",
+		TCPKeepalive:          true,
 		AuthQuery:             DefaultAuthQuery,
 		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},
@@ -155,6 +157,15 @@ autodb_idle_timeout = "10m"
 server_reset_query = "RESET ALL"
 server_reset_query_always = true
 server_check_delay = "500ms"
+server_check_query = "select 1"
+unix_socket_mode = "0770"
+listen_backlog = 64
+client_idle_timeout = "10m"
+tcp_keepalive = false
+tcp_keepidle = "30s"
+tcp_keepintvl = "5s"
+tcp_keepcnt = 3
+tcp_user_timeout = "2500ms"
 client_login_timeout = "10s"
 shutdown_timeout = "2m"
 query_timeout = "1h"
@@ -192,7 +203,9 @@ max_user_connections = 4
 		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0},
 		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
 		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,
-		ServerCheckDelay: Duration{500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
+		ServerCheckDelay: Duration{500 * time.Millisecond}, ServerCheckQuery: "select 1", UnixSocketMode: "0770", ListenBacklog: 64,
+		ClientIdleTimeout: Duration{10 * time.Minute}, TCPKeepIdle: Duration{30 * time.Second}, TCPKeepIntvl: Duration{5 * time.Second},
+		TCPKeepCnt: 3, TCPUserTimeout: Duration{2500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
 		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthDBName: "app", AuthCacheTTL: Duration{5 * time.Minute},
 		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxPreparedStatements: 0,

@@ -43,6 +43,21 @@ func (d *decoder) validate(c *Config) {
 	d.checkNonNegative(k("max_db_connections"), c.MaxDBConnections)
 	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
 	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
+	d.checkNonNegative(k("listen_backlog"), c.ListenBacklog)
+	d.checkNonNegative(k("max_db_client_connections"), c.MaxDBClientConnections)
+	d.checkNonNegative(k("max_user_client_connections"), c.MaxUserClientConnections)
+	d.checkNonNegative(k("tcp_keepcnt"), c.TCPKeepCnt)
+	for _, t := range []struct {
+		key string
+		d   Duration
+	}{{"tcp_keepidle", c.TCPKeepIdle}, {"tcp_keepintvl", c.TCPKeepIntvl}} {
+		if t.d.Duration%time.Second != 0 {
+			d.fail(k(t.key), "", fmt.Sprintf("must be whole seconds (the kernel counts them so), got %s", t.d.Duration))
+		}
+	}
+	if c.TCPUserTimeout.Duration%time.Millisecond != 0 {
+		d.fail(k("tcp_user_timeout"), "", fmt.Sprintf("must be whole milliseconds, got %s", c.TCPUserTimeout.Duration))
+	}
 	if c.Threads < 0 {
 		d.fail(k("threads"), "", fmt.Sprintf("must be 0 (auto) or a positive number of threads, got %d", c.Threads))
 	}
@@ -65,6 +80,11 @@ func (d *decoder) validate(c *Config) {
 		{"query_timeout", c.QueryTimeout},
 		{"idle_transaction_timeout", c.IdleTransactionTimeout},
 		{"stats_period", c.StatsPeriod},
+		{"client_idle_timeout", c.ClientIdleTimeout},
+		{"server_login_retry", c.ServerLoginRetry},
+		{"tcp_keepidle", c.TCPKeepIdle},
+		{"tcp_keepintvl", c.TCPKeepIntvl},
+		{"tcp_user_timeout", c.TCPUserTimeout},
 	} {
 		if dur.d.Duration < 0 {
 			d.fail(k(dur.key), "", fmt.Sprintf("must not be negative, got %s", dur.d.Duration))
@@ -79,6 +99,13 @@ func (d *decoder) validate(c *Config) {
 	for i, addr := range c.Listen {
 		if reason := checkListen(addr); reason != "" {
 			d.fail(k("listen"), fmt.Sprintf("[%d]", i), reason)
+			continue
+		}
+		for j := 0; j < i; j++ {
+			if listenOverlap(c.Listen[j], addr) {
+				d.fail(k("listen"), fmt.Sprintf("[%d]", i), fmt.Sprintf("%q overlaps listen[%d] %q: the second bind would fail (or, with so_reuseport, share the port silently)", addr, j, c.Listen[j]))
+				break
+			}
 		}
 	}
 	if c.MetricsListen != "" {
@@ -86,9 +113,17 @@ func (d *decoder) validate(c *Config) {
 			d.fail(k("metrics_listen"), "", fmt.Sprintf("invalid address %q: expected \"host:port\" (e.g. \"127.0.0.1:9127\", \"[::1]:9127\", \":9127\"), or \"\" for no metrics endpoint", c.MetricsListen))
 		} else if reason := checkListen(c.MetricsListen); reason != "" {
 			d.fail(k("metrics_listen"), "", reason)
-		} else if contains(c.Listen, c.MetricsListen) {
-			d.fail(k("metrics_listen"), "", fmt.Sprintf("%q is also in listen; the metrics endpoint needs an address of its own", c.MetricsListen))
+		} else {
+			for _, l := range c.Listen {
+				if checkListen(l) == "" && listenOverlap(l, c.MetricsListen) {
+					d.fail(k("metrics_listen"), "", fmt.Sprintf("%q overlaps listen entry %q; the metrics endpoint needs an address of its own", c.MetricsListen, l))
+					break
+				}
+			}
 		}
+	}
+	if n, err := strconv.ParseUint(c.UnixSocketMode, 8, 32); err != nil || n > 0o777 {
+		d.fail(k("unix_socket_mode"), "", fmt.Sprintf("invalid mode %q: expected octal permissions such as \"0777\", \"0770\" or \"0700\"", c.UnixSocketMode))
 	}
 	if len(c.Listen) == 0 && c.UnixSocketDir == "" {
 		d.fail(k("listen"), "", "no listen address and no unix_socket_dir: pgtide would accept no connections")
@@ -136,6 +171,7 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	d.checkNonNegative(key("pool_size"), db.PoolSize)
 	d.checkNonNegative(key("min_pool_size"), db.MinPoolSize)
 	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
+	d.checkNonNegative(key("max_db_client_connections"), db.MaxDBClientConnections)
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
@@ -178,6 +214,7 @@ func (d *decoder) validateUser(name string, u User) {
 	}
 	d.checkNonNegative(key("pool_size"), u.PoolSize)
 	d.checkNonNegative(key("max_user_connections"), u.MaxUserConnections)
+	d.checkNonNegative(key("max_user_client_connections"), u.MaxUserClientConnections)
 }
 
 // checkPassword validates the stored forms of a password. The reason never
@@ -209,6 +246,43 @@ func checkListen(addr string) string {
 		return fmt.Sprintf("invalid port %q in %q: expected a number from 0 to 65535", port, addr)
 	}
 	return ""
+}
+
+// listenOverlap reports whether binding both TCP addresses would collide:
+// the same port and the same host, or a wildcard host ("", 0.0.0.0, ::)
+// that covers the other. Port 0 (any free port) never collides.
+func listenOverlap(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb || pa == "0" {
+		return false
+	}
+	norm := func(h string) (string, string) { // host, family ("" = both)
+		if ip := net.ParseIP(h); ip != nil {
+			if ip.To4() != nil {
+				return ip.String(), "4"
+			}
+			return ip.String(), "6"
+		}
+		if h == "" || h == "*" {
+			return "", ""
+		}
+		return strings.ToLower(h), "name"
+	}
+	na, fa := norm(ha)
+	nb, fb := norm(hb)
+	wild := func(n string) bool { return n == "0.0.0.0" || n == "::" }
+	switch {
+	case na == nb:
+		return true
+	case na == "" || nb == "": // ":P" is every address of both families
+		return true
+	case wild(na) && (fa == fb || (fa == "6" && fb == "4")): // [::] is dual-stack on Linux by default
+		return true
+	case wild(nb) && (fa == fb || (fb == "6" && fa == "4")):
+		return true
+	}
+	return false
 }
 
 func (d *decoder) checkEnum(key toml.Key, v string, allowed []string) {

@@ -28,7 +28,7 @@ import (
 type Source interface {
 	Pools() []proxy.PoolStats
 	Clients() int
-	LoginFailures() uint64
+	LoginFailuresByReason() map[string]uint64
 	Ready() bool
 }
 
@@ -131,7 +131,7 @@ func (m *Metrics) PoolRemoved(db, user string) {
 func (m *Metrics) ServerError(db, user, sqlstate string) {}
 
 // Login implements proxy.Observer. Logins are counted by PoolCounters and
-// Server.LoginFailures and read at scrape time.
+// Server.LoginFailuresByReason and read at scrape time.
 func (m *Metrics) Login(db, user string, ok bool) {}
 
 // collector reads every pool's gauges and counters at scrape time.
@@ -160,7 +160,7 @@ var (
 	descPinRefusals = desc("pool_pin_refusals_total", "Statements refused with 0A000 under pin_policy \"refuse\", by the state they created.", "reason")
 
 	descClientConns   = prometheus.NewDesc("pgtide_client_connections", "Client connections, including those still logging in.", nil, nil)
-	descLoginFailures = prometheus.NewDesc("pgtide_login_failures_total", "Client logins refused (bad password, unknown database or user, limits, protocol errors).", nil, nil)
+	descLoginFailures = prometheus.NewDesc("pgtide_login_failures_total", "Client logins refused, by reason: password (wrong password or unknown user), not_allowed (TLS required, HBA, certificate, console access), unknown_database, too_many_clients, unavailable (shutting down, database disabled), wait_timeout, server_login (the server refused pgtide or could not be reached), auth_query, protocol, other.", []string{"reason"}, nil)
 	descReady         = prometheus.NewDesc("pgtide_ready", "1 while pgtide accepts new clients, 0 once shutdown has begun (as /readyz).", nil, nil)
 )
 
@@ -212,7 +212,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(descClientConns, float64(c.src.Clients()))
-	counter(descLoginFailures, c.src.LoginFailures())
+	for reason, n := range c.src.LoginFailuresByReason() {
+		counter(descLoginFailures, n, reason)
+	}
 	gauge(descReady, boolFloat(c.src.Ready()))
 }
 

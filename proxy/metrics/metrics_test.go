@@ -25,8 +25,10 @@ type fakeSource struct {
 
 func (f *fakeSource) Pools() []proxy.PoolStats { return f.pools }
 func (f *fakeSource) Clients() int             { return f.clients }
-func (f *fakeSource) LoginFailures() uint64    { return f.failures }
-func (f *fakeSource) Ready() bool              { return f.ready.Load() }
+func (f *fakeSource) LoginFailuresByReason() map[string]uint64 {
+	return map[string]uint64{"password": f.failures, "not_allowed": 1}
+}
+func (f *fakeSource) Ready() bool { return f.ready.Load() }
 
 func newFake() *fakeSource {
 	pc := &proxy.PoolCounters{}
@@ -124,7 +126,8 @@ func TestCollector(t *testing.T) {
 		{"pgtide_pool_transaction_duration_seconds", pool, 1},
 		{"pgtide_pool_wait_duration_seconds", pool, 1},
 		{"pgtide_client_connections", nil, 6},
-		{"pgtide_login_failures_total", nil, 2},
+		{"pgtide_login_failures_total", map[string]string{"reason": "password"}, 2},
+		{"pgtide_login_failures_total", map[string]string{"reason": "not_allowed"}, 1},
 		{"pgtide_ready", nil, 1},
 		{"pgtide_build_info", map[string]string{"version": "1.2.3"}, 1},
 	} {
