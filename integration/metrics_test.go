@@ -45,17 +45,27 @@ func (s scrape) get(name string, labels ...string) (float64, bool) {
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
+	code, body, err := tryHTTPGet(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return code, body
+}
+
+// tryHTTPGet is httpGet for polling: an endpoint not up yet is an error,
+// not a test failure.
+func tryHTTPGet(url string) (int, string, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return 0, "", err
 	}
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), nil
 }
 
 func scrapeMetrics(t *testing.T, base string) scrape {

@@ -193,7 +193,7 @@ func TestUnauthenticatedStartupsLeaveNothing(t *testing.T) {
 		t.Log("auth_user without auth_dbname is accepted: running without it")
 	}
 	tide := pgtest.StartPgtide(t, authQueryTOML(pg, authUser, authPass, top))
-	if !eventually(10*time.Second, func() bool { c, _ := httpGet(t, base+"/healthz"); return c == 200 }) {
+	if !eventually(10*time.Second, func() bool { c, _, err := tryHTTPGet(base + "/healthz"); return err == nil && c == 200 }) {
 		t.Fatal("metrics endpoint not answering")
 	}
 
