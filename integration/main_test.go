@@ -244,10 +244,7 @@ func needBinary(t testing.TB, path, aptPkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(path)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (apt package %s): %v", path, aptPkg, err)
-		}
-		t.Skipf("%s not found; install the %s apt package", path, aptPkg)
+		skipUnlessCI(t, "%s not found (install the %s apt package): %v", path, aptPkg, err)
 	}
 	return p
 }
@@ -257,17 +254,14 @@ func needPython(t testing.TB, module, aptPkg string) string {
 	t.Helper()
 	py := needBinary(t, "/usr/bin/python3", "python3")
 	if out, err := exec.Command(py, "-c", "import "+module).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s cannot import %s (apt package %s): %v\n%s", py, module, aptPkg, err, out)
-		}
-		t.Skipf("%s cannot import %s; install the %s apt package", py, module, aptPkg)
+		skipUnlessCI(t, "%s cannot import %s (install the %s apt package): %v\n%s", py, module, aptPkg, err, out)
 	}
 	return py
 }
 
 // skipUnlessCI skips the test, except under CI=true, where whatever made it
 // impossible is a broken CI machine and must fail instead of hiding.
-func skipUnlessCI(t *testing.T, format string, args ...any) {
+func skipUnlessCI(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf(format, args...)
