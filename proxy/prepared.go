@@ -12,7 +12,7 @@ import (
 var (
 	parseComplete = []byte{'1', 0, 0, 0, 4}
 	closeComplete = []byte{'3', 0, 0, 0, 4}
-	readyIdle     = []byte{'Z', 0, 0, 0, 5, 'I'}
+	readyIdle     = []byte{wire.BeReadyForQuery, 0, 0, 0, 5, 'I'}
 )
 
 // scanPooled handles a batch in transaction and statement mode, where the
@@ -39,7 +39,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		if n == 0 {
 			break
 		}
-		if typ == 'X' {
+		if typ == wire.FeTerminate {
 			term = true
 			break
 		}
@@ -100,7 +100,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			local = append(local, r...)
 			return
 		}
-		ss.q.push(entry{kind: 'P', act: actFake, fake: r})
+		ss.q.push(entry{kind: wire.FeParse, act: actFake, fake: r})
 		wake = true
 	}
 	ensure := func(st *stmt) { // st prepared on sc before the current message
@@ -116,20 +116,20 @@ func (ss *session) scanPooled() (int, bool, error) {
 			continue
 		}
 		switch typ {
-		case 'S':
+		case wire.FeSync:
 			ss.clientSkip = false
 			if sc != nil {
-				ss.q.push(entry{kind: 'S', sql: ss.takeSQLPendingLocked()})
+				ss.q.push(entry{kind: wire.FeSync, sql: ss.takeSQLPendingLocked()})
 				ss.unsynced = false
 			} else {
 				replace(off, n)
 				local = append(local, readyIdle...)
 			}
-		case 'H':
+		case wire.FeFlush:
 			if sc == nil {
 				replace(off, n)
 			}
-		case 'Q':
+		case wire.FeQuery:
 			if ss.noteQueryLocked(body) { // sessionstate.go
 				ss.st.check = true
 			}
@@ -137,23 +137,23 @@ func (ss *session) scanPooled() (int, bool, error) {
 				out = ss.sqlQueryLocked(srv, b[off:off+n], append(out, b[seg:off]...))
 				seg, modified = off+n, true
 			} else {
-				ss.q.push(entry{kind: 'Q'})
+				ss.q.push(entry{kind: wire.FeQuery})
 			}
 			// A simple query destroys the unnamed statement, for the
 			// server and so for the client.
 			srv.unnamed = nil
 			ss.unnamedParse = nil
-		case 'F':
-			ss.q.push(entry{kind: 'F'})
+		case wire.FeFunctionCall:
+			ss.q.push(entry{kind: wire.FeFunctionCall})
 			ss.st.check = true // a function call may change anything
-		case 'E':
-			ss.q.push(entry{kind: 'E'})
+		case wire.FeExecute:
+			ss.q.push(entry{kind: wire.FeExecute})
 			ss.unsynced = true
-		case 'd':
-		case 'c', 'f':
+		case wire.FeCopyData:
+		case wire.FeCopyDone, wire.FeCopyFail:
 			ss.q.push(entry{kind: reqCopyEnd})
 			ss.copyIn = false
-		case 'P':
+		case wire.FeParse:
 			name, rest, ok1 := cstring(body)
 			query, types, ok2 := cstring(rest)
 			if !ok1 || !ok2 {
@@ -170,7 +170,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				}
 				ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
 				srv.unnamed = ss
-				ss.q.push(entry{kind: 'P'})
+				ss.q.push(entry{kind: wire.FeParse})
 				ss.unsynced = true
 				break
 			}
@@ -208,14 +208,14 @@ func (ss *session) scanPooled() (int, bool, error) {
 				}
 				ss.evictLocked(srv, &out)
 				replace(off, n, st.parse)
-				ss.q.push(entry{kind: 'P', st: st})
+				ss.q.push(entry{kind: wire.FeParse, st: st})
 				srv.add(st)
 				ss.unsynced = true
 			}
-		case 'B', 'D':
+		case wire.FeBind, wire.FeDescribe:
 			var prefix, name, rest []byte
 			ok := true
-			if typ == 'B' {
+			if typ == wire.FeBind {
 				var portal []byte
 				portal, rest, ok = cstring(body)
 				prefix = body[:len(portal)+1]
@@ -226,7 +226,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				prefix = body[:1]
 				name, rest, ok = cstring(body[1:])
 			} else {
-				ss.q.push(entry{kind: 'D'})
+				ss.q.push(entry{kind: wire.FeDescribe})
 				ss.unsynced = true
 				break
 			}
@@ -246,13 +246,13 @@ func (ss *session) scanPooled() (int, bool, error) {
 					out = append(out, b[seg:off]...)
 					seg = off
 					out = append(out, ss.unnamedParse...)
-					ss.q.push(entry{kind: 'P', act: actSkip})
+					ss.q.push(entry{kind: wire.FeParse, act: actSkip})
 					srv.unnamed, modified = ss, true
 				}
-				if typ == 'B' {
+				if typ == wire.FeBind {
 					ss.noteBindLocked(nil)
 				}
-				ss.q.push(entry{kind: typ, descS: typ == 'D'})
+				ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe})
 				break
 			}
 			st := ss.stmts[string(name)]
@@ -262,7 +262,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				ss.clientSkip = true
 				break
 			}
-			if typ == 'B' {
+			if typ == wire.FeBind {
 				ss.noteBindLocked(st)
 			}
 			out = append(out, b[seg:off]...)
@@ -270,8 +270,8 @@ func (ss *session) scanPooled() (int, bool, error) {
 			ensure(st)
 			out = appendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
 			seg, modified = off+n, true
-			ss.q.push(entry{kind: typ, descS: typ == 'D', st: st})
-		case 'C':
+			ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st})
+		case wire.FeClose:
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				name, _, _ := cstring(body[1:])
 				delete(ss.stmts, string(name))
@@ -279,7 +279,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				fakeReply(closeComplete)
 				break
 			}
-			ss.q.push(entry{kind: 'C'})
+			ss.q.push(entry{kind: wire.FeClose})
 			ss.unsynced = true
 		default:
 			bad, end = typ, off
@@ -344,9 +344,9 @@ func (ss *session) scanPooled() (int, bool, error) {
 // (as opposed to by pgtide from what it knows).
 func (ss *session) needsServer(typ byte, body []byte) bool {
 	switch typ {
-	case 'S', 'H':
+	case wire.FeSync, wire.FeFlush:
 		return false
-	case 'P':
+	case wire.FeParse:
 		name, rest, ok := cstring(body)
 		if !ok || len(name) == 0 {
 			return true
@@ -359,7 +359,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 		}
 		query, types, ok := cstring(rest)
 		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
-	case 'C':
+	case wire.FeClose:
 		return !(len(body) > 1 && body[0] == 'S' && body[1] != 0)
 	}
 	return true
@@ -376,6 +376,6 @@ func (ss *session) evictLocked(srv *serverState, out *[]byte) {
 	if old == nil {
 		return
 	}
-	*out = appendFrame(*out, 'C', []byte{'S'}, []byte(old.name), []byte{0})
-	ss.q.push(entry{kind: 'C', act: actSkip})
+	*out = appendFrame(*out, wire.FeClose, []byte{'S'}, []byte(old.name), []byte{0})
+	ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 }

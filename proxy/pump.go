@@ -134,10 +134,10 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 		case evStmtTxn, evCopyAbort:
 			var req []byte
 			if ev == evStmtTxn {
-				req = appendFrame(nil, 'Q', []byte("ROLLBACK\x00"))
+				req = appendFrame(nil, wire.FeQuery, []byte("ROLLBACK\x00"))
 			} else {
-				req = appendFrame(nil, 'f', []byte("client disconnected\x00"))
-				req = appendFrame(req, 'S')
+				req = appendFrame(nil, wire.FeCopyFail, []byte("client disconnected\x00"))
+				req = appendFrame(req, wire.FeSync)
 			}
 			ss.swmu.Lock()
 			_, err := sc.Net.Write(req)
@@ -164,13 +164,13 @@ func heldZ(skip bool, status byte) []byte {
 	if skip {
 		return nil
 	}
-	return []byte{'Z', 0, 0, 0, 5, status}
+	return []byte{wire.BeReadyForQuery, 0, 0, 0, 5, status}
 }
 
 // needsBody lists the server messages the pump must see whole.
 func needsBody(typ byte) bool {
 	switch typ {
-	case 'Z', 'S', 'C', 'E':
+	case wire.BeReadyForQuery, wire.BeParameterStatus, wire.BeCommandComplete, wire.BeErrorResponse:
 		return true
 	}
 	return false
@@ -193,7 +193,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 	h := ss.q.head()
 	skip := h != nil && h.act == actSkip
 	switch typ {
-	case 'Z':
+	case wire.BeReadyForQuery:
 		status := byte('I')
 		if len(body) > 0 {
 			status = body[0]
@@ -208,10 +208,10 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if ss.mode == config.PoolStatement && status != 'I' && !sk && ss.q.empty() && !ss.unsynced {
 			// Statement mode: the statement opened a transaction block.
 			// Roll it back unseen and tell the client.
-			ss.q.push(entry{kind: 'Q', act: actSkip})
-			ss.q.push(entry{kind: 'Q', act: actFake, fake: append(
+			ss.q.push(entry{kind: wire.FeQuery, act: actSkip})
+			ss.q.push(entry{kind: wire.FeQuery, act: actFake, fake: append(
 				errorFrame("ERROR", codeFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode"),
-				'Z', 0, 0, 0, 5, 'I')})
+				wire.BeReadyForQuery, 0, 0, 0, 5, 'I')})
 			return false, evStmtTxn, nil
 		}
 		ss.settleTimersLocked()
@@ -222,29 +222,29 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			}
 		}
 		return !sk, ev, nil
-	case 'S':
+	case wire.BeParameterStatus:
 		ss.parameterStatusLocked(sc, body)
 		return !skip, evNone, nil
-	case '1':
-		if h != nil && h.kind == 'P' {
+	case wire.BeParseComplete:
+		if h != nil && h.kind == wire.FeParse {
 			e := ss.q.popHead()
 			if e.st != nil {
 				e.st.validated.Store(true)
 			}
 		}
-	case '2':
-		if h != nil && h.kind == 'B' {
+	case wire.BeBindComplete:
+		if h != nil && h.kind == wire.FeBind {
 			ss.q.popHead()
 		}
-	case '3':
-		if h != nil && h.kind == 'C' {
+	case wire.BeCloseComplete:
+		if h != nil && h.kind == wire.FeClose {
 			ss.q.popHead()
 		}
-	case 'T', 'n':
-		if h != nil && h.kind == 'D' {
+	case wire.BeRowDescription, wire.BeNoData:
+		if h != nil && h.kind == wire.FeDescribe {
 			ss.q.popHead()
 		}
-	case 'C':
+	case wire.BeCommandComplete:
 		ss.noteTagLocked(body) // sessionstate.go
 		if ss.mode != config.PoolSession && body != nil {
 			ss.sqlCompleteLocked(sc, body, h) // sqlsession.go
@@ -257,14 +257,14 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				stateOf(sc).clear()
 			}
 		}
-		if h != nil && h.kind == 'E' {
+		if h != nil && h.kind == wire.FeExecute {
 			ss.q.popHead()
 		}
-	case 'I', 's':
-		if h != nil && h.kind == 'E' {
+	case wire.BeEmptyQueryResponse, wire.BePortalSuspended:
+		if h != nil && h.kind == wire.FeExecute {
 			ss.q.popHead()
 		}
-	case 'E':
+	case wire.BeErrorResponse:
 		if body != nil {
 			ss.serverErrorLocked(body)
 			if fatalError(body) && !ss.gone {
@@ -278,10 +278,10 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
-			if e.kind == 'E' && e.st != nil {
+			if e.kind == wire.FeExecute && e.st != nil {
 				stateOf(sc).remove(e.st) // pgtide's own SQL PREPARE failed
 			}
-			if e.kind == 'P' && e.st != nil {
+			if e.kind == wire.FeParse && e.st != nil {
 				stateOf(sc).remove(e.st)
 				if e.act == actFwd {
 					for name, st := range ss.stmts {
@@ -294,7 +294,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			ss.q.dropUntilSync()
 		}
 		return !ss.gone, evNone, repl // errors reach the client, even for pgtide's requests
-	case 'G':
+	case wire.BeCopyInResponse:
 		ss.copyIn = true
 		ss.q.copyStarted()
 		if ss.gone {
@@ -303,7 +303,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			// ourselves so the server reaches ReadyForQuery.
 			ss.copyIn = false
 			ss.q.push(entry{kind: reqCopyEnd})
-			ss.q.push(entry{kind: 'S'})
+			ss.q.push(entry{kind: wire.FeSync})
 			return false, evCopyAbort, nil
 		}
 	}
@@ -339,7 +339,7 @@ func renameInError(body []byte, ours, theirs string) []byte {
 
 func isExtended(k byte) bool {
 	switch k {
-	case 'P', 'B', 'D', 'E', 'C':
+	case wire.FeParse, wire.FeBind, wire.FeDescribe, wire.FeExecute, wire.FeClose:
 		return true
 	}
 	return false

@@ -219,7 +219,8 @@ func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
 // frontendType reports whether typ is a message a logged-in client may send.
 func frontendType(typ byte) bool {
 	switch typ {
-	case 'Q', 'P', 'B', 'D', 'E', 'C', 'S', 'H', 'F', 'd', 'c', 'f', 'X':
+	case wire.FeQuery, wire.FeParse, wire.FeBind, wire.FeDescribe, wire.FeExecute, wire.FeClose, wire.FeSync,
+		wire.FeFlush, wire.FeFunctionCall, wire.FeCopyData, wire.FeCopyDone, wire.FeCopyFail, wire.FeTerminate:
 		return true
 	}
 	return false
@@ -248,15 +249,15 @@ scan:
 			break
 		}
 		switch typ {
-		case 'Q', 'F', 'c', 'f':
+		case wire.FeQuery, wire.FeFunctionCall, wire.FeCopyDone, wire.FeCopyFail:
 			k = append(k, typ)
-		case 'S':
+		case wire.FeSync:
 			k = append(k, typ)
 			unsynced = false
-		case 'P', 'B', 'D', 'E', 'C', 'H':
+		case wire.FeParse, wire.FeBind, wire.FeDescribe, wire.FeExecute, wire.FeClose, wire.FeFlush:
 			unsynced = true
-		case 'd':
-		case 'X':
+		case wire.FeCopyData:
+		case wire.FeTerminate:
 			term = true
 			break scan
 		default:
@@ -279,11 +280,11 @@ scan:
 	wasEmpty := ss.q.empty()
 	for _, t := range k {
 		switch t {
-		case 'S':
+		case wire.FeSync:
 			if ss.copyIn {
 				continue // ignored by a server in COPY IN
 			}
-		case 'c', 'f':
+		case wire.FeCopyDone, wire.FeCopyFail:
 			ss.copyIn = false
 			t = reqCopyEnd
 		}
@@ -571,12 +572,12 @@ func (ss *session) finish() {
 		extra, _ = (&pgproto3.CopyFail{Message: "client disconnected"}).Encode(extra)
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
 		ss.q.push(entry{kind: reqCopyEnd})
-		ss.q.push(entry{kind: 'S'})
+		ss.q.push(entry{kind: wire.FeSync})
 		ss.copyIn = false
 		ss.unsynced = false
 	} else if ss.unsynced {
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
-		ss.q.push(entry{kind: 'S'})
+		ss.q.push(entry{kind: wire.FeSync})
 		ss.unsynced = false
 	}
 	busy := !ss.q.empty()

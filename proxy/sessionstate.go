@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Session state in transaction and statement mode (DESIGN.md invariant 10).
@@ -373,7 +374,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 		}
 	}
 	out := pool.AppendParamQueries(nil, qs)
-	out = appendFrame(out, 'S')
+	out = appendFrame(out, wire.FeSync)
 	stateOf(sc).unnamed = nil
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(out)

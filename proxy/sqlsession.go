@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // SQL-level PREPARE / EXECUTE / DEALLOCATE in transaction and statement
@@ -83,17 +84,17 @@ func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
 	ss.evictLocked(srv, &out)
 	if st.parse != nil {
 		out = append(out, st.parse...)
-		ss.q.push(entry{kind: 'P', act: actSkip, st: st})
+		ss.q.push(entry{kind: wire.FeParse, act: actSkip, st: st})
 	} else {
 		// The client's SQL PREPARE, through the unnamed statement and
 		// portal: the client's unnamed statement is parsed again when it
 		// next uses it (scanPooled).
-		out = appendFrame(out, 'P', []byte{0}, st.prep, []byte{0, 0, 0})
-		out = appendFrame(out, 'B', []byte{0, 0, 0, 0, 0, 0, 0, 0})
-		out = appendFrame(out, 'E', []byte{0, 0, 0, 0, 0})
-		ss.q.push(entry{kind: 'P', act: actSkip})
-		ss.q.push(entry{kind: 'B', act: actSkip})
-		ss.q.push(entry{kind: 'E', act: actSkip, st: st})
+		out = appendFrame(out, wire.FeParse, []byte{0}, st.prep, []byte{0, 0, 0})
+		out = appendFrame(out, wire.FeBind, []byte{0, 0, 0, 0, 0, 0, 0, 0})
+		out = appendFrame(out, wire.FeExecute, []byte{0, 0, 0, 0, 0})
+		ss.q.push(entry{kind: wire.FeParse, act: actSkip})
+		ss.q.push(entry{kind: wire.FeBind, act: actSkip})
+		ss.q.push(entry{kind: wire.FeExecute, act: actSkip, st: st})
 		srv.unnamed = nil
 	}
 	srv.add(st)
@@ -166,8 +167,8 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			}
 			nop := newStmtName()
 			if !skip {
-				out = appendFrame(out, 'P', []byte(nop), []byte{0}, nopBody)
-				ss.q.push(entry{kind: 'P', act: actSkip})
+				out = appendFrame(out, wire.FeParse, []byte(nop), []byte{0}, nopBody)
+				ss.q.push(entry{kind: wire.FeParse, act: actSkip})
 			}
 			put(r, nop)
 		}
@@ -187,7 +188,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []byte {
 	body := msg[5:]
 	if len(body) == 0 || body[len(body)-1] != 0 {
-		ss.q.push(entry{kind: 'Q'})
+		ss.q.push(entry{kind: wire.FeQuery})
 		return append(out, msg...) // malformed: the server says so
 	}
 	before := len(out)
@@ -197,13 +198,13 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 		// Query (a Sync inside the client's transaction block commits
 		// nothing).
 		out = append(out, syncFrame...)
-		ss.q.push(entry{kind: 'S', act: actSkip})
+		ss.q.push(entry{kind: wire.FeSync, act: actSkip})
 	}
-	ss.q.push(entry{kind: 'Q', sql: fx})
+	ss.q.push(entry{kind: wire.FeQuery, sql: fx})
 	if text == nil {
 		return append(out, msg...)
 	}
-	return appendFrame(out, 'Q', text, []byte{0})
+	return appendFrame(out, wire.FeQuery, text, []byte{0})
 }
 
 // sqlParseLocked rewrites an unnamed Parse (msg) whose text may name
@@ -221,7 +222,7 @@ func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, ou
 	if text == nil {
 		return msg, out
 	}
-	return appendFrame(nil, 'P', []byte{0}, text, []byte{0}, types), out
+	return appendFrame(nil, wire.FeParse, []byte{0}, text, []byte{0}, types), out
 }
 
 // takeSQLPendingLocked hands the pending PREPAREs to the Sync being queued.
@@ -358,15 +359,15 @@ func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
 	n := 0
 	for st := range srv.stmts {
 		if st.dead.Load() {
-			out = appendFrame(out, 'C', []byte{'S'}, []byte(st.name), []byte{0})
-			ss.q.push(entry{kind: 'C', act: actSkip})
+			out = appendFrame(out, wire.FeClose, []byte{'S'}, []byte(st.name), []byte{0})
+			ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 			srv.remove(st)
 			n++
 		}
 	}
 	if n > 0 && !ss.unsynced {
 		out = append(out, syncFrame...)
-		ss.q.push(entry{kind: 'S', act: actSkip})
+		ss.q.push(entry{kind: wire.FeSync, act: actSkip})
 	}
 	return out
 }
@@ -376,7 +377,7 @@ func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
 // prepares its text again gets fresh types. It returns the error renamed
 // for the client when it names pgtide's statements (nil otherwise).
 func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
-	if h != nil && h.st != nil && h.kind == 'B' && errorCode(body) == codeFeatureNotSupported &&
+	if h != nil && h.st != nil && h.kind == wire.FeBind && errorCode(body) == codeFeatureNotSupported &&
 		bytes.Contains(body, []byte("cached plan must not change result type")) {
 		ss.pe.stmts.invalidate(h.st)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Large client messages are forwarded in pieces as they arrive instead of
@@ -26,7 +27,7 @@ var errStream = errors.New("stream the message")
 // pieces. Called by the client goroutine.
 func (ss *session) streamable(typ byte) bool {
 	switch typ {
-	case 'd':
+	case wire.FeCopyData:
 		if ss.mode == config.PoolSession {
 			return true
 		}
@@ -34,7 +35,7 @@ func (ss *session) streamable(typ byte) bool {
 		in := ss.copyIn && ss.sc != nil
 		ss.mu.Unlock()
 		return in
-	case 'Q', 'F', 'P', 'B':
+	case wire.FeQuery, wire.FeFunctionCall, wire.FeParse, wire.FeBind:
 		return ss.mode == config.PoolSession
 	}
 	return false
@@ -55,9 +56,9 @@ func (ss *session) startStream(typ byte, n int) (int, bool, error) {
 	}
 	wasEmpty := ss.q.empty()
 	switch typ {
-	case 'Q', 'F':
+	case wire.FeQuery, wire.FeFunctionCall:
 		ss.q.push(entry{kind: typ})
-	case 'P', 'B':
+	case wire.FeParse, wire.FeBind:
 		ss.unsynced = true
 	}
 	ss.armTimersLocked(wasEmpty)

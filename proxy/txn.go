@@ -1,5 +1,7 @@
 package proxy
 
+import "github.com/pgtide/pgtide/proxy/wire"
+
 // Actions for a queued request: what happens to the server's reply.
 const (
 	actFwd  byte = iota // the reply goes to the client
@@ -9,7 +11,7 @@ const (
 
 // Request kinds besides the frontend message types P, B, D, E, C, S, Q, F.
 const (
-	reqCopyEnd = 'c' // a CopyDone or CopyFail the client sent
+	reqCopyEnd = wire.FeCopyDone // a CopyDone or CopyFail the client sent
 )
 
 // entry is one request the server (or pgtide) still owes a reply to.
@@ -91,8 +93,8 @@ func (q *reqQueue) popReady() (skip bool, ok bool) {
 	for len(q.e) > 0 {
 		e := q.pop()
 		switch e.kind {
-		case 'S', 'Q', 'F':
-			if e.kind != 'S' {
+		case wire.FeSync, wire.FeQuery, wire.FeFunctionCall:
+			if e.kind != wire.FeSync {
 				for len(q.e) > 0 && q.e[0].kind == reqCopyEnd {
 					q.pop()
 				}
@@ -109,7 +111,7 @@ func (q *reqQueue) popReady() (skip bool, ok bool) {
 // until Sync). Fake replies among them are dropped too, as PostgreSQL
 // would not have answered them.
 func (q *reqQueue) dropUntilSync() (dropped []entry) {
-	for len(q.e) > 0 && q.e[0].kind != 'S' {
+	for len(q.e) > 0 && q.e[0].kind != wire.FeSync {
 		dropped = append(dropped, q.pop())
 	}
 	return dropped
@@ -121,7 +123,7 @@ func (q *reqQueue) dropUntilSync() (dropped []entry) {
 // ReadyForQuery: drop them.
 func (q *reqQueue) copyStarted() {
 	i := 0
-	if h := q.head(); h != nil && (h.kind == 'Q' || h.kind == 'E') {
+	if h := q.head(); h != nil && (h.kind == wire.FeQuery || h.kind == wire.FeExecute) {
 		for q.e[i].kind == reqCopyEnd {
 			i++
 		}
@@ -130,7 +132,7 @@ func (q *reqQueue) copyStarted() {
 	out := q.e[:i]
 	j := i
 	for ; j < len(q.e) && q.e[j].kind != reqCopyEnd; j++ {
-		if q.e[j].kind == 'S' {
+		if q.e[j].kind == wire.FeSync {
 			q.nreqs--
 			continue
 		}
