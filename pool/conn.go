@@ -194,7 +194,7 @@ func (c *Conn) ExecMulti(ctx context.Context, sqls []string) error {
 				c.TxStatus = body[0]
 			}
 		case 'S':
-			k, v := ParseParameterStatus(body)
+			k, v := wire.ParseParameterStatus(body)
 			if k != "" {
 				c.Params[k] = v
 			}
@@ -248,7 +248,7 @@ func (c *Conn) ExecParams(ctx context.Context, qs []ParamQuery) error {
 			}
 			return first
 		case 'S':
-			if k, v := ParseParameterStatus(body); k != "" {
+			if k, v := wire.ParseParameterStatus(body); k != "" {
 				c.Params[k] = v
 			}
 		case 'E':
@@ -280,7 +280,7 @@ func (c *Conn) QueryParams(ctx context.Context, q ParamQuery) ([][]string, error
 		}
 		switch typ {
 		case 'D':
-			if r, ok := ParseDataRow(body); ok {
+			if r, ok := wire.ParseDataRow(body); ok {
 				rows = append(rows, r)
 			}
 		case 'Z':
@@ -289,7 +289,7 @@ func (c *Conn) QueryParams(ctx context.Context, q ParamQuery) ([][]string, error
 			}
 			return rows, first
 		case 'S':
-			if k, v := ParseParameterStatus(body); k != "" {
+			if k, v := wire.ParseParameterStatus(body); k != "" {
 				c.Params[k] = v
 			}
 		case 'E':
@@ -298,32 +298,6 @@ func (c *Conn) QueryParams(ctx context.Context, q ParamQuery) ([][]string, error
 			}
 		}
 	}
-}
-
-// ParseDataRow splits a DataRow body into text columns (NULL as "").
-func ParseDataRow(body []byte) ([]string, bool) {
-	if len(body) < 2 {
-		return nil, false
-	}
-	n := int(binary.BigEndian.Uint16(body))
-	body = body[2:]
-	row := make([]string, n)
-	for i := range row {
-		if len(body) < 4 {
-			return nil, false
-		}
-		l := int(int32(binary.BigEndian.Uint32(body)))
-		body = body[4:]
-		if l < 0 {
-			continue
-		}
-		if l > len(body) {
-			return nil, false
-		}
-		row[i] = string(body[:l])
-		body = body[l:]
-	}
-	return row, true
 }
 
 // AppendParamQueries appends Parse, Bind and Execute for each query (no
@@ -355,28 +329,6 @@ func DecodeError(typ byte, body []byte) *ServerError {
 		sev = er.Severity
 	}
 	return &ServerError{Severity: sev, Code: er.Code, Message: er.Message, Raw: raw}
-}
-
-// ParseParameterStatus splits a ParameterStatus body into name and value.
-func ParseParameterStatus(body []byte) (string, string) {
-	i := indexZero(body)
-	if i < 0 {
-		return "", ""
-	}
-	j := indexZero(body[i+1:])
-	if j < 0 {
-		return "", ""
-	}
-	return string(body[:i]), string(body[i+1 : i+1+j])
-}
-
-func indexZero(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
 }
 
 // Cancel asks the server to cancel whatever this connection's backend is

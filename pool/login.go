@@ -208,7 +208,7 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 		}
 		switch typ {
 		case 'S':
-			if k, v := ParseParameterStatus(body); k != "" {
+			if k, v := wire.ParseParameterStatus(body); k != "" {
 				c.Params[k] = v
 			}
 		case 'K':

@@ -14,6 +14,7 @@ import (
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/auth"
 	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // auth_query and server-login passthrough.
@@ -302,7 +303,7 @@ func runAuthQuery(ctx context.Context, c *pool.Conn, query, user string) (string
 				first = pool.DecodeError(typ, body)
 			}
 		case 'S':
-			if k, v := pool.ParseParameterStatus(body); k != "" {
+			if k, v := wire.ParseParameterStatus(body); k != "" {
 				c.Params[k] = v
 			}
 		case 'Z':

@@ -154,7 +154,7 @@ func collectClientErrors(t *testing.T) []docError {
 					name = fn.Sel.Name
 				}
 				switch {
-				case name == "errorFrame" && len(x.Args) == 3:
+				case (name == "errorFrame" || name == "ErrorFrame") && len(x.Args) == 3:
 					add(x.Pos(), x.Args[1], x.Args[2])
 				case (name == "kill" || name == "fatal") && len(x.Args) == 2:
 					add(x.Pos(), x.Args[0], x.Args[1])

@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"errors"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // SQLSTATE codes pgtide itself reports to clients.
@@ -28,12 +26,6 @@ var (
 	errServerGone = errors.New("server connection lost")
 	errProtocol   = errors.New("protocol violation")
 )
-
-// errorFrame encodes an ErrorResponse as PostgreSQL would send it.
-func errorFrame(severity, code, msg string) []byte {
-	b, _ := (&pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}).Encode(nil)
-	return b
-}
 
 // clientError is an error the client is told about before its connection
 // ends; Code is the SQLSTATE.

@@ -186,7 +186,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			}
 			if _, dup := ss.stmts[string(name)]; dup {
 				replace(off, n)
-				fakeReply(errorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
+				fakeReply(wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
 				ss.clientSkip = true
 				break
 			}
@@ -239,7 +239,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 				if srv.unnamed != ss {
 					if ss.unnamedParse == nil {
 						replace(off, n)
-						fakeReply(errorFrame("ERROR", "26000", "unnamed prepared statement does not exist"))
+						fakeReply(wire.ErrorFrame("ERROR", "26000", "unnamed prepared statement does not exist"))
 						ss.clientSkip = true
 						break
 					}
@@ -258,7 +258,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			st := ss.stmts[string(name)]
 			if st == nil {
 				replace(off, n)
-				fakeReply(errorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
+				fakeReply(wire.ErrorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
 				ss.clientSkip = true
 				break
 			}
@@ -268,7 +268,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			out = append(out, b[seg:off]...)
 			seg = off
 			ensure(st)
-			out = appendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
+			out = wire.AppendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
 			seg, modified = off+n, true
 			ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st})
 		case wire.FeClose:
@@ -376,6 +376,6 @@ func (ss *session) evictLocked(srv *serverState, out *[]byte) {
 	if old == nil {
 		return
 	}
-	*out = appendFrame(*out, wire.FeClose, []byte{'S'}, []byte(old.name), []byte{0})
+	*out = wire.AppendFrame(*out, wire.FeClose, []byte{'S'}, []byte(old.name), []byte{0})
 	ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 }

@@ -134,10 +134,10 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 		case evStmtTxn, evCopyAbort:
 			var req []byte
 			if ev == evStmtTxn {
-				req = appendFrame(nil, wire.FeQuery, []byte("ROLLBACK\x00"))
+				req = wire.AppendFrame(nil, wire.FeQuery, []byte("ROLLBACK\x00"))
 			} else {
-				req = appendFrame(nil, wire.FeCopyFail, []byte("client disconnected\x00"))
-				req = appendFrame(req, wire.FeSync)
+				req = wire.AppendFrame(nil, wire.FeCopyFail, []byte("client disconnected\x00"))
+				req = wire.AppendFrame(req, wire.FeSync)
 			}
 			ss.swmu.Lock()
 			_, err := sc.Net.Write(req)
@@ -210,7 +210,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			// Roll it back unseen and tell the client.
 			ss.q.push(entry{kind: wire.FeQuery, act: actSkip})
 			ss.q.push(entry{kind: wire.FeQuery, act: actFake, fake: append(
-				errorFrame("ERROR", codeFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode"),
+				wire.ErrorFrame("ERROR", codeFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode"),
 				wire.BeReadyForQuery, 0, 0, 0, 5, 'I')})
 			return false, evStmtTxn, nil
 		}

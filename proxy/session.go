@@ -461,7 +461,7 @@ func (ss *session) attachLocked(sc *pool.Conn) {
 // parameterStatusLocked records a parameter the server reported to this
 // client: the client now wants that value wherever it runs next.
 func (ss *session) parameterStatusLocked(sc *pool.Conn, body []byte) {
-	k, v := pool.ParseParameterStatus(body)
+	k, v := wire.ParseParameterStatus(body)
 	if k == "" {
 		return
 	}
@@ -672,7 +672,7 @@ func (ss *session) kill(code, msg string) {
 	ss.srv.logPoolerError(ss.log, code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = ss.conn.Write(errorFrame("FATAL", code, msg))
+	_, _ = ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
 	ss.wmu.Unlock()
 	_ = ss.conn.Close()
 }

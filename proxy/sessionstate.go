@@ -374,7 +374,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 		}
 	}
 	out := pool.AppendParamQueries(nil, qs)
-	out = appendFrame(out, wire.FeSync)
+	out = wire.AppendFrame(out, wire.FeSync)
 	stateOf(sc).unnamed = nil
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(out)
@@ -404,7 +404,7 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 		}
 		switch typ {
 		case 'D':
-			if r, ok := pool.ParseDataRow(body); ok {
+			if r, ok := wire.ParseDataRow(body); ok {
 				rows = append(rows, r)
 			}
 		case 'E':
@@ -412,12 +412,12 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 				serr = pool.DecodeError(typ, body)
 			}
 		case 'A':
-			async = appendFrame(async, typ, body)
+			async = wire.AppendFrame(async, typ, body)
 		case 'S':
 			ss.mu.Lock()
 			ss.parameterStatusLocked(sc, body)
 			ss.mu.Unlock()
-			async = appendFrame(async, typ, body)
+			async = wire.AppendFrame(async, typ, body)
 		case 'Z':
 			if len(body) > 0 {
 				sc.TxStatus = body[0]
@@ -501,7 +501,7 @@ func (ss *session) refuseLocked(pins uint8) []byte {
 	msg := fmt.Sprintf("%s is not supported in %s pooling mode with pin_policy \"refuse\": it outlives the transaction and would tie this client to one server connection; it has been released",
 		strings.Join(what, " and "), ss.mode)
 	ss.log.Info().Str("refused", strings.Join(what, ", ")).Msg("session state refused")
-	return errorFrame("ERROR", codeFeatureNotSupported, msg)
+	return wire.ErrorFrame("ERROR", codeFeatureNotSupported, msg)
 }
 
 // setPinsLocked records the pin reasons now in force.

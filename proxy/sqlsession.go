@@ -89,9 +89,9 @@ func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
 		// The client's SQL PREPARE, through the unnamed statement and
 		// portal: the client's unnamed statement is parsed again when it
 		// next uses it (scanPooled).
-		out = appendFrame(out, wire.FeParse, []byte{0}, st.prep, []byte{0, 0, 0})
-		out = appendFrame(out, wire.FeBind, []byte{0, 0, 0, 0, 0, 0, 0, 0})
-		out = appendFrame(out, wire.FeExecute, []byte{0, 0, 0, 0, 0})
+		out = wire.AppendFrame(out, wire.FeParse, []byte{0}, st.prep, []byte{0, 0, 0})
+		out = wire.AppendFrame(out, wire.FeBind, []byte{0, 0, 0, 0, 0, 0, 0, 0})
+		out = wire.AppendFrame(out, wire.FeExecute, []byte{0, 0, 0, 0, 0})
 		ss.q.push(entry{kind: wire.FeParse, act: actSkip})
 		ss.q.push(entry{kind: wire.FeBind, act: actSkip})
 		ss.q.push(entry{kind: wire.FeExecute, act: actSkip, st: st})
@@ -167,7 +167,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			}
 			nop := newStmtName()
 			if !skip {
-				out = appendFrame(out, wire.FeParse, []byte(nop), []byte{0}, nopBody)
+				out = wire.AppendFrame(out, wire.FeParse, []byte(nop), []byte{0}, nopBody)
 				ss.q.push(entry{kind: wire.FeParse, act: actSkip})
 			}
 			put(r, nop)
@@ -204,7 +204,7 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 	if text == nil {
 		return append(out, msg...)
 	}
-	return appendFrame(out, wire.FeQuery, text, []byte{0})
+	return wire.AppendFrame(out, wire.FeQuery, text, []byte{0})
 }
 
 // sqlParseLocked rewrites an unnamed Parse (msg) whose text may name
@@ -222,7 +222,7 @@ func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, ou
 	if text == nil {
 		return msg, out
 	}
-	return appendFrame(nil, wire.FeParse, []byte{0}, text, []byte{0}, types), out
+	return wire.AppendFrame(nil, wire.FeParse, []byte{0}, text, []byte{0}, types), out
 }
 
 // takeSQLPendingLocked hands the pending PREPAREs to the Sync being queued.
@@ -242,7 +242,7 @@ func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, refus
 	for _, r := range refs {
 		switch r.kind {
 		case sqlPrepare, sqlDeallocate:
-			return nil, nil, errorFrame("ERROR", codeFeatureNotSupported,
+			return nil, nil, wire.ErrorFrame("ERROR", codeFeatureNotSupported,
 				"PREPARE and DEALLOCATE cannot be prepared as a named statement in transaction pooling mode; send them unnamed or as a simple query")
 		case sqlExecute:
 			st := ss.stmts[r.name]
@@ -359,7 +359,7 @@ func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
 	n := 0
 	for st := range srv.stmts {
 		if st.dead.Load() {
-			out = appendFrame(out, wire.FeClose, []byte{'S'}, []byte(st.name), []byte{0})
+			out = wire.AppendFrame(out, wire.FeClose, []byte{'S'}, []byte(st.name), []byte{0})
 			ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 			srv.remove(st)
 			n++

@@ -68,7 +68,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			return
 		}
 		if errors.As(err, &ce) {
-			_, _ = nc.Write(errorFrame("FATAL", ce.Code, ce.Msg))
+			_, _ = nc.Write(wire.ErrorFrame("FATAL", ce.Code, ce.Msg))
 			s.loginFailures.Add(1)
 			if o := s.obs(); o != nil {
 				o.Login("", "", false)

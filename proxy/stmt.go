@@ -104,19 +104,6 @@ func frame(typ byte, body []byte) []byte {
 	return b
 }
 
-// appendFrame appends a message built from parts to dst.
-func appendFrame(dst []byte, typ byte, parts ...[]byte) []byte {
-	n := 4
-	for _, p := range parts {
-		n += len(p)
-	}
-	dst = append(dst, typ, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	for _, p := range parts {
-		dst = append(dst, p...)
-	}
-	return dst
-}
-
 // serverState is the proxy's bookkeeping for one server connection, kept
 // in pool.Conn.Proto. Owned by the server's current borrower.
 type serverState struct {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 func kinds(q *reqQueue) string {
@@ -332,7 +333,7 @@ func TestUnitFrameHelpers(t *testing.T) {
 	if !bytes.Equal(f, []byte{'Q', 0, 0, 0, 6, 'x', 0}) {
 		t.Fatalf("frame = %v", f)
 	}
-	g := appendFrame([]byte{1}, 'C', []byte{'S'}, []byte("n"), []byte{0})
+	g := wire.AppendFrame([]byte{1}, 'C', []byte{'S'}, []byte("n"), []byte{0})
 	if !bytes.Equal(g, []byte{1, 'C', 0, 0, 0, 7, 'S', 'n', 0}) {
 		t.Fatalf("appendFrame = %v", g)
 	}

@@ -192,12 +192,6 @@ func (ac *conn) startupReply() {
 	ac.flush()
 }
 
-// errorFrame encodes an ErrorResponse as PostgreSQL would send it.
-func errorFrame(severity, code, msg string) []byte {
-	b, _ := (&pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}).Encode(nil)
-	return b
-}
-
 // flush writes the reply built in ac.out.
 func (ac *conn) flush() {
 	if len(ac.out) == 0 {
@@ -220,7 +214,7 @@ func (ac *conn) flush() {
 func (ac *conn) fatal(code, msg string) {
 	ac.wmu.Lock()
 	_ = ac.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = ac.nc.Write(errorFrame("FATAL", code, msg))
+	_, _ = ac.nc.Write(wire.ErrorFrame("FATAL", code, msg))
 	ac.wmu.Unlock()
 	_ = ac.nc.Close()
 }
@@ -292,11 +286,11 @@ func (ac *conn) loop() error {
 		case 'P', 'B', 'D', 'E', 'C':
 			if !skipping {
 				skipping = true
-				ac.out = append(ac.out, errorFrame("ERROR", codeFeatureNotSupported, "admin console supports only simple queries")...)
+				ac.out = append(ac.out, wire.ErrorFrame("ERROR", codeFeatureNotSupported, "admin console supports only simple queries")...)
 				ac.flush()
 			}
 		case 'F':
-			ac.out = append(ac.out, errorFrame("ERROR", codeFeatureNotSupported, "admin console supports only simple queries")...)
+			ac.out = append(ac.out, wire.ErrorFrame("ERROR", codeFeatureNotSupported, "admin console supports only simple queries")...)
 			ac.out, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(ac.out)
 			ac.flush()
 		default:
@@ -328,7 +322,7 @@ func (ac *conn) query(q string) {
 				ce = &Error{codeInternalError, err.Error()}
 			}
 			ac.log.Info().Str("command", st).Str("sqlstate", ce.Code).Str("error", ce.Msg).Msg("admin command failed")
-			ac.out = append(ac.out, errorFrame("ERROR", ce.Code, ce.Msg)...)
+			ac.out = append(ac.out, wire.ErrorFrame("ERROR", ce.Code, ce.Msg)...)
 			break
 		}
 	}
