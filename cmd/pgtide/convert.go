@@ -204,32 +204,30 @@ func (c *converter) set(key, value, comment string) {
 
 // Settings of [pgbouncer] that have no pgtide equivalent, with the reason.
 var unmappedReasons = map[string]string{
-	"logfile":                   "pgtide logs to stderr (JSON under systemd, where the journal keeps it); redirect stderr to keep a file",
-	"pidfile":                   "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
-	"auth_ident_file":           "pgtide has no ident maps (and no peer or ident authentication)",
-	"user":                      "pgtide does not switch user; start it as the user it should run as (systemd User=)",
-	"syslog":                    "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"syslog_ident":              "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"syslog_facility":           "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"reserve_pool_size":         "pgtide has no reserve pool; raise default_pool_size instead",
-	"reserve_pool_timeout":      "pgtide has no reserve pool",
-	"unix_socket_group":         "pgtide does not change the socket's group",
-	"server_round_robin":        "pgtide reuses the most recently returned server connection",
-	"suspend_timeout":           "pgtide has no SUSPEND",
-	"peer_id":                   "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
-	"application_name_add_host": "no pgtide equivalent",
-	"ignore_startup_parameters": "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
-	"track_extra_parameters":    "no pgtide setting; pgtide tracks the session parameters it needs",
-	"server_fast_close":         "no pgtide equivalent",
-	"disable_pqexec":            "no pgtide equivalent",
-	"pkt_buf":                   "pgtide sizes its buffers itself",
-	"sbuf_loopcnt":              "pgtide has no such loop",
-	"cancel_wait_timeout":       "no pgtide equivalent",
-	"client_tls_dheparams":      "pgtide (Go's TLS) uses ECDHE key exchange only",
-	"client_tls_ecdhcurve":      "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
-	"server_tls_ciphers":        "pgtide uses Go's default cipher suites towards servers",
-	"server_tls_protocols":      "pgtide accepts TLS 1.2 and 1.3 from servers",
-	"stats_users_prefix":        "no pgtide equivalent",
+	"logfile":                "pgtide logs to stderr (JSON under systemd, where the journal keeps it); redirect stderr to keep a file",
+	"pidfile":                "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
+	"auth_ident_file":        "pgtide has no ident maps (and no peer or ident authentication)",
+	"user":                   "pgtide does not switch user; start it as the user it should run as (systemd User=)",
+	"syslog":                 "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"syslog_ident":           "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"syslog_facility":        "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"reserve_pool_size":      "pgtide has no reserve pool; raise default_pool_size instead",
+	"reserve_pool_timeout":   "pgtide has no reserve pool",
+	"unix_socket_group":      "pgtide does not change the socket's group",
+	"server_round_robin":     "pgtide reuses the most recently returned server connection",
+	"suspend_timeout":        "pgtide has no SUSPEND",
+	"peer_id":                "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
+	"track_extra_parameters": "no pgtide setting; pgtide tracks the session parameters it needs",
+	"server_fast_close":      "no pgtide equivalent",
+	"disable_pqexec":         "no pgtide equivalent",
+	"pkt_buf":                "pgtide sizes its buffers itself",
+	"sbuf_loopcnt":           "pgtide has no such loop",
+	"cancel_wait_timeout":    "no pgtide equivalent",
+	"client_tls_dheparams":   "pgtide (Go's TLS) uses ECDHE key exchange only",
+	"client_tls_ecdhcurve":   "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
+	"server_tls_ciphers":     "pgtide uses Go's default cipher suites towards servers",
+	"server_tls_protocols":   "pgtide accepts TLS 1.2 and 1.3 from servers",
+	"stats_users_prefix":     "no pgtide equivalent",
 }
 
 // Durations: PgBouncer writes seconds as a number.
@@ -250,6 +248,7 @@ var intKeys = map[string]bool{
 var boolKeys = map[string]bool{
 	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true,
 	"log_connections": true, "log_disconnections": true, "log_pooler_errors": true,
+	"application_name_add_host": true,
 }
 
 // Settings copied as strings.
@@ -350,7 +349,7 @@ func convertPgBouncerOpts(file string, data []byte, opts convertOptions) (*conve
 			} else {
 				c.dropGlobal(e, k, "used only with auth_type = hba")
 			}
-		case k == "admin_users" || k == "stats_users":
+		case k == "admin_users" || k == "stats_users" || k == "ignore_startup_parameters":
 			c.set(k, tomlList(splitList(e.Value)), "")
 		case k == "verbose":
 			if n, err := strconv.Atoi(e.Value); err == nil && n > 0 {

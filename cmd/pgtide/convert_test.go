@@ -425,3 +425,18 @@ bob = max_user_client_connections=2
 		t.Errorf("notes = %q", notes)
 	}
 }
+
+func TestConvertStartupParameters(t *testing.T) {
+	cfg, out, notes := convertString(t, `[pgbouncer]
+listen_addr = *
+ignore_startup_parameters = extra_float_digits, options
+application_name_add_host = 1
+auth_file = userlist.txt
+`, "\"bob\" \"pw\"\n")
+	if strings.Join(cfg.IgnoreStartupParameters, ",") != "extra_float_digits,options" || !cfg.ApplicationNameAddHost {
+		t.Errorf("converted: %+v\n%s", cfg, out)
+	}
+	if len(notes) != 0 {
+		t.Errorf("notes = %q", notes)
+	}
+}

@@ -118,6 +118,10 @@ type Config struct {
 	ListenBacklog            int       `toml:"listen_backlog"`      // 0 = the kernel's maximum (net.core.somaxconn)
 	ClientIdleTimeout        Duration  `toml:"client_idle_timeout"` // 0 = off; close clients idle (outside a transaction) this long
 
+	// Startup parameters (see proxy/params.go).
+	IgnoreStartupParameters []string `toml:"ignore_startup_parameters"` // accepted from clients, never set on servers
+	ApplicationNameAddHost  bool     `toml:"application_name_add_host"` // false; true: application_name gets " - host:port" of the client
+
 	// TCP keepalive and user timeout of client and server sockets (see proxy/tcp.go).
 	TCPKeepalive   bool     `toml:"tcp_keepalive"`    // true
 	TCPKeepIdle    Duration `toml:"tcp_keepidle"`     // 0 = 15s

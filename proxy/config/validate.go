@@ -58,6 +58,14 @@ func (d *decoder) validate(c *Config) {
 	if c.TCPUserTimeout.Duration%time.Millisecond != 0 {
 		d.fail(k("tcp_user_timeout"), "", fmt.Sprintf("must be whole milliseconds, got %s", c.TCPUserTimeout.Duration))
 	}
+	for i, name := range c.IgnoreStartupParameters {
+		switch strings.ToLower(name) {
+		case "":
+			d.fail(k("ignore_startup_parameters"), fmt.Sprintf("[%d]", i), "must not be empty")
+		case "user", "database", "replication":
+			d.fail(k("ignore_startup_parameters"), fmt.Sprintf("[%d]", i), fmt.Sprintf("%q cannot be ignored: pgtide needs it to route the client", name))
+		}
+	}
 	if c.Threads < 0 {
 		d.fail(k("threads"), "", fmt.Sprintf("must be 0 (auto) or a positive number of threads, got %d", c.Threads))
 	}
