@@ -1,16 +1,20 @@
 package integration
 
 // PgBouncer settings operators rely on (issue 16 item 4), each against the
-// real PostgreSQL: ignore_startup_parameters, application_name_add_host.
+// real PostgreSQL: ignore_startup_parameters, application_name_add_host,
+// connect_query.
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // connectWith opens a pgx connection sending params as startup parameters.
@@ -90,5 +94,58 @@ func TestApplicationNameAddHost(t *testing.T) {
 		if got := queryString(t, c, "show application_name"); got != "later" {
 			t.Errorf("after SET: %q", got)
 		}
+	}
+}
+
+// TestConnectQuery: a database's connect_query runs once on each new server
+// connection, on that connection, before the client uses it; one that fails
+// closes the connection and the client gets PostgreSQL's error.
+func TestConnectQuery(t *testing.T) {
+	pg := pgtest.Shared(t)
+	good, bad := uniqueName(t, "cq"), uniqueName(t, "cqbad")
+	var dbName string
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		dbName = db.Name
+		c.Extra = fmt.Sprintf(`
+[databases.%s]
+host = "127.0.0.1"
+port = %d
+dbname = %q
+connect_query = "insert into public.dials(pid) values (pg_backend_pid())"
+
+[databases.%s]
+host = "127.0.0.1"
+port = %d
+dbname = %q
+connect_query = "select * from public.no_such_table"
+`, good, pg.Port, dbName, bad, pg.Port, dbName)
+	})
+	direct := connect(t, e.DirectURL())
+	if _, err := direct.Exec(ctxT(t, 10*time.Second), "create table public.dials(pid int)"); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int64
+	for i := 0; i < 2; i++ {
+		c := connect(t, e.tide.ConnString(good, e.User, e.Pass))
+		pids = append(pids, queryInt(t, c, "select pg_backend_pid()"))
+	}
+	for _, pid := range pids {
+		if n := queryInt(t, direct, "select count(*) from public.dials where pid = $1", pid); n != 1 {
+			t.Errorf("server %d ran connect_query %d times; want once", pid, n)
+		}
+	}
+	if n := queryInt(t, direct, "select count(*) from public.dials"); n != 2 {
+		t.Errorf("connect_query ran %d times for 2 server connections", n)
+	}
+
+	_, err := pgx.Connect(ctxT(t, 15*time.Second), e.tide.ConnString(bad, e.User, e.Pass))
+	if err == nil {
+		t.Fatal("login through a failing connect_query succeeded")
+	}
+	if st := sqlState(err); st != "42P01" {
+		t.Errorf("login error %v (SQLSTATE %q); want 42P01 from the connect_query", err, st)
+	}
+	if !strings.Contains(e.tide.Logs(), "connect_query failed") {
+		t.Error("pgtide did not log the connect_query failure")
 	}
 }

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,11 @@ type Options struct {
 	CheckQuery   string
 	CheckDelay   time.Duration
 	CheckTimeout time.Duration
+	// ConnectQuery, when set, is run once on each new connection right
+	// after login (connect_query); if it fails, or leaves a transaction
+	// open, the connection is closed and the dial counts as failed.
+	// CheckTimeout bounds it too.
+	ConnectQuery string
 	// LoginRetry, when set, is how long after a failed dial the pool gives
 	// every new dial the same error at once instead of trying the server
 	// again (server_login_retry): a server that refuses logins, or is down,
@@ -406,8 +412,15 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 		p.releaseSlot(nil)
 		return nil, &RetryLaterError{Err: err, Until: p.dialErrAt.Add(retry)}
 	}
+	connectQuery, timeout := p.opts.ConnectQuery, p.opts.CheckTimeout
 	p.mu.Unlock()
 	c, err := p.dial(ctx)
+	if err == nil && connectQuery != "" {
+		if err = runConnectQuery(ctx, c, connectQuery, timeout); err != nil {
+			p.log.Warn().Err(err).Uint32("server_pid", c.PID).Msg("connect_query failed; closing the server connection")
+			_ = c.Close()
+		}
+	}
 	if err != nil {
 		p.dialErrors.Add(1)
 		if ctx.Err() == nil { // a dial cut short by its client says nothing about the server
@@ -434,6 +447,24 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	}
 	p.mu.Unlock()
 	return c, nil
+}
+
+// runConnectQuery runs connect_query on a new connection. A server error
+// keeps its code and message (wrapped), so the client that asked for the
+// connection is told what PostgreSQL said.
+func runConnectQuery(ctx context.Context, c *Conn, q string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.Exec(qctx, q); err != nil {
+		return fmt.Errorf("connect_query: %w", err)
+	}
+	if c.TxStatus != 'I' {
+		return errors.New("connect_query left a transaction open")
+	}
+	return nil
 }
 
 // RetryLaterError is the error of the last failed dial, given again without

@@ -692,7 +692,7 @@ func (c *converter) convertTLSCiphers(e iniEntry) {
 var dbKeys = map[string]string{
 	"host": "string", "port": "int", "dbname": "string", "user": "string", "password": "string",
 	"pool_size": "int", "min_pool_size": "int", "pool_mode": "mode", "max_db_connections": "int",
-	"max_db_client_connections": "int",
+	"max_db_client_connections": "int", "connect_query": "string",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -711,8 +711,6 @@ func (c *converter) convertDatabase(e iniEntry) {
 			switch p.Key {
 			case "reserve_pool", "reserve_pool_size":
 				reason = "pgtide has no reserve pool"
-			case "connect_query":
-				reason = "pgtide runs no query on new server connections"
 			case "client_encoding", "datestyle", "timezone", "application_name":
 				reason = "pgtide does not force server parameters; set it with ALTER DATABASE ... SET or in the client"
 			case "auth_user", "auth_query", "auth_dbname":

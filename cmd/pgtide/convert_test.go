@@ -257,7 +257,7 @@ admin_users = pgb_auth, ops
 `
 	res := convertFiles(t, map[string]string{
 		"pgbouncer.ini": ini,
-		"dbs.ini":       "app = host=10.0.0.1,10.0.0.2 port=5433 connect_query='SET x = 1'\nother = host=10.0.0.3 auth_user=someone\n",
+		"dbs.ini":       "app = host=10.0.0.1,10.0.0.2 port=5433 load_balance_hosts=disable connect_query='SET x = 1'\nother = host=10.0.0.3 auth_user=someone\n",
 		"userlist.txt":  "\"pgb_auth\" \"auth-pw\"\n",
 	}, convertOptions{KeepSocketDir: true})
 	if len(res.Weaker) > 0 {
@@ -294,10 +294,11 @@ admin_users = pgb_auth, ops
 		check(db+".server_tls_ca_file", cfg.Databases[db].ServerTLSCAFile, certs.CAFile)
 	}
 	check("app.host", cfg.Databases["app"].Host, "10.0.0.1")
+	check("app.connect_query", cfg.Databases["app"].ConnectQuery, "SET x = 1")
 	for _, want := range []string{
 		"# not converted: logfile = /var/log/pgbouncer.log (pgbouncer.ini:",
 		"# not converted: databases.app.host = 10.0.0.1,10.0.0.2 (dbs.ini:1)",
-		"# not converted: databases.app.connect_query = SET x = 1 (dbs.ini:1)",
+		"# not converted: databases.app.load_balance_hosts = disable (dbs.ini:1)",
 		"# not converted: databases.other.auth_user = someone (dbs.ini:2)",
 		"# not converted: client_tls_ecdhcurve = auto",
 	} {
@@ -306,8 +307,8 @@ admin_users = pgb_auth, ops
 		}
 	}
 	// The comment sits in the section it is about.
-	if i, j := strings.Index(out, "[databases.app]"), strings.Index(out, "databases.app.connect_query"); i < 0 || j < i {
-		t.Errorf("connect_query comment is not in [databases.app]:\n%s", out)
+	if i, j := strings.Index(out, "[databases.app]"), strings.Index(out, "databases.app.load_balance_hosts"); i < 0 || j < i {
+		t.Errorf("load_balance_hosts comment is not in [databases.app]:\n%s", out)
 	}
 	notes := strings.Join(res.Notes, "\n")
 	for _, want := range []string{"dbs.ini:1: databases.app.host: not converted", "client_tls_ciphers: not converted: left out ECDHE-RSA-AES256-SHA384"} {

@@ -167,6 +167,7 @@ type Database struct {
 	PinPolicy              PinPolicy `toml:"pin_policy"`                // "" = inherit
 	MaxDBConnections       int       `toml:"max_db_connections"`        // 0 = global value
 	MaxDBClientConnections int       `toml:"max_db_client_connections"` // 0 = global value
+	ConnectQuery           string    `toml:"connect_query"`             // "" = none; run once on each new server connection after login
 
 	// TLS to the server (see tls.go).
 	ServerTLSSSLMode  string `toml:"server_tls_sslmode"`   // "" = "prefer"
