@@ -2,7 +2,7 @@ package integration
 
 // PgBouncer settings operators rely on (issue 16 item 4), each against the
 // real PostgreSQL: ignore_startup_parameters, application_name_add_host,
-// connect_query.
+// connect_query, per-database client_encoding/datestyle/timezone.
 
 import (
 	"context"
@@ -147,5 +147,48 @@ connect_query = "select * from public.no_such_table"
 	}
 	if !strings.Contains(e.tide.Logs(), "connect_query failed") {
 		t.Error("pgtide did not log the connect_query failure")
+	}
+}
+
+// TestDatabaseParameterDefaults: a database's client_encoding, datestyle
+// and timezone are the settings of its clients that send none of their
+// own: set on the server and reported at login. A client's own value wins.
+func TestDatabaseParameterDefaults(t *testing.T) {
+	pg := pgtest.Shared(t)
+	name := uniqueName(t, "dflt")
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.DefaultPoolSize = 1 // both clients share one server
+		c.Extra = fmt.Sprintf(`
+[databases.%s]
+host = "127.0.0.1"
+port = %d
+dbname = %q
+client_encoding = "LATIN1"
+datestyle = "SQL, DMY"
+timezone = "Pacific/Chatham"
+`, name, pg.Port, db.Name)
+	})
+	url := e.tide.ConnString(name, e.User, e.Pass)
+	own := connectWith(t, url, map[string]string{"timezone": "UTC", "options": "-c DateStyle=ISO,YMD"})
+	dflt := connectWith(t, url, nil)
+	for _, tc := range []struct {
+		c                *pgx.Conn
+		who              string
+		enc, style, zone string
+	}{
+		{dflt, "client with no settings", "LATIN1", "SQL, DMY", "Pacific/Chatham"},
+		{own, "client with its own", "LATIN1", "ISO, YMD", "UTC"},
+	} {
+		for _, p := range []struct{ show, reported, want string }{
+			{"client_encoding", "client_encoding", tc.enc}, {"datestyle", "DateStyle", tc.style}, {"timezone", "TimeZone", tc.zone},
+		} {
+			if got := queryString(t, tc.c, "show "+p.show); got != p.want {
+				t.Errorf("%s: server's %s = %q; want %q", tc.who, p.show, got, p.want)
+			}
+			if got := tc.c.PgConn().ParameterStatus(p.reported); got != p.want {
+				t.Errorf("%s: reported %s = %q; want %q", tc.who, p.reported, got, p.want)
+			}
+		}
 	}
 }

@@ -40,7 +40,7 @@ func TestSplitOptions(t *testing.T) {
 
 func TestWantFromStartup(t *testing.T) {
 	ss := &session{want: map[string]string{}}
-	err := ss.wantFromStartup(config.Default(), map[string]string{
+	err := ss.wantFromStartup(config.Default(), config.Database{}, map[string]string{
 		"user": "u", "database": "d", "application_name": "app", "DateStyle": "ISO",
 		"options": `-c search_path=s1 --statement-timeout=5s -cwork_mem=1MB -c lock_timeout=2s\ `,
 	})
@@ -56,7 +56,7 @@ func TestWantFromStartup(t *testing.T) {
 	}
 	for _, bad := range []string{"-X", "-c", "-c =v", "--=v", "-c novalue"} {
 		ss := &session{want: map[string]string{}}
-		err := ss.wantFromStartup(config.Default(), map[string]string{"options": bad})
+		err := ss.wantFromStartup(config.Default(), config.Database{}, map[string]string{"options": bad})
 		var ce *clientError
 		if !errors.As(err, &ce) {
 			t.Errorf("options %q: err = %v; want a client error", bad, err)
@@ -74,14 +74,15 @@ func TestWantFromStartupIgnored(t *testing.T) {
 	cfg := config.Default()
 	cfg.IgnoreStartupParameters = []string{"Extra_Float_Digits", "search_path"}
 	ss := &session{want: map[string]string{}}
-	err := ss.wantFromStartup(cfg, map[string]string{
+	err := ss.wantFromStartup(cfg, config.Database{TimeZone: "UTC", DateStyle: "German"}, map[string]string{
 		"user": "u", "database": "d", "extra_float_digits": "3", "application_name": "a",
-		"options": "-c search_path=s --work-mem=1MB",
+		"options": "-c search_path=s --work-mem=1MB --DateStyle=ISO",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]string{"application_name": "a", "work_mem": "1MB"}; !reflect.DeepEqual(ss.want, want) {
+	// The database's defaults fill in only what the client did not send.
+	if want := map[string]string{"application_name": "a", "work_mem": "1MB", "datestyle": "ISO", "timezone": "UTC"}; !reflect.DeepEqual(ss.want, want) {
 		t.Errorf("want = %v; expected %v", ss.want, want)
 	}
 }

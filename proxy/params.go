@@ -22,8 +22,9 @@ var notSettings = map[string]bool{"user": true, "database": true, "replication":
 // packet, including "-c name=value" and "--name=value" in options, less
 // those ignore_startup_parameters names (PgBouncer's list of parameters it
 // accepts without applying; pgtide accepts every parameter anyway, so the
-// list only keeps values off the servers).
-func (ss *session) wantFromStartup(cfg *config.Config, params map[string]string) error {
+// list only keeps values off the servers). db's client_encoding, datestyle
+// and timezone fill in for those the client did not send.
+func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, params map[string]string) error {
 	ignored := func(name string) bool {
 		for _, n := range cfg.IgnoreStartupParameters {
 			if strings.EqualFold(n, name) {
@@ -61,6 +62,11 @@ func (ss *session) wantFromStartup(cfg *config.Config, params map[string]string)
 		}
 		if name = strings.ToLower(strings.ReplaceAll(name, "-", "_")); !ignored(name) {
 			ss.want[name] = val
+		}
+	}
+	for _, d := range [...][2]string{{"client_encoding", db.ClientEncoding}, {"datestyle", db.DateStyle}, {"timezone", db.TimeZone}} {
+		if _, sent := ss.want[d[0]]; !sent && d[1] != "" {
+			ss.want[d[0]] = d[1]
 		}
 	}
 	if cfg.ApplicationNameAddHost {

@@ -693,6 +693,7 @@ var dbKeys = map[string]string{
 	"host": "string", "port": "int", "dbname": "string", "user": "string", "password": "string",
 	"pool_size": "int", "min_pool_size": "int", "pool_mode": "mode", "max_db_connections": "int",
 	"max_db_client_connections": "int", "connect_query": "string",
+	"client_encoding": "string", "datestyle": "string", "timezone": "string",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -711,8 +712,8 @@ func (c *converter) convertDatabase(e iniEntry) {
 			switch p.Key {
 			case "reserve_pool", "reserve_pool_size":
 				reason = "pgtide has no reserve pool"
-			case "client_encoding", "datestyle", "timezone", "application_name":
-				reason = "pgtide does not force server parameters; set it with ALTER DATABASE ... SET or in the client"
+			case "application_name":
+				reason = "pgtide does not force application_name; set it in the client (or with ALTER DATABASE ... SET)"
 			case "auth_user", "auth_query", "auth_dbname":
 				reason = "pgtide has auth_user, auth_query and auth_dbname only globally: users of this database who are not in [users] are looked up with the global ones, or cannot log in"
 			case "server_lifetime":

@@ -76,7 +76,7 @@ func TestConvertNoListenAddr(t *testing.T) {
 
 func TestConvertMappings(t *testing.T) {
 	ini := `[databases]
-app = host=db port=5433 pool_size=7 min_pool_size=2 pool_mode=Transaction client_encoding=UTF8
+app = host=db port=5433 pool_size=7 min_pool_size=2 pool_mode=Transaction client_encoding=UTF8 datestyle='ISO, DMY' timezone=UTC application_name=x
 * = host=/var/run/postgresql
 [users]
 alice = pool_mode=statement max_user_connections=3 pool_size=2
@@ -96,6 +96,9 @@ so_reuseport = 1
 made_up_setting = 1
 `
 	cfg, _, notes := convertString(t, ini, "\"alice\" \"a-secret\"\n\"bob\" \"b-secret\"\n")
+	if app := cfg.Databases["app"]; app.ClientEncoding != "UTF8" || app.DateStyle != "ISO, DMY" || app.TimeZone != "UTC" {
+		t.Errorf("databases.app = %+v", app)
+	}
 	if cfg.AuthType != "password" {
 		t.Errorf("auth_type = %q, want password (PgBouncer plain)", cfg.AuthType)
 	}
@@ -127,7 +130,7 @@ made_up_setting = 1
 	}
 	all := strings.Join(notes, "\n")
 	for _, want := range []string{
-		"pgbouncer.ini:2: databases.app.client_encoding: not converted",
+		"pgbouncer.ini:2: databases.app.application_name: not converted",
 		"max_prepared_statements: not converted",
 		"max_packet_size: not converted",
 		"logfile: not converted",

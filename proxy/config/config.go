@@ -169,6 +169,12 @@ type Database struct {
 	MaxDBClientConnections int       `toml:"max_db_client_connections"` // 0 = global value
 	ConnectQuery           string    `toml:"connect_query"`             // "" = none; run once on each new server connection after login
 
+	// Defaults for clients of this database that do not send their own
+	// (see proxy/params.go); "" = the server's.
+	ClientEncoding string `toml:"client_encoding"`
+	DateStyle      string `toml:"datestyle"`
+	TimeZone       string `toml:"timezone"`
+
 	// TLS to the server (see tls.go).
 	ServerTLSSSLMode  string `toml:"server_tls_sslmode"`   // "" = "prefer"
 	ServerTLSCAFile   string `toml:"server_tls_ca_file"`   // PEM CA bundle the server certificate is verified against

@@ -248,6 +248,7 @@ func TestValidationErrors(t *testing.T) {
 		{"log_level", `log_level = "verbose"`, "log_level", 1, `"debug", "info", "warn", "error"`},
 		{"log_format", `log_format = "text"`, "log_format", 1, `"auto", "json", "console"`},
 		{"ignore_startup_parameters user", `ignore_startup_parameters = ["x", "User"]`, "ignore_startup_parameters[1]", 1, "cannot be ignored"},
+		{"timezone NUL", "[databases.a]\ntimezone = \"UTC\\u0000\"", "databases.a.timezone", 2, "NUL"},
 		{"ignore_startup_parameters empty", `ignore_startup_parameters = [""]`, "ignore_startup_parameters[0]", 1, "must not be empty"},
 		{"listen no port", `listen = ["127.0.0.1"]`, "listen[0]", 1, `expected "host:port"`},
 		{"listen bad port", "\nlisten = [\"127.0.0.1:6432\", \"localhost:http\"]", "listen[1]", 2, "0 to 65535"},

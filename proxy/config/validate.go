@@ -186,6 +186,13 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	if db.PinPolicy != "" {
 		d.checkEnum(key("pin_policy"), string(db.PinPolicy), pinPolicies)
 	}
+	// PostgreSQL checks the values themselves (at login); a NUL byte could
+	// not even reach it, so say so here rather than fail every login.
+	for _, p := range [...][2]string{{"connect_query", db.ConnectQuery}, {"client_encoding", db.ClientEncoding}, {"datestyle", db.DateStyle}, {"timezone", db.TimeZone}} {
+		if strings.ContainsRune(p[1], 0) {
+			d.fail(key(p[0]), "", "must not contain a NUL character")
+		}
+	}
 	d.validateServerTLS(name, db)         // tls.go
 	d.validateServerRequireAuth(name, db) // requireauth.go
 	if db.PoolSize >= 0 && db.MinPoolSize >= 0 {
