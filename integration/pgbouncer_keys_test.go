@@ -2,7 +2,8 @@ package integration
 
 // PgBouncer settings operators rely on (issue 16 item 4), each against the
 // real PostgreSQL: ignore_startup_parameters, application_name_add_host,
-// connect_query, per-database client_encoding/datestyle/timezone.
+// connect_query, per-database client_encoding/datestyle/timezone,
+// reserve_pool_size/reserve_pool_timeout.
 
 import (
 	"context"
@@ -145,7 +146,7 @@ connect_query = "select * from public.no_such_table"
 	if st := sqlState(err); st != "42P01" {
 		t.Errorf("login error %v (SQLSTATE %q); want 42P01 from the connect_query", err, st)
 	}
-	if !strings.Contains(e.tide.Logs(), "connect_query failed") {
+	if !eventually(10*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "connect_query failed") }) {
 		t.Error("pgtide did not log the connect_query failure")
 	}
 }
@@ -189,6 +190,53 @@ timezone = "Pacific/Chatham"
 			if got := tc.c.PgConn().ParameterStatus(p.reported); got != p.want {
 				t.Errorf("%s: reported %s = %q; want %q", tc.who, p.reported, got, p.want)
 			}
+		}
+	}
+}
+
+// TestReservePool: with the pool's one server held in a transaction, a
+// client that waited reserve_pool_timeout gets a reserve server; once the
+// reserve is used up too, the next client waits until query_wait_timeout.
+func TestReservePool(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, _ *dbConf) {
+		c.PoolMode = "transaction"
+		c.DefaultPoolSize = 1
+		c.Extra = "reserve_pool_size = 1\nreserve_pool_timeout = \"100ms\"\nquery_wait_timeout = \"10s\"\n"
+	})
+	a := connect(t, e.URL())
+	txA, err := a.Begin(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pidA int64
+	if err := txA.QueryRow(ctxT(t, 10*time.Second), "select pg_backend_pid()").Scan(&pidA); err != nil {
+		t.Fatal(err)
+	}
+	// The only server is in a's transaction: b is served from the reserve.
+	b := connect(t, e.URL())
+	txB, err := b.Begin(ctxT(t, 15*time.Second))
+	if err != nil {
+		t.Fatalf("client past reserve_pool_timeout: %v", err)
+	}
+	var pidB int64
+	if err := txB.QueryRow(ctxT(t, 10*time.Second), "select pg_backend_pid()").Scan(&pidB); err != nil {
+		t.Fatal(err)
+	}
+	if pidB == pidA {
+		t.Fatalf("b got a's server %d inside a's transaction", pidA)
+	}
+	// Both servers are held: c waits, and times out.
+	c, err := pgx.Connect(ctxT(t, 30*time.Second), e.URL())
+	if err == nil {
+		t.Cleanup(func() { c.Close(context.Background()) })
+		_, err = c.Exec(ctxT(t, 30*time.Second), "select 1")
+	}
+	if st := sqlState(err); st != "57014" {
+		t.Errorf("third client: %v (SQLSTATE %q); want 57014 query_wait_timeout (reserve used up)", err, st)
+	}
+	for _, tx := range []pgx.Tx{txA, txB} {
+		if err := tx.Commit(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -211,8 +211,6 @@ var unmappedReasons = map[string]string{
 	"syslog":                 "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
 	"syslog_ident":           "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
 	"syslog_facility":        "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"reserve_pool_size":      "pgtide has no reserve pool; raise default_pool_size instead",
-	"reserve_pool_timeout":   "pgtide has no reserve pool",
 	"unix_socket_group":      "pgtide does not change the socket's group",
 	"server_round_robin":     "pgtide reuses the most recently returned server connection",
 	"suspend_timeout":        "pgtide has no SUSPEND",
@@ -236,12 +234,13 @@ var durationKeys = map[string]bool{
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
 	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
+	"reserve_pool_timeout": true,
 }
 
 var intKeys = map[string]bool{
 	"default_pool_size": true, "min_pool_size": true, "max_client_conn": true,
 	"max_db_connections": true, "max_user_connections": true, "max_packet_size": true,
-	"listen_backlog": true, "tcp_keepcnt": true,
+	"listen_backlog": true, "tcp_keepcnt": true, "reserve_pool_size": true,
 	"max_db_client_connections": true, "max_user_client_connections": true,
 }
 
@@ -694,6 +693,7 @@ var dbKeys = map[string]string{
 	"pool_size": "int", "min_pool_size": "int", "pool_mode": "mode", "max_db_connections": "int",
 	"max_db_client_connections": "int", "connect_query": "string",
 	"client_encoding": "string", "datestyle": "string", "timezone": "string",
+	"reserve_pool_size": "int", "reserve_pool": "int",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -710,8 +710,6 @@ func (c *converter) convertDatabase(e iniEntry) {
 		if !ok {
 			reason := "no per-database pgtide equivalent"
 			switch p.Key {
-			case "reserve_pool", "reserve_pool_size":
-				reason = "pgtide has no reserve pool"
 			case "application_name":
 				reason = "pgtide does not force application_name; set it in the client (or with ALTER DATABASE ... SET)"
 			case "auth_user", "auth_query", "auth_dbname":
@@ -744,7 +742,11 @@ func (c *converter) convertDatabase(e iniEntry) {
 				kvs = append(kvs, c.dropped(e, where+"."+p.Key, val, "%q is not an integer", val))
 				continue
 			}
-			kvs = append(kvs, tomlKV{Key: p.Key, Value: strconv.Itoa(n)})
+			key := p.Key
+			if key == "reserve_pool" { // PgBouncer's old name
+				key = "reserve_pool_size"
+			}
+			kvs = append(kvs, tomlKV{Key: key, Value: strconv.Itoa(n)})
 		case "mode":
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(strings.ToLower(val))})
 		default:

@@ -444,3 +444,22 @@ auth_file = userlist.txt
 		t.Errorf("notes = %q", notes)
 	}
 }
+
+func TestConvertReservePool(t *testing.T) {
+	cfg, out, notes := convertString(t, `[pgbouncer]
+listen_addr = *
+reserve_pool_size = 3
+reserve_pool_timeout = 0.5
+auth_file = userlist.txt
+[databases]
+app = host=h reserve_pool=2
+new = host=h reserve_pool_size=4
+`, "\"bob\" \"pw\"\n")
+	if cfg.ReservePoolSize != 3 || cfg.ReservePoolTimeout.Duration != 500*time.Millisecond ||
+		cfg.Databases["app"].ReservePoolSize != 2 || cfg.Databases["new"].ReservePoolSize != 4 {
+		t.Errorf("converted: %+v\n%s", cfg, out)
+	}
+	if len(notes) != 0 {
+		t.Errorf("notes = %q", notes)
+	}
+}

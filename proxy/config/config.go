@@ -87,6 +87,8 @@ type Config struct {
 	PinPolicy                PinPolicy `toml:"pin_policy"`                  // "pin" (default) | "refuse"
 	DefaultPoolSize          int       `toml:"default_pool_size"`           // default 20; must be >= 1
 	MinPoolSize              int       `toml:"min_pool_size"`               // default 0
+	ReservePoolSize          int       `toml:"reserve_pool_size"`           // 0 = none; extra servers for clients that waited reserve_pool_timeout
+	ReservePoolTimeout       Duration  `toml:"reserve_pool_timeout"`        // 5s
 	MaxClientConn            int       `toml:"max_client_conn"`             // default 100
 	MaxDBConnections         int       `toml:"max_db_connections"`          // default 0 = unlimited (global default per database)
 	MaxUserConnections       int       `toml:"max_user_connections"`        // default 0 = unlimited
@@ -163,6 +165,7 @@ type Database struct {
 	Password               string    `toml:"password"`                  // optional: password for User (or for the client's user)
 	PoolSize               int       `toml:"pool_size"`                 // 0 = default_pool_size
 	MinPoolSize            int       `toml:"min_pool_size"`             // 0 = global min_pool_size
+	ReservePoolSize        int       `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
 	PoolMode               PoolMode  `toml:"pool_mode"`                 // "" = inherit
 	PinPolicy              PinPolicy `toml:"pin_policy"`                // "" = inherit
 	MaxDBConnections       int       `toml:"max_db_connections"`        // 0 = global value
@@ -219,6 +222,7 @@ func Default() *Config {
 		MaxClientConn:         100,
 		AuthType:              "scram-sha-256",
 		ServerConnectTimeout:  Duration{15 * time.Second},
+		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},

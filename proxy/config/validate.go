@@ -41,6 +41,7 @@ func (d *decoder) validate(c *Config) {
 		d.fail(k("max_client_conn"), "", fmt.Sprintf("must be at least 1, got %d", c.MaxClientConn))
 	}
 	d.checkNonNegative(k("max_db_connections"), c.MaxDBConnections)
+	d.checkNonNegative(k("reserve_pool_size"), c.ReservePoolSize)
 	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
 	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
 	d.checkNonNegative(k("listen_backlog"), c.ListenBacklog)
@@ -78,6 +79,7 @@ func (d *decoder) validate(c *Config) {
 		d   Duration
 	}{
 		{"server_connect_timeout", c.ServerConnectTimeout},
+		{"reserve_pool_timeout", c.ReservePoolTimeout},
 		{"query_wait_timeout", c.QueryWaitTimeout},
 		{"server_idle_timeout", c.ServerIdleTimeout},
 		{"server_lifetime", c.ServerLifetime},
@@ -178,6 +180,7 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	}
 	d.checkNonNegative(key("pool_size"), db.PoolSize)
 	d.checkNonNegative(key("min_pool_size"), db.MinPoolSize)
+	d.checkNonNegative(key("reserve_pool_size"), db.ReservePoolSize)
 	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
 	d.checkNonNegative(key("max_db_client_connections"), db.MaxDBClientConnections)
 	if db.PoolMode != "" {
