@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,12 @@ type Options struct {
 	MinSize     int // connections kept open even when idle
 	IdleTimeout time.Duration
 	Lifetime    time.Duration
+	// ReserveSize more may be opened for a borrower that has waited
+	// ReserveTimeout (reserve_pool_size, reserve_pool_timeout): a burst
+	// gets extra servers instead of queueing behind a full pool. They are
+	// closed as any other, when idle for IdleTimeout.
+	ReserveSize    int
+	ReserveTimeout time.Duration
 	// CheckQuery, when set, is run on an idle connection that has been idle
 	// longer than CheckDelay before it is lent (server_check_query,
 	// server_check_delay); a connection it fails on is closed. CheckTimeout
@@ -30,6 +37,11 @@ type Options struct {
 	CheckQuery   string
 	CheckDelay   time.Duration
 	CheckTimeout time.Duration
+	// ConnectQuery, when set, is run once on each new connection right
+	// after login (connect_query); if it fails, or leaves a transaction
+	// open, the connection is closed and the dial counts as failed.
+	// CheckTimeout bounds it too.
+	ConnectQuery string
 	// LoginRetry, when set, is how long after a failed dial the pool gives
 	// every new dial the same error at once instead of trying the server
 	// again (server_login_retry): a server that refuses logins, or is down,
@@ -144,6 +156,7 @@ type Stats struct {
 	Open, Idle, Lent, Waiting int
 	Dialed, DialErrors        uint64
 	WaitTimeouts              uint64
+	ReserveDials              uint64        // connections opened into the reserve
 	MaxWait                   time.Duration // longest current wait
 }
 
@@ -178,6 +191,7 @@ type Pool struct {
 	changed chan struct{}
 
 	dialed, dialErrors, waitTimeouts atomic.Uint64
+	reserveDials                     atomic.Uint64 // dials into the reserve (reserve_pool_size)
 
 	stop chan struct{}
 	done chan struct{}
@@ -213,14 +227,14 @@ func (p *Pool) SetOptions(opts Options) {
 		l.join(p)
 	}
 	p.mu.Lock()
-	grow := opts.Size > p.opts.Size
+	grow := opts.Size+opts.ReserveSize > p.opts.Size+p.opts.ReserveSize || opts.ReserveTimeout < p.opts.ReserveTimeout
 	p.opts = opts
 	var grants []*waiter
 	if grow {
-		for len(p.waiters) > 0 && p.canOpenLocked() {
+		for len(p.waiters) > 0 && p.canOpenLocked(p.reserveDue(p.waiters[0])) {
 			w := p.waiters[0]
 			p.waiters = p.waiters[1:]
-			p.open++
+			p.openLocked()
 			grants = append(grants, w)
 		}
 	}
@@ -231,11 +245,17 @@ func (p *Pool) SetOptions(opts Options) {
 }
 
 // canOpenLocked takes a slot from every limiter when the pool may open one
-// more connection. A limiter that refuses remembers the pool, to wake it.
-func (p *Pool) canOpenLocked() bool {
+// more connection (one of the reserve too, when reserve is set). A limiter
+// that refuses remembers the pool, to wake it.
+func (p *Pool) canOpenLocked(reserve bool) bool {
 	p.limitBlocked = p.limitBlocked[:0]
-	if p.opts.Size > 0 && p.open >= p.opts.Size {
-		return false
+	if size := p.opts.Size; size > 0 {
+		if reserve {
+			size += p.opts.ReserveSize
+		}
+		if p.open >= size {
+			return false
+		}
 	}
 	for i, l := range p.opts.Limits {
 		if !l.take() {
@@ -263,13 +283,34 @@ func (p *Pool) poke() {
 // dialWaiterLocked takes the first waiter and a slot for it to dial into,
 // if there is a waiter and room.
 func (p *Pool) dialWaiterLocked() *waiter {
-	if len(p.waiters) == 0 || p.closed || !p.canOpenLocked() {
+	if len(p.waiters) == 0 || p.closed || !p.canOpenLocked(p.reserveDue(p.waiters[0])) {
 		return nil
 	}
 	w := p.waiters[0]
 	p.waiters = p.waiters[1:]
-	p.open++
+	p.openLocked()
 	return w
+}
+
+// openLocked counts a slot taken, and whether it is one of the reserve.
+func (p *Pool) openLocked() {
+	p.open++
+	if p.opts.Size > 0 && p.open > p.opts.Size {
+		p.reserveDials.Add(1)
+	}
+}
+
+// reserveDue reports whether w has waited long enough for the reserve.
+func (p *Pool) reserveDue(w *waiter) bool {
+	return p.opts.ReserveSize > 0 && time.Since(w.since) >= p.opts.ReserveTimeout
+}
+
+// capLocked is how many connections may stay open: the size and the reserve.
+func (p *Pool) capLocked() int {
+	if p.opts.Size <= 0 {
+		return 0
+	}
+	return p.opts.Size + p.opts.ReserveSize
 }
 
 // closeOneIdle closes the least recently used idle connection, if any.
@@ -317,12 +358,16 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			}
 			return c, nil
 		}
-		if p.canOpenLocked() {
-			p.open++
+		if p.canOpenLocked(p.opts.ReserveSize > 0 && p.opts.ReserveTimeout <= 0) {
+			p.openLocked()
 			p.mu.Unlock()
 			return p.dialOne(ctx)
 		}
 		w := &waiter{ch: make(chan grant, 1), since: time.Now()}
+		var reserve *time.Timer // reserve_pool_timeout
+		if p.opts.ReserveSize > 0 && p.opts.Size > 0 {
+			reserve = time.NewTimer(p.opts.ReserveTimeout)
+		}
 		p.waiters = append(p.waiters, w)
 		var reclaim []*Limiter
 		if len(p.limitBlocked) > 0 {
@@ -335,20 +380,57 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			// them for an idle one, as PgBouncer does.
 			l.reclaim(p)
 		}
+		c, again, err := p.wait(ctx, w, reserve)
+		if reserve != nil {
+			reserve.Stop()
+		}
+		if again {
+			continue
+		}
+		return c, err
+	}
+}
 
+// wait waits for w's grant, ctx, or the reserve timer (nil = none). again
+// says the grant was a dead connection: the caller starts over.
+func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Conn, again bool, err error) {
+	var reserveC <-chan time.Time
+	if reserve != nil {
+		reserveC = reserve.C
+	}
+	for {
 		select {
+		case <-reserveC:
+			// Waited reserve_pool_timeout: a reserve slot, if one is free
+			// (else the wait goes on, and releaseSlot may grant one).
+			reserveC = nil
+			p.mu.Lock()
+			for i, x := range p.waiters {
+				if x == w {
+					if !p.closed && p.canOpenLocked(true) {
+						p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+						p.openLocked()
+						p.mu.Unlock()
+						c, err := p.dialOne(ctx)
+						return c, false, err
+					}
+					break
+				}
+			}
+			p.mu.Unlock()
 		case g := <-w.ch:
 			if g.err != nil {
-				return nil, g.err
+				return nil, false, g.err
 			}
 			if g.dial {
-				return p.dialOne(ctx)
+				c, err := p.dialOne(ctx)
+				return c, false, err
 			}
 			if !g.conn.Alive() {
 				p.Discard(g.conn)
-				continue
+				return nil, true, nil
 			}
-			return g.conn, nil
+			return g.conn, false, nil
 		case <-ctx.Done():
 			p.mu.Lock()
 			removed := false
@@ -371,9 +453,9 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				p.waitTimeouts.Add(1)
-				return nil, ErrWaitTimeout
+				return nil, false, ErrWaitTimeout
 			}
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 	}
 }
@@ -406,8 +488,15 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 		p.releaseSlot(nil)
 		return nil, &RetryLaterError{Err: err, Until: p.dialErrAt.Add(retry)}
 	}
+	connectQuery, timeout := p.opts.ConnectQuery, p.opts.CheckTimeout
 	p.mu.Unlock()
 	c, err := p.dial(ctx)
+	if err == nil && connectQuery != "" {
+		if err = runConnectQuery(ctx, c, connectQuery, timeout); err != nil {
+			p.log.Warn().Err(err).Uint32("server_pid", c.PID).Msg("connect_query failed; closing the server connection")
+			_ = c.Close()
+		}
+	}
 	if err != nil {
 		p.dialErrors.Add(1)
 		if ctx.Err() == nil { // a dial cut short by its client says nothing about the server
@@ -434,6 +523,24 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	}
 	p.mu.Unlock()
 	return c, nil
+}
+
+// runConnectQuery runs connect_query on a new connection. A server error
+// keeps its code and message (wrapped), so the client that asked for the
+// connection is told what PostgreSQL said.
+func runConnectQuery(ctx context.Context, c *Conn, q string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.Exec(qctx, q); err != nil {
+		return fmt.Errorf("connect_query: %w", err)
+	}
+	if c.TxStatus != 'I' {
+		return errors.New("connect_query left a transaction open")
+	}
+	return nil
 }
 
 // RetryLaterError is the error of the last failed dial, given again without
@@ -473,7 +580,7 @@ func (p *Pool) Release(c *Conn) {
 	now := time.Now()
 	c.lastUsed = now
 	p.mu.Lock()
-	if p.closed || p.expired(c, now) || (p.opts.Size > 0 && p.open > p.opts.Size) {
+	if p.closed || p.expired(c, now) || (p.opts.Size > 0 && p.open > p.capLocked()) {
 		p.mu.Unlock()
 		p.Discard(c)
 		return
@@ -525,7 +632,7 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Stats{Open: p.open, Idle: len(p.idle), Waiting: len(p.waiters),
-		Dialed: p.dialed.Load(), DialErrors: p.dialErrors.Load(), WaitTimeouts: p.waitTimeouts.Load()}
+		Dialed: p.dialed.Load(), DialErrors: p.dialErrors.Load(), WaitTimeouts: p.waitTimeouts.Load(), ReserveDials: p.reserveDials.Load()}
 	s.Lent = s.Open - s.Idle
 	if len(p.waiters) > 0 {
 		s.MaxWait = time.Since(p.waiters[0].since)
@@ -598,8 +705,8 @@ func (p *Pool) sweep() {
 	var drop []*Conn
 	keep := p.idle[:0]
 	over := 0
-	if p.opts.Size > 0 && p.open > p.opts.Size {
-		over = p.open - p.opts.Size
+	if p.opts.Size > 0 && p.open > p.capLocked() {
+		over = p.open - p.capLocked()
 	}
 	// idle[0] is the least recently used; drop from the bottom.
 	for _, c := range p.idle {
@@ -620,7 +727,7 @@ func (p *Pool) sweep() {
 	p.idle = keep
 	need := 0
 	for p.open-len(drop) < p.opts.MinSize && !p.closed {
-		if !p.canOpenLocked() {
+		if !p.canOpenLocked(false) {
 			break
 		}
 		p.open++ // canOpenLocked compares against open: count as we go

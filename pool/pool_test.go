@@ -751,3 +751,44 @@ func TestReconnectMarkedOpenAndChanged(t *testing.T) {
 		t.Fatalf("the new connection was not kept: %+v", st)
 	}
 }
+
+// TestReservePool: a borrower that waited reserve_pool_timeout gets one of
+// ReserveSize extra connections; with the reserve used up the next one
+// waits for a release. Reserve connections stay until idle, like others.
+func TestReservePool(t *testing.T) {
+	t.Parallel()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1, ReserveSize: 1, ReserveTimeout: 20 * time.Millisecond}, d)
+	c1 := acquire(t, p)
+	a := recv(t, startWaiterOrDone(t, p))
+	if a.err != nil || a.c == c1 {
+		t.Fatalf("waiter past the reserve timeout: %v, %v; want a new connection", a.c, a.err)
+	}
+	if s := p.Stats(); s.Open != 2 || s.ReserveDials != 1 || d.dials.Load() != 2 {
+		t.Fatalf("stats = %+v, dials %d", s, d.dials.Load())
+	}
+	b := startWaiter(t, context.Background(), p) // reserve used up: waits
+	p.Release(c1)
+	if r := recv(t, b); r.err != nil || r.c != c1 {
+		t.Fatalf("waiter after the reserve is used up: %v, %v; want the released conn", r.c, r.err)
+	}
+	p.Release(c1)
+	p.Release(a.c)
+	if s := p.Stats(); s.Open != 2 || s.Idle != 2 || d.dials.Load() != 2 {
+		t.Fatalf("after release: stats = %+v", s)
+	}
+}
+
+// startWaiterOrDone is startWaiter for an Acquire that may finish before it
+// is seen waiting (the reserve grants it).
+func startWaiterOrDone(t *testing.T, p *Pool) <-chan result {
+	t.Helper()
+	ch := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := p.Acquire(ctx)
+		ch <- result{c, err}
+	}()
+	return ch
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/config"
 )
 
 func TestSplitOptions(t *testing.T) {
@@ -39,7 +40,7 @@ func TestSplitOptions(t *testing.T) {
 
 func TestWantFromStartup(t *testing.T) {
 	ss := &session{want: map[string]string{}}
-	err := ss.wantFromStartup(map[string]string{
+	err := ss.wantFromStartup(config.Default(), config.Database{}, map[string]string{
 		"user": "u", "database": "d", "application_name": "app", "DateStyle": "ISO",
 		"options": `-c search_path=s1 --statement-timeout=5s -cwork_mem=1MB -c lock_timeout=2s\ `,
 	})
@@ -55,7 +56,7 @@ func TestWantFromStartup(t *testing.T) {
 	}
 	for _, bad := range []string{"-X", "-c", "-c =v", "--=v", "-c novalue"} {
 		ss := &session{want: map[string]string{}}
-		err := ss.wantFromStartup(map[string]string{"options": bad})
+		err := ss.wantFromStartup(config.Default(), config.Database{}, map[string]string{"options": bad})
 		var ce *clientError
 		if !errors.As(err, &ce) {
 			t.Errorf("options %q: err = %v; want a client error", bad, err)
@@ -64,6 +65,25 @@ func TestWantFromStartup(t *testing.T) {
 		if ce.Code != codeFeatureNotSupported && ce.Code != codeProtocolViolation {
 			t.Errorf("options %q: SQLSTATE %s", bad, ce.Code)
 		}
+	}
+}
+
+// TestWantFromStartupIgnored: ignore_startup_parameters keeps a parameter
+// off the servers whether it came as a startup parameter or in options.
+func TestWantFromStartupIgnored(t *testing.T) {
+	cfg := config.Default()
+	cfg.IgnoreStartupParameters = []string{"Extra_Float_Digits", "search_path"}
+	ss := &session{want: map[string]string{}}
+	err := ss.wantFromStartup(cfg, config.Database{TimeZone: "UTC", DateStyle: "German"}, map[string]string{
+		"user": "u", "database": "d", "extra_float_digits": "3", "application_name": "a",
+		"options": "-c search_path=s --work-mem=1MB --DateStyle=ISO",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The database's defaults fill in only what the client did not send.
+	if want := map[string]string{"application_name": "a", "work_mem": "1MB", "datestyle": "ISO", "timezone": "UTC"}; !reflect.DeepEqual(ss.want, want) {
+		t.Errorf("want = %v; expected %v", ss.want, want)
 	}
 }
 

@@ -5,26 +5,43 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/config"
 )
 
 // Startup parameters that are not session settings.
 var notSettings = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
 
 // wantFromStartup records the settings the client asked for in its startup
-// packet, including "-c name=value" and "--name=value" in options.
-func (ss *session) wantFromStartup(params map[string]string) error {
+// packet, including "-c name=value" and "--name=value" in options, less
+// those ignore_startup_parameters names (PgBouncer's list of parameters it
+// accepts without applying; pgtide accepts every parameter anyway, so the
+// list only keeps values off the servers). db's client_encoding, datestyle
+// and timezone fill in for those the client did not send.
+func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, params map[string]string) error {
+	ignored := func(name string) bool {
+		for _, n := range cfg.IgnoreStartupParameters {
+			if strings.EqualFold(n, name) {
+				return true
+			}
+		}
+		return false
+	}
 	for k, v := range params {
-		if !notSettings[k] {
-			ss.want[strings.ToLower(k)] = v
+		if lk := strings.ToLower(k); !notSettings[k] && !ignored(lk) {
+			ss.want[lk] = v
 		}
 	}
-	opts := splitOptions(params["options"])
+	var opts []string
+	if !ignored("options") {
+		opts = splitOptions(params["options"])
+	}
 	for i := 0; i < len(opts); i++ {
 		o := opts[i]
 		var kv string
@@ -43,9 +60,37 @@ func (ss *session) wantFromStartup(params map[string]string) error {
 		if !ok || name == "" {
 			return &clientError{codeProtocolViolation, "invalid startup option " + quoteIdentForMsg(o)}
 		}
-		ss.want[strings.ToLower(strings.ReplaceAll(name, "-", "_"))] = val
+		if name = strings.ToLower(strings.ReplaceAll(name, "-", "_")); !ignored(name) {
+			ss.want[name] = val
+		}
+	}
+	for _, d := range [...][2]string{{"client_encoding", db.ClientEncoding}, {"datestyle", db.DateStyle}, {"timezone", db.TimeZone}} {
+		if _, sent := ss.want[d[0]]; !sent && d[1] != "" {
+			ss.want[d[0]] = d[1]
+		}
+	}
+	if cfg.ApplicationNameAddHost {
+		// PgBouncer's format ("%s - %s" with "app" when none was sent), so
+		// log searches written for it keep working.
+		app, ok := ss.want["application_name"]
+		if !ok {
+			app = "app"
+		}
+		ss.want["application_name"] = app + " - " + clientHostPort(ss.conn)
 	}
 	return nil
+}
+
+// clientHostPort is the client's address as application_name_add_host
+// writes it: host:port ([host]:port for IPv6), or "unix" for a unix socket.
+func clientHostPort(nc net.Conn) string {
+	if nc == nil {
+		return "unix"
+	}
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	}
+	return "unix"
 }
 
 func quoteIdentForMsg(s string) string {

@@ -306,7 +306,8 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 		Size: size, MinSize: min(minSize, size),
 		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
 		CheckQuery: cfg.ServerCheckQuery, CheckDelay: cfg.ServerCheckDelay.Duration, CheckTimeout: cfg.ServerConnectTimeout.Duration,
-		LoginRetry: cfg.ServerLoginRetry.Duration,
+		LoginRetry: cfg.ServerLoginRetry.Duration, ConnectQuery: db.ConnectQuery,
+		ReserveSize: pick(db.ReservePoolSize, cfg.ReservePoolSize), ReserveTimeout: cfg.ReservePoolTimeout.Duration,
 	}
 	if l := s.dbLimit[k.db]; l != nil {
 		opts.Limits = append(opts.Limits, l)

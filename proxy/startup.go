@@ -386,7 +386,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	defer func() { loginDone(res != nil) }()
 
 	ss := newSession(s, nc, rd, pe, cfg, l, params)
-	if err := ss.wantFromStartup(params); err != nil {
+	if err := ss.wantFromStartup(cfg, db, params); err != nil {
 		return nil, err
 	}
 	if err := s.loginAllowed(ss); err != nil { // admin DISABLE

@@ -204,32 +204,28 @@ func (c *converter) set(key, value, comment string) {
 
 // Settings of [pgbouncer] that have no pgtide equivalent, with the reason.
 var unmappedReasons = map[string]string{
-	"logfile":                   "pgtide logs to stderr (JSON under systemd, where the journal keeps it); redirect stderr to keep a file",
-	"pidfile":                   "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
-	"auth_ident_file":           "pgtide has no ident maps (and no peer or ident authentication)",
-	"user":                      "pgtide does not switch user; start it as the user it should run as (systemd User=)",
-	"syslog":                    "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"syslog_ident":              "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"syslog_facility":           "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
-	"reserve_pool_size":         "pgtide has no reserve pool; raise default_pool_size instead",
-	"reserve_pool_timeout":      "pgtide has no reserve pool",
-	"unix_socket_group":         "pgtide does not change the socket's group",
-	"server_round_robin":        "pgtide reuses the most recently returned server connection",
-	"suspend_timeout":           "pgtide has no SUSPEND",
-	"peer_id":                   "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
-	"application_name_add_host": "no pgtide equivalent",
-	"ignore_startup_parameters": "not needed: pgtide accepts every startup parameter and sets it on whichever server the client gets",
-	"track_extra_parameters":    "no pgtide setting; pgtide tracks the session parameters it needs",
-	"server_fast_close":         "no pgtide equivalent",
-	"disable_pqexec":            "no pgtide equivalent",
-	"pkt_buf":                   "pgtide sizes its buffers itself",
-	"sbuf_loopcnt":              "pgtide has no such loop",
-	"cancel_wait_timeout":       "no pgtide equivalent",
-	"client_tls_dheparams":      "pgtide (Go's TLS) uses ECDHE key exchange only",
-	"client_tls_ecdhcurve":      "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
-	"server_tls_ciphers":        "pgtide uses Go's default cipher suites towards servers",
-	"server_tls_protocols":      "pgtide accepts TLS 1.2 and 1.3 from servers",
-	"stats_users_prefix":        "no pgtide equivalent",
+	"logfile":                "pgtide logs to stderr (JSON under systemd, where the journal keeps it); redirect stderr to keep a file",
+	"pidfile":                "pgtide writes no pid file; run it under systemd (Type=notify) or another supervisor",
+	"auth_ident_file":        "pgtide has no ident maps (and no peer or ident authentication)",
+	"user":                   "pgtide does not switch user; start it as the user it should run as (systemd User=)",
+	"syslog":                 "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"syslog_ident":           "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"syslog_facility":        "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
+	"unix_socket_group":      "pgtide does not change the socket's group",
+	"server_round_robin":     "pgtide reuses the most recently returned server connection",
+	"suspend_timeout":        "pgtide has no SUSPEND",
+	"peer_id":                "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
+	"track_extra_parameters": "no pgtide setting; pgtide tracks the session parameters it needs",
+	"server_fast_close":      "no pgtide equivalent",
+	"disable_pqexec":         "no pgtide equivalent",
+	"pkt_buf":                "pgtide sizes its buffers itself",
+	"sbuf_loopcnt":           "pgtide has no such loop",
+	"cancel_wait_timeout":    "no pgtide equivalent",
+	"client_tls_dheparams":   "pgtide (Go's TLS) uses ECDHE key exchange only",
+	"client_tls_ecdhcurve":   "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
+	"server_tls_ciphers":     "pgtide uses Go's default cipher suites towards servers",
+	"server_tls_protocols":   "pgtide accepts TLS 1.2 and 1.3 from servers",
+	"stats_users_prefix":     "no pgtide equivalent",
 }
 
 // Durations: PgBouncer writes seconds as a number.
@@ -238,18 +234,20 @@ var durationKeys = map[string]bool{
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
 	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
+	"reserve_pool_timeout": true,
 }
 
 var intKeys = map[string]bool{
 	"default_pool_size": true, "min_pool_size": true, "max_client_conn": true,
 	"max_db_connections": true, "max_user_connections": true, "max_packet_size": true,
-	"listen_backlog": true, "tcp_keepcnt": true,
+	"listen_backlog": true, "tcp_keepcnt": true, "reserve_pool_size": true,
 	"max_db_client_connections": true, "max_user_client_connections": true,
 }
 
 var boolKeys = map[string]bool{
 	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true,
 	"log_connections": true, "log_disconnections": true, "log_pooler_errors": true,
+	"application_name_add_host": true,
 }
 
 // Settings copied as strings.
@@ -350,7 +348,7 @@ func convertPgBouncerOpts(file string, data []byte, opts convertOptions) (*conve
 			} else {
 				c.dropGlobal(e, k, "used only with auth_type = hba")
 			}
-		case k == "admin_users" || k == "stats_users":
+		case k == "admin_users" || k == "stats_users" || k == "ignore_startup_parameters":
 			c.set(k, tomlList(splitList(e.Value)), "")
 		case k == "verbose":
 			if n, err := strconv.Atoi(e.Value); err == nil && n > 0 {
@@ -693,7 +691,9 @@ func (c *converter) convertTLSCiphers(e iniEntry) {
 var dbKeys = map[string]string{
 	"host": "string", "port": "int", "dbname": "string", "user": "string", "password": "string",
 	"pool_size": "int", "min_pool_size": "int", "pool_mode": "mode", "max_db_connections": "int",
-	"max_db_client_connections": "int",
+	"max_db_client_connections": "int", "connect_query": "string",
+	"client_encoding": "string", "datestyle": "string", "timezone": "string",
+	"reserve_pool_size": "int", "reserve_pool": "int",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -710,12 +710,8 @@ func (c *converter) convertDatabase(e iniEntry) {
 		if !ok {
 			reason := "no per-database pgtide equivalent"
 			switch p.Key {
-			case "reserve_pool", "reserve_pool_size":
-				reason = "pgtide has no reserve pool"
-			case "connect_query":
-				reason = "pgtide runs no query on new server connections"
-			case "client_encoding", "datestyle", "timezone", "application_name":
-				reason = "pgtide does not force server parameters; set it with ALTER DATABASE ... SET or in the client"
+			case "application_name":
+				reason = "pgtide does not force application_name; set it in the client (or with ALTER DATABASE ... SET)"
 			case "auth_user", "auth_query", "auth_dbname":
 				reason = "pgtide has auth_user, auth_query and auth_dbname only globally: users of this database who are not in [users] are looked up with the global ones, or cannot log in"
 			case "server_lifetime":
@@ -746,7 +742,11 @@ func (c *converter) convertDatabase(e iniEntry) {
 				kvs = append(kvs, c.dropped(e, where+"."+p.Key, val, "%q is not an integer", val))
 				continue
 			}
-			kvs = append(kvs, tomlKV{Key: p.Key, Value: strconv.Itoa(n)})
+			key := p.Key
+			if key == "reserve_pool" { // PgBouncer's old name
+				key = "reserve_pool_size"
+			}
+			kvs = append(kvs, tomlKV{Key: key, Value: strconv.Itoa(n)})
 		case "mode":
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(strings.ToLower(val))})
 		default:

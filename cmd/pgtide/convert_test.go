@@ -76,7 +76,7 @@ func TestConvertNoListenAddr(t *testing.T) {
 
 func TestConvertMappings(t *testing.T) {
 	ini := `[databases]
-app = host=db port=5433 pool_size=7 min_pool_size=2 pool_mode=Transaction client_encoding=UTF8
+app = host=db port=5433 pool_size=7 min_pool_size=2 pool_mode=Transaction client_encoding=UTF8 datestyle='ISO, DMY' timezone=UTC application_name=x
 * = host=/var/run/postgresql
 [users]
 alice = pool_mode=statement max_user_connections=3 pool_size=2
@@ -96,6 +96,9 @@ so_reuseport = 1
 made_up_setting = 1
 `
 	cfg, _, notes := convertString(t, ini, "\"alice\" \"a-secret\"\n\"bob\" \"b-secret\"\n")
+	if app := cfg.Databases["app"]; app.ClientEncoding != "UTF8" || app.DateStyle != "ISO, DMY" || app.TimeZone != "UTC" {
+		t.Errorf("databases.app = %+v", app)
+	}
 	if cfg.AuthType != "password" {
 		t.Errorf("auth_type = %q, want password (PgBouncer plain)", cfg.AuthType)
 	}
@@ -127,7 +130,7 @@ made_up_setting = 1
 	}
 	all := strings.Join(notes, "\n")
 	for _, want := range []string{
-		"pgbouncer.ini:2: databases.app.client_encoding: not converted",
+		"pgbouncer.ini:2: databases.app.application_name: not converted",
 		"max_prepared_statements: not converted",
 		"max_packet_size: not converted",
 		"logfile: not converted",
@@ -257,7 +260,7 @@ admin_users = pgb_auth, ops
 `
 	res := convertFiles(t, map[string]string{
 		"pgbouncer.ini": ini,
-		"dbs.ini":       "app = host=10.0.0.1,10.0.0.2 port=5433 connect_query='SET x = 1'\nother = host=10.0.0.3 auth_user=someone\n",
+		"dbs.ini":       "app = host=10.0.0.1,10.0.0.2 port=5433 load_balance_hosts=disable connect_query='SET x = 1'\nother = host=10.0.0.3 auth_user=someone\n",
 		"userlist.txt":  "\"pgb_auth\" \"auth-pw\"\n",
 	}, convertOptions{KeepSocketDir: true})
 	if len(res.Weaker) > 0 {
@@ -294,10 +297,11 @@ admin_users = pgb_auth, ops
 		check(db+".server_tls_ca_file", cfg.Databases[db].ServerTLSCAFile, certs.CAFile)
 	}
 	check("app.host", cfg.Databases["app"].Host, "10.0.0.1")
+	check("app.connect_query", cfg.Databases["app"].ConnectQuery, "SET x = 1")
 	for _, want := range []string{
 		"# not converted: logfile = /var/log/pgbouncer.log (pgbouncer.ini:",
 		"# not converted: databases.app.host = 10.0.0.1,10.0.0.2 (dbs.ini:1)",
-		"# not converted: databases.app.connect_query = SET x = 1 (dbs.ini:1)",
+		"# not converted: databases.app.load_balance_hosts = disable (dbs.ini:1)",
 		"# not converted: databases.other.auth_user = someone (dbs.ini:2)",
 		"# not converted: client_tls_ecdhcurve = auto",
 	} {
@@ -306,8 +310,8 @@ admin_users = pgb_auth, ops
 		}
 	}
 	// The comment sits in the section it is about.
-	if i, j := strings.Index(out, "[databases.app]"), strings.Index(out, "databases.app.connect_query"); i < 0 || j < i {
-		t.Errorf("connect_query comment is not in [databases.app]:\n%s", out)
+	if i, j := strings.Index(out, "[databases.app]"), strings.Index(out, "databases.app.load_balance_hosts"); i < 0 || j < i {
+		t.Errorf("load_balance_hosts comment is not in [databases.app]:\n%s", out)
 	}
 	notes := strings.Join(res.Notes, "\n")
 	for _, want := range []string{"dbs.ini:1: databases.app.host: not converted", "client_tls_ciphers: not converted: left out ECDHE-RSA-AES256-SHA384"} {
@@ -422,6 +426,40 @@ bob = max_user_client_connections=2
 		t.Errorf("converted: %+v\n%s", cfg, out)
 	}
 	if len(notes) != 1 || !strings.Contains(notes[0], "tcp_defer_accept: not converted") {
+		t.Errorf("notes = %q", notes)
+	}
+}
+
+func TestConvertStartupParameters(t *testing.T) {
+	cfg, out, notes := convertString(t, `[pgbouncer]
+listen_addr = *
+ignore_startup_parameters = extra_float_digits, options
+application_name_add_host = 1
+auth_file = userlist.txt
+`, "\"bob\" \"pw\"\n")
+	if strings.Join(cfg.IgnoreStartupParameters, ",") != "extra_float_digits,options" || !cfg.ApplicationNameAddHost {
+		t.Errorf("converted: %+v\n%s", cfg, out)
+	}
+	if len(notes) != 0 {
+		t.Errorf("notes = %q", notes)
+	}
+}
+
+func TestConvertReservePool(t *testing.T) {
+	cfg, out, notes := convertString(t, `[pgbouncer]
+listen_addr = *
+reserve_pool_size = 3
+reserve_pool_timeout = 0.5
+auth_file = userlist.txt
+[databases]
+app = host=h reserve_pool=2
+new = host=h reserve_pool_size=4
+`, "\"bob\" \"pw\"\n")
+	if cfg.ReservePoolSize != 3 || cfg.ReservePoolTimeout.Duration != 500*time.Millisecond ||
+		cfg.Databases["app"].ReservePoolSize != 2 || cfg.Databases["new"].ReservePoolSize != 4 {
+		t.Errorf("converted: %+v\n%s", cfg, out)
+	}
+	if len(notes) != 0 {
 		t.Errorf("notes = %q", notes)
 	}
 }

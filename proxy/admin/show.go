@@ -496,7 +496,7 @@ func (c *Console) showDatabases() table {
 		db, _ := cfg.ResolveDatabase(name)
 		paused, disabled := b.DBState(name)
 		t.add(name, db.Host, db.Port, db.DBName, nullIfEmpty(db.User), cfg.EffectivePoolSize(db, config.User{}),
-			pick(db.MinPoolSize, cfg.MinPoolSize), 0, int64(cfg.ServerLifetime.Duration/time.Second),
+			pick(db.MinPoolSize, cfg.MinPoolSize), pick(db.ReservePoolSize, cfg.ReservePoolSize), int64(cfg.ServerLifetime.Duration/time.Second),
 			nullIfEmpty(string(db.PoolMode)), nil, pick(db.MaxDBConnections, cfg.MaxDBConnections),
 			open[name], 0, clients[name], paused || pausedAll, disabled)
 	}

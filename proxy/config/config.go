@@ -87,6 +87,8 @@ type Config struct {
 	PinPolicy                PinPolicy `toml:"pin_policy"`                  // "pin" (default) | "refuse"
 	DefaultPoolSize          int       `toml:"default_pool_size"`           // default 20; must be >= 1
 	MinPoolSize              int       `toml:"min_pool_size"`               // default 0
+	ReservePoolSize          int       `toml:"reserve_pool_size"`           // 0 = none; extra servers for clients that waited reserve_pool_timeout
+	ReservePoolTimeout       Duration  `toml:"reserve_pool_timeout"`        // 5s
 	MaxClientConn            int       `toml:"max_client_conn"`             // default 100
 	MaxDBConnections         int       `toml:"max_db_connections"`          // default 0 = unlimited (global default per database)
 	MaxUserConnections       int       `toml:"max_user_connections"`        // default 0 = unlimited
@@ -117,6 +119,10 @@ type Config struct {
 	SoReuseport              bool      `toml:"so_reuseport"`        // false; true: TCP listeners set SO_REUSEPORT (online restart)
 	ListenBacklog            int       `toml:"listen_backlog"`      // 0 = the kernel's maximum (net.core.somaxconn)
 	ClientIdleTimeout        Duration  `toml:"client_idle_timeout"` // 0 = off; close clients idle (outside a transaction) this long
+
+	// Startup parameters (see proxy/params.go).
+	IgnoreStartupParameters []string `toml:"ignore_startup_parameters"` // accepted from clients, never set on servers
+	ApplicationNameAddHost  bool     `toml:"application_name_add_host"` // false; true: application_name gets " - host:port" of the client
 
 	// TCP keepalive and user timeout of client and server sockets (see proxy/tcp.go).
 	TCPKeepalive   bool     `toml:"tcp_keepalive"`    // true
@@ -159,10 +165,18 @@ type Database struct {
 	Password               string    `toml:"password"`                  // optional: password for User (or for the client's user)
 	PoolSize               int       `toml:"pool_size"`                 // 0 = default_pool_size
 	MinPoolSize            int       `toml:"min_pool_size"`             // 0 = global min_pool_size
+	ReservePoolSize        int       `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
 	PoolMode               PoolMode  `toml:"pool_mode"`                 // "" = inherit
 	PinPolicy              PinPolicy `toml:"pin_policy"`                // "" = inherit
 	MaxDBConnections       int       `toml:"max_db_connections"`        // 0 = global value
 	MaxDBClientConnections int       `toml:"max_db_client_connections"` // 0 = global value
+	ConnectQuery           string    `toml:"connect_query"`             // "" = none; run once on each new server connection after login
+
+	// Defaults for clients of this database that do not send their own
+	// (see proxy/params.go); "" = the server's.
+	ClientEncoding string `toml:"client_encoding"`
+	DateStyle      string `toml:"datestyle"`
+	TimeZone       string `toml:"timezone"`
 
 	// TLS to the server (see tls.go).
 	ServerTLSSSLMode  string `toml:"server_tls_sslmode"`   // "" = "prefer"
@@ -208,6 +222,7 @@ func Default() *Config {
 		MaxClientConn:         100,
 		AuthType:              "scram-sha-256",
 		ServerConnectTimeout:  Duration{15 * time.Second},
+		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},

@@ -69,6 +69,7 @@ func TestDefaults(t *testing.T) {
 		MaxClientConn:         100,
 		AuthType:              "scram-sha-256",
 		ServerConnectTimeout:  Duration{15 * time.Second},
+		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},
@@ -150,6 +151,8 @@ max_db_connections = 50
 max_user_connections = 40
 auth_type = "md5"
 server_connect_timeout = "5s"
+reserve_pool_size = 2
+reserve_pool_timeout = "1s"
 query_wait_timeout = "0"
 server_idle_timeout = "1m"
 server_lifetime = 0
@@ -201,6 +204,7 @@ max_user_connections = 4
 		PoolMode: PoolTransaction, PinPolicy: PinRefuse, DefaultPoolSize: 10, MinPoolSize: 2, MaxClientConn: 500,
 		MaxDBConnections: 50, MaxUserConnections: 40, AuthType: "md5",
 		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0},
+		ReservePoolSize: 2, ReservePoolTimeout: Duration{time.Second},
 		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
 		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,
 		ServerCheckDelay: Duration{500 * time.Millisecond}, ServerCheckQuery: "select 1", UnixSocketMode: "0770", ListenBacklog: 64,
@@ -247,6 +251,11 @@ func TestValidationErrors(t *testing.T) {
 		{"auth_type", `auth_type = "sha256"`, "auth_type", 1, `"scram-sha-256", "md5", "password", "trust"`},
 		{"log_level", `log_level = "verbose"`, "log_level", 1, `"debug", "info", "warn", "error"`},
 		{"log_format", `log_format = "text"`, "log_format", 1, `"auto", "json", "console"`},
+		{"ignore_startup_parameters user", `ignore_startup_parameters = ["x", "User"]`, "ignore_startup_parameters[1]", 1, "cannot be ignored"},
+		{"timezone NUL", "[databases.a]\ntimezone = \"UTC\\u0000\"", "databases.a.timezone", 2, "NUL"},
+		{"reserve_pool_size negative", "[databases.a]\nreserve_pool_size = -1", "databases.a.reserve_pool_size", 2, "negative"},
+		{"reserve_pool_timeout negative", `reserve_pool_timeout = "-1s"`, "reserve_pool_timeout", 1, "negative"},
+		{"ignore_startup_parameters empty", `ignore_startup_parameters = [""]`, "ignore_startup_parameters[0]", 1, "must not be empty"},
 		{"listen no port", `listen = ["127.0.0.1"]`, "listen[0]", 1, `expected "host:port"`},
 		{"listen bad port", "\nlisten = [\"127.0.0.1:6432\", \"localhost:http\"]", "listen[1]", 2, "0 to 65535"},
 		{"listen big port", `listen = [":70000"]`, "listen[0]", 1, "0 to 65535"},

@@ -41,6 +41,7 @@ func (d *decoder) validate(c *Config) {
 		d.fail(k("max_client_conn"), "", fmt.Sprintf("must be at least 1, got %d", c.MaxClientConn))
 	}
 	d.checkNonNegative(k("max_db_connections"), c.MaxDBConnections)
+	d.checkNonNegative(k("reserve_pool_size"), c.ReservePoolSize)
 	d.checkNonNegative(k("max_user_connections"), c.MaxUserConnections)
 	d.checkNonNegative(k("max_prepared_statements"), c.MaxPreparedStatements)
 	d.checkNonNegative(k("listen_backlog"), c.ListenBacklog)
@@ -58,6 +59,14 @@ func (d *decoder) validate(c *Config) {
 	if c.TCPUserTimeout.Duration%time.Millisecond != 0 {
 		d.fail(k("tcp_user_timeout"), "", fmt.Sprintf("must be whole milliseconds, got %s", c.TCPUserTimeout.Duration))
 	}
+	for i, name := range c.IgnoreStartupParameters {
+		switch strings.ToLower(name) {
+		case "":
+			d.fail(k("ignore_startup_parameters"), fmt.Sprintf("[%d]", i), "must not be empty")
+		case "user", "database", "replication":
+			d.fail(k("ignore_startup_parameters"), fmt.Sprintf("[%d]", i), fmt.Sprintf("%q cannot be ignored: pgtide needs it to route the client", name))
+		}
+	}
 	if c.Threads < 0 {
 		d.fail(k("threads"), "", fmt.Sprintf("must be 0 (auto) or a positive number of threads, got %d", c.Threads))
 	}
@@ -70,6 +79,7 @@ func (d *decoder) validate(c *Config) {
 		d   Duration
 	}{
 		{"server_connect_timeout", c.ServerConnectTimeout},
+		{"reserve_pool_timeout", c.ReservePoolTimeout},
 		{"query_wait_timeout", c.QueryWaitTimeout},
 		{"server_idle_timeout", c.ServerIdleTimeout},
 		{"server_lifetime", c.ServerLifetime},
@@ -170,6 +180,7 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	}
 	d.checkNonNegative(key("pool_size"), db.PoolSize)
 	d.checkNonNegative(key("min_pool_size"), db.MinPoolSize)
+	d.checkNonNegative(key("reserve_pool_size"), db.ReservePoolSize)
 	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
 	d.checkNonNegative(key("max_db_client_connections"), db.MaxDBClientConnections)
 	if db.PoolMode != "" {
@@ -177,6 +188,13 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	}
 	if db.PinPolicy != "" {
 		d.checkEnum(key("pin_policy"), string(db.PinPolicy), pinPolicies)
+	}
+	// PostgreSQL checks the values themselves (at login); a NUL byte could
+	// not even reach it, so say so here rather than fail every login.
+	for _, p := range [...][2]string{{"connect_query", db.ConnectQuery}, {"client_encoding", db.ClientEncoding}, {"datestyle", db.DateStyle}, {"timezone", db.TimeZone}} {
+		if strings.ContainsRune(p[1], 0) {
+			d.fail(key(p[0]), "", "must not contain a NUL character")
+		}
 	}
 	d.validateServerTLS(name, db)         // tls.go
 	d.validateServerRequireAuth(name, db) // requireauth.go
