@@ -50,7 +50,11 @@ type DialConfig struct {
 //
 // Ownership: a Conn is owned by the pool while idle and by exactly one
 // borrower between Acquire and Release/Discard. The borrower alone reads and
-// writes Net and Reader and may change Params, Applied and TxStatus.
+// writes Net and Reader and may change Params, Applied and TxStatus. In the
+// proxy the borrower is a session: its pump goroutine and its client
+// goroutine both update these three, always under the session's mu, and
+// Exec/ExecParams (pgtide's own queries) run only while the pump is not
+// reading.
 type Conn struct {
 	ID       uint64
 	Net      net.Conn
