@@ -240,3 +240,33 @@ func TestReservePool(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelWaitTimeoutSet: with cancel_wait_timeout set, a cancel request
+// still reaches the backend running the client's query (57014 at once, the
+// connection usable after). The limit itself is TestCancelWaitTimeout
+// (proxy): a server that never accepts the cancel.
+func TestCancelWaitTimeoutSet(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = "cancel_wait_timeout = \"2s\"\n"
+	})
+	c := connect(t, e.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := c.Exec(ctx, "SELECT pg_sleep(30)")
+	if err == nil {
+		t.Fatal("pg_sleep(30) was not cancelled")
+	}
+	if !c.IsClosed() {
+		if got := queryInt(t, c, "SELECT 7"); got != 7 {
+			t.Fatalf("after the cancel: %d", got)
+		}
+	}
+	// The backend's query really stopped: nothing of this database sleeps.
+	admin := super(t, e.pg, "postgres")
+	if !eventually(5*time.Second, func() bool {
+		return queryInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", e.DB) == 0
+	}) {
+		t.Fatal("the cancelled pg_sleep is still running on the server")
+	}
+}

@@ -701,7 +701,13 @@ func (ss *session) cancel() {
 	ss.cancelMu.RLock()
 	ss.mu.Unlock()
 	defer ss.cancelMu.RUnlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// cancel_wait_timeout bounds how long the server may take to accept
+	// the cancel; the server is not reused before it is delivered or
+	// given up (giveBack, finish wait on cancelMu).
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if d := ss.srv.Config().CancelWaitTimeout.Duration; d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
 		ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("cancel request to server failed")

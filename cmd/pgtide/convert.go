@@ -215,12 +215,11 @@ var unmappedReasons = map[string]string{
 	"server_round_robin":     "pgtide reuses the most recently returned server connection",
 	"suspend_timeout":        "pgtide has no SUSPEND",
 	"peer_id":                "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
-	"track_extra_parameters": "no pgtide setting; pgtide tracks the session parameters it needs",
+	"track_extra_parameters": "no pgtide setting needed: in transaction mode every parameter a client sets follows it to each server (README: what carries over)",
 	"server_fast_close":      "no pgtide equivalent",
 	"disable_pqexec":         "no pgtide equivalent",
 	"pkt_buf":                "pgtide sizes its buffers itself",
 	"sbuf_loopcnt":           "pgtide has no such loop",
-	"cancel_wait_timeout":    "no pgtide equivalent",
 	"client_tls_dheparams":   "pgtide (Go's TLS) uses ECDHE key exchange only",
 	"client_tls_ecdhcurve":   "pgtide (Go's TLS) chooses the curves itself (X25519, P-256, P-384, P-521)",
 	"server_tls_ciphers":     "pgtide uses Go's default cipher suites towards servers",
@@ -234,7 +233,7 @@ var durationKeys = map[string]bool{
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
 	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
-	"reserve_pool_timeout": true,
+	"reserve_pool_timeout": true, "cancel_wait_timeout": true,
 }
 
 var intKeys = map[string]bool{

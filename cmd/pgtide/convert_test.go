@@ -86,6 +86,7 @@ listen_addr = *
 auth_type = plain
 auth_file = userlist.txt
 query_wait_timeout = 0.25
+cancel_wait_timeout = 3
 server_lifetime = 3600
 server_reset_query_always = 0
 max_prepared_statements = 0
@@ -102,8 +103,8 @@ made_up_setting = 1
 	if cfg.AuthType != "password" {
 		t.Errorf("auth_type = %q, want password (PgBouncer plain)", cfg.AuthType)
 	}
-	if cfg.QueryWaitTimeout.Duration != 250*time.Millisecond || cfg.ServerLifetime.Duration != time.Hour {
-		t.Errorf("durations: %v %v", cfg.QueryWaitTimeout, cfg.ServerLifetime)
+	if cfg.QueryWaitTimeout.Duration != 250*time.Millisecond || cfg.ServerLifetime.Duration != time.Hour || cfg.CancelWaitTimeout.Duration != 3*time.Second {
+		t.Errorf("durations: %v %v %v", cfg.QueryWaitTimeout, cfg.ServerLifetime, cfg.CancelWaitTimeout)
 	}
 	if cfg.MaxPreparedStatements != 200 {
 		t.Errorf("max_prepared_statements = %d, want pgtide's default", cfg.MaxPreparedStatements)

@@ -81,6 +81,7 @@ func (d *decoder) validate(c *Config) {
 		{"server_connect_timeout", c.ServerConnectTimeout},
 		{"reserve_pool_timeout", c.ReservePoolTimeout},
 		{"query_wait_timeout", c.QueryWaitTimeout},
+		{"cancel_wait_timeout", c.CancelWaitTimeout},
 		{"server_idle_timeout", c.ServerIdleTimeout},
 		{"server_lifetime", c.ServerLifetime},
 		{"autodb_idle_timeout", c.AutodbIdleTimeout},
