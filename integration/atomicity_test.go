@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,8 +23,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // rawSession is a logged-in client connection driven message by message.
@@ -526,74 +523,6 @@ func TestAtomicityLedgerBackendsTerminated(t *testing.T) {
 		t.Fatalf("%d atomicity violations", v)
 	}
 	checkPoolUsable(t, e.URL(), 4)
-}
-
-// TestAtomicityLedgerRestarts is the longer run for docs/reliability.md,
-// by hand: PGTIDE_LEDGER_LONG=3m go test -run TestAtomicityLedgerRestarts
-// ./integration/. It terminates backends and restarts PostgreSQL (fast and
-// immediate shutdowns) while the ledger runs on a server of its own.
-func TestAtomicityLedgerRestarts(t *testing.T) {
-	v := os.Getenv("PGTIDE_LEDGER_LONG")
-	if v == "" {
-		t.Skip("long fault run: set PGTIDE_LEDGER_LONG to a duration (e.g. 3m) to run it")
-	}
-	dur, err := time.ParseDuration(v)
-	if err != nil {
-		t.Fatalf("PGTIDE_LEDGER_LONG: %v", err)
-	}
-	// Durable commits: with the harness's synchronous_commit=off an
-	// immediate shutdown loses acknowledged commits by design.
-	pg := pgtest.StartPostgres(t, pgtest.WithSetting("synchronous_commit", "on"),
-		pgtest.WithSetting("fsync", "on"), pgtest.WithSetting("full_page_writes", "on"))
-	e := &env{t: t, pg: pg, User: "ledgeruser", DB: "ledgerdb", Pass: "Ledger-pw-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	e.secrets = []string{e.Pass, pg.Password}
-	pgtest.CreateRole(t, pg, e.User, e.Pass)
-	pgtest.CreateDatabase(t, pg, e.DB, e.User)
-	e.conf = defaultConf()
-	e.conf.PoolMode = "transaction"
-	e.conf.MaxClientConn = 200
-	e.conf.Databases = []dbConf{{Name: e.DB, PoolSize: 4}}
-	e.conf.Users[e.User] = e.Pass
-	e.tide = pgtest.StartPgtide(t, e.conf.TOML(pg.Port))
-	t.Cleanup(e.checkNoSecrets)
-	setupLedger(t, connect(t, e.DirectURL()), 24)
-
-	l := &ledger{url: e.URL(), clients: 24}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { l.run(stop); close(done) }()
-	var kinds []string
-	end := time.Now().Add(dur)
-	for round := 0; time.Now().Before(end); round++ {
-		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
-		switch round % 6 {
-		case 2:
-			pg.Restart(t)
-			kinds = append(kinds, "restart-fast")
-		case 5:
-			pg.RestartImmediate(t)
-			kinds = append(kinds, "restart-immediate")
-		default:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			mon, err := pgx.Connect(ctx, pg.SuperConnString(e.DB))
-			if err == nil {
-				_, _ = terminateBackends(ctx, mon, e.DB)
-				mon.Close(ctx)
-			}
-			cancel()
-			kinds = append(kinds, "terminate")
-		}
-	}
-	close(stop)
-	<-done
-	counts := map[string]int{}
-	for _, k := range kinds {
-		counts[k]++
-	}
-	t.Logf("%s of faults: %v", dur, counts)
-	if v := l.check(t, connect(t, e.DirectURL())); v > 0 {
-		t.Fatalf("%d atomicity violations", v)
-	}
 }
 
 // TestAtomicityKilledWhileWaiting: a client killed (admin KILL_CLIENT) while
