@@ -268,17 +268,33 @@ scan:
 	if off == 0 {
 		return 0, term, nil
 	}
-	sc, err := ss.server()
+	sc, err := ss.book(k, unsynced)
 	if err != nil {
 		return 0, false, err
 	}
-	ss.mu.Lock()
-	if err := ss.forwardLocked(sc); err != nil {
-		ss.mu.Unlock()
+	if err := ss.toServer(sc, b[:off]); err != nil {
 		return 0, false, err
 	}
+	ss.rd.Discard(off)
+	return off, term, nil
+}
+
+// book gets the server for a batch in session mode (or a streamed
+// message) and queues the requests whose replies it owes: kinds are the
+// batch's Query, FunctionCall, Sync and copy-end messages, unsynced whether
+// an extended batch is open after it.
+func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
+	sc, err := ss.server()
+	if err != nil {
+		return nil, err
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if err := ss.forwardLocked(sc); err != nil {
+		return nil, err
+	}
 	wasEmpty := ss.q.empty()
-	for _, t := range k {
+	for _, t := range kinds {
 		switch t {
 		case wire.FeSync:
 			if ss.copyIn {
@@ -293,12 +309,7 @@ scan:
 	ss.unsynced = unsynced
 	ss.armTimersLocked(wasEmpty)
 	ss.requestsQueuedLocked(wasEmpty)
-	ss.mu.Unlock()
-	if err := ss.toServer(sc, b[:off]); err != nil {
-		return 0, false, err
-	}
-	ss.rd.Discard(off)
-	return off, term, nil
+	return sc, nil
 }
 
 func (ss *session) badMessage(typ byte) error {

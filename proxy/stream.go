@@ -45,25 +45,18 @@ func (ss *session) streamable(typ byte) bool {
 // whose start is in the read buffer: it books the message as the scans
 // would and forwards what has arrived; passOn forwards the rest.
 func (ss *session) startStream(typ byte, n int) (int, bool, error) {
-	sc, err := ss.server()
+	var kinds []byte
+	unsynced := ss.unsynced // written only by this goroutine
+	switch typ {
+	case wire.FeQuery, wire.FeFunctionCall:
+		kinds = []byte{typ}
+	case wire.FeParse, wire.FeBind:
+		unsynced = true
+	}
+	sc, err := ss.book(kinds, unsynced)
 	if err != nil {
 		return 0, false, err
 	}
-	ss.mu.Lock()
-	if err := ss.forwardLocked(sc); err != nil {
-		ss.mu.Unlock()
-		return 0, false, err
-	}
-	wasEmpty := ss.q.empty()
-	switch typ {
-	case wire.FeQuery, wire.FeFunctionCall:
-		ss.q.push(entry{kind: typ})
-	case wire.FeParse, wire.FeBind:
-		ss.unsynced = true
-	}
-	ss.armTimersLocked(wasEmpty)
-	ss.requestsQueuedLocked(wasEmpty)
-	ss.mu.Unlock()
 	ss.passTo, ss.passRemain = sc, n
 	return ss.passOn()
 }

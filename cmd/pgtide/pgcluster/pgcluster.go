@@ -354,31 +354,20 @@ func (c *Cluster) Launch(timeout time.Duration) error {
 
 // Shutdown stops the postmaster: SIGINT (fast shutdown), then SIGKILL of the
 // whole process group after 10 s. The data directory stays.
-func (c *Cluster) Shutdown() {
-	c.mu.Lock()
-	cmd, done := c.cmd, c.done
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		c.Kill()
-	}
-}
+func (c *Cluster) Shutdown() { c.stop(syscall.SIGINT) }
 
-// ShutdownImmediate stops the postmaster with SIGQUIT (immediate shutdown),
-// then SIGKILL of the whole process group after 10 s.
-func (c *Cluster) ShutdownImmediate() {
+// ShutdownImmediate stops the postmaster with SIGQUIT (immediate shutdown:
+// crash recovery at the next start), then SIGKILL after 10 s.
+func (c *Cluster) ShutdownImmediate() { c.stop(syscall.SIGQUIT) }
+
+func (c *Cluster) stop(sig syscall.Signal) {
 	c.mu.Lock()
 	cmd, done := c.cmd, c.done
 	c.mu.Unlock()
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
