@@ -170,10 +170,6 @@ func (c *Conn) Exec(ctx context.Context, sql string) error {
 // ExecMulti sends each query as its own Query message in one write and waits
 // for all their ReadyForQuery replies.
 func (c *Conn) ExecMulti(ctx context.Context, sqls []string) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.Net.SetDeadline(dl)
-		defer c.Net.SetDeadline(time.Time{})
-	}
 	var out []byte
 	for _, q := range sqls {
 		var err error
@@ -182,31 +178,47 @@ func (c *Conn) ExecMulti(ctx context.Context, sqls []string) error {
 			return err
 		}
 	}
+	return c.roundTrip(ctx, out, len(sqls), nil)
+}
+
+// roundTrip writes out, pgtide's own requests, and consumes the replies up
+// to the rfqs-th ReadyForQuery: the one reply loop for server-side queries.
+// It keeps Params and TxStatus current, refuses a COPY FROM STDIN, hands
+// each DataRow body to row (when not nil; valid only during the call) and
+// returns the first ErrorResponse as a *ServerError.
+func (c *Conn) roundTrip(ctx context.Context, out []byte, rfqs int, row func(body []byte)) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.Net.SetDeadline(dl)
+		defer c.Net.SetDeadline(time.Time{})
+	}
 	if _, err := c.Net.Write(out); err != nil {
 		return fmt.Errorf("write to server: %w", err)
 	}
 	var first error
-	for pending := len(sqls); pending > 0; {
+	for rfqs > 0 {
 		typ, body, err := c.Reader.ReadMessage(maxServerMsg)
 		if err != nil {
 			return fmt.Errorf("read from server: %w", err)
 		}
 		switch typ {
-		case 'Z':
-			pending--
+		case wire.BeReadyForQuery:
+			rfqs--
 			if len(body) > 0 {
 				c.TxStatus = body[0]
 			}
-		case 'S':
-			k, v := wire.ParseParameterStatus(body)
-			if k != "" {
+		case wire.BeParameterStatus:
+			if k, v := wire.ParseParameterStatus(body); k != "" {
 				c.Params[k] = v
 			}
-		case 'E':
+		case wire.BeDataRow:
+			if row != nil {
+				row(body)
+			}
+		case wire.BeErrorResponse:
 			if first == nil {
 				first = DecodeError(typ, body)
 			}
-		case 'G': // COPY FROM STDIN from a reset query: refuse it
+		case wire.BeCopyInResponse: // COPY FROM STDIN from pgtide's own query: refuse it
 			fail, _ := (&pgproto3.CopyFail{Message: "COPY not allowed here"}).Encode(nil)
 			if _, err := c.Net.Write(fail); err != nil {
 				return err
@@ -230,78 +242,29 @@ type ParamQuery struct {
 // client encoding (GBK's trail byte 0x5c) or backslash_quote. A query that
 // fails makes the server skip the rest. The unnamed statement is replaced.
 func (c *Conn) ExecParams(ctx context.Context, qs []ParamQuery) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.Net.SetDeadline(dl)
-		defer c.Net.SetDeadline(time.Time{})
-	}
 	out := AppendParamQueries(nil, qs)
 	out, _ = (&pgproto3.Sync{}).Encode(out)
-	if _, err := c.Net.Write(out); err != nil {
-		return fmt.Errorf("write to server: %w", err)
-	}
-	var first error
-	for {
-		typ, body, err := c.Reader.ReadMessage(maxServerMsg)
-		if err != nil {
-			return fmt.Errorf("read from server: %w", err)
-		}
-		switch typ {
-		case 'Z':
-			if len(body) > 0 {
-				c.TxStatus = body[0]
-			}
-			return first
-		case 'S':
-			if k, v := wire.ParseParameterStatus(body); k != "" {
-				c.Params[k] = v
-			}
-		case 'E':
-			if first == nil {
-				first = DecodeError(typ, body)
-			}
-		}
-	}
+	return c.roundTrip(ctx, out, 1, nil)
 }
 
 // QueryParams runs one query as ExecParams does and returns its rows, each
 // column as text (NULL as ""). Only for small results pgtide asks for itself.
 func (c *Conn) QueryParams(ctx context.Context, q ParamQuery) ([][]string, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.Net.SetDeadline(dl)
-		defer c.Net.SetDeadline(time.Time{})
-	}
+	var rows [][]string
+	err := c.QueryRaw(ctx, q, func(body []byte) {
+		if r, ok := wire.ParseDataRow(body); ok {
+			rows = append(rows, r)
+		}
+	})
+	return rows, err
+}
+
+// QueryRaw runs one query as ExecParams does and hands each DataRow body to
+// row, valid only during the call.
+func (c *Conn) QueryRaw(ctx context.Context, q ParamQuery, row func(body []byte)) error {
 	out := AppendParamQueries(nil, []ParamQuery{q})
 	out, _ = (&pgproto3.Sync{}).Encode(out)
-	if _, err := c.Net.Write(out); err != nil {
-		return nil, fmt.Errorf("write to server: %w", err)
-	}
-	var rows [][]string
-	var first error
-	for {
-		typ, body, err := c.Reader.ReadMessage(maxServerMsg)
-		if err != nil {
-			return nil, fmt.Errorf("read from server: %w", err)
-		}
-		switch typ {
-		case 'D':
-			if r, ok := wire.ParseDataRow(body); ok {
-				rows = append(rows, r)
-			}
-		case 'Z':
-			if len(body) > 0 {
-				c.TxStatus = body[0]
-			}
-			return rows, first
-		case 'S':
-			if k, v := wire.ParseParameterStatus(body); k != "" {
-				c.Params[k] = v
-			}
-		case 'E':
-			if first == nil {
-				first = DecodeError(typ, body)
-			}
-		}
-	}
+	return c.roundTrip(ctx, out, 1, row)
 }
 
 // AppendParamQueries appends Parse, Bind and Execute for each query (no

@@ -14,7 +14,6 @@ import (
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/auth"
 	"github.com/pgtide/pgtide/proxy/config"
-	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // auth_query and server-login passthrough.
@@ -249,76 +248,39 @@ func (s *Server) authPoolFor(cfg *config.Config, authDB string, db config.Databa
 // false for no row or a NULL value. A server error is a *pool.ServerError
 // returned after the ReadyForQuery that follows it.
 func runAuthQuery(ctx context.Context, c *pool.Conn, query, user string) (string, bool, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.Net.SetDeadline(dl)
-		defer c.Net.SetDeadline(time.Time{})
-	}
-	var out []byte
-	var err error
-	for _, m := range []pgproto3.FrontendMessage{
-		&pgproto3.Parse{Query: query},
-		&pgproto3.Bind{Parameters: [][]byte{[]byte(user)}},
-		&pgproto3.Execute{},
-		&pgproto3.Sync{},
-	} {
-		if out, err = m.Encode(out); err != nil {
-			return "", false, err
-		}
-	}
-	if _, err := c.Net.Write(out); err != nil {
-		return "", false, fmt.Errorf("write to server: %w", err)
-	}
 	var (
 		value string
 		found bool
 		rows  int
-		first error
+		bad   error
 	)
-	for {
-		typ, body, err := c.Reader.ReadMessage(1 << 20)
-		if err != nil {
-			return "", false, fmt.Errorf("read from server: %w", err)
+	err := c.QueryRaw(ctx, pool.ParamQuery{SQL: query, Args: []string{user}}, func(body []byte) {
+		rows++
+		if rows > 1 || bad != nil {
+			return
 		}
-		switch typ {
-		case 'D':
-			rows++
-			if rows > 1 {
-				continue
-			}
-			var dr pgproto3.DataRow
-			if err := dr.Decode(body); err != nil {
-				return "", false, fmt.Errorf("auth_query: bad DataRow: %w", err)
-			}
-			if len(dr.Values) != 2 {
-				if first == nil {
-					first = fmt.Errorf("auth_query must return two columns (user name, secret), got %d", len(dr.Values))
-				}
-				continue
-			}
-			if dr.Values[1] != nil {
-				value, found = string(dr.Values[1]), true
-			}
-		case 'E':
-			if first == nil {
-				first = pool.DecodeError(typ, body)
-			}
-		case 'S':
-			if k, v := wire.ParseParameterStatus(body); k != "" {
-				c.Params[k] = v
-			}
-		case 'Z':
-			if len(body) > 0 {
-				c.TxStatus = body[0]
-			}
-			if first != nil {
-				return "", false, first
-			}
-			if rows > 1 {
-				return "", false, fmt.Errorf("auth_query returned %d rows for one user", rows)
-			}
-			return value, found, nil
+		var dr pgproto3.DataRow
+		if err := dr.Decode(body); err != nil {
+			bad = fmt.Errorf("auth_query: bad DataRow: %w", err)
+			return
 		}
+		if len(dr.Values) != 2 {
+			bad = fmt.Errorf("auth_query must return two columns (user name, secret), got %d", len(dr.Values))
+			return
+		}
+		if dr.Values[1] != nil { // NULL: no secret
+			value, found = string(dr.Values[1]), true
+		}
+	})
+	switch {
+	case err != nil:
+		return "", false, err
+	case bad != nil:
+		return "", false, bad
+	case rows > 1:
+		return "", false, fmt.Errorf("auth_query returned %d rows for one user", rows)
 	}
+	return value, found, nil
 }
 
 // rememberServerLogin keeps what user's login revealed for the server
