@@ -186,8 +186,9 @@ func testLostServerNextStatement(t *testing.T, mode string, iters int) {
 			t.FailNow()
 		}
 	}
-	// Let any statement pgtide might still run land before counting.
-	time.Sleep(200 * time.Millisecond)
+	// Count once pgtide has no client of the database left and nothing runs
+	// there: a stray statement would have landed by then.
+	settled(t, console(t, e.tide.ConnString("pgtide", "adm", admPass)), admin, e.DB)
 	var rows []string
 	res, err := admin.Query(ctxT(t, 30*time.Second), "SELECT i, what FROM r ORDER BY i")
 	if err != nil {
@@ -283,6 +284,35 @@ func lostServerIteration(r *rawSession, i int, onFatal bool, rng *rand.Rand) err
 				return fmt.Errorf("got ReadyForQuery(I) after the server was terminated")
 			}
 		}
+	}
+}
+
+// settled waits until pgtide lists no client of db (consoles aside) and no
+// backend of db other than the caller's is running a statement.
+func settled(t *testing.T, adm *pgconn.PgConn, direct *pgx.Conn, db string) {
+	t.Helper()
+	if !eventually(10*time.Second, func() bool {
+		for _, r := range mustAdmin(t, adm, "SHOW CLIENTS") {
+			if r["database"] == db {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("clients of %s still connected to pgtide after 10 s", db)
+	}
+	settledBackends(t, direct, db)
+}
+
+// settledBackends waits until no backend of db other than direct's own is
+// running a statement.
+func settledBackends(t *testing.T, direct *pgx.Conn, db string) {
+	t.Helper()
+	if !eventually(10*time.Second, func() bool {
+		return queryInt(t, direct, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = $1 AND pid <> pg_backend_pid() AND state NOT IN ('idle', 'idle in transaction')`, db) == 0
+	}) {
+		t.Fatalf("backends of %s still running statements after 10 s", db)
 	}
 }
 
@@ -577,8 +607,14 @@ func TestAtomicityKilledWhileWaiting(t *testing.T) {
 	if err := tx.Commit(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	// The server is free now; give a leftover borrow time to run the INSERT.
-	time.Sleep(500 * time.Millisecond)
+	// The server is free now: wait until the killed session is gone and
+	// nothing runs, so a leftover borrow would have run the INSERT.
+	if !eventually(10*time.Second, func() bool {
+		return findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "waiting_victim") == nil
+	}) {
+		t.Fatal("the killed client is still listed by SHOW CLIENTS")
+	}
+	settledBackends(t, direct, a.DB)
 	if _, err := holder.Exec(ctxT(t, 30*time.Second), "SELECT 1"); err != nil {
 		t.Fatalf("the pool's one server is not usable after the kill: %v", err)
 	}
