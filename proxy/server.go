@@ -46,6 +46,8 @@ type Server struct {
 	unixFile        os.FileInfo
 	serving         atomic.Bool // Serve has started the accept loops
 
+	parker *parker // idle clients without a goroutine (park.go); nil where unavailable; set by Serve
+
 	mu       sync.Mutex // guards pools, limits, sessions
 	pools    map[poolKey]*poolEntry
 	dbLimit  map[string]*pool.Limiter
@@ -182,6 +184,7 @@ func (s *Server) Addrs() []net.Addr {
 
 // Serve accepts clients on every listener until shutdown.
 func (s *Server) Serve() {
+	s.parker = newParker(s)
 	for _, ln := range s.listeners {
 		s.logger().Info().Str("addr", ln.Addr().String()).Msg("listening")
 		s.acceptWG.Add(1)
@@ -485,7 +488,12 @@ func (s *Server) Close() {
 	}
 	s.closeAuth() // authquery.go
 	s.removeUnixSocket()
-	s.doneOnce.Do(func() { close(s.done) })
+	s.doneOnce.Do(func() {
+		if s.parker != nil {
+			s.parker.close()
+		}
+		close(s.done)
+	})
 }
 
 // Done is closed when the server has shut down.

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -95,6 +97,19 @@ type session struct {
 	passRemain int
 
 	st sessState // settings and pins on the server side (sessionstate.go), under mu
+
+	// Parking (park.go). sock is the client socket when it may park (not
+	// TLS), fixed at login. parked is true while no goroutine runs the
+	// session (changed under the parker's lock). activity counts client
+	// reads; sweepSeen is the sweeper's last look at it (sweeper only).
+	// epollAdded: the socket is in the parker's set (whoever runs the
+	// session).
+	sock       syscall.Conn
+	parked     atomic.Bool
+	activity   atomic.Uint32
+	sweepSeen  uint32
+	epollAdded bool
+	accepted   time.Time // when the connection was accepted
 }
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
@@ -134,10 +149,24 @@ func (ss *session) drainedLocked() bool {
 
 // run is the client goroutine: it frames what the client sends, keeps the
 // request queue, borrows a server when needed and forwards raw bytes.
-func (ss *session) run() error {
-	defer ss.finish()
+func (ss *session) run() (err error) {
+	defer func() {
+		if err != errParked {
+			ss.finish()
+		}
+	}()
 	for {
 		if err := ss.rd.Fill(); err != nil {
+			if ss.parkWake(err) { // park.go
+				ss.mu.Lock()
+				park := ss.parkableLocked()
+				ss.mu.Unlock()
+				if park {
+					ss.rd.Shrink()
+					return errParked
+				}
+				continue
+			}
 			ss.mu.Lock()
 			closing := ss.closing
 			ss.mu.Unlock()
@@ -146,6 +175,7 @@ func (ss *session) run() error {
 			}
 			return fmt.Errorf("%w: %w", errClientGone, err)
 		}
+		ss.activity.Add(1)
 		for {
 			var n int
 			var term bool
@@ -210,6 +240,9 @@ func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
 			return typ, n, errStream
 		}
 		if err := ss.rd.Ensure(n); err != nil {
+			if ss.parkWake(err) {
+				continue // the sweeper's wake-up came mid-message: read on
+			}
 			return 0, 0, fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		*b = ss.rd.Buffered()
@@ -686,6 +719,7 @@ func (ss *session) kill(code, msg string) {
 	_, _ = ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
 	ss.wmu.Unlock()
 	_ = ss.conn.Close()
+	ss.srv.unpark(ss) // a parked session needs a goroutine to end
 }
 
 // shutdownAtBoundary ends the session now if it is between transactions,

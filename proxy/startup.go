@@ -83,29 +83,15 @@ func (s *Server) handleConn(nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	// The session loop runs on a fresh goroutine: this one's stack grew
-	// deep during login (SCRAM, dialing a server) and an idle client
-	// would keep it.
+	// The session parks or runs on a fresh goroutine (park.go): this
+	// one's stack grew deep during login (SCRAM, dialing a server) and an
+	// idle client would keep it.
 	handedOver = true
-	go s.runSession(ss, nc, start)
-}
-
-// runSession runs a logged-in client's session loop and cleans up after it.
-func (s *Server) runSession(ss *session, nc net.Conn, start time.Time) {
-	log := ss.log
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
-		}
-		_ = nc.Close()
-		s.admitted.Add(-1)
-		s.connGone() // console.go
-		s.sessWG.Done()
-	}()
-	s.logConnected(ss)
-	ss.startIdleClock() // client_idle_timeout (timeouts.go)
-	err := ss.run()
-	s.logDisconnected(log, err, start)
+	ss.accepted = start
+	if ss.conn == nc {
+		ss.sock = parkSocket(nc) // park.go
+	}
+	s.startSession(ss)
 }
 
 // admit reserves one of max clients (0 = no limit).

@@ -28,6 +28,7 @@ import (
 type Source interface {
 	Pools() []proxy.PoolStats
 	Clients() int
+	ParkedClients() int
 	LoginFailuresByReason() map[string]uint64
 	Ready() bool
 }
@@ -161,6 +162,7 @@ var (
 
 	descClientConns   = prometheus.NewDesc("pgtide_client_connections", "Client connections, including those still logging in.", nil, nil)
 	descLoginFailures = prometheus.NewDesc("pgtide_login_failures_total", "Client logins refused, by reason: password (wrong password or unknown user), not_allowed (TLS required, HBA, certificate, console access), unknown_database, too_many_clients, unavailable (shutting down, database disabled), wait_timeout, server_login (the server refused pgtide or could not be reached), auth_query, protocol, other.", []string{"reason"}, nil)
+	descParked        = prometheus.NewDesc("pgtide_client_connections_parked", "Logged-in clients idle without a server that hold no goroutine: their sockets wait in pgtide's epoll set (docs/architecture.md).", nil, nil)
 	descReady         = prometheus.NewDesc("pgtide_ready", "1 while pgtide accepts new clients, 0 once shutdown has begun (as /readyz).", nil, nil)
 )
 
@@ -168,7 +170,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descClients, descServers, descMaxWait, descXacts, descQueries, descRecv, descSent,
 		descErrors, descLogins, descDials, descDialErrors, descWaitTimeout, descPinned, descPinRefusals,
-		descClientConns, descLoginFailures, descReady,
+		descClientConns, descParked, descLoginFailures, descReady,
 	} {
 		ch <- d
 	}
@@ -212,6 +214,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(descClientConns, float64(c.src.Clients()))
+	gauge(descParked, float64(c.src.ParkedClients()))
 	for reason, n := range c.src.LoginFailuresByReason() {
 		counter(descLoginFailures, n, reason)
 	}

@@ -19,12 +19,14 @@ import (
 type fakeSource struct {
 	pools    []proxy.PoolStats
 	clients  int
+	parked   int
 	failures uint64
 	ready    atomic.Bool
 }
 
 func (f *fakeSource) Pools() []proxy.PoolStats { return f.pools }
 func (f *fakeSource) Clients() int             { return f.clients }
+func (f *fakeSource) ParkedClients() int       { return f.parked }
 func (f *fakeSource) LoginFailuresByReason() map[string]uint64 {
 	return map[string]uint64{"password": f.failures, "not_allowed": 1}
 }
@@ -45,6 +47,7 @@ func newFake() *fakeSource {
 			Clients:  4,
 		}},
 		clients:  6,
+		parked:   4,
 		failures: 2,
 	}
 	f.ready.Store(true)
@@ -126,6 +129,7 @@ func TestCollector(t *testing.T) {
 		{"pgtide_pool_transaction_duration_seconds", pool, 1},
 		{"pgtide_pool_wait_duration_seconds", pool, 1},
 		{"pgtide_client_connections", nil, 6},
+		{"pgtide_client_connections_parked", nil, 4},
 		{"pgtide_login_failures_total", map[string]string{"reason": "password"}, 2},
 		{"pgtide_login_failures_total", map[string]string{"reason": "not_allowed"}, 1},
 		{"pgtide_ready", nil, 1},

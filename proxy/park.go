@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"runtime/debug"
+	"syscall"
+	"time"
+)
+
+// Parking: a client with nothing in flight and no server holds no
+// goroutine. Its socket waits in the parker's epoll set (park_linux.go)
+// and a goroutine runs the session again when the client sends something
+// or pgtide must end the session (kill). A parked client costs its session
+// record and socket, about what PgBouncer keeps for an idle client, instead
+// of a goroutine's stack on top.
+//
+// A client parks when it logs in with nothing sent yet, and later when the
+// sweeper finds it idle for a whole sweep (parkAfter): the sweeper wakes the
+// goroutine's blocked read with a read deadline in the past, and the
+// session loop parks if it still may (parkableLocked). Busy clients never
+// see the sweeper: the hot path pays one atomic add per read.
+//
+// TLS clients are never parked: tls.Conn buffers decrypted bytes that epoll
+// cannot see.
+
+// parkAfter is how long a client must have read nothing before the sweeper
+// parks it.
+const parkAfter = 2 * time.Second
+
+// errParked is the session loop's signal that the session parked: its
+// goroutine ends without cleaning up; another one resumes it.
+var errParked = errors.New("session parked")
+
+// startSession runs a client that just logged in: parked at once when it
+// has sent nothing yet, else on a new goroutine. Called on the login
+// goroutine, whose stack grew deep during login and is not kept.
+func (s *Server) startSession(ss *session) {
+	s.logConnected(ss)
+	ss.startIdleClock() // client_idle_timeout (timeouts.go)
+	if ss.rd.Len() == 0 && s.park(ss) {
+		return
+	}
+	go s.runSession(ss)
+}
+
+// runSession runs a client's session loop until it ends (then cleans up
+// after it) or parks.
+func (s *Server) runSession(ss *session) {
+	parked := false
+	defer func() {
+		if parked {
+			return // whoever resumes the session owns it now
+		}
+		if r := recover(); r != nil {
+			ss.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
+		}
+		_ = ss.conn.Close()
+		s.admitted.Add(-1)
+		s.connGone() // console.go
+		s.sessWG.Done()
+	}()
+	for {
+		err := ss.run()
+		if errors.Is(err, errParked) {
+			if s.park(ss) {
+				parked = true
+				return
+			}
+			continue // the parker refused it: wait on this goroutine
+		}
+		s.logDisconnected(ss.log, err, ss.accepted)
+		return
+	}
+}
+
+// park hands an idle session to the parker. It reports false when the
+// session must go on running on the caller's goroutine; true means the
+// caller must not touch the session again.
+func (s *Server) park(ss *session) bool {
+	p := s.parker
+	if p == nil || ss.sock == nil {
+		return false
+	}
+	return p.park(ss)
+}
+
+// unpark resumes a parked session at once, so that it sees what was done to
+// it (kill closed its socket). No-op for a session that is running.
+func (s *Server) unpark(ss *session) {
+	if p := s.parker; p != nil && p.take(ss) {
+		go s.runSession(ss)
+	}
+}
+
+// ParkedClients is the number of clients parked now (the metrics'
+// pgtide_client_connections_parked).
+func (s *Server) ParkedClients() int {
+	if p := s.parker; p != nil {
+		return int(p.n.Load())
+	}
+	return 0
+}
+
+// parkWake reports whether a client read error is the sweeper's wake-up
+// (pgtide sets no other read deadline on a logged-in client), and clears
+// the deadline so the next read waits again.
+func (ss *session) parkWake(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	_ = ss.conn.SetReadDeadline(time.Time{})
+	return true
+}
+
+// parkableLocked reports whether the session may park: idle, and nothing
+// read and not yet handled. Session goroutine only (it owns rd).
+func (ss *session) parkableLocked() bool {
+	return ss.idleLocked() && ss.passRemain == 0 && ss.rd.Len() == 0
+}
+
+// idleLocked is the part of parkableLocked anyone holding mu may ask: no
+// server, nothing owed by one, not ending.
+func (ss *session) idleLocked() bool {
+	return ss.sock != nil && ss.sc == nil && ss.q.empty() && !ss.unsynced && !ss.copyIn &&
+		ss.over == nil && !ss.gone
+}
+
+// sweepIdle asks every running, parkable client that read nothing since
+// the last sweep to park, by waking its blocked read.
+func (s *Server) sweepIdle() {
+	var ask []*session
+	s.mu.Lock()
+	for _, ss := range s.sessions {
+		if ss.sock == nil || ss.parked.Load() {
+			continue
+		}
+		a := ss.activity.Load()
+		if a != ss.sweepSeen {
+			ss.sweepSeen = a
+			continue
+		}
+		ask = append(ask, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range ask {
+		ss.mu.Lock()
+		ok := ss.idleLocked()
+		ss.mu.Unlock()
+		if ok {
+			_ = ss.conn.SetReadDeadline(time.Now())
+		}
+	}
+}
+
+// parkSocket returns the socket a session may park on: a plain TCP or Unix
+// connection (never TLS).
+func parkSocket(nc net.Conn) syscall.Conn {
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		return c
+	case *net.UnixConn:
+		return c
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// parker holds parked sessions' sockets in an epoll set (park.go). One
+// goroutine waits on it; it also runs the idle sweep.
+//
+// Ownership: byID and each parked session's membership are guarded by mu;
+// a session's parked flag changes only under mu, so exactly one of the
+// parker's wake-up and take (kill) resumes it.
+type parker struct {
+	s    *Server
+	epfd int
+	stop int // eventfd that ends the loop (token 0)
+
+	mu   sync.Mutex
+	byID map[uint64]*session
+	n    atomic.Int64 // len(byID), for the metrics
+}
+
+// newParker returns a running parker, or nil where epoll is refused (the
+// sessions then keep their goroutines).
+func newParker(s *Server) *parker {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		s.logger().Warn().Err(err).Msg("epoll unavailable: idle clients keep a goroutine each")
+		return nil
+	}
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		s.logger().Warn().Err(err).Msg("eventfd unavailable: idle clients keep a goroutine each")
+		return nil
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN} // token 0
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, stop, &ev); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(stop)
+		return nil
+	}
+	p := &parker{s: s, epfd: epfd, stop: stop, byID: map[uint64]*session{}}
+	go p.loop()
+	return p
+}
+
+// close ends the loop; the loop closes the descriptors. Sessions still
+// parked stay so: Server.Close has killed (and so resumed) them all.
+func (p *parker) close() {
+	var one [8]byte
+	one[7] = 1
+	_, _ = unix.Write(p.stop, one[:])
+}
+
+func (p *parker) loop() {
+	defer func() {
+		_ = unix.Close(p.epfd)
+		_ = unix.Close(p.stop)
+	}()
+	events := make([]unix.EpollEvent, 128)
+	lastSweep := time.Now()
+	for {
+		n, err := unix.EpollWait(p.epfd, events, int(parkAfter/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			p.s.logger().Error().Err(err).Msg("epoll_wait failed: parked clients are resumed")
+			p.resumeAll()
+			return
+		}
+		for _, ev := range events[:max(n, 0)] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == 0 {
+				p.resumeAll()
+				return
+			}
+			p.mu.Lock()
+			ss := p.byID[id]
+			if ss != nil {
+				delete(p.byID, id)
+				p.n.Add(-1)
+				ss.parked.Store(false)
+			}
+			p.mu.Unlock()
+			if ss != nil {
+				go p.s.runSession(ss)
+			}
+		}
+		if time.Since(lastSweep) >= parkAfter {
+			lastSweep = time.Now()
+			p.s.sweepIdle()
+		}
+	}
+}
+
+// resumeAll gives every parked session its goroutine back (the loop ends).
+func (p *parker) resumeAll() {
+	p.mu.Lock()
+	list := make([]*session, 0, len(p.byID))
+	for id, ss := range p.byID {
+		delete(p.byID, id)
+		p.n.Add(-1)
+		ss.parked.Store(false)
+		list = append(list, ss)
+	}
+	p.mu.Unlock()
+	for _, ss := range list {
+		go p.s.runSession(ss)
+	}
+}
+
+// park adds the session's socket to the epoll set, armed for one wake-up.
+// False: it could not (the socket is closed); the caller keeps the session.
+func (p *parker) park(ss *session) bool {
+	raw, err := ss.sock.SyscallConn()
+	if err != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.byID[ss.id] = ss
+	p.n.Add(1)
+	ss.parked.Store(true)
+	p.mu.Unlock()
+	// Level-triggered and one-shot: bytes that arrived before the socket
+	// was armed wake it at once, and one wake-up resumes it once.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+		Fd: int32(uint32(ss.id)), Pad: int32(uint32(ss.id >> 32))}
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		// Control holds the descriptor open, so its number cannot be
+		// reused by another connection while it is added.
+		if ss.epollAdded {
+			cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+			if !errors.Is(cerr, unix.ENOENT) {
+				return
+			}
+		}
+		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		ss.epollAdded = cerr == nil
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err == nil {
+		return true
+	}
+	// Not parked after all, unless a wake-up took it in between (then the
+	// session runs elsewhere and is no longer ours).
+	return !p.take(ss)
+}
+
+// take removes a parked session and reports whether the caller now owns it
+// (it was parked).
+func (p *parker) take(ss *session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !ss.parked.Load() {
+		return false
+	}
+	delete(p.byID, ss.id)
+	p.n.Add(-1)
+	ss.parked.Store(false)
+	return true
+}
