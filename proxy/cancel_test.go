@@ -40,7 +40,7 @@ func TestCancelWaitTimeout(t *testing.T) {
 	cfg := config.Default()
 	cfg.CancelWaitTimeout = config.Duration{Duration: 300 * time.Millisecond}
 	s := New(cfg, zerolog.Nop())
-	ss := &session{srv: s, log: zerolog.Nop(), want: map[string]string{}}
+	ss := &session{srv: s, want: map[string]string{}}
 	ss.sc = &pool.Conn{Addr: ln.Addr(), PID: 42, Secret: []byte{1, 2, 3, 4}}
 	ss.q.push(entry{kind: wire.FeQuery}) // a query is running: a cancel is sent
 

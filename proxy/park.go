@@ -39,8 +39,11 @@ var errParked = errors.New("session parked")
 func (s *Server) startSession(ss *session) {
 	s.logConnected(ss)
 	ss.startIdleClock() // client_idle_timeout (timeouts.go)
-	if ss.rd.Len() == 0 && s.park(ss) {
-		return
+	if ss.rd.Len() == 0 {
+		ss.rd.Shrink() // the login's read buffer goes back to the shared pool
+		if s.park(ss) {
+			return
+		}
 	}
 	go s.runSession(ss)
 }
@@ -54,7 +57,7 @@ func (s *Server) runSession(ss *session) {
 			return // whoever resumes the session owns it now
 		}
 		if r := recover(); r != nil {
-			ss.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
+			ss.logger().Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
 		}
 		_ = ss.conn.Close()
 		s.admitted.Add(-1)
@@ -70,7 +73,7 @@ func (s *Server) runSession(ss *session) {
 			}
 			continue // the parker refused it: wait on this goroutine
 		}
-		s.logDisconnected(ss.log, err, ss.accepted)
+		s.logDisconnected(*ss.logger(), err, ss.accepted)
 		return
 	}
 }

@@ -33,7 +33,7 @@ const (
 func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 	defer func() {
 		if r := recover(); r != nil {
-			ss.log.Error().Interface("panic", r).Msg("pump panicked; closing the client and the server")
+			ss.logger().Error().Interface("panic", r).Msg("pump panicked; closing the client and the server")
 			ss.mu.Lock()
 			if ss.sc == sc {
 				ss.sc = nil

@@ -30,7 +30,7 @@ func (s *Server) closeRemoved(cfg *config.Config) {
 	}
 	s.mu.Unlock()
 	for i, ss := range doomed {
-		ss.log.Info().Str("reason", why[i]).Msg("reload: closing the client at its next transaction boundary")
+		ss.logger().Info().Str("reason", why[i]).Msg("reload: closing the client at its next transaction boundary")
 		ss.closeAtBoundary(why[i])
 	}
 }

@@ -30,7 +30,6 @@ type session struct {
 	conn net.Conn
 	rd   *wire.Reader
 	wmu  sync.Mutex
-	log  zerolog.Logger
 	pe   *poolEntry // changed only by the client goroutine, under mu
 	// counters is the pool's at login; the pump counts into it.
 	counters *PoolCounters
@@ -112,7 +111,7 @@ type session struct {
 	accepted   time.Time // when the connection was accepted
 }
 
-func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, log zerolog.Logger, params map[string]string) *session {
+func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, params map[string]string) *session {
 	ss := &session{
 		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.poolMode(), maxBody: cfg.MaxPacketSize, counters: pe.counters,
 		keySecret: uint32(randUint64()),
@@ -124,8 +123,20 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 	}
 	ss.ended, ss.endBorrow = context.WithCancel(context.Background())
 	ss.id, ss.connected = s.nextSessionID.Add(1), time.Now()
-	ss.log = log.With().Uint64("session", ss.id).Logger()
 	return ss
+}
+
+// logger returns the session's logger (client, user, database, session).
+// It is built per log line: a zerolog context holds 500 bytes, which every
+// idle client would keep, and sessions log rarely.
+func (ss *session) logger() *zerolog.Logger {
+	client := ""
+	if ss.conn != nil {
+		client = ss.conn.RemoteAddr().String()
+	}
+	l := ss.srv.logger().With().Str("client", client).
+		Str("user", ss.userName).Str("database", ss.dbName).Uint64("session", ss.id).Logger()
+	return &l
 }
 
 func (ss *session) waitTimeout() time.Duration {
@@ -569,7 +580,7 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 	gone, told := ss.gone, ss.serverFatal
 	ss.stopTimersLocked()
 	ss.mu.Unlock()
-	ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost")
+	ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost")
 	sc.Pool().Discard(sc)
 	switch {
 	case gone:
@@ -674,13 +685,13 @@ func (ss *session) releaseClean(sc *pool.Conn) {
 		err := sc.ExecMulti(ctx, qs)
 		cancel()
 		if err != nil || sc.TxStatus != 'I' {
-			ss.log.Info().Err(err).Uint32("server_pid", sc.PID).Msg("server reset failed; closing it")
+			ss.logger().Info().Err(err).Uint32("server_pid", sc.PID).Msg("server reset failed; closing it")
 			sc.Pool().Discard(sc)
 			return
 		}
 	}
 	if !ss.departureReset(sc, resetRan(qs)) { // sessionstate.go
-		ss.log.Info().Uint32("server_pid", sc.PID).Msg("server reset failed; closing it")
+		ss.logger().Info().Uint32("server_pid", sc.PID).Msg("server reset failed; closing it")
 		sc.Pool().Discard(sc)
 		return
 	}
@@ -713,7 +724,7 @@ func (ss *session) kill(code, msg string) {
 	ss.mu.Lock()
 	ss.endLocked(fmt.Errorf("%w: closed by pgtide: %s", errClientGone, msg))
 	ss.mu.Unlock()
-	ss.srv.logPoolerError(ss.log, code, msg)
+	ss.srv.logPoolerError(*ss.logger(), code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
@@ -755,6 +766,6 @@ func (ss *session) cancel() {
 	}
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
-		ss.log.Warn().Err(err).Uint32("server_pid", sc.PID).Msg("cancel request to server failed")
+		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("cancel request to server failed")
 	}
 }

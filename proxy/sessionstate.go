@@ -432,7 +432,7 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 		// The state is unknown (a cancel, statement_timeout, ...). A pinned
 		// client keeps its server and is checked again next time; otherwise
 		// the server is closed, so nothing of the session can reach anyone.
-		ss.log.Info().Err(serr).Uint32("server_pid", sc.PID).Msg("session state check failed")
+		ss.logger().Info().Err(serr).Uint32("server_pid", sc.PID).Msg("session state check failed")
 		if ss.st.pins != 0 || ss.sc != sc {
 			ss.mu.Unlock()
 			ss.toClient(append(async, z...))
@@ -500,7 +500,7 @@ func (ss *session) refuseLocked(pins uint8) []byte {
 	}
 	msg := fmt.Sprintf("%s is not supported in %s pooling mode with pin_policy \"refuse\": it outlives the transaction and would tie this client to one server connection; it has been released",
 		strings.Join(what, " and "), ss.mode)
-	ss.log.Info().Str("refused", strings.Join(what, ", ")).Msg("session state refused")
+	ss.logger().Info().Str("refused", strings.Join(what, ", ")).Msg("session state refused")
 	return wire.ErrorFrame("ERROR", codeFeatureNotSupported, msg)
 }
 
@@ -522,10 +522,10 @@ func (ss *session) setPinsLocked(pins uint8, sc *pool.Conn) {
 	ss.st.pins = pins
 	switch {
 	case old == 0:
-		ss.log.Info().Str("reason", pinString(pins)).Uint32("server_pid", sc.PID).
+		ss.logger().Info().Str("reason", pinString(pins)).Uint32("server_pid", sc.PID).
 			Msg("client pinned to its server connection until the state is released or it disconnects")
 	case pins == 0:
-		ss.log.Debug().Uint32("server_pid", sc.PID).Msg("client no longer pinned")
+		ss.logger().Debug().Uint32("server_pid", sc.PID).Msg("client no longer pinned")
 	}
 }
 

@@ -371,7 +371,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	pe, loginDone := s.loginPool(cfg, dbName, db, user, ucfg) // a failed login leaves no pool behind (autodb.go)
 	defer func() { loginDone(res != nil) }()
 
-	ss := newSession(s, nc, rd, pe, cfg, l, params)
+	ss := newSession(s, nc, rd, pe, cfg, params)
 	if err := ss.wantFromStartup(cfg, db, params); err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ func (s *Server) logConnected(ss *session) {
 	if !s.Config().LogConnections {
 		return
 	}
-	ev := ss.log.Info().Str("pool_mode", string(ss.mode))
+	ev := ss.logger().Info().Str("pool_mode", string(ss.mode))
 	ss.mu.Lock()
 	if ss.sc != nil { // session mode: the server is the client's for good
 		ev = ev.Uint32("server_pid", ss.sc.PID)

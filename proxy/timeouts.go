@@ -82,7 +82,7 @@ func (ss *session) queryTimedOut() {
 	busy := !ss.q.empty() && !ss.gone
 	ss.mu.Unlock()
 	if busy {
-		ss.log.Warn().Msg("query_timeout: cancelling the running query")
+		ss.logger().Warn().Msg("query_timeout: cancelling the running query")
 		ss.cancel()
 	}
 }
@@ -99,10 +99,10 @@ func (ss *session) idleTimedOut() {
 	switch {
 	case !idle:
 	case inTxn:
-		ss.log.Warn().Msg("idle_transaction_timeout: closing the client")
+		ss.logger().Warn().Msg("idle_transaction_timeout: closing the client")
 		ss.kill("25P03", "terminating connection due to idle-in-transaction timeout")
 	default:
-		ss.log.Warn().Msg("client_idle_timeout: closing the client")
+		ss.logger().Warn().Msg("client_idle_timeout: closing the client")
 		ss.kill("57P05", "terminating connection due to idle-session timeout")
 	}
 }

@@ -112,7 +112,7 @@ func (ss *session) checkWelcome(sc *pool.Conn) {
 		fresh[k] = v
 	}
 	ss.pe.welcome.put(ss.welcomeKey, fresh)
-	ss.log.Info().Msg("server parameters changed since they were cached; the client is told the new values")
+	ss.logger().Info().Msg("server parameters changed since they were cached; the client is told the new values")
 	ss.wmu.Lock()
 	_, _ = ss.conn.Write(out)
 	ss.wmu.Unlock()
