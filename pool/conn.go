@@ -81,6 +81,13 @@ type Conn struct {
 	lastUsed time.Time
 	pool     *Pool
 	tlsConf  *tls.Config // non-nil when the connection uses TLS; cancels use it too
+
+	// Alive's check, made once per connection so that a borrow allocates
+	// nothing: the socket, the peek and its result (the pool's goroutine).
+	raw       syscall.RawConn
+	peekFn    func(fd uintptr) bool
+	peekAlive bool
+	peekBuf   [1]byte
 }
 
 // AppliedParam is a parameter pgtide set on a server for a client.
@@ -122,30 +129,35 @@ func (c *Conn) Alive() bool {
 	if c.Reader.Len() > 0 {
 		return false
 	}
-	sc, ok := rawConn(c.Net).(syscall.Conn) // under TLS: the socket
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := true
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case n > 0: // unexpected data: a FATAL or notice while idle
-			alive = false
-		case n == 0 && rerr == nil: // orderly shutdown
-			alive = false
-		case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
-		default:
-			alive = false
+	if c.peekFn == nil {
+		sc, ok := rawConn(c.Net).(syscall.Conn) // under TLS: the socket
+		if !ok {
+			return true
 		}
-		return true
-	})
-	return err == nil && alive
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		c.raw, c.peekFn = rc, c.peek
+	}
+	c.peekAlive = true
+	err := c.raw.Read(c.peekFn)
+	return err == nil && c.peekAlive
+}
+
+// peek is Alive's non-blocking look at the socket.
+func (c *Conn) peek(fd uintptr) bool {
+	n, _, rerr := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case n > 0: // unexpected data: a FATAL or notice while idle
+		c.peekAlive = false
+	case n == 0 && rerr == nil: // orderly shutdown
+		c.peekAlive = false
+	case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
+	default:
+		c.peekAlive = false
+	}
+	return true
 }
 
 // ServerError is an ErrorResponse received from the server.

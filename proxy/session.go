@@ -117,6 +117,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
 		txStatus: 'I', stmts: map[string]*stmt{},
+		sock:     parkSocket(nc), // park.go; nil under TLS
 	}
 	if ss.maxBody <= 0 {
 		ss.maxBody = 1 << 30
@@ -447,9 +448,9 @@ func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 
 // borrow gets a server for this client and brings its parameters in line.
 func (ss *session) borrow() (*pool.Conn, error) {
-	ctx, cancel := context.WithTimeout(ss.ended, ss.waitTimeout())
-	defer cancel()
 	start := time.Now()
+	ctx := &waitCtx{parent: ss.ended, deadline: start.Add(ss.waitTimeout())}
+	defer ctx.stop()
 	defer func() {
 		d := time.Since(start)
 		ss.pe.counters.Waits.Add(1)

@@ -88,9 +88,6 @@ func (s *Server) handleConn(nc net.Conn) {
 	// idle client would keep it.
 	handedOver = true
 	ss.accepted = start
-	if ss.conn == nc {
-		ss.sock = parkSocket(nc) // park.go
-	}
 	s.startSession(ss)
 }
 

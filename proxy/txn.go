@@ -35,11 +35,18 @@ type entry struct {
 // pops.
 type reqQueue struct {
 	e     []entry
-	nreqs int // entries other than copy markers
+	nreqs int     // entries other than copy markers
+	buf   []entry // the largest backing array so far, reused once e is empty
 }
 
 func (q *reqQueue) push(e entry) {
+	if len(q.e) == 0 && cap(q.buf) > cap(q.e) {
+		q.e = q.buf[:0] // popping moved e past the array's start: rewind
+	}
 	q.e = append(q.e, e)
+	if cap(q.e) > cap(q.buf) {
+		q.buf = q.e[:0:cap(q.e)]
+	}
 	if e.kind != reqCopyEnd {
 		q.nreqs++
 	}

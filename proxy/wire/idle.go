@@ -13,7 +13,8 @@ import (
 // client in about 1 KB). The syscalls are the same as a plain Read: one
 // read that finds nothing (EAGAIN) and one that gets the data.
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, idleBufSize); return &b }}
+// The pool holds array pointers, so that a Put allocates nothing.
+var bufPool = sync.Pool{New: func() any { return new([idleBufSize]byte) }}
 
 const idleBufSize = 8 << 10
 
@@ -30,7 +31,9 @@ func NewIdleReader(c io.Reader) *Reader {
 	if err != nil {
 		return NewReader(c, idleBufSize)
 	}
-	return &Reader{rd: c, raw: raw, base: idleBufSize}
+	r := &Reader{rd: c, raw: raw, base: idleBufSize}
+	r.readFn = r.readIdle // made once: a closure per read would allocate
+	return r
 }
 
 // release gives an empty pooled buffer back.
@@ -38,8 +41,7 @@ func (r *Reader) release() {
 	if r.raw == nil || r.buf == nil || r.r != r.w || len(r.buf) != idleBufSize {
 		return
 	}
-	b := r.buf[:idleBufSize]
-	bufPool.Put(&b)
+	bufPool.Put((*[idleBufSize]byte)(r.buf[:idleBufSize]))
 	r.buf, r.r, r.w = nil, 0, 0
 }
 
@@ -47,33 +49,43 @@ func (r *Reader) release() {
 // buffer. Only called with the Reader empty.
 func (r *Reader) fillIdle() error {
 	r.release()
-	var n int
-	var rerr error
-	err := r.raw.Read(func(fd uintptr) bool {
-		if r.buf == nil {
-			r.buf = *(bufPool.Get().(*[]byte))
-		}
-		for {
-			n, rerr = syscall.Read(int(fd), r.buf)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			r.release()
-			return false
-		}
-		return true
-	})
-	if err != nil {
+	r.idleN, r.idleErr = 0, 0
+	if err := r.raw.Read(r.readFn); err != nil {
 		return err
 	}
-	if rerr != nil {
-		return rerr
+	if r.idleErr != 0 {
+		return r.idleErr
 	}
-	if n <= 0 {
+	if r.idleN <= 0 {
 		return io.EOF
 	}
-	r.r, r.w = 0, n
+	r.r, r.w = 0, int(r.idleN)
 	return nil
+}
+
+// readIdle is fillIdle's read, called by the runtime's poller: false means
+// nothing to read yet (wait for readiness and call again).
+func (r *Reader) readIdle(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = bufPool.Get().(*[idleBufSize]byte)[:]
+	}
+	var n int
+	var err error
+	for {
+		n, err = syscall.Read(int(fd), r.buf)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		r.release()
+		return false
+	}
+	r.idleN, r.idleErr = int32(n), 0
+	if errno, ok := err.(syscall.Errno); ok {
+		r.idleErr = errno
+	} else if err != nil {
+		r.idleErr = syscall.EIO
+	}
+	return true
 }

@@ -31,6 +31,11 @@ type Reader struct {
 	buf  []byte
 	r, w int // buf[r:w] holds unread bytes
 	base int // the size the buffer returns to when shrunk
+
+	// idle-buffer mode's read (idle.go): made once, with its results
+	readFn  func(fd uintptr) bool
+	idleN   int32
+	idleErr syscall.Errno
 }
 
 // NewReader returns a Reader over rd with an initial buffer of size bytes.

@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// waitCtx is a borrow's context: the session's end, or query_wait_timeout.
+// Its timer starts only when someone waits on Done, so a borrow that finds
+// an idle server at once (the common case) starts no timer and allocates
+// no context tree. Safe for concurrent use (a dial may watch it).
+type waitCtx struct {
+	parent   context.Context
+	deadline time.Time
+
+	mu     sync.Mutex
+	ctx    context.Context // made by the first Done
+	cancel context.CancelFunc
+}
+
+var _ context.Context = (*waitCtx)(nil)
+
+func (w *waitCtx) real() context.Context {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx == nil {
+		w.ctx, w.cancel = context.WithDeadline(w.parent, w.deadline)
+	}
+	return w.ctx
+}
+
+// stop releases the timer, if one was started.
+func (w *waitCtx) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cancel != nil {
+		w.cancel()
+	}
+}
+
+func (w *waitCtx) Deadline() (time.Time, bool) { return w.deadline, true }
+func (w *waitCtx) Done() <-chan struct{}       { return w.real().Done() }
+func (w *waitCtx) Value(key any) any           { return w.parent.Value(key) }
+
+func (w *waitCtx) Err() error {
+	w.mu.Lock()
+	c := w.ctx
+	w.mu.Unlock()
+	if c != nil {
+		return c.Err()
+	}
+	if err := w.parent.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(w.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
