@@ -117,7 +117,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
 		txStatus: 'I', stmts: map[string]*stmt{},
-		sock:     parkSocket(nc), // park.go; nil under TLS
+		sock: parkSocket(nc), // park.go; nil under TLS
 	}
 	if ss.maxBody <= 0 {
 		ss.maxBody = 1 << 30
