@@ -10,9 +10,9 @@ import (
 )
 
 var (
-	parseComplete = []byte{'1', 0, 0, 0, 4}
-	closeComplete = []byte{'3', 0, 0, 0, 4}
-	readyIdle     = []byte{wire.BeReadyForQuery, 0, 0, 0, 5, 'I'}
+	parseComplete = []byte{wire.BeParseComplete, 0, 0, 0, 4}
+	closeComplete = []byte{wire.BeCloseComplete, 0, 0, 0, 4}
+	readyIdle     = []byte{wire.BeReadyForQuery, 0, 0, 0, 5, wire.TxIdle}
 )
 
 // scanPooled handles a batch in transaction and statement mode, where the
@@ -359,7 +359,7 @@ func (p *pooledBatch) bindOrDescribeLocked(typ byte, off, n int, body []byte) {
 		if ok {
 			name, rest, ok = cstring(rest)
 		}
-	} else if len(body) > 0 && body[0] == 'S' {
+	} else if len(body) > 0 && body[0] == wire.ObjStatement {
 		prefix = body[:1]
 		name, rest, ok = cstring(body[1:])
 	} else {
@@ -424,7 +424,7 @@ func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []
 // through.
 func (p *pooledBatch) closeLocked(off, n int, body []byte) {
 	ss := p.ss
-	if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
+	if len(body) > 1 && body[0] == wire.ObjStatement && body[1] != 0 {
 		name, _, _ := cstring(body[1:])
 		delete(ss.stmts, string(name))
 		p.replace(off, n)
@@ -506,7 +506,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 		query, types, ok := cstring(rest)
 		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
 	case wire.FeClose:
-		return !(len(body) > 1 && body[0] == 'S' && body[1] != 0)
+		return !(len(body) > 1 && body[0] == wire.ObjStatement && body[1] != 0)
 	}
 	return true
 }
@@ -522,6 +522,6 @@ func (ss *session) evictLocked(srv *serverState, out *[]byte) {
 	if old == nil {
 		return
 	}
-	*out = wire.AppendFrame(*out, wire.FeClose, []byte{'S'}, []byte(old.name), []byte{0})
+	*out = wire.AppendFrame(*out, wire.FeClose, []byte{wire.ObjStatement}, []byte(old.name), []byte{0})
 	ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 }
