@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // connectErr tries a pgconn connection and returns the error (closing the
@@ -88,7 +90,7 @@ func TestAuthAndLimitErrors(t *testing.T) {
 		held[0].Close(ctx)
 		held = held[1:]
 		var lastErr error
-		if !eventually(5*time.Second, func() bool {
+		if !pgtest.Eventually(5*time.Second, func() bool {
 			c, err := pgconn.Connect(ctx, e.URL())
 			lastErr = err
 			if err == nil {

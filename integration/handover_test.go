@@ -115,7 +115,7 @@ func TestHandoverOnlineRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The old process stops accepting; new connections reach the new one.
-	if !eventually(10*time.Second, func() bool { return strings.Contains(old.Logs(), "shutdown: waiting for clients") }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return strings.Contains(old.Logs(), "shutdown: waiting for clients") }) {
 		t.Fatalf("old pgtide did not start its shutdown after SIGTERM")
 	}
 	atSIGTERM := ok.Load()

@@ -224,27 +224,13 @@ func queryString(t testing.TB, c *pgx.Conn, sql string, args ...any) string {
 	return s
 }
 
-// eventually polls cond every 20 ms until it returns true or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // needBinary returns the path of an external program, skipping the test if
 // it is missing (failing in CI, where every dependency must be installed).
 func needBinary(t testing.TB, path, aptPkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(path)
 	if err != nil {
-		skipUnlessCI(t, "%s not found (install the %s apt package): %v", path, aptPkg, err)
+		pgtest.SkipUnlessCI(t, "%s not found (install the %s apt package): %v", path, aptPkg, err)
 	}
 	return p
 }
@@ -254,17 +240,7 @@ func needPython(t testing.TB, module, aptPkg string) string {
 	t.Helper()
 	py := needBinary(t, "/usr/bin/python3", "python3")
 	if out, err := exec.Command(py, "-c", "import "+module).CombinedOutput(); err != nil {
-		skipUnlessCI(t, "%s cannot import %s (install the %s apt package): %v\n%s", py, module, aptPkg, err, out)
+		pgtest.SkipUnlessCI(t, "%s cannot import %s (install the %s apt package): %v\n%s", py, module, aptPkg, err, out)
 	}
 	return py
-}
-
-// skipUnlessCI skips the test, except under CI=true, where whatever made it
-// impossible is a broken CI machine and must fail instead of hiding.
-func skipUnlessCI(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
 }

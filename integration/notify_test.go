@@ -158,7 +158,7 @@ func TestNotify(t *testing.T) {
 		t.Logf("%s: RELOADING=1 ... READY=1 in %v; STATUS=%s", what, time.Since(before), m.vars["STATUS"])
 	}
 	reload("good config")
-	if !eventually(5*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "configuration reloaded") }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "configuration reloaded") }) {
 		t.Fatalf("no reload logged")
 	}
 	e.rewriteConfig(t, e.conf.TOML(e.pg.Port)+"\nbogus_key = 1\n")

@@ -58,7 +58,7 @@ func newRelEnv(t *testing.T, modify func(c *tideConf, db *dbConf)) *relEnv {
 		}
 	})
 	r := &relEnv{env: e, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), pid: e.tide.Cmd.Process.Pid}
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(r.metrics, "http://"), time.Second)
 		if err == nil {
 			c.Close()
@@ -113,7 +113,7 @@ func (r *relEnv) baseline(t *testing.T) leakBase {
 	queryInt(t, c, "SELECT 1")
 	c.Close(context.Background())
 	var b leakBase
-	eventually(3*time.Second, func() bool {
+	pgtest.Eventually(3*time.Second, func() bool {
 		v, _ := scrapeMetrics(t, r.metrics).get("pgtide_client_connections")
 		return v == 0
 	})
@@ -130,7 +130,7 @@ func (r *relEnv) checkLeaks(t *testing.T, b leakBase, fdSlack int) {
 	t.Helper()
 	var fds, gs int
 	var clients, active, waiting float64
-	ok := eventually(10*time.Second, func() bool {
+	ok := pgtest.Eventually(10*time.Second, func() bool {
 		s := scrapeMetrics(t, r.metrics)
 		clients, _ = s.get("pgtide_client_connections")
 		active, _ = s.get("pgtide_pool_servers", `state="active"`)
@@ -179,7 +179,7 @@ func (r *relEnv) waitNoOpenTxn(t *testing.T, d time.Duration, what string) time.
 	t.Helper()
 	start := time.Now()
 	var all, txn int64
-	if !eventually(d, func() bool { all, txn = r.backends(t); return txn == 0 }) {
+	if !pgtest.Eventually(d, func() bool { all, txn = r.backends(t); return txn == 0 }) {
 		rows, _ := r.mon.Query(ctxT(t, 5*time.Second), `SELECT pid, state, coalesce(xact_start::text,''), query FROM pg_stat_activity WHERE usename = $1`, r.User)
 		var lines []string
 		for rows.Next() {
@@ -326,7 +326,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 	e.tide = pgtest.StartPgtide(t, e.conf.TOML(pg.Port))
 	t.Cleanup(e.checkNoSecrets)
 	r := &relEnv{env: e, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), pid: e.tide.Cmd.Process.Pid}
-	eventually(5*time.Second, func() bool {
+	pgtest.Eventually(5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(r.metrics, "http://"), time.Second)
 		if err == nil {
 			c.Close()
@@ -422,7 +422,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 		t.Logf("5 concurrent 0.5 s transactions took %v: all 5 slots usable", el.Round(time.Millisecond))
 	}
 	var total, active, waiting float64
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		total, active, waiting = r.poolServers(t)
 		return total <= 5 && active == 0 && waiting == 0
 	}) {
@@ -473,7 +473,7 @@ func TestReliabilityIdleServersKilled(t *testing.T) {
 	if err := r.mon.QueryRow(ctx, "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1", r.User).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 }) {
 		t.Fatal("terminated backends did not go away")
 	}
 	t.Logf("terminated %d idle servers %v", killed, old)
@@ -494,7 +494,7 @@ func TestReliabilityIdleServersKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("second kill: %d servers terminated", killed)
-	eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 })
+	pgtest.Eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 })
 	var wg sync.WaitGroup
 	for i, c := range clients {
 		wg.Add(1)
@@ -767,7 +767,7 @@ func TestReliabilityClientVanishes(t *testing.T) {
 			reset(conn)
 			start := time.Now()
 			var txn int64
-			eventually(15*time.Second, func() bool { _, txn = r.backends(t); return txn == 0 })
+			pgtest.Eventually(15*time.Second, func() bool { _, txn = r.backends(t); return txn == 0 })
 			d := time.Since(start)
 			t.Logf("try %d: server clean after %v", try, d.Round(time.Millisecond))
 			if d > 3*time.Second {
@@ -998,7 +998,7 @@ func TestReliabilityConnectionStorm(t *testing.T) {
 	// has none (SCRAM); instead a fresh pgx client must get in while the
 	// storm's admitted connections are still open, once the refusals are done.
 	var cerr error
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := pgx.Connect(ctx, r.URL())
@@ -1048,7 +1048,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 	// A client logged in before the limit keeps working.
 	by := connect(t, r.URL())
 	if err := prlimitNofile(r.pid, 64, 64); err != nil {
-		skipUnlessCI(t, "prlimit: %v", err)
+		pgtest.SkipUnlessCI(t, "prlimit: %v", err)
 	}
 	restored := false
 	restore := func() {
@@ -1077,7 +1077,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if !eventually(5*time.Second, func() bool { return strings.Contains(r.tide.Logs(), "accept failed") }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(r.tide.Logs(), "accept failed") }) {
 		t.Fatalf("no \"accept failed\" in pgtide's log after %d connections with RLIMIT_NOFILE 64 (%d fds open)", len(conns), procFDs(r.pid))
 	}
 	t.Logf("%d connections open, pgtide at %d fds: accept failed logged", len(conns), procFDs(r.pid))
@@ -1090,7 +1090,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 	conns = nil
 	// With the connections gone (and the limit still 64), a new client works.
 	var err error
-	ok := eventually(15*time.Second, func() bool {
+	ok := pgtest.Eventually(15*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		var c *pgx.Conn

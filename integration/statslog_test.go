@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // logLines returns pgtide's JSON log lines whose message is msg.
@@ -34,7 +36,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 		queryInt(t, c, "SELECT 1")
 	}
 	var line map[string]any
-	if !eventually(3*time.Second, func() bool {
+	if !pgtest.Eventually(3*time.Second, func() bool {
 		for _, m := range logLines(e.tide.Logs(), "stats") {
 			if m["database"] == e.DB && m["user"] == e.User && m["queries"].(float64) > 0 {
 				line = m
@@ -87,7 +89,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 	if connectErr(t, e.tide.ConnString("no_such_db", e.User, e.Pass)) == nil {
 		t.Fatal("login to an unknown database succeeded")
 	}
-	if !eventually(2*time.Second, func() bool {
+	if !pgtest.Eventually(2*time.Second, func() bool {
 		logs := e.tide.Logs()[mark:]
 		return len(logLines(logs, "client connected")) > 0 && len(logLines(logs, "client disconnected")) > 0 && len(logLines(logs, "login failed")) > 0
 	}) {
