@@ -164,8 +164,8 @@ func testLostServerNextStatement(t *testing.T, mode string, iters int) {
 							}
 							adm.Close(ctx)
 						}
-						_ = e.tide.Signal(syscall.SIGABRT) // goroutine dump into pgtide's output
-						time.Sleep(time.Second)
+						_ = e.tide.Signal(syscall.SIGABRT)  // goroutine dump into pgtide's output
+						_, _ = e.tide.Wait(5 * time.Second) // written in full once it exits
 						r.conn.Close()
 						errs <- fmt.Errorf("iteration %d: %w", i, err)
 						return
@@ -260,7 +260,7 @@ func lostServerIteration(r *rawSession, i int, onFatal bool, rng *rand.Rand) err
 		}
 		_ = r.query(second) // may fail: the connection is going away
 	} else {
-		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond) // the fault lands anywhere in the gap
 		_ = r.query(second)
 	}
 	// Read to the end: the session must be over.
@@ -402,7 +402,7 @@ func (l *ledger) run(stop <-chan struct{}) {
 					var err error
 					if conn, err = pgx.Connect(ctx, l.url); err != nil {
 						cancel()
-						time.Sleep(20 * time.Millisecond)
+						time.Sleep(20 * time.Millisecond) // a client's pace between reconnects
 						continue
 					}
 				}
@@ -537,7 +537,7 @@ func TestAtomicityLedgerBackendsTerminated(t *testing.T) {
 	faults, killed := 0, 0
 	end := time.Now().Add(dur)
 	for time.Now().Before(end) {
-		time.Sleep(time.Duration(150+rand.IntN(250)) * time.Millisecond)
+		time.Sleep(time.Duration(150+rand.IntN(250)) * time.Millisecond) // random gaps between faults
 		n, err := terminateBackends(ctxT(t, 10*time.Second), mon, e.DB)
 		if err != nil {
 			t.Fatalf("terminate: %v", err)

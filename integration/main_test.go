@@ -224,6 +224,20 @@ func queryString(t testing.TB, c *pgx.Conn, sql string, args ...any) string {
 	return s
 }
 
+// waitRunning waits until n backends (besides mon's) run a query that
+// starts with prefix, as pg_stat_activity shows them; mon is a superuser
+// connection to the same PostgreSQL.
+func waitRunning(t testing.TB, mon *pgx.Conn, prefix string, n int) {
+	t.Helper()
+	pgtest.WaitUntil(t, 10*time.Second, fmt.Sprintf("%d backend(s) running %q", n, prefix), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var got int
+		err := mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() AND starts_with(query, $1)", prefix).Scan(&got)
+		return err == nil && got >= n
+	})
+}
+
 // needBinary returns the path of an external program, skipping the test if
 // it is missing (failing in CI, where every dependency must be installed).
 func needBinary(t testing.TB, path, aptPkg string) string {

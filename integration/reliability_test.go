@@ -348,7 +348,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 		out, err := tbPgbench(t, e, e.tide.Host, e.tide.Port, "-S", "-c", "10", "-j", "2", "-T", "8")
 		done <- result{out, err}
 	}()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // restart in the middle of pgbench's 8 s run
 	rs := time.Now()
 	pg.Restart(t)
 	t.Logf("PostgreSQL restarted in %v", time.Since(rs).Round(time.Millisecond))
@@ -574,7 +574,7 @@ func TestReliabilityServerKilledMidTransaction(t *testing.T) {
 	pidB := queryIntTx(t, txB, "SELECT pg_backend_pid()")
 	errB := make(chan error, 1)
 	go func() { _, err := txB.Exec(ctx, "SELECT pg_sleep(20)"); errB <- err }()
-	time.Sleep(300 * time.Millisecond)
+	waitRunning(t, r.mon, "SELECT pg_sleep(20)", 1)
 
 	var ok bool
 	if err := r.mon.QueryRow(ctx, "SELECT pg_terminate_backend($1) AND pg_terminate_backend($2)", pidA, pidB).Scan(&ok); err != nil || !ok {
@@ -590,13 +590,19 @@ func TestReliabilityServerKilledMidTransaction(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("victim B: no error 5 s after its backend was killed")
 	}
-	time.Sleep(200 * time.Millisecond)
+	pgtest.WaitUntil(t, 5*time.Second, "both victims' backends to exit", func() bool {
+		var n int
+		err := r.mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid IN ($1, $2)", pidA, pidB).Scan(&n)
+		return err == nil && n == 0
+	})
 	if _, err := txA.Exec(ctx, "SELECT 1"); err == nil {
 		t.Error("victim A: query in the transaction succeeded after its backend was killed")
 	} else {
 		t.Logf("victim A (idle in transaction) got: %v", err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The bystanders go on committing after the kills.
+	atKill := okTx.Load()
+	pgtest.WaitUntil(t, 10*time.Second, "bystanders to commit after the kills", func() bool { return okTx.Load() >= atKill+20 })
 	close(stop)
 	wg.Wait()
 	t.Logf("bystanders committed %d transactions without error", okTx.Load())
@@ -749,7 +755,12 @@ func TestReliabilityClientVanishes(t *testing.T) {
 		for i := 0; i < 100; i++ {
 			send(t, conn, &pgproto3.CopyData{Data: []byte(strconv.Itoa(i) + "\n")})
 		}
-		time.Sleep(100 * time.Millisecond)
+		// The rows reached the server: it is inside the COPY.
+		pgtest.WaitUntil(t, 5*time.Second, "the server to take the 100 rows", func() bool {
+			var n int64
+			err := r.mon.QueryRow(ctx, "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy WHERE datname = $1 AND command = 'COPY FROM'", r.DB).Scan(&n)
+			return err == nil && n >= 100
+		})
 		reset(conn)
 		after(t, "reset mid-COPY IN")
 	})
@@ -875,7 +886,7 @@ func TestReliabilityConnectionStorm(t *testing.T) {
 					return
 				}
 				byOK.Add(1)
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond) // a bystander's pace, not a storm of its own
 			}
 		}()
 	}
@@ -1074,6 +1085,8 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 		_, _ = c.Write(pkt)
 		conns = append(conns, c)
 		if i > 60 {
+			// Paced near the limit, so the loop stops soon after pgtide
+			// logs its first failed accept.
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -1321,7 +1334,7 @@ func TestReliabilityHugeDeclaredLength(t *testing.T) {
 		conns = append(conns, c)
 	}
 	peak := rss0
-	for i := 0; i < 20; i++ {
+	for i := 0; i < 20; i++ { // 1 s for pgtide to (not) commit memory
 		time.Sleep(50 * time.Millisecond)
 		peak = max(peak, procRSS(r.pid))
 	}

@@ -71,6 +71,8 @@ func TestStatsLogAndSwitches(t *testing.T) {
 	if connectErr(t, e.tide.ConnString("no_such_db", e.User, e.Pass)) == nil {
 		t.Fatal("login to an unknown database succeeded")
 	}
+	// Lines that must not come give no condition to wait on: give them
+	// time to show up.
 	time.Sleep(200 * time.Millisecond)
 	for _, msg := range []string{"client connected", "client disconnected", "login failed"} {
 		if n := len(logLines(e.tide.Logs()[mark:], msg)); n != 0 {
@@ -101,6 +103,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 			t.Errorf("client connected line has no %q: %v", k, conn)
 		}
 	}
+	// More than two of the old 300 ms periods: a stats line would be due.
 	time.Sleep(700 * time.Millisecond)
 	if n := len(logLines(e.tide.Logs()[mark:], "stats")); n != 0 {
 		t.Errorf("%d stats lines after stats_period was set to 0", n)

@@ -328,7 +328,7 @@ func TestSizeBoundUnderConcurrency(t *testing.T) {
 					errs <- fmt.Errorf("Stats.Open = %d > Size", s.Open)
 				}
 				if i%3 == 0 {
-					time.Sleep(50 * time.Microsecond)
+					time.Sleep(50 * time.Microsecond) // hold some a little, so borrowers overlap
 				}
 				lent.Add(-1)
 				if (g+i)%7 == 0 {
