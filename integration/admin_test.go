@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // adminEnv is an env whose pgtide has an admin user and a stats user.
@@ -340,7 +342,7 @@ func TestAdminConsole(t *testing.T) {
 		if err := victim.QueryRow(ctx, "select 1").Scan(&n); err == nil {
 			t.Fatal("killed client could still run a query")
 		}
-		if !eventually(3*time.Second, func() bool {
+		if !pgtest.Eventually(3*time.Second, func() bool {
 			return findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "victim") == nil
 		}) {
 			t.Fatal("killed client still listed by SHOW CLIENTS")

@@ -56,7 +56,7 @@ func TestAtomicityLedgerRestarts(t *testing.T) {
 	var kinds []string
 	end := time.Now().Add(dur)
 	for round := 0; time.Now().Before(end); round++ {
-		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond) // random gaps between faults
 		switch round % 6 {
 		case 2:
 			pg.Restart(t)

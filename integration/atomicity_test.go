@@ -23,6 +23,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // rawSession is a logged-in client connection driven message by message.
@@ -162,8 +164,8 @@ func testLostServerNextStatement(t *testing.T, mode string, iters int) {
 							}
 							adm.Close(ctx)
 						}
-						_ = e.tide.Signal(syscall.SIGABRT) // goroutine dump into pgtide's output
-						time.Sleep(time.Second)
+						_ = e.tide.Signal(syscall.SIGABRT)  // goroutine dump into pgtide's output
+						_, _ = e.tide.Wait(5 * time.Second) // written in full once it exits
 						r.conn.Close()
 						errs <- fmt.Errorf("iteration %d: %w", i, err)
 						return
@@ -258,7 +260,7 @@ func lostServerIteration(r *rawSession, i int, onFatal bool, rng *rand.Rand) err
 		}
 		_ = r.query(second) // may fail: the connection is going away
 	} else {
-		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond) // the fault lands anywhere in the gap
 		_ = r.query(second)
 	}
 	// Read to the end: the session must be over.
@@ -291,7 +293,7 @@ func lostServerIteration(r *rawSession, i int, onFatal bool, rng *rand.Rand) err
 // backend of db other than the caller's is running a statement.
 func settled(t *testing.T, adm *pgconn.PgConn, direct *pgx.Conn, db string) {
 	t.Helper()
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		for _, r := range mustAdmin(t, adm, "SHOW CLIENTS") {
 			if r["database"] == db {
 				return false
@@ -308,7 +310,7 @@ func settled(t *testing.T, adm *pgconn.PgConn, direct *pgx.Conn, db string) {
 // running a statement.
 func settledBackends(t *testing.T, direct *pgx.Conn, db string) {
 	t.Helper()
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return queryInt(t, direct, `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = $1 AND pid <> pg_backend_pid() AND state NOT IN ('idle', 'idle in transaction')`, db) == 0
 	}) {
@@ -400,7 +402,7 @@ func (l *ledger) run(stop <-chan struct{}) {
 					var err error
 					if conn, err = pgx.Connect(ctx, l.url); err != nil {
 						cancel()
-						time.Sleep(20 * time.Millisecond)
+						time.Sleep(20 * time.Millisecond) // a client's pace between reconnects
 						continue
 					}
 				}
@@ -535,7 +537,7 @@ func TestAtomicityLedgerBackendsTerminated(t *testing.T) {
 	faults, killed := 0, 0
 	end := time.Now().Add(dur)
 	for time.Now().Before(end) {
-		time.Sleep(time.Duration(150+rand.IntN(250)) * time.Millisecond)
+		time.Sleep(time.Duration(150+rand.IntN(250)) * time.Millisecond) // random gaps between faults
 		n, err := terminateBackends(ctxT(t, 10*time.Second), mon, e.DB)
 		if err != nil {
 			t.Fatalf("terminate: %v", err)
@@ -584,7 +586,7 @@ func TestAtomicityKilledWhileWaiting(t *testing.T) {
 	}
 	adm := console(t, a.adminURL())
 	var id string
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		row := findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "waiting_victim")
 		if row != nil && row["state"] == "waiting" {
 			id = row["id"]
@@ -609,7 +611,7 @@ func TestAtomicityKilledWhileWaiting(t *testing.T) {
 	}
 	// The server is free now: wait until the killed session is gone and
 	// nothing runs, so a leftover borrow would have run the INSERT.
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "waiting_victim") == nil
 	}) {
 		t.Fatal("the killed client is still listed by SHOW CLIENTS")

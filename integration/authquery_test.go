@@ -182,14 +182,14 @@ func allowMD5(t *testing.T, pg *pgtest.Postgres, role, pass string) {
 	path := filepath.Join(pg.DataDir, "pg_hba.conf")
 	old, err := os.ReadFile(path)
 	if err != nil {
-		skipUnlessCI(t, "cannot read %s to allow md5: %v", path, err)
+		pgtest.SkipUnlessCI(t, "cannot read %s to allow md5: %v", path, err)
 	}
 	line := fmt.Sprintf("host all %s 127.0.0.1/32 md5\n", role)
 	if err := os.WriteFile(path, append([]byte(line), old...), 0o600); err != nil {
-		skipUnlessCI(t, "cannot write %s to allow md5: %v", path, err)
+		pgtest.SkipUnlessCI(t, "cannot write %s to allow md5: %v", path, err)
 	}
 	pg.Exec(t, "SELECT pg_reload_conf()")
-	ok := eventually(10*time.Second, func() bool {
+	ok := pgtest.Eventually(10*time.Second, func() bool {
 		c, err := pgconn.Connect(context.Background(), pg.ConnString("postgres", role, pass))
 		if err != nil {
 			return false

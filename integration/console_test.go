@@ -87,7 +87,7 @@ func TestReloadPoolModeUnderLoad(t *testing.T) {
 		}
 		// Let some logins run under this mode before the next reload.
 		target := logins.Load() + 3
-		if !eventually(20*time.Second, func() bool { return logins.Load() >= target || failures.Load() > 0 }) {
+		if !pgtest.Eventually(20*time.Second, func() bool { return logins.Load() >= target || failures.Load() > 0 }) {
 			t.Fatalf("no logins after reload %d", i)
 		}
 	}

@@ -31,7 +31,7 @@ var (
 // and checks that nothing is left behind.
 func TestDemo(t *testing.T) {
 	if _, err := pgtest.FindBinDir(); err != nil {
-		skipUnlessCI(t, "%v (install the %q apt package or set PGTIDE_PG_BINDIR)", err, pgtest.AptPackage)
+		pgtest.SkipUnlessCI(t, "%v (install the %q apt package or set PGTIDE_PG_BINDIR)", err, pgtest.AptPackage)
 	}
 	psql := needBinary(t, "psql", "postgresql-client")
 	bin := pgtest.BuildPgtide(t)

@@ -206,7 +206,7 @@ func TestLoginFailureLoggedOnce(t *testing.T) {
 	c := connect(t, e.URL())
 	c.Close(ctxT(t, 5*time.Second))
 	// The good client's disconnect line comes after everything about the bad one.
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		for _, l := range strings.Split(e.tide.Logs(), "\n") {
 			if strings.Contains(l, `"client disconnected"`) && strings.Contains(l, e.User) {
 				return true
@@ -414,7 +414,7 @@ func TestClientIdleTimeout(t *testing.T) {
 	}
 	idle := connect(t, e.URL())
 	queryInt(t, idle, "select 1")
-	if !eventually(20*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "client_idle_timeout: closing the client") }) {
+	if !pgtest.Eventually(20*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "client_idle_timeout: closing the client") }) {
 		t.Fatal("the idle client was not closed")
 	}
 	_, err = idle.Exec(ctxT(t, 10*time.Second), "select 1")
@@ -453,7 +453,7 @@ func TestClientConnectionLimits(t *testing.T) {
 	if err := e.tide.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > before }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > before }) {
 		t.Fatalf("reload not applied:\n%s", e.tide.Logs())
 	}
 	conns := []*pgx.Conn{connect(t, e.URL()), connect(t, e.URL())}
@@ -468,7 +468,7 @@ func TestClientConnectionLimits(t *testing.T) {
 	}
 	// One leaves; a new client of the first database gets in.
 	conns[0].Close(ctxT(t, 5*time.Second))
-	if !eventually(10*time.Second, func() bool { return connectErr(t, e.URL()) == nil }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return connectErr(t, e.URL()) == nil }) {
 		t.Fatal("no login after a client left")
 	}
 }
@@ -497,7 +497,7 @@ func TestServerLoginRetry(t *testing.T) {
 				}
 			}
 			want := fmt.Sprintf("password authentication failed for user %q", role)
-			if !eventually(5*time.Second, func() bool { return strings.Count(pg.Logs(), want) >= tc.wantAttempts }) {
+			if !pgtest.Eventually(5*time.Second, func() bool { return strings.Count(pg.Logs(), want) >= tc.wantAttempts }) {
 				t.Fatalf("PostgreSQL saw %d failed logins of %s, want %d", strings.Count(pg.Logs(), want), role, tc.wantAttempts)
 			}
 			if n := strings.Count(pg.Logs(), want); n != tc.wantAttempts {

@@ -102,24 +102,30 @@ func TestHandoverOnlineRestart(t *testing.T) {
 					return
 				}
 				longOK.Add(1)
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // a client's pace
 			}
 		}()
 	}
 
-	time.Sleep(300 * time.Millisecond)
+	pgtest.WaitUntil(t, 10*time.Second, "traffic through the old process", func() bool { return ok.Load() > 0 && longOK.Load() > 0 })
 	beforeNew := ok.Load()
 	fresh := pgtest.StartPgtideAt(t, conf, old.Port)
-	time.Sleep(300 * time.Millisecond)
+	pgtest.WaitUntil(t, 10*time.Second, "the new process to serve a client", func() bool {
+		return ok.Load() > beforeNew && strings.Contains(fresh.Logs(), "client connected")
+	})
 	if err := old.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// The old process stops accepting; new connections reach the new one.
-	if !eventually(10*time.Second, func() bool { return strings.Contains(old.Logs(), "shutdown: waiting for clients") }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return strings.Contains(old.Logs(), "shutdown: waiting for clients") }) {
 		t.Fatalf("old pgtide did not start its shutdown after SIGTERM")
 	}
-	atSIGTERM := ok.Load()
-	time.Sleep(500 * time.Millisecond)
+	atSIGTERM, longAtSIGTERM := ok.Load(), longOK.Load()
+	// Both kinds of traffic go on: new clients on the new process, the
+	// long-lived ones on the old.
+	pgtest.WaitUntil(t, 10*time.Second, "traffic after SIGTERM", func() bool {
+		return ok.Load() > atSIGTERM && longOK.Load() > longAtSIGTERM+10
+	})
 	if old.Exited() {
 		t.Fatalf("old pgtide exited while its long-lived clients were still connected")
 	}
@@ -129,7 +135,8 @@ func TestHandoverOnlineRestart(t *testing.T) {
 	if _, err := old.Wait(10 * time.Second); err != nil {
 		t.Fatalf("old pgtide still running 10 s after its last client left")
 	}
-	time.Sleep(300 * time.Millisecond)
+	afterOld := ok.Load()
+	pgtest.WaitUntil(t, 10*time.Second, "traffic on the new process alone", func() bool { return ok.Load() > afterOld })
 	close(stop)
 	wg.Wait()
 

@@ -118,7 +118,7 @@ func TestStartupMalformedClosesSilently(t *testing.T) {
 			if got := rawExchange(t, e.tide.Addr, tc.pkt, tc.closeWrite); len(got) != 0 {
 				t.Fatalf("pgtide answered %q, want no byte (as PostgreSQL)", got)
 			}
-			if !eventually(10*time.Second, func() bool { return strings.Count(e.tide.Logs(), tc.log) > before }) {
+			if !pgtest.Eventually(10*time.Second, func() bool { return strings.Count(e.tide.Logs(), tc.log) > before }) {
 				t.Fatalf("pgtide did not log %q", tc.log)
 			}
 		})
@@ -310,7 +310,7 @@ func TestSCRAMRefusesMD5Secret(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Code != "28P01" || pe.Message != fmt.Sprintf("password authentication failed for user %q", md5User) {
 		t.Fatalf("right password, md5 secret, scram-sha-256: err = %v, want FATAL 28P01 password authentication failed", err)
 	}
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return strings.Contains(e.tide.Logs(), fmt.Sprintf(`User \"%s\" does not have a valid SCRAM secret.`, md5User))
 	}) {
 		t.Error("pgtide's log does not say the user has no valid SCRAM secret")
@@ -326,11 +326,11 @@ func allowHBA(t *testing.T, pg *pgtest.Postgres, role, method string) {
 	path := filepath.Join(pg.DataDir, "pg_hba.conf")
 	old, err := os.ReadFile(path)
 	if err != nil {
-		skipUnlessCI(t, "cannot read %s: %v", path, err)
+		pgtest.SkipUnlessCI(t, "cannot read %s: %v", path, err)
 	}
 	line := fmt.Sprintf("host all %s 127.0.0.1/32 %s\n", role, method)
 	if err := os.WriteFile(path, append([]byte(line), old...), 0o600); err != nil {
-		skipUnlessCI(t, "cannot write %s: %v", path, err)
+		pgtest.SkipUnlessCI(t, "cannot write %s: %v", path, err)
 	}
 	pg.Exec(t, "SELECT pg_reload_conf()")
 	t.Cleanup(func() {
@@ -355,7 +355,7 @@ func TestServerRequireAuthRefusesCleartext(t *testing.T) {
 	reloadTo(t, e, conf, "debug")
 	allowHBA(t, e.pg, e.User, "password")
 	// Without the key, the server's cleartext request is answered.
-	if !eventually(10*time.Second, func() bool { return connectErr(t, e.URL()) == nil }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return connectErr(t, e.URL()) == nil }) {
 		t.Fatalf("login through pgtide to a server that asks for a cleartext password: %v", connectErr(t, e.URL()))
 	}
 	err := connectErr(t, e.tide.ConnString("strict", e.User, e.Pass))

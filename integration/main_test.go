@@ -224,18 +224,18 @@ func queryString(t testing.TB, c *pgx.Conn, sql string, args ...any) string {
 	return s
 }
 
-// eventually polls cond every 20 ms until it returns true or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+// waitRunning waits until n backends (besides mon's) run a query that
+// starts with prefix, as pg_stat_activity shows them; mon is a superuser
+// connection to the same PostgreSQL.
+func waitRunning(t testing.TB, mon *pgx.Conn, prefix string, n int) {
+	t.Helper()
+	pgtest.WaitUntil(t, 10*time.Second, fmt.Sprintf("%d backend(s) running %q", n, prefix), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var got int
+		err := mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() AND starts_with(query, $1)", prefix).Scan(&got)
+		return err == nil && got >= n
+	})
 }
 
 // needBinary returns the path of an external program, skipping the test if
@@ -244,7 +244,7 @@ func needBinary(t testing.TB, path, aptPkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(path)
 	if err != nil {
-		skipUnlessCI(t, "%s not found (install the %s apt package): %v", path, aptPkg, err)
+		pgtest.SkipUnlessCI(t, "%s not found (install the %s apt package): %v", path, aptPkg, err)
 	}
 	return p
 }
@@ -254,17 +254,7 @@ func needPython(t testing.TB, module, aptPkg string) string {
 	t.Helper()
 	py := needBinary(t, "/usr/bin/python3", "python3")
 	if out, err := exec.Command(py, "-c", "import "+module).CombinedOutput(); err != nil {
-		skipUnlessCI(t, "%s cannot import %s (install the %s apt package): %v\n%s", py, module, aptPkg, err, out)
+		pgtest.SkipUnlessCI(t, "%s cannot import %s (install the %s apt package): %v\n%s", py, module, aptPkg, err, out)
 	}
 	return py
-}
-
-// skipUnlessCI skips the test, except under CI=true, where whatever made it
-// impossible is a broken CI machine and must fail instead of hiding.
-func skipUnlessCI(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
 }

@@ -105,7 +105,7 @@ func TestMetrics(t *testing.T) {
 		c.PoolMode = "transaction"
 		c.Extra = fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", mport)
 	})
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -146,7 +146,7 @@ func TestMetrics(t *testing.T) {
 	var s scrape
 	// Counters move as the proxy sees each reply, which may be just after
 	// the client got it: poll until they have caught up.
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		s = scrapeMetrics(t, base)
 		q, _ := s.get("pgtide_pool_queries_total", db, user)
 		x, _ := s.get("pgtide_pool_transactions_total", db, user)
@@ -206,7 +206,7 @@ func TestMetrics(t *testing.T) {
 	}
 	var code int
 	var body string
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		code, body = httpGet(t, base+"/readyz")
 		return code == http.StatusServiceUnavailable
 	}) {

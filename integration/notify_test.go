@@ -61,6 +61,19 @@ func newNotifySocket(t *testing.T) *notifySocket {
 	return ns
 }
 
+// send writes msg to the socket as another notifier would.
+func (ns *notifySocket) send(t *testing.T, msg string) {
+	t.Helper()
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: ns.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (ns *notifySocket) read() {
 	defer close(ns.msgs)
 	buf := make([]byte, 4096)
@@ -158,7 +171,7 @@ func TestNotify(t *testing.T) {
 		t.Logf("%s: RELOADING=1 ... READY=1 in %v; STATUS=%s", what, time.Since(before), m.vars["STATUS"])
 	}
 	reload("good config")
-	if !eventually(5*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "configuration reloaded") }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "configuration reloaded") }) {
 		t.Fatalf("no reload logged")
 	}
 	e.rewriteConfig(t, e.conf.TOML(e.pg.Port)+"\nbogus_key = 1\n")
@@ -178,20 +191,24 @@ func TestNotify(t *testing.T) {
 	if _, err := e.tide.Wait(5 * time.Second); err != nil {
 		t.Fatalf("pgtide still running 5 s after the last client left")
 	}
-	// STOPPING=1 is sent once, not again when the server finishes.
-	time.Sleep(50 * time.Millisecond)
-drain:
+	// STOPPING=1 is sent once, not again when the server finishes. pgtide
+	// has exited: all it sent is queued ahead of a datagram of ours.
+	const barrier = "PGTIDE_TEST_BARRIER=1"
+	ns.send(t, barrier)
 	for {
 		select {
 		case m, ok := <-ns.msgs:
 			if !ok {
-				break drain
+				t.Fatal("notify socket closed before the test's own datagram came")
+			}
+			if m.raw == barrier {
+				return
 			}
 			if _, dup := m.vars["STOPPING"]; dup && int(m.pid) == pid {
 				t.Fatalf("second STOPPING=1: %q", m.raw)
 			}
-		default:
-			break drain
+		case <-time.After(5 * time.Second):
+			t.Fatal("the test's own datagram did not come back within 5 s")
 		}
 	}
 }

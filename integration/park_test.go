@@ -28,7 +28,7 @@ func parkEnv(t *testing.T, extra string) (*env, string) {
 		db.PoolSize = 2
 		c.Extra = fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", mport) + extra
 	})
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -76,7 +76,7 @@ func TestIdleClientsParked(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close(ctx) })
 		conns[i] = c
 	}
-	if !eventually(30*time.Second, func() bool {
+	if !pgtest.Eventually(30*time.Second, func() bool {
 		return metricValue(t, base, "pgtide_client_connections_parked") >= n
 	}) {
 		t.Fatalf("parked clients: %v, want >= %d (go_goroutines %v)", metricValue(t, base, "pgtide_client_connections_parked"), n, metricValue(t, base, "go_goroutines"))
@@ -103,7 +103,7 @@ func TestIdleClientsParked(t *testing.T) {
 		}
 	}
 	// They park again once idle; the one in a transaction does not.
-	if !eventually(30*time.Second, func() bool {
+	if !pgtest.Eventually(30*time.Second, func() bool {
 		return metricValue(t, base, "pgtide_client_connections_parked") >= n-1
 	}) {
 		t.Fatalf("parked clients after queries: %v, want >= %d", metricValue(t, base, "pgtide_client_connections_parked"), n-1)
@@ -125,7 +125,7 @@ func TestIdleClientsParked(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := metricValue(t, base, "pgtide_client_connections_parked")
-	if !eventually(30*time.Second, func() bool {
+	if !pgtest.Eventually(30*time.Second, func() bool {
 		return metricValue(t, base, "pgtide_client_connections_parked") > before
 	}) {
 		t.Fatal("the client did not park after SET")
@@ -164,7 +164,7 @@ func TestParkedClientIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
-	if !eventually(20*time.Second, func() bool {
+	if !pgtest.Eventually(20*time.Second, func() bool {
 		return metricValue(t, base, "pgtide_client_connections") == 0
 	}) {
 		t.Fatalf("client_connections = %v after client_idle_timeout", metricValue(t, base, "pgtide_client_connections"))

@@ -146,7 +146,7 @@ connect_query = "select * from public.no_such_table"
 	if st := sqlState(err); st != "42P01" {
 		t.Errorf("login error %v (SQLSTATE %q); want 42P01 from the connect_query", err, st)
 	}
-	if !eventually(10*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "connect_query failed") }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "connect_query failed") }) {
 		t.Error("pgtide did not log the connect_query failure")
 	}
 }
@@ -264,7 +264,7 @@ func TestCancelWaitTimeoutSet(t *testing.T) {
 	}
 	// The backend's query really stopped: nothing of this database sleeps.
 	admin := super(t, e.pg, "postgres")
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		return queryInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", e.DB) == 0
 	}) {
 		t.Fatal("the cancelled pg_sleep is still running on the server")

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 func TestPoolSizeLimit(t *testing.T) {
@@ -254,7 +256,7 @@ func TestClientKilledMidTransaction(t *testing.T) {
 	// Whatever pgtide did (ROLLBACK or closing the server), A's transaction
 	// must be gone from the server and its row never committed.
 	mon := super(t, e.pg, e.DB)
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		var n int64
 		err := mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND (state LIKE 'idle in transaction%' OR backend_xid::text = $2)", e.User, txidA).Scan(&n)
 		return err == nil && n == 0

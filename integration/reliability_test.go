@@ -58,7 +58,7 @@ func newRelEnv(t *testing.T, modify func(c *tideConf, db *dbConf)) *relEnv {
 		}
 	})
 	r := &relEnv{env: e, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), pid: e.tide.Cmd.Process.Pid}
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(r.metrics, "http://"), time.Second)
 		if err == nil {
 			c.Close()
@@ -113,7 +113,7 @@ func (r *relEnv) baseline(t *testing.T) leakBase {
 	queryInt(t, c, "SELECT 1")
 	c.Close(context.Background())
 	var b leakBase
-	eventually(3*time.Second, func() bool {
+	pgtest.Eventually(3*time.Second, func() bool {
 		v, _ := scrapeMetrics(t, r.metrics).get("pgtide_client_connections")
 		return v == 0
 	})
@@ -130,7 +130,7 @@ func (r *relEnv) checkLeaks(t *testing.T, b leakBase, fdSlack int) {
 	t.Helper()
 	var fds, gs int
 	var clients, active, waiting float64
-	ok := eventually(10*time.Second, func() bool {
+	ok := pgtest.Eventually(10*time.Second, func() bool {
 		s := scrapeMetrics(t, r.metrics)
 		clients, _ = s.get("pgtide_client_connections")
 		active, _ = s.get("pgtide_pool_servers", `state="active"`)
@@ -179,7 +179,7 @@ func (r *relEnv) waitNoOpenTxn(t *testing.T, d time.Duration, what string) time.
 	t.Helper()
 	start := time.Now()
 	var all, txn int64
-	if !eventually(d, func() bool { all, txn = r.backends(t); return txn == 0 }) {
+	if !pgtest.Eventually(d, func() bool { all, txn = r.backends(t); return txn == 0 }) {
 		rows, _ := r.mon.Query(ctxT(t, 5*time.Second), `SELECT pid, state, coalesce(xact_start::text,''), query FROM pg_stat_activity WHERE usename = $1`, r.User)
 		var lines []string
 		for rows.Next() {
@@ -326,7 +326,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 	e.tide = pgtest.StartPgtide(t, e.conf.TOML(pg.Port))
 	t.Cleanup(e.checkNoSecrets)
 	r := &relEnv{env: e, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), pid: e.tide.Cmd.Process.Pid}
-	eventually(5*time.Second, func() bool {
+	pgtest.Eventually(5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(r.metrics, "http://"), time.Second)
 		if err == nil {
 			c.Close()
@@ -348,7 +348,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 		out, err := tbPgbench(t, e, e.tide.Host, e.tide.Port, "-S", "-c", "10", "-j", "2", "-T", "8")
 		done <- result{out, err}
 	}()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // restart in the middle of pgbench's 8 s run
 	rs := time.Now()
 	pg.Restart(t)
 	t.Logf("PostgreSQL restarted in %v", time.Since(rs).Round(time.Millisecond))
@@ -422,7 +422,7 @@ func TestReliabilityPGRestartUnderLoad(t *testing.T) {
 		t.Logf("5 concurrent 0.5 s transactions took %v: all 5 slots usable", el.Round(time.Millisecond))
 	}
 	var total, active, waiting float64
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		total, active, waiting = r.poolServers(t)
 		return total <= 5 && active == 0 && waiting == 0
 	}) {
@@ -473,7 +473,7 @@ func TestReliabilityIdleServersKilled(t *testing.T) {
 	if err := r.mon.QueryRow(ctx, "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1", r.User).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 }) {
 		t.Fatal("terminated backends did not go away")
 	}
 	t.Logf("terminated %d idle servers %v", killed, old)
@@ -494,7 +494,7 @@ func TestReliabilityIdleServersKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("second kill: %d servers terminated", killed)
-	eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 })
+	pgtest.Eventually(5*time.Second, func() bool { all, _ := r.backends(t); return all == 0 })
 	var wg sync.WaitGroup
 	for i, c := range clients {
 		wg.Add(1)
@@ -574,7 +574,7 @@ func TestReliabilityServerKilledMidTransaction(t *testing.T) {
 	pidB := queryIntTx(t, txB, "SELECT pg_backend_pid()")
 	errB := make(chan error, 1)
 	go func() { _, err := txB.Exec(ctx, "SELECT pg_sleep(20)"); errB <- err }()
-	time.Sleep(300 * time.Millisecond)
+	waitRunning(t, r.mon, "SELECT pg_sleep(20)", 1)
 
 	var ok bool
 	if err := r.mon.QueryRow(ctx, "SELECT pg_terminate_backend($1) AND pg_terminate_backend($2)", pidA, pidB).Scan(&ok); err != nil || !ok {
@@ -590,13 +590,19 @@ func TestReliabilityServerKilledMidTransaction(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("victim B: no error 5 s after its backend was killed")
 	}
-	time.Sleep(200 * time.Millisecond)
+	pgtest.WaitUntil(t, 5*time.Second, "both victims' backends to exit", func() bool {
+		var n int
+		err := r.mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid IN ($1, $2)", pidA, pidB).Scan(&n)
+		return err == nil && n == 0
+	})
 	if _, err := txA.Exec(ctx, "SELECT 1"); err == nil {
 		t.Error("victim A: query in the transaction succeeded after its backend was killed")
 	} else {
 		t.Logf("victim A (idle in transaction) got: %v", err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The bystanders go on committing after the kills.
+	atKill := okTx.Load()
+	pgtest.WaitUntil(t, 10*time.Second, "bystanders to commit after the kills", func() bool { return okTx.Load() >= atKill+20 })
 	close(stop)
 	wg.Wait()
 	t.Logf("bystanders committed %d transactions without error", okTx.Load())
@@ -749,7 +755,12 @@ func TestReliabilityClientVanishes(t *testing.T) {
 		for i := 0; i < 100; i++ {
 			send(t, conn, &pgproto3.CopyData{Data: []byte(strconv.Itoa(i) + "\n")})
 		}
-		time.Sleep(100 * time.Millisecond)
+		// The rows reached the server: it is inside the COPY.
+		pgtest.WaitUntil(t, 5*time.Second, "the server to take the 100 rows", func() bool {
+			var n int64
+			err := r.mon.QueryRow(ctx, "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy WHERE datname = $1 AND command = 'COPY FROM'", r.DB).Scan(&n)
+			return err == nil && n >= 100
+		})
 		reset(conn)
 		after(t, "reset mid-COPY IN")
 	})
@@ -767,7 +778,7 @@ func TestReliabilityClientVanishes(t *testing.T) {
 			reset(conn)
 			start := time.Now()
 			var txn int64
-			eventually(15*time.Second, func() bool { _, txn = r.backends(t); return txn == 0 })
+			pgtest.Eventually(15*time.Second, func() bool { _, txn = r.backends(t); return txn == 0 })
 			d := time.Since(start)
 			t.Logf("try %d: server clean after %v", try, d.Round(time.Millisecond))
 			if d > 3*time.Second {
@@ -875,7 +886,7 @@ func TestReliabilityConnectionStorm(t *testing.T) {
 					return
 				}
 				byOK.Add(1)
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond) // a bystander's pace, not a storm of its own
 			}
 		}()
 	}
@@ -998,7 +1009,7 @@ func TestReliabilityConnectionStorm(t *testing.T) {
 	// has none (SCRAM); instead a fresh pgx client must get in while the
 	// storm's admitted connections are still open, once the refusals are done.
 	var cerr error
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := pgx.Connect(ctx, r.URL())
@@ -1048,7 +1059,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 	// A client logged in before the limit keeps working.
 	by := connect(t, r.URL())
 	if err := prlimitNofile(r.pid, 64, 64); err != nil {
-		skipUnlessCI(t, "prlimit: %v", err)
+		pgtest.SkipUnlessCI(t, "prlimit: %v", err)
 	}
 	restored := false
 	restore := func() {
@@ -1074,10 +1085,12 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 		_, _ = c.Write(pkt)
 		conns = append(conns, c)
 		if i > 60 {
+			// Paced near the limit, so the loop stops soon after pgtide
+			// logs its first failed accept.
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if !eventually(5*time.Second, func() bool { return strings.Contains(r.tide.Logs(), "accept failed") }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(r.tide.Logs(), "accept failed") }) {
 		t.Fatalf("no \"accept failed\" in pgtide's log after %d connections with RLIMIT_NOFILE 64 (%d fds open)", len(conns), procFDs(r.pid))
 	}
 	t.Logf("%d connections open, pgtide at %d fds: accept failed logged", len(conns), procFDs(r.pid))
@@ -1090,7 +1103,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 	conns = nil
 	// With the connections gone (and the limit still 64), a new client works.
 	var err error
-	ok := eventually(15*time.Second, func() bool {
+	ok := pgtest.Eventually(15*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		var c *pgx.Conn
@@ -1321,7 +1334,7 @@ func TestReliabilityHugeDeclaredLength(t *testing.T) {
 		conns = append(conns, c)
 	}
 	peak := rss0
-	for i := 0; i < 20; i++ {
+	for i := 0; i < 20; i++ { // 1 s for pgtide to (not) commit memory
 		time.Sleep(50 * time.Millisecond)
 		peak = max(peak, procRSS(r.pid))
 	}

@@ -28,7 +28,7 @@ func reloadTo(t *testing.T, e *env, conf tideConf, level string) {
 		time.Sleep(500 * time.Millisecond)
 		return
 	}
-	if !eventually(5*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > before }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > before }) {
 		t.Fatalf("reload not applied within 5 s:\n%s", e.tide.Logs())
 	}
 }
@@ -95,7 +95,7 @@ func TestReloadLive(t *testing.T) {
 		survivors(t)
 		// The open transaction holds one server; three sleepers get the rest.
 		wg := sleepers(3, "1")
-		if !eventually(3*time.Second, func() bool { return serverConns(t, mon, e.DB, e.User) == 4 }) {
+		if !pgtest.Eventually(3*time.Second, func() bool { return serverConns(t, mon, e.DB, e.User) == 4 }) {
 			t.Fatalf("pool_size 4: %d server connections, want 4", serverConns(t, mon, e.DB, e.User))
 		}
 		wg.Wait()
@@ -106,7 +106,7 @@ func TestReloadLive(t *testing.T) {
 		reloadTo(t, e, conf, "debug")
 		survivors(t)
 		// Surplus idle servers are closed by the pool's sweep (every second).
-		if !eventually(4*time.Second, func() bool { return serverConns(t, mon, e.DB, e.User) <= 2 }) {
+		if !pgtest.Eventually(4*time.Second, func() bool { return serverConns(t, mon, e.DB, e.User) <= 2 }) {
 			t.Fatalf("pool_size 2: still %d server connections", serverConns(t, mon, e.DB, e.User))
 		}
 		wg := sleepers(3, "0.3")
@@ -251,6 +251,7 @@ func TestReloadLive(t *testing.T) {
 		queryInt(t, c, "SELECT 1")
 		c.Close(ctx)
 		survivors(t)
+		// Lines that must not come give no condition to wait on.
 		time.Sleep(100 * time.Millisecond)
 		if logs := e.tide.Logs()[mark:]; strings.Contains(logs, `"level":"info"`) || strings.Contains(logs, `"level":"debug"`) {
 			t.Fatalf("info/debug lines logged at log_level warn:\n%s", logs)
@@ -260,7 +261,7 @@ func TestReloadLive(t *testing.T) {
 		c = connect(t, e.URL())
 		queryInt(t, c, "SELECT 1")
 		c.Close(ctx)
-		if !eventually(2*time.Second, func() bool {
+		if !pgtest.Eventually(2*time.Second, func() bool {
 			logs := e.tide.Logs()[mark:]
 			return strings.Contains(logs, "client connected") && strings.Contains(logs, "client disconnected")
 		}) {

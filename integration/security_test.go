@@ -193,7 +193,7 @@ func TestUnauthenticatedStartupsLeaveNothing(t *testing.T) {
 		t.Log("auth_user without auth_dbname is accepted: running without it")
 	}
 	tide := pgtest.StartPgtide(t, authQueryTOML(pg, authUser, authPass, top))
-	if !eventually(10*time.Second, func() bool { c, _, err := tryHTTPGet(base + "/healthz"); return err == nil && c == 200 }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { c, _, err := tryHTTPGet(base + "/healthz"); return err == nil && c == 200 }) {
 		t.Fatal("metrics endpoint not answering")
 	}
 
@@ -217,7 +217,7 @@ func TestUnauthenticatedStartupsLeaveNothing(t *testing.T) {
 	}
 	// Slack for goroutines of the runtime and the HTTP server.
 	var after float64
-	if !eventually(15*time.Second, func() bool { after = goroutines(t, base); return after <= before+10 }) {
+	if !pgtest.Eventually(15*time.Second, func() bool { after = goroutines(t, base); return after <= before+10 }) {
 		t.Fatalf("goroutines: %v before %d failed logins, %v after; want no growth", before, n, after)
 	}
 	s := scrapeMetrics(t, base)
@@ -322,11 +322,11 @@ password = %q
 		t.Fatal(err)
 	}
 	mustAdmin(t, adm, "RELOAD")
-	if !eventually(30*time.Second, func() bool { return !poolNames(t, adm)[dbB] }) {
+	if !pgtest.Eventually(30*time.Second, func() bool { return !poolNames(t, adm)[dbB] }) {
 		t.Fatalf("pool of %s not freed after autodb_idle_timeout", dbB)
 	}
 	mon := super(t, pg, "postgres")
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return queryInt(t, mon, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", dbB) == 0
 	}) {
 		t.Fatalf("server connections to %s left after its pool was freed", dbB)
@@ -350,7 +350,7 @@ password = %q
 	}
 	b.Close(context.Background())
 	a.Close(context.Background())
-	if !eventually(30*time.Second, func() bool { p := poolNames(t, adm); return !p[dbA] && !p[dbB] }) {
+	if !pgtest.Eventually(30*time.Second, func() bool { p := poolNames(t, adm); return !p[dbA] && !p[dbB] }) {
 		t.Fatalf("pools not freed once their clients left: %v", poolNames(t, adm))
 	}
 }
@@ -444,7 +444,7 @@ func TestBrokenPasswordLineNotEchoed(t *testing.T) {
 	if err := a.tide.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return strings.Count(a.tide.Logs(), "reload failed; keeping the running configuration") >= 2
 	}) {
 		t.Fatal("no reload failure logged after SIGHUP")
@@ -510,7 +510,7 @@ func TestFilePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	// (The JSON log escapes the quotes around the path.)
-	if !eventually(10*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "has group or world access") }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return strings.Contains(e.tide.Logs(), "has group or world access") }) {
 		t.Fatalf("reload with a 0644 key not refused; log:\n%s", e.tide.Logs())
 	}
 	if err := os.Chmod(certs.ServerKey, 0o600); err != nil {
@@ -525,7 +525,7 @@ func TestFilePermissions(t *testing.T) {
 	if err := e.tide.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return strings.Contains(e.tide.Logs(), "holds passwords and is readable by every user of this machine")
 	}) {
 		t.Fatal("no warning about a world-readable configuration file with passwords")

@@ -16,7 +16,7 @@ import (
 func waitRefused(t *testing.T, e *env) error {
 	t.Helper()
 	var refusal error
-	if !eventually(5*time.Second, func() bool {
+	if !pgtest.Eventually(5*time.Second, func() bool {
 		refusal = connectErr(t, e.URL())
 		return refusal != nil
 	}) {
@@ -218,7 +218,7 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lastErr error
-	if !eventually(5*time.Second, func() bool { lastErr = connectErr(t, url2); return lastErr == nil }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { lastErr = connectErr(t, url2); return lastErr == nil }) {
 		t.Fatalf("database %s added by SIGHUP reload not reachable after 5 s: %v", db2, lastErr)
 	}
 	c2 := connect(t, url2)
@@ -256,7 +256,7 @@ func TestSIGHUPReload(t *testing.T) {
 				t.Fatal(err)
 			}
 			var newLogs string
-			if !eventually(5*time.Second, func() bool {
+			if !pgtest.Eventually(5*time.Second, func() bool {
 				newLogs = e.tide.Logs()[before:]
 				return bad.mention.MatchString(newLogs) && regexp.MustCompile(`(?i)"level":"(error|warn)"`).MatchString(newLogs)
 			}) {
@@ -284,7 +284,7 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := e.tide.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return sqlState(connectErr(t, url2)) == "3D000" }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return sqlState(connectErr(t, url2)) == "3D000" }) {
 		t.Fatalf("database %s still reachable 5 s after a reload that removed it", db2)
 	}
 	if err := connectErr(t, e.URL()); err != nil {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // logLines returns pgtide's JSON log lines whose message is msg.
@@ -34,7 +36,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 		queryInt(t, c, "SELECT 1")
 	}
 	var line map[string]any
-	if !eventually(3*time.Second, func() bool {
+	if !pgtest.Eventually(3*time.Second, func() bool {
 		for _, m := range logLines(e.tide.Logs(), "stats") {
 			if m["database"] == e.DB && m["user"] == e.User && m["queries"].(float64) > 0 {
 				line = m
@@ -69,6 +71,8 @@ func TestStatsLogAndSwitches(t *testing.T) {
 	if connectErr(t, e.tide.ConnString("no_such_db", e.User, e.Pass)) == nil {
 		t.Fatal("login to an unknown database succeeded")
 	}
+	// Lines that must not come give no condition to wait on: give them
+	// time to show up.
 	time.Sleep(200 * time.Millisecond)
 	for _, msg := range []string{"client connected", "client disconnected", "login failed"} {
 		if n := len(logLines(e.tide.Logs()[mark:], msg)); n != 0 {
@@ -87,7 +91,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 	if connectErr(t, e.tide.ConnString("no_such_db", e.User, e.Pass)) == nil {
 		t.Fatal("login to an unknown database succeeded")
 	}
-	if !eventually(2*time.Second, func() bool {
+	if !pgtest.Eventually(2*time.Second, func() bool {
 		logs := e.tide.Logs()[mark:]
 		return len(logLines(logs, "client connected")) > 0 && len(logLines(logs, "client disconnected")) > 0 && len(logLines(logs, "login failed")) > 0
 	}) {
@@ -99,6 +103,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 			t.Errorf("client connected line has no %q: %v", k, conn)
 		}
 	}
+	// More than two of the old 300 ms periods: a stats line would be due.
 	time.Sleep(700 * time.Millisecond)
 	if n := len(logLines(e.tide.Logs()[mark:], "stats")); n != 0 {
 		t.Errorf("%d stats lines after stats_period was set to 0", n)

@@ -125,7 +125,7 @@ print(c.info.ssl_in_use, c.info.ssl_attribute("protocol"), cur.fetchone()[0])`
 			}
 			return err
 		}
-		if !eventually(5*time.Second, func() bool { return verify(fresh.CAFile) == nil }) {
+		if !pgtest.Eventually(5*time.Second, func() bool { return verify(fresh.CAFile) == nil }) {
 			t.Fatalf("the new certificate is not served after SIGHUP: %v", verify(fresh.CAFile))
 		}
 		if err := verify(certs.CAFile); err == nil {
@@ -174,7 +174,7 @@ host     %[2]s,pgtide  all          127.0.0.0/8   scram-sha-256
 	if err := e.tide.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > reloads }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Count(e.tide.Logs(), "configuration reloaded") > reloads }) {
 		t.Fatal("no reload")
 	}
 	certFile, keyFile := certs.Client(e.User)
@@ -225,7 +225,7 @@ host     %[2]s,pgtide  all          127.0.0.0/8   scram-sha-256
 		if err := e.tide.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		if !eventually(5*time.Second, func() bool { return strings.Contains(e.tide.Logs(), `pg_hba.conf:2: invalid connection type \"hots\"`) }) {
+		if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(e.tide.Logs(), `pg_hba.conf:2: invalid connection type \"hots\"`) }) {
 			t.Fatal("the bad line is not logged")
 		}
 		_, err := pgx.Connect(ctxT(t, 10*time.Second), tlsURL(e.tide.Port, e.DB, "rejected", "x", "sslmode", "disable"))
@@ -291,7 +291,7 @@ server_tls_sslmode = "disable"
 	if !errors.Is(err, context.DeadlineExceeded) && sqlState(err) != "57014" {
 		t.Fatalf("cancel: %v", err)
 	}
-	if !eventually(5*time.Second, func() bool { return strings.Contains(pg.Logs(), "canceling statement due to user request") }) {
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(pg.Logs(), "canceling statement due to user request") }) {
 		t.Fatalf("the server did not see the cancel request; logs:\n%s", pg.Logs())
 	}
 }

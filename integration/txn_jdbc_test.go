@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 //go:embed testdata/jdbc/PgtideJdbcTest.java
@@ -29,7 +31,7 @@ func TestTxnJDBC(t *testing.T) {
 	javac := needBinary(t, "javac", "default-jdk-headless")
 	java := needBinary(t, "java", "default-jdk-headless")
 	if _, err := os.Stat(jdbcJar); err != nil {
-		skipUnlessCI(t, "%s missing (install the libpostgresql-jdbc-java apt package): %v", jdbcJar, err)
+		pgtest.SkipUnlessCI(t, "%s missing (install the libpostgresql-jdbc-java apt package): %v", jdbcJar, err)
 	}
 
 	e := drvTxnEnv(t, 3)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 //go:embed testdata/node/package.json testdata/node/package-lock.json testdata/node/test.js
@@ -41,7 +43,7 @@ func nodeProject(t *testing.T) (node, dir string) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		if os.Getenv("CI") != "true" && npmOffline.MatchString(out.String()) {
+		if !pgtest.InCI() && npmOffline.MatchString(out.String()) {
 			t.Skipf("npm ci could not reach the registry (not in CI, so skipping): %v\n%s", err, out.String())
 		}
 		t.Fatalf("npm ci: %v\n%s", err, out.String())

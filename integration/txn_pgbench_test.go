@@ -538,22 +538,22 @@ func TestTxnAbandonedTransaction(t *testing.T) {
 		name string
 		sql  string // run (simple protocol) before the client leaves
 		tx   byte   // A's TxStatus after sql
-		end  func(c *pgconn.PgConn)
+		end  func(t *testing.T, c *pgconn.PgConn, mon *pgx.Conn)
 	}{
-		{"rst_in_transaction", "INSERT INTO abandoned VALUES (1)", 'T', rst},
-		{"terminate_in_transaction", "INSERT INTO abandoned VALUES (2)", 'T', func(c *pgconn.PgConn) {
+		{"rst_in_transaction", "INSERT INTO abandoned VALUES (1)", 'T', func(_ *testing.T, c *pgconn.PgConn, _ *pgx.Conn) { rst(c) }},
+		{"terminate_in_transaction", "INSERT INTO abandoned VALUES (2)", 'T', func(_ *testing.T, c *pgconn.PgConn, _ *pgx.Conn) {
 			_ = c.Close(context.Background())
 		}},
-		{"rst_in_failed_transaction", "INSERT INTO abandoned VALUES (3); SELECT 1/0", 'E', rst},
-		{"rst_during_query_in_transaction", "INSERT INTO abandoned VALUES (4)", 'T', func(c *pgconn.PgConn) {
+		{"rst_in_failed_transaction", "INSERT INTO abandoned VALUES (3); SELECT 1/0", 'E', func(_ *testing.T, c *pgconn.PgConn, _ *pgx.Conn) { rst(c) }},
+		{"rst_during_query_in_transaction", "INSERT INTO abandoned VALUES (4)", 'T', func(t *testing.T, c *pgconn.PgConn, mon *pgx.Conn) {
 			// The client leaves while its query runs on the server.
 			fr := c.Frontend()
 			fr.Send(&pgproto3.Query{String: "SELECT pg_sleep(1)"})
 			_ = fr.Flush()
-			time.Sleep(100 * time.Millisecond)
+			waitRunning(t, mon, "SELECT pg_sleep(1)", 1)
 			rst(c)
 		}},
-		{"rst_after_flush_in_transaction", "INSERT INTO abandoned VALUES (5)", 'T', func(c *pgconn.PgConn) {
+		{"rst_after_flush_in_transaction", "INSERT INTO abandoned VALUES (5)", 'T', func(t *testing.T, c *pgconn.PgConn, _ *pgx.Conn) {
 			// Parse/Bind/Execute and a Flush, no Sync: the server has
 			// answered, but the extended batch is still open.
 			fr := c.Frontend()
@@ -562,7 +562,16 @@ func TestTxnAbandonedTransaction(t *testing.T) {
 			fr.Send(&pgproto3.Execute{})
 			fr.Send(&pgproto3.Flush{})
 			_ = fr.Flush()
-			time.Sleep(100 * time.Millisecond)
+			_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				m, err := fr.Receive()
+				if err != nil {
+					t.Fatalf("waiting for the replies to the flushed batch: %v", err)
+				}
+				if _, ok := m.(*pgproto3.CommandComplete); ok {
+					break // the server has answered
+				}
+			}
 			rst(c)
 		}},
 	}
@@ -591,7 +600,7 @@ func TestTxnAbandonedTransaction(t *testing.T) {
 			if a.TxStatus() != tc.tx {
 				t.Fatalf("client A: TxStatus %q after %q, want %q", a.TxStatus(), tc.sql, tc.tx)
 			}
-			tc.end(a)
+			tc.end(t, a, mon)
 			left := time.Now()
 
 			var notices []string

@@ -85,7 +85,7 @@ func TestTxnPgxStatementCacheManyClients(t *testing.T) {
 			if n > most {
 				most = n
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // the sampling pace
 		}
 	}()
 	errs := make(chan error, clients)
@@ -503,7 +503,7 @@ func TestTxnPgxCancel(t *testing.T) {
 		for i := 0; i < bystanders; i++ {
 			<-started
 		}
-		time.Sleep(100 * time.Millisecond) // let the bystanders' sleeps start
+		waitRunning(t, super(t, e.pg, "postgres"), "SELECT pg_sleep(1)::text", bystanders)
 
 		qctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		start := time.Now()

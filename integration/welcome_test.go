@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // TestLoginBeyondPoolSizeSessionMode: session mode, pool_size 1, the one
@@ -73,7 +75,7 @@ func TestLoginWelcomeRefreshed(t *testing.T) {
 	if _, err := admin.Exec(ctxT(t, 10*time.Second), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", e.DB); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		return queryInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", e.DB) == 0
 	}) {
 		t.Fatal("terminated backends did not exit")

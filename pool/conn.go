@@ -117,7 +117,7 @@ func quoteConnValue(s string) string {
 // Close closes the socket, telling the server with Terminate first.
 func (c *Conn) Close() error {
 	_ = c.Net.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	_, _ = c.Net.Write([]byte{'X', 0, 0, 0, 4})
+	_, _ = c.Net.Write([]byte{wire.FeTerminate, 0, 0, 0, 4})
 	return c.Net.Close()
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pgtide/pgtide/integration/pgtest"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
 
@@ -61,7 +62,7 @@ func TestAliveFalseAfterPeerSendsByte(t *testing.T) {
 	if _, err := s.Write([]byte{'N'}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "Alive to see the byte", func() bool { return !conn.Alive() })
+	pgtest.WaitUntil(t, 2*time.Second, "Alive to see the byte", func() bool { return !conn.Alive() })
 	// The byte is only peeked: it is still there to read.
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
 	var b [1]byte
@@ -75,7 +76,7 @@ func TestAliveFalseAfterPeerCloses(t *testing.T) {
 	c, s := tcpPair(t)
 	conn := tcpConn(c)
 	s.Close()
-	waitFor(t, 2*time.Second, "Alive to see the close", func() bool { return !conn.Alive() })
+	pgtest.WaitUntil(t, 2*time.Second, "Alive to see the close", func() bool { return !conn.Alive() })
 }
 
 func TestAliveFalseWithBufferedBytes(t *testing.T) {
@@ -89,7 +90,7 @@ func TestAliveFalseWithBufferedBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One byte left in the Reader's buffer (or still in the socket).
-	waitFor(t, 2*time.Second, "leftover byte to be seen", func() bool { return !conn.Alive() })
+	pgtest.WaitUntil(t, 2*time.Second, "leftover byte to be seen", func() bool { return !conn.Alive() })
 }
 
 func TestAliveFalseAfterLocalClose(t *testing.T) {
@@ -129,7 +130,7 @@ func TestAcquireSkipsDeadIdleConn(t *testing.T) {
 	mu.Lock()
 	peers[0].Close() // the server dies while its conn is idle
 	mu.Unlock()
-	waitFor(t, 2*time.Second, "peer close to arrive", func() bool { return !c1.Alive() })
+	pgtest.WaitUntil(t, 2*time.Second, "peer close to arrive", func() bool { return !c1.Alive() })
 	c2, err := p.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +163,7 @@ func TestWaiterSkipsDeadReleasedConn(t *testing.T) {
 	mu.Lock()
 	peers[0].Close()
 	mu.Unlock()
-	waitFor(t, 2*time.Second, "peer close to arrive", func() bool { return !c1.Alive() })
+	pgtest.WaitUntil(t, 2*time.Second, "peer close to arrive", func() bool { return !c1.Alive() })
 	p.Release(c1)
 	r := recv(t, w)
 	if r.err != nil || r.c == c1 {

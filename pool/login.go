@@ -197,7 +197,7 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 	}
 	now := time.Now()
 	c := &Conn{
-		Net: nc, Reader: rd, Addr: nc.RemoteAddr(), tlsConf: tlsConf, TxStatus: 'I',
+		Net: nc, Reader: rd, Addr: nc.RemoteAddr(), tlsConf: tlsConf, TxStatus: wire.TxIdle,
 		Params: map[string]string{}, Applied: map[string]AppliedParam{},
 		created: now, lastUsed: now,
 	}
@@ -207,20 +207,20 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 			return nil, fmt.Errorf("read from server: %w", err)
 		}
 		switch typ {
-		case 'S':
+		case wire.BeParameterStatus:
 			if k, v := wire.ParseParameterStatus(body); k != "" {
 				c.Params[k] = v
 			}
-		case 'K':
+		case wire.BeBackendKeyData:
 			var kd pgproto3.BackendKeyData
 			if err := kd.Decode(body); err != nil {
 				return nil, fmt.Errorf("server: bad BackendKeyData: %w", err)
 			}
 			c.PID, c.Secret = kd.ProcessID, bytes.Clone(kd.SecretKey)
-		case 'E':
+		case wire.BeErrorResponse:
 			return nil, DecodeError(typ, body)
-		case 'N': // a notice during startup
-		case 'Z':
+		case wire.BeNoticeResponse: // a notice during startup
+		case wire.BeReadyForQuery:
 			if len(body) > 0 {
 				c.TxStatus = body[0]
 			}
@@ -260,11 +260,11 @@ func authenticate(nc net.Conn, rd *wire.Reader, dc DialConfig, sec LoginSecret) 
 			return fmt.Errorf("read from server: %w", err)
 		}
 		switch typ {
-		case 'E':
+		case wire.BeErrorResponse:
 			return DecodeError(typ, body)
-		case 'N':
+		case wire.BeNoticeResponse:
 			continue
-		case 'R':
+		case wire.BeAuthentication:
 		default:
 			return fmt.Errorf("server: unexpected message %q during authentication", typ)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Errors returned by Acquire. Both are safe to retry later: nothing was sent
@@ -472,7 +474,7 @@ func (p *Pool) check(ctx context.Context, c *Conn, opts Options, now time.Time) 
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := c.Exec(cctx, opts.CheckQuery); err != nil || c.TxStatus != 'I' {
+	if err := c.Exec(cctx, opts.CheckQuery); err != nil || c.TxStatus != wire.TxIdle {
 		p.log.Warn().Err(err).Msg("server_check_query failed; closing the server connection")
 		return false
 	}
@@ -537,7 +539,7 @@ func runConnectQuery(ctx context.Context, c *Conn, q string, timeout time.Durati
 	if err := c.Exec(qctx, q); err != nil {
 		return fmt.Errorf("connect_query: %w", err)
 	}
-	if c.TxStatus != 'I' {
+	if c.TxStatus != wire.TxIdle {
 		return errors.New("connect_query left a transaction open")
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/pgtide/pgtide/integration/pgtest"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
 
@@ -109,18 +110,6 @@ func newTestPool(t *testing.T, opts Options, d *fakeDialer) *Pool {
 	return p
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func acquire(t *testing.T, p *Pool) *Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -147,7 +136,7 @@ func startWaiter(t *testing.T, ctx context.Context, p *Pool) <-chan result {
 		c, err := p.Acquire(ctx)
 		ch <- result{c, err}
 	}()
-	waitFor(t, 2*time.Second, "waiter to queue", func() bool { return p.Stats().Waiting == before+1 })
+	pgtest.WaitUntil(t, 2*time.Second, "waiter to queue", func() bool { return p.Stats().Waiting == before+1 })
 	return ch
 }
 
@@ -339,7 +328,7 @@ func TestSizeBoundUnderConcurrency(t *testing.T) {
 					errs <- fmt.Errorf("Stats.Open = %d > Size", s.Open)
 				}
 				if i%3 == 0 {
-					time.Sleep(50 * time.Microsecond)
+					time.Sleep(50 * time.Microsecond) // hold some a little, so borrowers overlap
 				}
 				lent.Add(-1)
 				if (g+i)%7 == 0 {
@@ -383,7 +372,7 @@ func TestDialErrorFreesSlotForWaiter(t *testing.T) {
 		c, err := p.Acquire(context.Background())
 		first <- result{c, err}
 	}()
-	waitFor(t, 2*time.Second, "first dial to start", func() bool { return d.dials.Load() == 1 })
+	pgtest.WaitUntil(t, 2*time.Second, "first dial to start", func() bool { return d.dials.Load() == 1 })
 	w := startWaiter(t, context.Background(), p)
 	d.gate <- struct{}{} // first dial fails
 	if r := recv(t, first); !errors.Is(r.err, boom) {
@@ -451,7 +440,7 @@ func TestSetOptionsShrinkClosesExtraIdle(t *testing.T) {
 	p.SetOptions(Options{Size: 1})
 	// One lent conn plus three idle ones against a size of one: the idle
 	// ones go by the maintenance loop, the lent one when it comes back.
-	waitFor(t, 3*time.Second, "extra idle conns to close", func() bool { return p.Stats().Idle == 0 })
+	pgtest.WaitUntil(t, 3*time.Second, "extra idle conns to close", func() bool { return p.Stats().Idle == 0 })
 	if s := p.Stats(); s.Open != 1 {
 		t.Fatalf("stats = %+v", s)
 	}
@@ -469,13 +458,13 @@ func TestMinSizeMaintained(t *testing.T) {
 	t.Parallel()
 	d := &fakeDialer{}
 	p := newTestPool(t, Options{Size: 5, MinSize: 2}, d)
-	waitFor(t, 3*time.Second, "min_pool_size conns", func() bool {
+	pgtest.WaitUntil(t, 3*time.Second, "min_pool_size conns", func() bool {
 		s := p.Stats()
 		return s.Open == 2 && s.Idle == 2
 	})
 	c := acquire(t, p)
 	p.Discard(c)
-	waitFor(t, 3*time.Second, "min_pool_size refill", func() bool {
+	pgtest.WaitUntil(t, 3*time.Second, "min_pool_size refill", func() bool {
 		s := p.Stats()
 		return s.Open == 2 && s.Idle == 2
 	})
@@ -516,7 +505,7 @@ func TestIdleTimeoutKeepsMinSize(t *testing.T) {
 	for _, c := range cs {
 		p.Release(c)
 	}
-	waitFor(t, 3*time.Second, "idle conns above min to close", func() bool { return p.Stats().Open == 1 })
+	pgtest.WaitUntil(t, 3*time.Second, "idle conns above min to close", func() bool { return p.Stats().Open == 1 })
 	s := p.Stats()
 	if s.Idle != 1 || d.live.Load() != 1 {
 		t.Fatalf("stats = %+v, live = %d", s, d.live.Load())
@@ -537,13 +526,13 @@ func TestLifetimeRetiresConns(t *testing.T) {
 	}
 	p.Release(c)
 	// Idle past its lifetime: the maintenance loop closes it.
-	waitFor(t, 3*time.Second, "expired idle conn to close", func() bool { return p.Stats().Open == 0 })
+	pgtest.WaitUntil(t, 3*time.Second, "expired idle conn to close", func() bool { return p.Stats().Open == 0 })
 	if !c.Net.(*fakeNet).isClosed() {
 		t.Fatal("expired conn not closed")
 	}
 	// Lent past its lifetime: closed on release, not pooled.
 	c2 := acquire(t, p)
-	waitFor(t, time.Second, "lifetime to pass", func() bool { return time.Since(c2.created) > c2.lifetime })
+	pgtest.WaitUntil(t, time.Second, "lifetime to pass", func() bool { return time.Since(c2.created) > c2.lifetime })
 	p.Release(c2)
 	if s := p.Stats(); s.Open != 0 || s.Idle != 0 || !c2.Net.(*fakeNet).isClosed() {
 		t.Fatalf("expired conn pooled on release: stats %+v", s)
@@ -551,7 +540,7 @@ func TestLifetimeRetiresConns(t *testing.T) {
 	// Idle past its lifetime, acquired before the sweep: not lent.
 	c3 := acquire(t, p)
 	p.Release(c3)
-	waitFor(t, time.Second, "lifetime to pass", func() bool { return time.Since(c3.created) > c3.lifetime })
+	pgtest.WaitUntil(t, time.Second, "lifetime to pass", func() bool { return time.Since(c3.created) > c3.lifetime })
 	if c4 := acquire(t, p); c4 == c3 {
 		t.Fatal("expired idle conn was lent")
 	} else {

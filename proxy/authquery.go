@@ -14,6 +14,7 @@ import (
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/auth"
 	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // auth_query and server-login passthrough.
@@ -123,7 +124,7 @@ func (s *Server) authQuerySecret(cfg *config.Config, dbName, user string, log ze
 	var se *pool.ServerError
 	switch {
 	case err == nil || errors.As(err, &se):
-		if c.TxStatus == 'I' {
+		if c.TxStatus == wire.TxIdle {
 			ap.pool.Release(c)
 		} else {
 			ap.pool.Discard(c)

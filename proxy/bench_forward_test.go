@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 
+	"github.com/pgtide/pgtide/integration/pgtest"
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
@@ -533,7 +534,7 @@ func TestFakeServerRoundTrip(t *testing.T) {
 		})
 	}
 	// Transaction and statement mode returned their servers.
-	waitUntil(t, 3*time.Second, "servers back in the pools", func() bool {
+	pgtest.WaitUntil(t, 3*time.Second, "servers back in the pools", func() bool {
 		for _, ps := range e.srv.Pools() {
 			if ps.Mode != config.PoolSession && ps.Lent != 0 {
 				return false
@@ -541,18 +542,6 @@ func TestFakeServerRoundTrip(t *testing.T) {
 		}
 		return true
 	})
-}
-
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // poolStats returns the stats of the pool for db (and user "bench").

@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 
+	"github.com/pgtide/pgtide/integration/pgtest"
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
@@ -159,10 +160,7 @@ func newFuzzSessEnv(f *testing.F) *fuzzSessEnv {
 		}
 		c.Close()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for e.srv.Clients() != 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	pgtest.Eventually(5*time.Second, func() bool { return e.srv.Clients() == 0 })
 	fe.goroutines = runtime.NumGoroutine()
 	return fe
 }
@@ -247,21 +245,19 @@ func (fe *fuzzSessEnv) settle(t *testing.T, mode string) {
 	// Go's fuzzing engine treats an input running 10 s as a hang, so fail
 	// before that with the state: finish's 10 s fallback (a server that owes
 	// replies it will never send) shows up here, see docs/reliability.md.
-	deadline := time.Now().Add(8 * time.Second)
-	for {
-		ps, _ := fe.poolStats("db_" + mode)
-		g := runtime.NumGoroutine()
-		if fe.srv.Clients() == 0 && ps.Lent == 0 && g <= fe.goroutines+4 {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%s mode: not settled after 8 s (server held by finish's fallback?): %d clients, %d servers lent, %d goroutines (baseline %d)\n%s",
-				mode, fe.srv.Clients(), ps.Lent, g, fe.goroutines, buf)
-		}
-		time.Sleep(time.Millisecond)
+	var ps PoolStats
+	var g int
+	if pgtest.Eventually(8*time.Second, func() bool {
+		ps, _ = fe.poolStats("db_" + mode)
+		g = runtime.NumGoroutine()
+		return fe.srv.Clients() == 0 && ps.Lent == 0 && g <= fe.goroutines+4
+	}) {
+		return
 	}
+	buf := make([]byte, 1<<16)
+	buf = buf[:runtime.Stack(buf, true)]
+	t.Fatalf("%s mode: not settled after 8 s (server held by finish's fallback?): %d clients, %d servers lent, %d goroutines (baseline %d)\n%s",
+		mode, fe.srv.Clients(), ps.Lent, g, fe.goroutines, buf)
 }
 
 // select1 runs "SELECT 1" and returns the reply types and the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Startup parameters that are not session settings.
@@ -167,7 +168,7 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 	stateOf(sc).unnamed = nil // ExecParams used the unnamed statement
 	if err := sc.ExecParams(ctx, qs); err != nil {
 		var se *pool.ServerError
-		if errors.As(err, &se) && sc.TxStatus == 'I' {
+		if errors.As(err, &se) && sc.TxStatus == wire.TxIdle {
 			return &clientError{se.Code, se.Message}
 		}
 		return err

@@ -10,9 +10,9 @@ import (
 )
 
 var (
-	parseComplete = []byte{'1', 0, 0, 0, 4}
-	closeComplete = []byte{'3', 0, 0, 0, 4}
-	readyIdle     = []byte{wire.BeReadyForQuery, 0, 0, 0, 5, 'I'}
+	parseComplete = []byte{wire.BeParseComplete, 0, 0, 0, 4}
+	closeComplete = []byte{wire.BeCloseComplete, 0, 0, 0, 4}
+	readyIdle     = []byte{wire.BeReadyForQuery, 0, 0, 0, 5, wire.TxIdle}
 )
 
 // scanPooled handles a batch in transaction and statement mode, where the
@@ -22,6 +22,10 @@ var (
 // validated elsewhere, Close of a statement, Sync) is answered without
 // borrowing one, which is what keeps pgbench -M prepared from deadlocking
 // when every server is held by a client inside a transaction.
+//
+// The steps: frame the batch, take the server and mu (lockBatchServer),
+// queue and rewrite every message under mu (pooledBatch), then write to the
+// server and the client without it (send).
 func (ss *session) scanPooled() (int, bool, error) {
 	b := ss.rd.Buffered()
 	end, term, need := 0, false, false
@@ -51,98 +55,118 @@ func (ss *session) scanPooled() (int, bool, error) {
 	if end == 0 {
 		return 0, term, nil
 	}
-	var sc *pool.Conn
+	sc, err := ss.lockBatchServer(attached || need)
+	if err != nil {
+		return 0, false, err
+	}
+	p := pooledBatch{ss: ss, b: b, end: end, sc: sc, out: getScratch(), local: getScratch()}
+	p.startLocked()
+	p.rewriteLocked()
+	p.queuedLocked()
+	ss.mu.Unlock()
+
+	err = p.send()
+	putScratch(p.out)
+	putScratch(p.local)
+	if err != nil {
+		return 0, false, err
+	}
+	if p.bad != 0 {
+		return 0, false, ss.badMessage(p.bad)
+	}
+	ss.rd.Discard(p.end)
+	return p.end, term, nil
+}
+
+// lockBatchServer returns the server a batch goes to (nil when it needs
+// none: want false and none attached) with ss.mu held and ss.sc == sc; the
+// caller unlocks. Holding mu until the batch is queued is what keeps the
+// pump from giving sc back meanwhile. On error mu is not held.
+func (ss *session) lockBatchServer(want bool) (*pool.Conn, error) {
 	for {
-		if attached || need {
+		var sc *pool.Conn
+		if want {
 			var err error
 			if sc, err = ss.server(); err != nil {
-				return 0, false, err
+				return nil, err
 			}
 		}
 		ss.mu.Lock()
 		if err := ss.forwardLocked(nil); err != nil {
 			ss.mu.Unlock() // the session is over: its server was lost or it was killed
-			return 0, false, err
+			return nil, err
 		}
 		if ss.sc == sc {
-			break // mu stays held: the pump cannot give sc back while we queue
+			return sc, nil // mu stays held: the pump cannot give sc back while we queue
 		}
 		// The pump returned the server to the pool after we looked: borrow.
 		ss.mu.Unlock()
-		attached, need = false, true
+		want = true
 	}
+}
 
-	out, local := getScratch(), getScratch()
-	seg, modified, wake := 0, false, false
-	var bad byte // a malformed message: the batch ends before it
-	var srv *serverState
-	if sc != nil {
-		srv = stateOf(sc)
-	}
-	queued := len(ss.q.e)
-	wasEmpty := queued == 0
-	if srv != nil {
-		if out = ss.sweepLocked(srv, out); len(out) > 0 {
-			modified = true // dead SQL statements closed first: sqlsession.go
-		}
-	}
-	// replace ends the pass-through run before message [off, off+n) and
-	// puts repl (possibly nothing) in its place.
-	replace := func(off, n int, repl ...[]byte) {
-		out = append(out, b[seg:off]...)
-		for _, r := range repl {
-			out = append(out, r...)
-		}
-		seg, modified = off+n, true
-	}
-	fakeReply := func(r []byte) {
-		if sc == nil {
-			local = append(local, r...)
-			return
-		}
-		ss.q.push(entry{kind: wire.FeParse, act: actFake, fake: r})
-		wake = true
-	}
-	ensure := func(st *stmt) { // st prepared on sc before the current message
-		out = ss.ensureLocked(srv, st, out)
-	}
+// pooledBatch is one batch of client messages, b[:end], on its way through
+// scanPooled: what goes to the server in its place (out, then b[seg:end])
+// and what pgtide answers itself when there is no server (local). Its
+// *Locked methods run under ss.mu, held from lockBatchServer to the end of
+// queuedLocked; send runs without it. It lives on scanPooled's stack: the
+// hot path allocates nothing for it.
+type pooledBatch struct {
+	ss  *session
+	b   []byte     // the client's buffered bytes
+	end int        // the batch is b[:end]; cut short before a malformed message
+	sc  *pool.Conn // the server the batch goes to; nil: none, pgtide answers
+	srv *serverState
 
-	for off := 0; off < end; {
-		typ, n := wire.Header(b[off:])
-		body := b[off+5 : off+n]
-		if ss.clientSkip && typ != 'S' {
-			replace(off, n)
+	out      []byte // what goes to the server in place of b[:seg]
+	local    []byte // replies pgtide writes to the client itself (no server)
+	seg      int    // start of the pass-through run not yet copied to out
+	modified bool   // out (then b[seg:end]) replaces b[:end]
+	wake     bool   // a fake reply was queued: the pump may need waking
+	bad      byte   // a malformed message: the batch ends before it
+
+	queued   int  // requests queued before this batch
+	wasEmpty bool // nothing was queued before this batch
+}
+
+// startLocked notes the queue as it was before this batch and closes the
+// server's dead SQL statements first (sqlsession.go).
+func (p *pooledBatch) startLocked() {
+	if p.sc != nil {
+		p.srv = stateOf(p.sc)
+	}
+	p.queued = len(p.ss.q.e)
+	p.wasEmpty = p.queued == 0
+	if p.srv != nil {
+		if p.out = p.ss.sweepLocked(p.srv, p.out); len(p.out) > 0 {
+			p.modified = true // dead SQL statements closed first: sqlsession.go
+		}
+	}
+}
+
+// rewriteLocked queues each message's request and rewrites the batch
+// where pgtide maps, answers or drops a message.
+func (p *pooledBatch) rewriteLocked() {
+	ss := p.ss
+	for off := 0; off < p.end; {
+		typ, n := wire.Header(p.b[off:])
+		body := p.b[off+5 : off+n]
+		if ss.clientSkip && typ != wire.FeSync {
+			// After an error pgtide raised, drop all up to Sync, as a
+			// server does after its own errors.
+			p.replace(off, n)
 			off += n
 			continue
 		}
 		switch typ {
 		case wire.FeSync:
-			ss.clientSkip = false
-			if sc != nil {
-				ss.q.push(entry{kind: wire.FeSync, sql: ss.takeSQLPendingLocked()})
-				ss.unsynced = false
-			} else {
-				replace(off, n)
-				local = append(local, readyIdle...)
-			}
+			p.syncLocked(off, n)
 		case wire.FeFlush:
-			if sc == nil {
-				replace(off, n)
+			if p.sc == nil {
+				p.replace(off, n) // nothing to flush without a server
 			}
 		case wire.FeQuery:
-			if ss.noteQueryLocked(body) { // sessionstate.go
-				ss.st.check = true
-			}
-			if mayNameStmts(body) { // SQL PREPARE/EXECUTE/DEALLOCATE: sqlsession.go
-				out = ss.sqlQueryLocked(srv, b[off:off+n], append(out, b[seg:off]...))
-				seg, modified = off+n, true
-			} else {
-				ss.q.push(entry{kind: wire.FeQuery})
-			}
-			// A simple query destroys the unnamed statement, for the
-			// server and so for the client.
-			srv.unnamed = nil
-			ss.unnamedParse = nil
+			p.queryLocked(off, n, body)
 		case wire.FeFunctionCall:
 			ss.q.push(entry{kind: wire.FeFunctionCall})
 			ss.st.check = true // a function call may change anything
@@ -154,190 +178,312 @@ func (ss *session) scanPooled() (int, bool, error) {
 			ss.q.push(entry{kind: reqCopyEnd})
 			ss.copyIn = false
 		case wire.FeParse:
-			name, rest, ok1 := cstring(body)
-			query, types, ok2 := cstring(rest)
-			if !ok1 || !ok2 {
-				bad, end = typ, off // send what came before, then refuse
-				break
-			}
-			if len(name) == 0 {
-				ss.noteUnnamedParseLocked(query) // sessionstate.go
-				msg := b[off : off+n]
-				if mayNameStmts(query) { // sqlsession.go
-					msg, out = ss.sqlParseLocked(srv, msg, query, types, append(out, b[seg:off]...))
-					out = append(out, msg...)
-					seg, modified = off+n, true
-				}
-				ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
-				srv.unnamed = ss
-				ss.q.push(entry{kind: wire.FeParse})
-				ss.unsynced = true
-				break
-			}
-			var dep *stmt // an EXECUTE's statement: sqlsession.go
-			if mayNameStmts(query) {
-				var refuse []byte
-				if query, dep, refuse = ss.sqlNamedParseLocked(query); refuse != nil {
-					replace(off, n)
-					fakeReply(refuse)
-					ss.clientSkip = true
-					break
-				}
-			}
-			if _, dup := ss.stmts[string(name)]; dup {
-				replace(off, n)
-				fakeReply(wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
-				ss.clientSkip = true
-				break
-			}
-			st := ss.pe.stmts.getDep(query, types, dep)
-			ss.stmts[string(name)] = st
-			ss.noteParseLocked(st, query)
-			switch {
-			case sc == nil:
-				replace(off, n)
-				local = append(local, parseComplete...)
-			case srv.has(st):
-				replace(off, n)
-				fakeReply(parseComplete)
-				ss.unsynced = true
-			default:
-				if st.dep != nil {
-					out, seg = append(out, b[seg:off]...), off
-					out = ss.ensureLocked(srv, st.dep, out)
-				}
-				ss.evictLocked(srv, &out)
-				replace(off, n, st.parse)
-				ss.q.push(entry{kind: wire.FeParse, st: st})
-				srv.add(st)
-				ss.unsynced = true
-			}
+			p.parseLocked(off, n, body)
 		case wire.FeBind, wire.FeDescribe:
-			var prefix, name, rest []byte
-			ok := true
-			if typ == wire.FeBind {
-				var portal []byte
-				portal, rest, ok = cstring(body)
-				prefix = body[:len(portal)+1]
-				if ok {
-					name, rest, ok = cstring(rest)
-				}
-			} else if len(body) > 0 && body[0] == 'S' {
-				prefix = body[:1]
-				name, rest, ok = cstring(body[1:])
-			} else {
-				ss.q.push(entry{kind: wire.FeDescribe})
-				ss.unsynced = true
-				break
-			}
-			if !ok {
-				bad, end = typ, off
-				break
-			}
-			ss.unsynced = true
-			if len(name) == 0 {
-				if srv.unnamed != ss {
-					if ss.unnamedParse == nil {
-						replace(off, n)
-						fakeReply(wire.ErrorFrame("ERROR", "26000", "unnamed prepared statement does not exist"))
-						ss.clientSkip = true
-						break
-					}
-					out = append(out, b[seg:off]...)
-					seg = off
-					out = append(out, ss.unnamedParse...)
-					ss.q.push(entry{kind: wire.FeParse, act: actSkip})
-					srv.unnamed, modified = ss, true
-				}
-				if typ == wire.FeBind {
-					ss.noteBindLocked(nil)
-				}
-				ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe})
-				break
-			}
-			st := ss.stmts[string(name)]
-			if st == nil {
-				replace(off, n)
-				fakeReply(wire.ErrorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
-				ss.clientSkip = true
-				break
-			}
-			if typ == wire.FeBind {
-				ss.noteBindLocked(st)
-			}
-			out = append(out, b[seg:off]...)
-			seg = off
-			ensure(st)
-			out = wire.AppendFrame(out, typ, prefix, []byte(st.name), []byte{0}, rest)
-			seg, modified = off+n, true
-			ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st})
+			p.bindOrDescribeLocked(typ, off, n, body)
 		case wire.FeClose:
-			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
-				name, _, _ := cstring(body[1:])
-				delete(ss.stmts, string(name))
-				replace(off, n)
-				fakeReply(closeComplete)
-				break
-			}
-			ss.q.push(entry{kind: wire.FeClose})
-			ss.unsynced = true
+			p.closeLocked(off, n, body)
 		default:
-			bad, end = typ, off
+			p.malformed(typ, off)
 		}
-		if bad != 0 {
+		if p.bad != 0 {
 			break
 		}
 		off += n
 	}
-	if wake {
+}
+
+// replace ends the pass-through run before message [off, off+n) and puts
+// repl (possibly nothing) in its place.
+func (p *pooledBatch) replace(off, n int, repl ...[]byte) {
+	p.out = append(p.out, p.b[p.seg:off]...)
+	for _, r := range repl {
+		p.out = append(p.out, r...)
+	}
+	p.seg, p.modified = off+n, true
+}
+
+// copyUpTo ends the pass-through run at off, so that what pgtide adds next
+// to out goes before the message there.
+func (p *pooledBatch) copyUpTo(off int) {
+	p.out = append(p.out, p.b[p.seg:off]...)
+	p.seg = off
+}
+
+// malformed ends the batch before the message at off: what came before is
+// sent, then the client is refused (badMessage).
+func (p *pooledBatch) malformed(typ byte, off int) {
+	p.bad, p.end = typ, off
+}
+
+// fakeReplyLocked answers for the server, in order with the server's
+// replies; with no server, pgtide writes it itself.
+func (p *pooledBatch) fakeReplyLocked(r []byte) {
+	if p.sc == nil {
+		p.local = append(p.local, r...)
+		return
+	}
+	p.ss.q.push(entry{kind: wire.FeParse, act: actFake, fake: r})
+	p.wake = true
+}
+
+// refuseLocked drops the message [off, off+n), answers it with the error
+// reply r and skips the rest up to Sync, as a server does after an error.
+func (p *pooledBatch) refuseLocked(off, n int, r []byte) {
+	p.replace(off, n)
+	p.fakeReplyLocked(r)
+	p.ss.clientSkip = true
+}
+
+// syncLocked ends an extended batch (and any skipping). With no server
+// pgtide answers it: nothing before it needed one.
+func (p *pooledBatch) syncLocked(off, n int) {
+	ss := p.ss
+	ss.clientSkip = false
+	if p.sc != nil {
+		ss.q.push(entry{kind: wire.FeSync, sql: ss.takeSQLPendingLocked()})
+		ss.unsynced = false
+	} else {
+		p.replace(off, n)
+		p.local = append(p.local, readyIdle...)
+	}
+}
+
+// queryLocked queues a simple query, mapping the statement names of SQL
+// PREPARE/EXECUTE/DEALLOCATE in it.
+func (p *pooledBatch) queryLocked(off, n int, body []byte) {
+	ss := p.ss
+	if ss.noteQueryLocked(body) { // sessionstate.go
+		ss.st.check = true
+	}
+	if mayNameStmts(body) { // SQL PREPARE/EXECUTE/DEALLOCATE: sqlsession.go
+		p.copyUpTo(off)
+		p.out = ss.sqlQueryLocked(p.srv, p.b[off:off+n], p.out)
+		p.seg, p.modified = off+n, true
+	} else {
+		ss.q.push(entry{kind: wire.FeQuery})
+	}
+	// A simple query destroys the unnamed statement, for the
+	// server and so for the client.
+	p.srv.unnamed = nil
+	ss.unnamedParse = nil
+}
+
+// parseLocked handles a Parse: the unnamed statement goes to the server
+// as it is, a named one is mapped to the pool's statement.
+func (p *pooledBatch) parseLocked(off, n int, body []byte) {
+	name, rest, ok1 := cstring(body)
+	query, types, ok2 := cstring(rest)
+	if !ok1 || !ok2 {
+		p.malformed(wire.FeParse, off)
+		return
+	}
+	if len(name) == 0 {
+		p.parseUnnamedLocked(off, n, query, types)
+		return
+	}
+	p.parseNamedLocked(off, n, name, query, types)
+}
+
+// parseUnnamedLocked forwards a Parse of the unnamed statement and keeps a
+// copy, to parse it again on a server whose unnamed statement is another
+// client's by the time the client binds it.
+func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
+	ss := p.ss
+	ss.noteUnnamedParseLocked(query) // sessionstate.go
+	msg := p.b[off : off+n]
+	if mayNameStmts(query) { // sqlsession.go
+		p.copyUpTo(off)
+		msg, p.out = ss.sqlParseLocked(p.srv, msg, query, types, p.out)
+		p.out = append(p.out, msg...)
+		p.seg, p.modified = off+n, true
+	}
+	ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
+	p.srv.unnamed = ss
+	ss.q.push(entry{kind: wire.FeParse})
+	ss.unsynced = true
+}
+
+// parseNamedLocked maps a named Parse to the pool's statement for its
+// text, and prepares that on the server only if it lacks it.
+func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
+	ss := p.ss
+	var dep *stmt // an EXECUTE's statement: sqlsession.go
+	if mayNameStmts(query) {
+		var refuse []byte
+		if query, dep, refuse = ss.sqlNamedParseLocked(query); refuse != nil {
+			p.refuseLocked(off, n, refuse)
+			return
+		}
+	}
+	if _, dup := ss.stmts[string(name)]; dup {
+		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
+		return
+	}
+	st := ss.pe.stmts.getDep(query, types, dep)
+	ss.stmts[string(name)] = st
+	ss.noteParseLocked(st, query)
+	switch {
+	case p.sc == nil:
+		// Validated on another server before (needsServer): pgtide answers.
+		p.replace(off, n)
+		p.local = append(p.local, parseComplete...)
+	case p.srv.has(st):
+		// Already prepared on this server: answered in order with its replies.
+		p.replace(off, n)
+		p.fakeReplyLocked(parseComplete)
+		ss.unsynced = true
+	default:
+		if st.dep != nil {
+			p.copyUpTo(off)
+			p.out = ss.ensureLocked(p.srv, st.dep, p.out)
+		}
+		ss.evictLocked(p.srv, &p.out)
+		p.replace(off, n, st.parse)
+		ss.q.push(entry{kind: wire.FeParse, st: st})
+		p.srv.add(st)
+		ss.unsynced = true
+	}
+}
+
+// bindOrDescribeLocked handles a Bind, or a Describe of a statement, by
+// the statement it names; a Describe of a portal goes through as it is.
+func (p *pooledBatch) bindOrDescribeLocked(typ byte, off, n int, body []byte) {
+	ss := p.ss
+	var prefix, name, rest []byte
+	ok := true
+	if typ == wire.FeBind {
+		var portal []byte
+		portal, rest, ok = cstring(body)
+		prefix = body[:len(portal)+1]
+		if ok {
+			name, rest, ok = cstring(rest)
+		}
+	} else if len(body) > 0 && body[0] == wire.ObjStatement {
+		prefix = body[:1]
+		name, rest, ok = cstring(body[1:])
+	} else {
+		ss.q.push(entry{kind: wire.FeDescribe})
+		ss.unsynced = true
+		return
+	}
+	if !ok {
+		p.malformed(typ, off)
+		return
+	}
+	ss.unsynced = true
+	if len(name) == 0 {
+		p.useUnnamedLocked(typ, off, n)
+		return
+	}
+	p.useNamedLocked(typ, off, n, prefix, name, rest)
+}
+
+// useUnnamedLocked forwards a Bind or Describe of the unnamed statement,
+// parsing the client's again first when the server's unnamed statement is
+// no longer its own.
+func (p *pooledBatch) useUnnamedLocked(typ byte, off, n int) {
+	ss := p.ss
+	if p.srv.unnamed != ss {
+		if ss.unnamedParse == nil {
+			p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "26000", "unnamed prepared statement does not exist"))
+			return
+		}
+		p.copyUpTo(off)
+		p.out = append(p.out, ss.unnamedParse...)
+		ss.q.push(entry{kind: wire.FeParse, act: actSkip})
+		p.srv.unnamed, p.modified = ss, true
+	}
+	if typ == wire.FeBind {
+		ss.noteBindLocked(nil)
+	}
+	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe})
+}
+
+// useNamedLocked rewrites a Bind or Describe of a named statement to the
+// pool's name for it, preparing it on the server first if it lacks it.
+func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []byte) {
+	ss := p.ss
+	st := ss.stmts[string(name)]
+	if st == nil {
+		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
+		return
+	}
+	if typ == wire.FeBind {
+		ss.noteBindLocked(st)
+	}
+	p.copyUpTo(off)
+	p.out = ss.ensureLocked(p.srv, st, p.out)
+	p.out = wire.AppendFrame(p.out, typ, prefix, []byte(st.name), []byte{0}, rest)
+	p.seg, p.modified = off+n, true
+	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st})
+}
+
+// closeLocked answers a Close of a named statement itself: it only forgets
+// the client's name, the server's copy is the pool's. Other Closes go
+// through.
+func (p *pooledBatch) closeLocked(off, n int, body []byte) {
+	ss := p.ss
+	if len(body) > 1 && body[0] == wire.ObjStatement && body[1] != 0 {
+		name, _, _ := cstring(body[1:])
+		delete(ss.stmts, string(name))
+		p.replace(off, n)
+		p.fakeReplyLocked(closeComplete)
+		return
+	}
+	ss.q.push(entry{kind: wire.FeClose})
+	ss.unsynced = true
+}
+
+// queuedLocked finishes the batch under mu: wakes the pump for fakes it
+// must write, decides whether the server may still be written, and arms
+// the timers for what was queued.
+func (p *pooledBatch) queuedLocked() {
+	ss := p.ss
+	if p.wake {
 		// Fakes with nothing ahead of them are written by the pump, which
 		// owns the reply order; wake it if it waits on the server.
-		if h := ss.q.head(); h != nil && h.act == actFake && sc != nil {
+		if h := ss.q.head(); h != nil && h.act == actFake && p.sc != nil {
 			// Under mu, while sc is certainly still ours: a deadline left
 			// on a server after it went back to the pool would fail its
 			// next borrower's liveness check.
 			ss.wake = true
-			_ = sc.Net.SetReadDeadline(time.Now())
+			_ = p.sc.Net.SetReadDeadline(time.Now())
 		}
 	}
 	// With nothing queued and no open extended batch, the pump may give
 	// the server back at any moment: send it nothing.
-	idleWrite := sc != nil && len(ss.q.e) == queued && !ss.unsynced && ss.boundaryLocked()
-	ss.armTimersLocked(wasEmpty)
-	ss.requestsQueuedLocked(wasEmpty)
-	ss.mu.Unlock()
+	idleWrite := p.sc != nil && len(ss.q.e) == p.queued && !ss.unsynced && ss.boundaryLocked()
+	ss.armTimersLocked(p.wasEmpty)
+	ss.requestsQueuedLocked(p.wasEmpty)
 	if idleWrite {
-		sc, modified = nil, false
+		p.sc, p.modified = nil, false
 	}
+}
 
+// send writes the batch to the server and pgtide's own replies to the
+// client, without mu.
+func (p *pooledBatch) send() error {
+	ss := p.ss
 	var err error
 	switch {
-	case modified:
-		out = append(out, b[seg:end]...)
-		if len(out) > 0 && sc != nil {
-			err = ss.toServer(sc, out)
+	case p.modified:
+		p.out = append(p.out, p.b[p.seg:p.end]...)
+		if len(p.out) > 0 && p.sc != nil {
+			err = ss.toServer(p.sc, p.out)
 		}
-	case sc != nil:
-		err = ss.toServer(sc, b[:end])
+	case p.sc != nil:
+		err = ss.toServer(p.sc, p.b[:p.end])
 	}
-	if len(local) > 0 && err == nil {
+	if len(p.local) > 0 && err == nil {
 		ss.wmu.Lock()
-		_, werr := ss.conn.Write(local)
+		_, werr := ss.conn.Write(p.local)
 		ss.wmu.Unlock()
 		if werr != nil {
 			err = fmt.Errorf("%w: %w", errClientGone, werr)
 		}
 	}
-	putScratch(out)
-	putScratch(local)
-	if err != nil {
-		return 0, false, err
-	}
-	if bad != 0 {
-		return 0, false, ss.badMessage(bad)
-	}
-	ss.rd.Discard(end)
-	return end, term, nil
+	return err
 }
 
 // needsServer reports whether a message can only be answered by a server
@@ -360,7 +506,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 		query, types, ok := cstring(rest)
 		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
 	case wire.FeClose:
-		return !(len(body) > 1 && body[0] == 'S' && body[1] != 0)
+		return !(len(body) > 1 && body[0] == wire.ObjStatement && body[1] != 0)
 	}
 	return true
 }
@@ -376,6 +522,6 @@ func (ss *session) evictLocked(srv *serverState, out *[]byte) {
 	if old == nil {
 		return
 	}
-	*out = wire.AppendFrame(*out, wire.FeClose, []byte{'S'}, []byte(old.name), []byte{0})
+	*out = wire.AppendFrame(*out, wire.FeClose, []byte{wire.ObjStatement}, []byte(old.name), []byte{0})
 	ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 }

@@ -194,7 +194,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 	skip := h != nil && h.act == actSkip
 	switch typ {
 	case wire.BeReadyForQuery:
-		status := byte('I')
+		status := wire.TxIdle
 		if len(body) > 0 {
 			status = body[0]
 		}
@@ -205,13 +205,13 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		ss.txStatus, sc.TxStatus = status, status
 		ss.readyLocked(status, sk)
 		ss.copyIn = false
-		if ss.mode == config.PoolStatement && status != 'I' && !sk && ss.q.empty() && !ss.unsynced {
+		if ss.mode == config.PoolStatement && status != wire.TxIdle && !sk && ss.q.empty() && !ss.unsynced {
 			// Statement mode: the statement opened a transaction block.
 			// Roll it back unseen and tell the client.
 			ss.q.push(entry{kind: wire.FeQuery, act: actSkip})
 			ss.q.push(entry{kind: wire.FeQuery, act: actFake, fake: append(
 				wire.ErrorFrame("ERROR", codeFeatureNotSupported, "transaction blocks are not allowed in statement pooling mode"),
-				wire.BeReadyForQuery, 0, 0, 0, 5, 'I')})
+				wire.BeReadyForQuery, 0, 0, 0, 5, wire.TxIdle)})
 			return false, evStmtTxn, nil
 		}
 		ss.settleTimersLocked()

@@ -116,7 +116,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		srv: s, conn: nc, rd: rd, pe: pe, dbName: params["database"], userName: params["user"], mode: pe.poolMode(), maxBody: cfg.MaxPacketSize, counters: pe.counters,
 		keySecret: uint32(randUint64()),
 		want:      map[string]string{}, view: map[string]string{},
-		txStatus: 'I', stmts: map[string]*stmt{},
+		txStatus: wire.TxIdle, stmts: map[string]*stmt{},
 		sock: parkSocket(nc), // park.go; nil under TLS
 	}
 	if ss.maxBody <= 0 {
@@ -150,7 +150,7 @@ func (ss *session) waitTimeout() time.Duration {
 // boundaryLocked reports whether the session is between transactions with
 // nothing outstanding: the release rule of DESIGN.md invariant 1.
 func (ss *session) boundaryLocked() bool {
-	return ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.txStatus == 'I'
+	return ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.txStatus == wire.TxIdle
 }
 
 // drainedLocked reports whether the server owes nothing: the release rule

@@ -354,7 +354,7 @@ func (ss *session) noteBindLocked(st *stmt) {
 // ReadyForQuery back (z, nil when the client is not to see it) and reports
 // that the pump must capture the session's state first.
 func (ss *session) holdForCaptureLocked(z []byte) bool {
-	if !ss.st.check || ss.mode == config.PoolSession || ss.gone || ss.txStatus != 'I' {
+	if !ss.st.check || ss.mode == config.PoolSession || ss.gone || ss.txStatus != wire.TxIdle {
 		return false
 	}
 	ss.st.heldZ = append(ss.st.heldZ[:0], z...)
@@ -403,22 +403,22 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 			return true
 		}
 		switch typ {
-		case 'D':
+		case wire.BeDataRow:
 			if r, ok := wire.ParseDataRow(body); ok {
 				rows = append(rows, r)
 			}
-		case 'E':
+		case wire.BeErrorResponse:
 			if serr == nil {
 				serr = pool.DecodeError(typ, body)
 			}
-		case 'A':
+		case wire.BeNotification:
 			async = wire.AppendFrame(async, typ, body)
-		case 'S':
+		case wire.BeParameterStatus:
 			ss.mu.Lock()
 			ss.parameterStatusLocked(sc, body)
 			ss.mu.Unlock()
 			async = wire.AppendFrame(async, typ, body)
-		case 'Z':
+		case wire.BeReadyForQuery:
 			if len(body) > 0 {
 				sc.TxStatus = body[0]
 			}
@@ -428,7 +428,7 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	ss.mu.Lock()
 	z := ss.st.heldZ
 	ss.st.heldZ = nil
-	if serr != nil || sc.TxStatus != 'I' {
+	if serr != nil || sc.TxStatus != wire.TxIdle {
 		// The state is unknown (a cancel, statement_timeout, ...). A pinned
 		// client keeps its server and is checked again next time; otherwise
 		// the server is closed, so nothing of the session can reach anyone.
@@ -596,7 +596,7 @@ func (ss *session) departureReset(sc *pool.Conn, resetDone bool) bool {
 	if !need {
 		return true
 	}
-	if err := sc.Exec(ctx, "DISCARD ALL"); err != nil || sc.TxStatus != 'I' {
+	if err := sc.Exec(ctx, "DISCARD ALL"); err != nil || sc.TxStatus != wire.TxIdle {
 		return false
 	}
 	forgetServerState(sc)

@@ -54,7 +54,7 @@ type sqlPrep struct {
 	real bool // a DEALLOCATE the server runs on st itself
 }
 
-var syncFrame = []byte{'S', 0, 0, 0, 4}
+var syncFrame = []byte{wire.FeSync, 0, 0, 0, 4}
 
 // nopBody is the throwaway statement a DEALLOCATE is pointed at.
 var nopBody = []byte("SELECT\x00\x00\x00")
@@ -69,7 +69,7 @@ func (ss *session) stdStringsLocked() bool {
 // with nothing before this request: anything pgtide injected would fail
 // with 25P02 as the client's own request will, so inject nothing.
 func (ss *session) skipInjectLocked() bool {
-	return ss.txStatus == 'E' && ss.q.empty()
+	return ss.txStatus == wire.TxFailed && ss.q.empty()
 }
 
 // ensureLocked makes st exist on the server before what comes next in out,
@@ -264,7 +264,7 @@ func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, refus
 func (ss *session) firstRequestLocked() *entry {
 	for i := range ss.q.e {
 		switch ss.q.e[i].kind {
-		case 'Q', 'S', 'F':
+		case wire.FeQuery, wire.FeSync, wire.FeFunctionCall:
 			return &ss.q.e[i]
 		}
 	}
@@ -359,7 +359,7 @@ func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
 	n := 0
 	for st := range srv.stmts {
 		if st.dead.Load() {
-			out = wire.AppendFrame(out, wire.FeClose, []byte{'S'}, []byte(st.name), []byte{0})
+			out = wire.AppendFrame(out, wire.FeClose, []byte{wire.ObjStatement}, []byte(st.name), []byte{0})
 			ss.q.push(entry{kind: wire.FeClose, act: actSkip})
 			srv.remove(st)
 			n++

@@ -258,37 +258,17 @@ func classifyClientErr(err error) error {
 // authentication, pool attachment, and the startup reply. authOpts is what
 // the connection gives authentication (TLS channel binding).
 func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string, authOpts auth.Options) (res *session, err error) {
-	// Protocol 3.2 (and made-up minors) are negotiated down to 3.0, as a
-	// PostgreSQL older than 18 would; _pq_ options are all unrecognized.
-	var unknown []string
-	for k := range params {
-		if strings.HasPrefix(k, "_pq_.") {
-			unknown = append(unknown, k)
-			delete(params, k)
-		}
+	if err := negotiateProtocol(nc, minor, params); err != nil {
+		return nil, err
 	}
-	if minor > 0 || len(unknown) > 0 {
-		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}).Encode(nil)
-		if _, err := nc.Write(msg); err != nil {
-			return nil, errClientGone
-		}
-	}
-	user := params["user"]
-	if user == "" {
-		return nil, &clientError{codeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet"}
-	}
-	dbName := params["database"]
-	if dbName == "" {
-		dbName = user
-		params["database"] = user
+	user, dbName, err := startupNames(params)
+	if err != nil {
+		return nil, err
 	}
 	l := log.With().Str("user", user).Str("database", dbName).Logger()
 	*log = l
-	if params["replication"] != "" && params["replication"] != "false" && params["replication"] != "off" {
-		return nil, &clientError{codeFeatureNotSupported, "replication connections are not supported by pgtide"}
-	}
-	if !s.loginsOpen() {
-		return nil, &clientError{codeCannotConnectNow, "the database system is shutting down"}
+	if err := s.refuseStartup(params); err != nil {
+		return nil, err
 	}
 	// max_client_conn counts admitted clients, reserved here with a CAS:
 	// counting every accepted socket instead made a connection storm refuse
@@ -302,57 +282,13 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		}
 	}()
 
-	// Authenticate. An unknown user runs the same exchange against a
-	// mock secret, so a wrong user and a wrong password look the same.
-	method, err := s.clientAuthMethod(cfg, nc, user, dbName) // TLS mode, HBA (hba.go)
+	method, secret, known, err := s.clientSecret(cfg, nc, user, dbName, l)
 	if err != nil {
 		return nil, err
 	}
-	ucfg, known := cfg.Users[user]
-	var secret auth.Secret
-	if known {
-		secret, err = auth.ParseSecret(ucfg.Password)
-		if err != nil {
-			return nil, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
-		}
-	} else if method != auth.Trust {
-		secret, known, err = s.authQuerySecret(cfg, dbName, user, l) // authquery.go
-		if err != nil {
-			return nil, err
-		}
-	}
-	if !known && method != auth.Trust {
-		// A mock exchange (auth.AuthenticateKeys): for SCRAM, a salt that
-		// is stable per user name and no more work than a real user's.
-		secret = auth.Secret{Kind: auth.SecretNone}
-	}
-	method = auth.ChooseMethod(method, secret)
-	be := pgproto3.NewBackend(rd.MessageReader(), nc)
-	be.SetMaxBodyLen(maxStartupPacket)
-	keys, err := auth.AuthenticateKeys(be, method, user, secret, authOpts)
+	keys, err := authenticate(nc, rd, method, user, secret, authOpts)
 	if err != nil {
-		switch {
-		case errors.Is(err, auth.ErrChannelBindingNegotiation):
-			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingNegotiation.Error()}
-		case errors.Is(err, auth.ErrChannelBindingCheck):
-			return nil, &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingCheck.Error()}
-		case errors.Is(err, auth.ErrPasswordMismatch):
-			// One log line, at warn (logLoginFailed), with these fields.
-			lf := &loginFailure{clientError: &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)},
-				fields: [][2]string{{"method", method.String()}}}
-			if errors.Is(err, auth.ErrNoSCRAMSecret) {
-				// PostgreSQL's detail: the stored secret is an md5 hash.
-				lf.fields = append(lf.fields, [2]string{"detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user)})
-			}
-			return nil, lf
-		case errors.Is(err, auth.ErrProtocol):
-			return nil, &clientError{codeProtocolViolation, "invalid authentication response"}
-		}
-		return nil, classifyClientErr(err)
-	}
-	// SCRAM leaves AuthenticationSASLFinal buffered in be.
-	if err := be.Flush(); err != nil {
-		return nil, errClientGone
+		return nil, err
 	}
 	if isConsole(cfg, dbName) {
 		return nil, s.serveAdmin(nc, rd, l, dbName, user, params) // console.go
@@ -365,7 +301,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if known {
 		s.rememberServerLogin(poolKey{dbName, user}, secret, keys) // passthrough (authquery.go)
 	}
-	pe, loginDone := s.loginPool(cfg, dbName, db, user, ucfg) // a failed login leaves no pool behind (autodb.go)
+	pe, loginDone := s.loginPool(cfg, dbName, db, user, cfg.Users[user]) // a failed login leaves no pool behind (autodb.go)
 	defer func() { loginDone(res != nil) }()
 
 	ss := newSession(s, nc, rd, pe, cfg, params)
@@ -376,48 +312,192 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		return nil, err
 	}
 	if view := s.welcomeFromCache(ss); view != nil {
-		// A server accepted these startup settings before and reported
-		// view: the client waits for a server at its first query.
-		for k, v := range view {
-			ss.view[k] = v
-		}
-		s.register(ss)
-		if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
-			s.unregister(ss)
-			return nil, err
-		}
+		err = s.joinFromCache(cfg, ss, view)
 	} else {
-		// Borrow a server to prove the database is reachable and to learn
-		// the parameter values this client starts with.
-		ctx, cancel := context.WithTimeout(ss.ended, ss.waitTimeout())
-		sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		if err := ss.syncParams(sc); err != nil {
-			ss.releaseOrDiscard(sc)
-			return nil, err
-		}
-		fresh := make(map[string]string, len(sc.Params))
-		for k, v := range sc.Params {
-			ss.view[k] = v
-			fresh[k] = v
-		}
-		pe.welcome.put(welcomeKey(ss.want), fresh)
-		s.register(ss)
-		if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
-			s.unregister(ss)
-			ss.releaseOrDiscard(sc)
-			return nil, err
-		}
-		if ss.mode == config.PoolSession {
-			ss.attach(sc)
-		} else {
-			ss.releaseOrDiscard(sc)
+		err = s.joinWithServer(cfg, ss, pe)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := writeStartupReply(nc, ss); err != nil {
+		ss.finish()
+		return nil, err
+	}
+	pe.counters.Logins.Add(1)
+	if o := s.obs(); o != nil {
+		o.Login(dbName, user, true)
+	}
+	return ss, nil
+}
+
+// negotiateProtocol answers a StartupMessage for a protocol newer than
+// 3.0 or with _pq_ options. Protocol 3.2 (and made-up minors) are
+// negotiated down to 3.0, as a PostgreSQL older than 18 would; _pq_
+// options are all unrecognized, and taken out of params.
+func negotiateProtocol(nc net.Conn, minor uint32, params map[string]string) error {
+	var unknown []string
+	for k := range params {
+		if strings.HasPrefix(k, "_pq_.") {
+			unknown = append(unknown, k)
+			delete(params, k)
 		}
 	}
+	if minor > 0 || len(unknown) > 0 {
+		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}).Encode(nil)
+		if _, err := nc.Write(msg); err != nil {
+			return errClientGone
+		}
+	}
+	return nil
+}
 
+// startupNames returns the user and database a StartupMessage names; the
+// database defaults to the user name, in params too, as in PostgreSQL.
+func startupNames(params map[string]string) (user, dbName string, err error) {
+	user = params["user"]
+	if user == "" {
+		return "", "", &clientError{codeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet"}
+	}
+	dbName = params["database"]
+	if dbName == "" {
+		dbName = user
+		params["database"] = user
+	}
+	return user, dbName, nil
+}
+
+// refuseStartup says why a login is refused before authentication (a
+// replication connection, or pgtide shutting down), or nil.
+func (s *Server) refuseStartup(params map[string]string) error {
+	if params["replication"] != "" && params["replication"] != "false" && params["replication"] != "off" {
+		return &clientError{codeFeatureNotSupported, "replication connections are not supported by pgtide"}
+	}
+	if !s.loginsOpen() {
+		return &clientError{codeCannotConnectNow, "the database system is shutting down"}
+	}
+	return nil
+}
+
+// clientSecret returns how the client authenticates and against what.
+// An unknown user runs the same exchange against a mock secret (known is
+// false), so a wrong user and a wrong password look the same.
+func (s *Server) clientSecret(cfg *config.Config, nc net.Conn, user, dbName string, l zerolog.Logger) (method auth.Method, secret auth.Secret, known bool, err error) {
+	method, err = s.clientAuthMethod(cfg, nc, user, dbName) // TLS mode, HBA (hba.go)
+	if err != nil {
+		return 0, auth.Secret{}, false, err
+	}
+	ucfg, known := cfg.Users[user]
+	if known {
+		secret, err = auth.ParseSecret(ucfg.Password)
+		if err != nil {
+			return 0, auth.Secret{}, false, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
+		}
+	} else if method != auth.Trust {
+		secret, known, err = s.authQuerySecret(cfg, dbName, user, l) // authquery.go
+		if err != nil {
+			return 0, auth.Secret{}, false, err
+		}
+	}
+	if !known && method != auth.Trust {
+		// A mock exchange (auth.AuthenticateKeys): for SCRAM, a salt that
+		// is stable per user name and no more work than a real user's.
+		secret = auth.Secret{Kind: auth.SecretNone}
+	}
+	return auth.ChooseMethod(method, secret), secret, known, nil
+}
+
+// authenticate runs the client's authentication exchange and returns the
+// keys it yields (for passthrough to servers), or what the client is told.
+func authenticate(nc net.Conn, rd *wire.Reader, method auth.Method, user string, secret auth.Secret, authOpts auth.Options) (auth.Keys, error) {
+	be := pgproto3.NewBackend(rd.MessageReader(), nc)
+	be.SetMaxBodyLen(maxStartupPacket)
+	keys, err := auth.AuthenticateKeys(be, method, user, secret, authOpts)
+	if err != nil {
+		return auth.Keys{}, authFailure(err, method, user)
+	}
+	// SCRAM leaves AuthenticationSASLFinal buffered in be.
+	if err := be.Flush(); err != nil {
+		return auth.Keys{}, errClientGone
+	}
+	return keys, nil
+}
+
+// authFailure turns a failed authentication exchange into what the client
+// is told and pgtide logs.
+func authFailure(err error, method auth.Method, user string) error {
+	switch {
+	case errors.Is(err, auth.ErrChannelBindingNegotiation):
+		return &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingNegotiation.Error()}
+	case errors.Is(err, auth.ErrChannelBindingCheck):
+		return &clientError{codeInvalidAuthSpec, auth.ErrChannelBindingCheck.Error()}
+	case errors.Is(err, auth.ErrPasswordMismatch):
+		// One log line, at warn (logLoginFailed), with these fields.
+		lf := &loginFailure{clientError: &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)},
+			fields: [][2]string{{"method", method.String()}}}
+		if errors.Is(err, auth.ErrNoSCRAMSecret) {
+			// PostgreSQL's detail: the stored secret is an md5 hash.
+			lf.fields = append(lf.fields, [2]string{"detail", fmt.Sprintf("User %q does not have a valid SCRAM secret.", user)})
+		}
+		return lf
+	case errors.Is(err, auth.ErrProtocol):
+		return &clientError{codeProtocolViolation, "invalid authentication response"}
+	}
+	return classifyClientErr(err)
+}
+
+// joinFromCache lets a client in without a server: a server accepted
+// these startup settings before and reported view, and the client waits
+// for a server at its first query.
+func (s *Server) joinFromCache(cfg *config.Config, ss *session, view map[string]string) error {
+	for k, v := range view {
+		ss.view[k] = v
+	}
+	s.register(ss)
+	if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
+		s.unregister(ss)
+		return err
+	}
+	return nil
+}
+
+// joinWithServer borrows a server to prove the database is reachable and
+// to learn the parameter values this client starts with (which the
+// welcome cache keeps for the next client with the same settings). In
+// session mode the client keeps that server.
+func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) error {
+	ctx, cancel := context.WithTimeout(ss.ended, ss.waitTimeout())
+	sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
+	cancel()
+	if err != nil {
+		return err
+	}
+	if err := ss.syncParams(sc); err != nil {
+		ss.releaseOrDiscard(sc)
+		return err
+	}
+	fresh := make(map[string]string, len(sc.Params))
+	for k, v := range sc.Params {
+		ss.view[k] = v
+		fresh[k] = v
+	}
+	pe.welcome.put(welcomeKey(ss.want), fresh)
+	s.register(ss)
+	if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
+		s.unregister(ss)
+		ss.releaseOrDiscard(sc)
+		return err
+	}
+	if ss.mode == config.PoolSession {
+		ss.attach(sc)
+	} else {
+		ss.releaseOrDiscard(sc)
+	}
+	return nil
+}
+
+// writeStartupReply tells the client it is in: AuthenticationOk, the
+// parameters it starts with, pgtide's cancel key for it, ReadyForQuery.
+func writeStartupReply(nc net.Conn, ss *session) error {
 	var out []byte
 	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
 	for k, v := range ss.view {
@@ -429,16 +509,11 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	var key [4]byte
 	binary.BigEndian.PutUint32(key[:], ss.keySecret)
 	out, _ = (&pgproto3.BackendKeyData{ProcessID: ss.keyPID, SecretKey: key[:]}).Encode(out)
-	out, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(out)
+	out, _ = (&pgproto3.ReadyForQuery{TxStatus: wire.TxIdle}).Encode(out)
 	if _, err := nc.Write(out); err != nil {
-		ss.finish()
-		return nil, errClientGone
+		return errClientGone
 	}
-	pe.counters.Logins.Add(1)
-	if o := s.obs(); o != nil {
-		o.Login(dbName, user, true)
-	}
-	return ss, nil
+	return nil
 }
 
 // acquireError turns a pool error into what the client is told.

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // PoolCounters are the running totals of one pool, in PgBouncer's terms
@@ -87,7 +89,7 @@ func (ss *session) requestsQueuedLocked(wasEmpty bool) {
 	}
 	now := time.Now()
 	ss.queryStart = now
-	if ss.txStatus == 'I' {
+	if ss.txStatus == wire.TxIdle {
 		ss.xactStart = now
 	}
 }
@@ -112,7 +114,7 @@ func (ss *session) readyLocked(status byte, skipped bool) {
 	if ss.q.empty() {
 		ss.queryStart = time.Time{}
 	}
-	if status == 'I' && !ss.xactStart.IsZero() {
+	if status == wire.TxIdle && !ss.xactStart.IsZero() {
 		d := now.Sub(ss.xactStart)
 		c.Xacts.Add(1)
 		c.XactNanos.Add(int64(d))

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // stmt is one distinct prepared statement of a pool: a query text and its
@@ -60,7 +61,7 @@ func (r *stmtRegistry) getDep(query, types []byte, dep *stmt) *stmt {
 	body = append(append(body, name...), 0)
 	body = append(append(body, query...), 0)
 	body = append(body, types...)
-	st := &stmt{name: name, parse: frame('P', body), dep: dep}
+	st := &stmt{name: name, parse: frame(wire.FeParse, body), dep: dep}
 	r.byKey[string(key)] = st
 	return st
 }

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"time"
+
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Timers for query_timeout and idle_transaction_timeout. Both are armed
@@ -46,7 +48,7 @@ func (ss *session) settleTimersLocked() {
 	}
 	cfg := ss.srv.Config()
 	d := cfg.IdleTransactionTimeout.Duration
-	if ss.txStatus == 'I' {
+	if ss.txStatus == wire.TxIdle {
 		d = cfg.ClientIdleTimeout.Duration
 	}
 	if d <= 0 {
@@ -94,7 +96,7 @@ func (ss *session) queryTimedOut() {
 func (ss *session) idleTimedOut() {
 	ss.mu.Lock()
 	idle := ss.q.empty() && !ss.unsynced && !ss.gone
-	inTxn := ss.txStatus != 'I'
+	inTxn := ss.txStatus != wire.TxIdle
 	ss.mu.Unlock()
 	switch {
 	case !idle:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgtide/pgtide/integration/pgtest"
 	"github.com/pgtide/pgtide/proxy/config"
 )
 
@@ -66,7 +67,7 @@ func TestUnitCopySimpleTransactionModeReleasesServer(t *testing.T) {
 	c := e.connect(t, string(config.PoolTransaction))
 	defer c.Close()
 	simpleCopy(t, c)
-	waitUntil(t, 2*time.Second, "the server to go back to the pool after COPY", func() bool {
+	pgtest.WaitUntil(t, 2*time.Second, "the server to go back to the pool after COPY", func() bool {
 		ps, ok := e.poolStats("db_transaction")
 		return ok && ps.Lent == 0 && ps.Idle == 1
 	})
@@ -87,7 +88,7 @@ func TestUnitCopySimpleSessionModeDisconnect(t *testing.T) {
 	simpleCopy(t, c)
 	start := time.Now()
 	c.Close()
-	waitUntil(t, 3*time.Second, "the server to be reset and pooled after the client left", func() bool {
+	pgtest.WaitUntil(t, 3*time.Second, "the server to be reset and pooled after the client left", func() bool {
 		ps, ok := e.poolStats("db_session")
 		return ok && ps.Lent == 0 && ps.Idle == 1
 	})
@@ -117,7 +118,7 @@ func TestUnitCopyExtendedTransactionMode(t *testing.T) {
 	if got := c.readUntil(t, 'Z'); got != "CZ" {
 		t.Fatalf("COPY end: %q", got)
 	}
-	waitUntil(t, 2*time.Second, "the server to go back to the pool after COPY", func() bool {
+	pgtest.WaitUntil(t, 2*time.Second, "the server to go back to the pool after COPY", func() bool {
 		ps, ok := e.poolStats("db_transaction")
 		return ok && ps.Lent == 0
 	})

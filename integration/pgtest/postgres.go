@@ -54,15 +54,12 @@ func WithSetting(key, value string) Option {
 	return func(o *options) { o.settings = append(o.settings, [2]string{key, value}) }
 }
 
-// inCI reports whether we run under CI, where missing dependencies are failures.
-func inCI() bool { return os.Getenv("CI") == "true" }
-
 // reportStartErr turns a start error into Skip (binaries missing, not in CI) or Fatal.
 func reportStartErr(t testing.TB, err error) {
 	t.Helper()
 	var nb *pgcluster.ErrNoBinaries
-	if errors.As(err, &nb) && !inCI() {
-		t.Skipf("pgtest: %v (install the %q apt package or set PGTIDE_PG_BINDIR)", err, AptPackage)
+	if errors.As(err, &nb) {
+		SkipUnlessCI(t, "pgtest: %v (install the %q apt package or set PGTIDE_PG_BINDIR)", err, AptPackage)
 	}
 	t.Fatalf("pgtest: %v", err)
 }

@@ -56,3 +56,9 @@ const (
 	TxInTx   byte = 'T'
 	TxFailed byte = 'E'
 )
+
+// What a Describe or Close names (the byte before the name).
+const (
+	ObjStatement byte = 'S'
+	ObjPortal    byte = 'P'
+)
