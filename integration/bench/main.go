@@ -116,6 +116,24 @@ func main() {
 	}
 }
 
+// autoThreads is what pgtide's threads = 0 gives here (cmd/pgtide/threads.go):
+// GOMAXPROCS from the environment, else half the CPUs, at least 1.
+func autoThreads() int {
+	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n > 0 {
+		return n
+	}
+	return max(1, runtime.NumCPU()/2)
+}
+
+// altThreads is the second pgtide's threads setting: 2 where the default
+// is 1, else 1, so the S64 row shows pgtide on one thread and on two.
+func altThreads() int {
+	if autoThreads() == 1 {
+		return 2
+	}
+	return 1
+}
+
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
 }
@@ -267,7 +285,7 @@ func run(o options) error {
 		return err
 	}
 	children = append(children, pgb)
-	tide, err := startPgtide("pgtide", bin, tmp, ports["pgtide"], pg.Port, benchUser, password, poolSize, nil)
+	tide, err := startPgtide("pgtide", bin, tmp, ports["pgtide"], pg.Port, benchUser, password, poolSize, 0)
 	if err != nil {
 		return err
 	}
@@ -280,7 +298,7 @@ func run(o options) error {
 	}
 	var tide1 *child
 	if needGMP1 {
-		if tide1, err = startPgtide("pgtide1", bin, tmp, ports["pgtide1"], pg.Port, benchUser, password, poolSize, []string{"GOMAXPROCS=1"}); err != nil {
+		if tide1, err = startPgtide("pgtide1", bin, tmp, ports["pgtide1"], pg.Port, benchUser, password, poolSize, altThreads()); err != nil {
 			return err
 		}
 		children = append(children, tide1)
@@ -297,7 +315,7 @@ func run(o options) error {
 		"forwarder": {key: "forwarder", label: "forwarder", port: ports["forwarder"], proc: fw},
 	}
 	if tide1 != nil {
-		targets["pgtide1"] = &target{key: "pgtide1", label: "pgtide GOMAXPROCS=1", port: ports["pgtide1"], proc: tide1}
+		targets["pgtide1"] = &target{key: "pgtide1", label: fmt.Sprintf("pgtide threads=%d", altThreads()), port: ports["pgtide1"], proc: tide1}
 	}
 	for _, k := range []string{"pgbouncer", "pgtide", "pgtide1", "forwarder"} {
 		t := targets[k]

@@ -233,9 +233,11 @@ log_stats = 0
 	return startChild("pgbouncer", cmd)
 }
 
-// startPgtide runs the pgtide binary in transaction mode.
-func startPgtide(name, bin, dir string, port, pgPort int, user, password string, poolSize int, env []string) (*child, error) {
-	conf := fmt.Sprintf(`listen = ["127.0.0.1:%d"]
+// startPgtide runs the pgtide binary in transaction mode; threads 0 leaves
+// the setting at its default (auto).
+func startPgtide(name, bin, dir string, port, pgPort int, user, password string, poolSize, threads int) (*child, error) {
+	conf := fmt.Sprintf(`threads = %d
+listen = ["127.0.0.1:%d"]
 pool_mode = "transaction"
 default_pool_size = %d
 max_client_conn = 12000
@@ -249,13 +251,13 @@ dbname = "bench"
 
 [users.%s]
 password = %q
-`, port, poolSize, pgPort, user, password)
+`, threads, port, poolSize, pgPort, user, password)
 	p := filepath.Join(dir, name+".toml")
 	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "-config", p)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = os.Environ()
 	return startChild(name, cmd)
 }
 

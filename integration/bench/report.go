@@ -162,10 +162,10 @@ func (rep *report) markdown() string {
 			if _, ok := rr.runs["pgtide1"]; !ok {
 				continue
 			}
-			w("\n### GOMAXPROCS (%s)\n\n", rr.spec.label)
+			w("\n### threads (%s)\n\n", rr.spec.label)
 			w("| | TPS | avg latency (ms) | CPU µs/tx | RSS MiB | TPS ÷ PgBouncer | CPU ÷ PgBouncer |\n|---|---:|---:|---:|---:|---:|---:|\n")
 			for _, k := range []string{"pgbouncer", "pgtide", "pgtide1"} {
-				label := map[string]string{"pgbouncer": "PgBouncer", "pgtide": "pgtide, GOMAXPROCS=" + e["cpus"] + " (default)", "pgtide1": "pgtide, GOMAXPROCS=1"}[k]
+				label := map[string]string{"pgbouncer": "PgBouncer", "pgtide": fmt.Sprintf("pgtide, threads=%d (default: auto)", autoThreads()), "pgtide1": fmt.Sprintf("pgtide, threads=%d", altThreads())}[k]
 				w("| %s | %s | %s | %s | %s | %s | %s |\n", label,
 					rr.cell(k, fTPS, "%.0f"), rr.cell(k, fLat, "%.3f"), rr.cell(k, fCPU, "%.1f"), rr.cell(k, fRSS, "%.1f"),
 					rr.ratio(k, "pgbouncer", fTPS), rr.ratio(k, "pgbouncer", fCPU))
