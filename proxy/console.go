@@ -74,6 +74,10 @@ func (s *Server) checkConsolesStop() {
 // beginStop closes stopBegun: waits on a pause or a console command end.
 func (s *Server) beginStop() {
 	s.stopOnce.Do(func() { close(s.stopBegun) })
+	// A drain needs the traffic: suspended transactions go on to their end.
+	if s.susp.resume() {
+		s.gate.broadcast()
+	}
 	s.checkConsolesStop()
 }
 
@@ -88,7 +92,7 @@ func (s *Server) NextID() uint64 { return s.nextSessionID.Add(1) }
 
 // State is SHOW STATE's.
 func (s *Server) State() admin.State {
-	return admin.State{Running: s.state.Load() == stateRunning, PausedAll: s.gate.pausedAll.Load()}
+	return admin.State{Running: s.state.Load() == stateRunning, PausedAll: s.gate.pausedAll.Load(), Suspended: s.susp.on.Load()}
 }
 
 // Stopping is closed when the admin consoles must close.
@@ -214,8 +218,14 @@ func (s *Server) HasDatabase(name string) bool {
 // Pause stops lending servers of db ("" = all).
 func (s *Server) Pause(db string) { s.gate.setPaused(db, true) }
 
-// Resume lifts PAUSE (and KILL's pause) of db, or of everything.
-func (s *Server) Resume(db string) { s.gate.setPaused(db, false) }
+// Resume lifts PAUSE (and KILL's pause) of db, or of everything, and
+// SUSPEND with it when db is "".
+func (s *Server) Resume(db string) {
+	if db == "" && s.susp.resume() {
+		s.logger().Info().Msg("RESUME: client sockets are read again")
+	}
+	s.gate.setPaused(db, false)
+}
 
 // SetDisabled sets DISABLE of db.
 func (s *Server) SetDisabled(db string, disabled bool) { s.gate.db(db).disabled.Store(disabled) }

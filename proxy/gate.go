@@ -3,7 +3,7 @@ package proxy
 // The PAUSE/DISABLE gate every borrow passes (enterBorrow, called by
 // session.borrow and login): a paused database lends no servers, so new
 // transactions wait (bounded by query_wait_timeout); a disabled one refuses
-// new logins. The admin console (proxy/admin) sets it through the Backend
+// new logins. SUSPEND (suspend.go) closes the gate of every database too. The admin console (proxy/admin) sets it through the Backend
 // methods in console.go.
 
 import (
@@ -23,6 +23,9 @@ type gatePass struct {
 	// waitStart is when the session started waiting for a server (unix ns),
 	// 0 when it is not waiting (SHOW CLIENTS state, cl_waiting, maxwait).
 	waitStart atomic.Int64
+	// held: the session waits at the gate (PAUSE, SUSPEND) with nothing
+	// sent for this borrow; SUSPEND counts it as quiet.
+	held atomic.Bool
 }
 
 // dbControl is the gate of one database name.
@@ -61,6 +64,9 @@ func (g *gate) peek(name string) *dbControl {
 }
 
 func (g *gate) paused(c *dbControl) bool { return g.pausedAll.Load() || c.paused.Load() }
+
+// closed reports whether a borrow of c must wait: PAUSE or SUSPEND.
+func (s *Server) gateClosed(c *dbControl) bool { return s.gate.paused(c) || s.susp.on.Load() }
 
 // wait returns a channel closed at the next broadcast: take it before
 // looking at the state it guards, so that no change is missed.
@@ -114,11 +120,14 @@ func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) 
 		// Count first, then look: PAUSE sets the flag, then waits for
 		// inflight to drain, so one of the two sees the other.
 		c.inflight.Add(1)
-		if !s.gate.paused(c) {
+		if !s.gateClosed(c) {
 			return c, nil
 		}
 		c.leave(nil)
-		if err := s.waitResume(ctx, c); err != nil {
+		ss.gate.held.Store(true)
+		err := s.waitResume(ctx, c)
+		ss.gate.held.Store(false)
+		if err != nil {
 			ss.gate.waitStart.Store(0)
 			return nil, err
 		}
@@ -136,12 +145,12 @@ func (c *dbControl) leave(ss *session) {
 	}
 }
 
-// waitResume blocks until c is not paused, ctx ends (query_wait_timeout)
-// or shutdown begins.
+// waitResume blocks until c is neither paused nor suspended, ctx ends
+// (query_wait_timeout) or shutdown begins.
 func (s *Server) waitResume(ctx context.Context, c *dbControl) error {
 	for {
 		ch := s.gate.wait()
-		if !s.gate.paused(c) {
+		if !s.gateClosed(c) {
 			return nil
 		}
 		select {

@@ -79,6 +79,7 @@ type Server struct {
 	// The admin console (proxy/admin) and what it drives (console.go).
 	console          *admin.Console
 	gate             gate           // PAUSE/DISABLE of every borrow (gate.go)
+	susp             suspendCtl     // SUSPEND of client reads (suspend.go)
 	bootCfg          *config.Config // the settings a reload does not apply keep its values
 	consoles         atomic.Int64   // open consoles (counted in clients too)
 	consolesStop     chan struct{}  // closed when consoles must close (checkConsolesStop)
@@ -513,6 +514,7 @@ func (s *Server) register(ss *session) {
 		break
 	}
 	s.mu.Unlock()
+	s.susp.arm(ss.conn) // SUSPEND stops its reads from now on (suspend.go)
 }
 
 func (s *Server) unregister(ss *session) {

@@ -95,6 +95,13 @@ func (ss *session) queryTimedOut() {
 // its own idle_in_transaction_session_timeout and idle_session_timeout.
 func (ss *session) idleTimedOut() {
 	ss.mu.Lock()
+	if ss.srv.susp.on.Load() {
+		// SUSPEND stopped reading the client: it is not idle by choice.
+		// Its clock starts again.
+		ss.settleTimersLocked()
+		ss.mu.Unlock()
+		return
+	}
 	idle := ss.q.empty() && !ss.unsynced && !ss.gone
 	inTxn := ss.txStatus != wire.TxIdle
 	ss.mu.Unlock()

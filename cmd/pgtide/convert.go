@@ -213,7 +213,7 @@ var unmappedReasons = map[string]string{
 	"syslog_facility":        "pgtide logs to stderr; under systemd that reaches the journal (and syslog from there)",
 	"unix_socket_group":      "pgtide does not change the socket's group",
 	"server_round_robin":     "pgtide reuses the most recently returned server connection",
-	"suspend_timeout":        "pgtide has no SUSPEND",
+	"suspend_timeout":        "pgtide's SUSPEND drops no connection, so it needs no timeout (docs/admin-console.md)",
 	"peer_id":                "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
 	"track_extra_parameters": "no pgtide setting needed: in transaction mode every parameter a client sets follows it to each server (README: what carries over)",
 	"server_fast_close":      "no pgtide equivalent",

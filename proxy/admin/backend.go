@@ -50,6 +50,12 @@ type Backend interface {
 	Pause(db string)
 	WaitPaused(ctx context.Context, db string) error
 	Resume(db string)
+	// Suspend stops reading every client socket but the consoles' (an
+	// error when already suspended); WaitSuspended then returns once no
+	// session has anything in flight, with ErrResumed and ErrStopping as
+	// WaitPaused. Resume("") ends it.
+	Suspend() error
+	WaitSuspended(ctx context.Context) error
 	SetDisabled(db string, disabled bool)
 	// Kill closes every client and server of db and pauses it.
 	Kill(db string)
@@ -83,6 +89,7 @@ var (
 type State struct {
 	Running   bool // no shutdown has begun
 	PausedAll bool // PAUSE (or KILL) without a database
+	Suspended bool // SUSPEND until RESUME
 }
 
 // Pool is one (database, user) pool.

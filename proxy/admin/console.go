@@ -40,6 +40,7 @@ const (
 	codeProtocolViolation      = "08P01"
 	codeInvalidParameterValue  = "22023"
 	codeCantChangeRuntimeParam = "55P02"
+	codeNotInPrerequisiteState = "55000"
 )
 
 // maxBody bounds a message on the admin console.
@@ -356,6 +357,21 @@ func (ac *conn) exec(cmd command) error {
 			return errShutdown // a console blocked here must not hold up the drain
 		case errors.Is(err, ErrResumed):
 			return &Error{codeQueryCanceled, "PAUSE was lifted by RESUME before every server was released"}
+		case err != nil:
+			return err
+		}
+	case "SUSPEND":
+		if err := b.Suspend(); err != nil {
+			if errors.Is(err, ErrStopping) {
+				return errShutdown
+			}
+			return &Error{codeNotInPrerequisiteState, "already suspended"}
+		}
+		switch err := b.WaitSuspended(context.Background()); {
+		case errors.Is(err, ErrStopping):
+			return errShutdown
+		case errors.Is(err, ErrResumed):
+			return &Error{codeQueryCanceled, "SUSPEND was lifted by RESUME before every session was quiet"}
 		case err != nil:
 			return err
 		}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net"
 	"reflect"
 	"strings"
@@ -62,7 +63,16 @@ func (f *fakeBackend) Pause(db string)            { f.calls = append(f.calls, "p
 func (f *fakeBackend) WaitPaused(context.Context, string) error {
 	return nil
 }
-func (f *fakeBackend) Resume(db string)                         { f.calls = append(f.calls, "resume "+db) }
+func (f *fakeBackend) Resume(db string) { f.calls = append(f.calls, "resume "+db) }
+func (f *fakeBackend) Suspend() error {
+	if f.state.Suspended {
+		return errors.New("already suspended")
+	}
+	f.state.Suspended = true
+	f.calls = append(f.calls, "suspend")
+	return nil
+}
+func (f *fakeBackend) WaitSuspended(context.Context) error      { return nil }
 func (f *fakeBackend) SetDisabled(string, bool)                 {}
 func (f *fakeBackend) Kill(string)                              {}
 func (f *fakeBackend) KillClient(uint64) bool                   { return false }
@@ -208,7 +218,10 @@ var PgBouncer125 = map[string]string{
 		"scram_client_key:bytea scram_server_key:bytea",
 	"DNS_HOSTS": "hostname:text ttl:int8 addrs:text",
 	"DNS_ZONES": "zonename:text serial:int8 count:int4",
-	"TOTALS":    "name:text value:numeric",
+	"PEERS":     "peer_id:int4 host:text port:int4 pool_size:int4",
+	"PEER_POOLS": "peer_id:int4 cl_active_cancel_req:int4 cl_waiting_cancel_req:int4 sv_active_cancel:int4 " +
+		"sv_login:int4",
+	"TOTALS": "name:text value:numeric",
 	"STATS": "database:text total_server_assignment_count:numeric total_xact_count:numeric " +
 		"total_query_count:numeric total_received:numeric total_sent:numeric total_xact_time:numeric " +
 		"total_query_time:numeric total_wait_time:numeric total_client_parse_count:numeric " +
@@ -595,5 +608,51 @@ func TestSet(t *testing.T) {
 	}
 	if got := rowsOf(c.table("CLIENT_ENCODING", time.Now())); len(got) != 1 || got[0]["client_encoding"] != "UTF-8" {
 		t.Errorf("SHOW client_encoding: %v", got)
+	}
+}
+
+func TestSuspendCommand(t *testing.T) {
+	f := newFake()
+	c := New(f)
+	adm := &conn{c: c, super: true, log: zerolog.Nop()}
+	stat := &conn{c: c, log: zerolog.Nop()}
+	run := func(ac *conn, q string) string {
+		t.Helper()
+		cmd, err := parseCommand(q)
+		if err != nil {
+			t.Fatalf("parse %q: %v", q, err)
+		}
+		ac.out = ac.out[:0]
+		if err := ac.exec(cmd); err != nil {
+			if e, ok := err.(*Error); ok {
+				return e.Code
+			}
+			return err.Error()
+		}
+		return ""
+	}
+	if code := run(stat, "SUSPEND"); code != codeInsufficientPrivilege {
+		t.Errorf("SUSPEND by a stats user: %q; want 42501", code)
+	}
+	if _, err := parseCommand("SUSPEND now"); err == nil {
+		t.Errorf("SUSPEND with an argument parsed")
+	}
+	if code := run(adm, "suspend"); code != "" {
+		t.Fatalf("SUSPEND: %q", code)
+	}
+	state := map[string]string{}
+	for _, r := range rowsOf(c.table("STATE", time.Now())) {
+		state[r["key"]] = r["value"]
+	}
+	if state["suspended"] != "yes" || state["active"] != "no" {
+		t.Errorf("SHOW STATE while suspended: %v", state)
+	}
+	if code := run(adm, "SUSPEND"); code != codeNotInPrerequisiteState {
+		t.Errorf("SUSPEND twice: %q; want 55000", code)
+	}
+	for _, subject := range []string{"PEERS", "PEER_POOLS"} {
+		if rows := c.table(subject, time.Now()).rows; len(rows) != 0 {
+			t.Errorf("SHOW %s: %v; want no rows (no peering)", subject, rows)
+		}
 	}
 }

@@ -31,12 +31,13 @@ var verbs = map[string]struct {
 	"RECONNECT": {argOptional, false}, "DISABLE": {argRequired, false}, "ENABLE": {argRequired, false},
 	"KILL": {argOptional, false}, "KILL_CLIENT": {argRequired, false}, "WAIT_CLOSE": {argOptional, false},
 	"RELOAD": {argNone, false}, "SHUTDOWN": {argOptional, false}, "SET": {argRequired, false},
+	"SUSPEND": {argNone, false},
 }
 
 var showSubjects = []string{
 	"HELP", "POOLS", "CLIENTS", "SERVERS", "DATABASES", "USERS", "STATS", "STATS_TOTALS",
 	"STATS_AVERAGES", "TOTALS", "CONFIG", "LISTS", "STATE", "VERSION", "MEM", "FDS", "SOCKETS",
-	"ACTIVE_SOCKETS", "DNS_HOSTS", "DNS_ZONES",
+	"ACTIVE_SOCKETS", "DNS_HOSTS", "DNS_ZONES", "PEERS", "PEER_POOLS",
 }
 
 // splitStatements splits a simple Query at semicolons outside double

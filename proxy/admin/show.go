@@ -125,6 +125,7 @@ func cell(v any, oid uint32) []byte {
 
 // help is SHOW HELP's notice detail.
 const help = `SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION
+SHOW PEERS|PEER_POOLS
 SHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE
 SHOW DNS_HOSTS|DNS_ZONES
 SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
@@ -136,6 +137,7 @@ ENABLE <db>
 RECONNECT [<db>]
 KILL [<db>]
 KILL_CLIENT <id>
+SUSPEND
 WAIT_CLOSE [<db>]
 RELOAD
 SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]`
@@ -197,6 +199,10 @@ func (c *Console) table(subject string, now time.Time) table {
 		t.cols = cols("hostname", "ttl:q", "addrs") // pgtide keeps no DNS cache
 	case "DNS_ZONES":
 		t.cols = cols("zonename", "serial:q", "count:i")
+	case "PEERS": // pgtide has no peering: no rows
+		t.cols = cols("peer_id:i", "host", "port:i", "pool_size:i")
+	case "PEER_POOLS":
+		t.cols = cols("peer_id:i", "cl_active_cancel_req:i", "cl_waiting_cancel_req:i", "sv_active_cancel:i", "sv_login:i")
 	case "STATE":
 		t.cols = cols("key", "value")
 		yes := func(b bool) string {
@@ -206,9 +212,9 @@ func (c *Console) table(subject string, now time.Time) table {
 			return "no"
 		}
 		st := b.State()
-		t.add("active", yes(st.Running && !st.PausedAll))
+		t.add("active", yes(st.Running && !st.PausedAll && !st.Suspended))
 		t.add("paused", yes(st.PausedAll))
-		t.add("suspended", "no")
+		t.add("suspended", yes(st.Suspended))
 		t.add("shutting_down", yes(!st.Running))
 	default:
 		if v, ok := fakeParam(subject); ok {

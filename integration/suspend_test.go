@@ -1,0 +1,160 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestConsoleSuspend: SUSPEND waits for a query in flight, then stops
+// client traffic: a client in the middle of a transaction sends its next
+// statements, and neither reaches PostgreSQL; an idle client and a new one
+// wait too; the console (and a new console) keeps working. After RESUME the
+// transaction completes, whole, and the others get their answers.
+func TestConsoleSuspend(t *testing.T) {
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	a := &adminEnv{admPass: "Adm-" + stamp, statPass: "Stat-" + stamp}
+	a.env = newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		db.PoolSize = 4
+		c.Extra = "admin_users = [\"adm\"]\nstats_users = [\"stat\"]\n"
+		c.Users["adm"] = a.admPass
+		c.Users["stat"] = a.statPass
+	})
+	a.secrets = append(a.secrets, a.admPass, a.statPass)
+	ctx := ctxT(t, 90*time.Second)
+
+	direct := connect(t, a.DirectURL())
+	if _, err := direct.Exec(ctx, "CREATE TABLE susp (n int)"); err != nil {
+		t.Fatal(err)
+	}
+	adm := console(t, a.adminURL())
+
+	// A transaction open on its server, and a query in flight.
+	txc := connect(t, a.URL())
+	if _, err := txc.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txc.Exec(ctx, "INSERT INTO susp VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	txPID := queryInt(t, txc, "SELECT pg_backend_pid()")
+	slow := connect(t, a.URL())
+	slowDone := make(chan error, 1)
+	go func() { _, err := slow.Exec(ctx, "SELECT pg_sleep(0.5)"); slowDone <- err }()
+	sleeping := func() int64 {
+		return queryInt(t, direct, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", a.DB)
+	}
+	if !eventually(20*time.Second, func() bool { return sleeping() == 1 }) {
+		t.Fatal("the slow query never started")
+	}
+	idle := connect(t, a.URL())
+	queryInt(t, idle, "SELECT 1")
+
+	// SUSPEND returns only once the query in flight has been answered.
+	mustAdmin(t, adm, "SUSPEND")
+	if n := sleeping(); n != 0 {
+		t.Errorf("SUSPEND returned while a query was still running on its server (%d)", n)
+	}
+	select {
+	case err := <-slowDone:
+		if err != nil {
+			t.Errorf("the query in flight at SUSPEND: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the answer of the query in flight at SUSPEND never reached its client")
+	}
+	if r := findRow(mustAdmin(t, adm, "SHOW STATE"), "key", "suspended"); r["value"] != "yes" {
+		t.Errorf("SHOW STATE while suspended: %v", r)
+	}
+	if _, err := adminRun(t, adm, "SUSPEND"); sqlState(err) != "55000" {
+		t.Errorf("SUSPEND while suspended: %v; want 55000", err)
+	}
+
+	// Traffic sent while suspended.
+	txDone := make(chan error, 1)
+	go func() {
+		_, err := txc.Exec(ctx, "INSERT INTO susp VALUES (2)")
+		if err == nil {
+			_, err = txc.Exec(ctx, "COMMIT")
+		}
+		txDone <- err
+	}()
+	idleDone := make(chan int64, 1)
+	go func() {
+		var n int64
+		_ = idle.QueryRow(ctx, "SELECT 42").Scan(&n)
+		idleDone <- n
+	}()
+	newDone := make(chan int64, 1)
+	go func() {
+		var n int64
+		if c, err := pgx.Connect(ctx, a.URL()); err == nil {
+			_ = c.QueryRow(ctx, "SELECT 7").Scan(&n)
+			c.Close(context.Background())
+		}
+		newDone <- n
+	}()
+
+	// The console works meanwhile, a new one too.
+	if rows := mustAdmin(t, adm, "SHOW CLIENTS"); len(rows) < 4 {
+		t.Errorf("SHOW CLIENTS while suspended: %d rows", len(rows))
+	}
+	adm2 := console(t, a.adminURL())
+	if r := findRow(mustAdmin(t, adm2, "SHOW STATE"), "key", "suspended"); r["value"] != "yes" {
+		t.Errorf("SHOW STATE on a console opened while suspended: %v", r)
+	}
+	// Nothing the clients sent reaches PostgreSQL (a check that can only
+	// pass too easily on a slow machine, never fail by being slow).
+	for range 15 {
+		var state, query string
+		if err := direct.QueryRow(ctx, "SELECT state, query FROM pg_stat_activity WHERE pid = $1", txPID).Scan(&state, &query); err != nil {
+			t.Fatal(err)
+		}
+		if state != "idle in transaction" || query != "SELECT pg_backend_pid()" {
+			t.Fatalf("while suspended the transaction's server is %q running %q; want it untouched", state, query)
+		}
+		if n := queryInt(t, direct, "SELECT count(*) FROM susp"); n != 0 {
+			t.Fatalf("while suspended %d rows were committed", n)
+		}
+		select {
+		case err := <-txDone:
+			t.Fatalf("the transaction got an answer while suspended: %v", err)
+		case n := <-idleDone:
+			t.Fatalf("an idle client got an answer while suspended: %d", n)
+		case n := <-newDone:
+			t.Fatalf("a new client got an answer while suspended: %d", n)
+		default:
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	mustAdmin(t, adm2, "RESUME")
+	select {
+	case err := <-txDone:
+		if err != nil {
+			t.Fatalf("the suspended transaction after RESUME: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the suspended transaction never finished after RESUME")
+	}
+	if n := queryInt(t, direct, "SELECT count(*) FROM susp WHERE n IN (1, 2)"); n != 2 {
+		t.Errorf("after RESUME the transaction committed %d of its 2 rows", n)
+	}
+	if n := <-idleDone; n != 42 {
+		t.Errorf("the idle client after RESUME got %d", n)
+	}
+	if n := <-newDone; n != 7 {
+		t.Errorf("the client that connected while suspended got %d", n)
+	}
+	if r := findRow(mustAdmin(t, adm, "SHOW STATE"), "key", "suspended"); r["value"] != "no" {
+		t.Errorf("SHOW STATE after RESUME: %v", r)
+	}
+	// The servers went back clean: every one lent again works.
+	for range 3 {
+		queryInt(t, idle, "SELECT 1")
+	}
+}
