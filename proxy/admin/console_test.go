@@ -340,6 +340,11 @@ func TestShowDatabasesUsersLists(t *testing.T) {
 	f.clients = []Client{{ID: 1, Database: "app", User: "alice"}}
 	f.paused["app"] = true
 	f.conns = 3
+	f.cfg.MaxDBClientConnections, f.cfg.MaxUserClientConnections = 50, 20
+	app := f.cfg.Databases["app"]
+	app.MaxDBClientConnections = 8
+	f.cfg.Databases["app"] = app
+	f.cfg.Users["alice"] = config.User{PoolSize: 3, MaxUserClientConnections: 2}
 	c := New(f)
 	dbs := rowsOf(c.table("DATABASES", time.Now()))
 	if len(dbs) != 2 {
@@ -347,18 +352,19 @@ func TestShowDatabasesUsersLists(t *testing.T) {
 	}
 	want := map[string]string{"name": "app", "host": "10.0.0.1", "port": "5432", "database": "appdb", "force_user": "svc",
 		"pool_size": "5", "server_lifetime": "5400", "pool_mode": "transaction", "current_connections": "5",
-		"current_client_connections": "1", "paused": "1", "disabled": "0"}
+		"current_client_connections": "1", "paused": "1", "disabled": "0", "max_client_connections": "8"}
 	for k, v := range want {
 		if dbs[0][k] != v {
 			t.Errorf("SHOW DATABASES app %s = %q; want %q", k, dbs[0][k], v)
 		}
 	}
-	if d := dbs[1]; d["force_user"] != "<null>" || d["pool_mode"] != "<null>" || d["disabled"] != "1" {
+	if d := dbs[1]; d["force_user"] != "<null>" || d["pool_mode"] != "<null>" || d["disabled"] != "1" || d["max_client_connections"] != "50" {
 		t.Errorf("SHOW DATABASES misc (no user, inherited mode, disabled): %v", d)
 	}
 	users := rowsOf(c.table("USERS", time.Now()))
 	if len(users) != 2 || users[0]["pool_size"] != "3" || users[1]["pool_size"] != "<null>" ||
-		users[0]["current_connections"] != "4" || users[0]["current_client_connections"] != "1" {
+		users[0]["current_connections"] != "4" || users[0]["current_client_connections"] != "1" ||
+		users[0]["max_user_client_connections"] != "2" || users[1]["max_user_client_connections"] != "20" {
 		t.Errorf("SHOW USERS: %v", users)
 	}
 	lists := map[string]string{}

@@ -504,7 +504,7 @@ func (c *Console) showDatabases() table {
 		t.add(name, db.Host, db.Port, db.DBName, nullIfEmpty(db.User), cfg.EffectivePoolSize(db, config.User{}),
 			pick(db.MinPoolSize, cfg.MinPoolSize), pick(db.ReservePoolSize, cfg.ReservePoolSize), int64(cfg.ServerLifetime.Duration/time.Second),
 			nullIfEmpty(string(db.PoolMode)), nil, pick(db.MaxDBConnections, cfg.MaxDBConnections),
-			open[name], 0, clients[name], paused || pausedAll, disabled)
+			open[name], pick(db.MaxDBClientConnections, cfg.MaxDBClientConnections), clients[name], paused || pausedAll, disabled)
 	}
 	return t
 }
@@ -532,7 +532,7 @@ func (c *Console) showUsers() table {
 			size = strconv.Itoa(u.PoolSize)
 		}
 		t.add(name, size, nil, nullIfEmpty(string(u.PoolMode)), pick(u.MaxUserConnections, cfg.MaxUserConnections),
-			open[name], 0, clients[name])
+			open[name], pick(u.MaxUserClientConnections, cfg.MaxUserClientConnections), clients[name])
 	}
 	return t
 }
