@@ -158,3 +158,33 @@ func TestConsoleSuspend(t *testing.T) {
 		queryInt(t, idle, "SELECT 1")
 	}
 }
+
+// TestConsoleSuspendHoldsIdleTimeouts: a client held by SUSPEND is not idle
+// by choice: idle_transaction_timeout does not end its transaction.
+func TestConsoleSuspendHoldsIdleTimeouts(t *testing.T) {
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	a := &adminEnv{admPass: "Adm-" + stamp}
+	a.env = newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = "admin_users = [\"adm\"]\nidle_transaction_timeout = \"2s\"\n"
+		c.Users["adm"] = a.admPass
+	})
+	a.secrets = append(a.secrets, a.admPass)
+	ctx := ctxT(t, 60*time.Second)
+	adm := console(t, a.adminURL())
+	txc := connect(t, a.URL())
+	if _, err := txc.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	mustAdmin(t, adm, "SUSPEND")
+	// Longer than idle_transaction_timeout (a wait that can only make the
+	// test pass too easily on a slow machine, never fail).
+	time.Sleep(3 * time.Second)
+	mustAdmin(t, adm, "RESUME")
+	if got := queryInt(t, txc, "SELECT 5"); got != 5 {
+		t.Fatalf("in the transaction after RESUME: %d", got)
+	}
+	if _, err := txc.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatalf("COMMIT after a SUSPEND longer than idle_transaction_timeout: %v", err)
+	}
+}

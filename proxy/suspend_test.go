@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pgtide/pgtide/proxy/wire"
+)
+
+// tcpPair returns both ends of a loopback TCP connection, the accepted end
+// wrapped as serveConn wraps it.
+func tcpPair(t *testing.T, ctl *suspendCtl) (*suspendConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newSuspendConn(sv, ctl)
+	t.Cleanup(func() { _ = c.Close(); _ = cl.Close() })
+	return c, cl
+}
+
+// waitFor polls cond until it holds (the test's own deadline bounds it).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+	}
+}
+
+// A read blocked in the kernel (wire's idle reader, through the RawConn) is
+// parked by SUSPEND without an error, reads nothing while suspended, and
+// gets what the client sent meanwhile after RESUME.
+func TestSuspendParksABlockedRead(t *testing.T) {
+	var ctl suspendCtl
+	c, cl := tcpPair(t, &ctl)
+	ctl.arm(c)
+	rd := wire.NewIdleReader(c)
+	done := make(chan error, 1)
+	go func() { done <- rd.Fill() }()
+	if !ctl.begin() || ctl.begin() {
+		t.Fatal("begin: want true, then false (already suspended)")
+	}
+	waitFor(t, "the blocked read parks", c.parked.Load)
+	if _, err := cl.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a suspended read returned (%v)", err)
+	default:
+	}
+	if !c.parked.Load() {
+		t.Fatal("the read left its park while suspended")
+	}
+	ctl.resume()
+	if err := <-done; err != nil {
+		t.Fatalf("the read after RESUME: %v", err)
+	}
+	if got := string(rd.Buffered()); got != "hello" {
+		t.Fatalf("read %q after RESUME; want what was sent while suspended", got)
+	}
+}
+
+// The owner's read deadline still ends a read while suspended (a timeout
+// of the owner's, not SUSPEND's), and a deadline set during SUSPEND is the
+// one in force after RESUME.
+func TestSuspendKeepsTheOwnersDeadline(t *testing.T) {
+	var ctl suspendCtl
+	c, _ := tcpPair(t, &ctl)
+	ctl.arm(c)
+	ctl.begin()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the owner's deadline while suspended: %v; want a timeout", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	ctl.resume()
+	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after RESUME: %v; want the owner's deadline in force", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+}
+
+// Closing the connection (KILL_CLIENT, shutdown) ends a parked read, also
+// under TLS, whose reads go through the wrapper's Read.
+func TestSuspendCloseEndsAParkedRead(t *testing.T) {
+	var ctl suspendCtl
+	c, _ := tcpPair(t, &ctl)
+	ctl.arm(c)
+	ctl.begin()
+	defer ctl.resume()
+	tc := tls.Server(c, &tls.Config{})
+	if asSuspendConn(tc) != c {
+		t.Fatal("asSuspendConn does not see through TLS")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 8)); done <- err }()
+	waitFor(t, "the read parks", c.parked.Load)
+	_ = tc.Close()
+	if err := <-done; err == nil {
+		t.Fatal("a parked read of a closed connection returned no error")
+	}
+	ctl.mu.Lock()
+	_, still := ctl.armed[c]
+	ctl.mu.Unlock()
+	if still {
+		t.Error("a closed connection stays armed")
+	}
+}
+
+// Connections that are not armed (consoles, logins) are never stopped.
+func TestSuspendSparesUnarmed(t *testing.T) {
+	var ctl suspendCtl
+	c, cl := tcpPair(t, &ctl)
+	ctl.begin()
+	defer ctl.resume()
+	if _, err := cl.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 8)); n != 1 || err != nil {
+		t.Fatalf("an unarmed connection's read while suspended: %d, %v", n, err)
+	}
+}
