@@ -314,11 +314,11 @@ func (s *Server) WaitSuspended(ctx context.Context) error {
 	for {
 		gch := s.gate.wait()
 		rch := s.susp.waitCh()
+		if s.state.Load() != stateRunning {
+			return admin.ErrStopping // a shutdown ends the suspension too
+		}
 		if rch == nil {
 			return admin.ErrResumed
-		}
-		if s.state.Load() != stateRunning {
-			return admin.ErrStopping
 		}
 		if s.quiet() {
 			s.logger().Info().Msg("SUSPEND: every session is quiet")
