@@ -48,7 +48,7 @@ func TestStatsLogAndSwitches(t *testing.T) {
 		t.Fatalf("no stats line with queries for the pool within 3 s")
 	}
 	t.Logf("stats line: %v", line)
-	for _, k := range []string{"xacts_per_s", "queries_per_s", "bytes_in_per_s", "bytes_out_per_s", "avg_xact_us", "avg_query_us", "avg_wait_us", "xacts", "period"} {
+	for _, k := range []string{"xacts_per_s", "queries_per_s", "bytes_in_per_s", "bytes_out_per_s", "avg_xact_us", "avg_query_us", "avg_wait_us", "xacts", "period_ms"} {
 		if _, ok := line[k]; !ok {
 			t.Errorf("stats line has no %q", k)
 		}

@@ -224,7 +224,7 @@ func (s *Server) logPoolStats(p PoolStats, a, b counterSnap, d time.Duration) {
 	xacts, queries, waits := b.xacts-a.xacts, b.queries-a.queries, b.waits-a.waits
 	s.logger().Info().
 		Str("database", p.Database).Str("user", p.User).
-		Dur("period", d.Round(time.Millisecond)).
+		Int64("period_ms", d.Milliseconds()).
 		Uint64("xacts", xacts).Uint64("queries", queries).
 		Float64("xacts_per_s", rate(xacts)).Float64("queries_per_s", rate(queries)).
 		Float64("bytes_in_per_s", rate(b.in-a.in)).Float64("bytes_out_per_s", rate(b.out-a.out)).
