@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,5 +187,58 @@ func TestConsoleSuspendHoldsIdleTimeouts(t *testing.T) {
 	}
 	if _, err := txc.Exec(ctx, "COMMIT"); err != nil {
 		t.Fatalf("COMMIT after a SUSPEND longer than idle_transaction_timeout: %v", err)
+	}
+}
+
+// TestSIGUSR1PauseSIGUSR2Resume: the signals are PAUSE and RESUME, as
+// PgBouncer's: a transaction waits after SIGUSR1, goes on after SIGUSR2,
+// and pgtide keeps running. SIGUSR2 also ends a SUSPEND (the way out when
+// no console is at hand).
+func TestSIGUSR1PauseSIGUSR2Resume(t *testing.T) {
+	a := newAdminEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	c := connect(t, a.URL())
+	queryInt(t, c, "SELECT 1")
+	adm := console(t, a.adminURL())
+	state := func() adminRow {
+		out := adminRow{}
+		for _, r := range mustAdmin(t, adm, "SHOW STATE") {
+			out[r["key"]] = r["value"]
+		}
+		return out
+	}
+	if err := a.tide.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(10*time.Second, func() bool { return state()["paused"] == "yes" }) {
+		t.Fatalf("SHOW STATE after SIGUSR1: %v; want paused", state())
+	}
+	done := make(chan int64, 1)
+	go func() {
+		var n int64
+		_ = c.QueryRow(ctx, "SELECT 3").Scan(&n)
+		done <- n
+	}()
+	if !eventually(10*time.Second, func() bool {
+		r := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", a.DB)
+		return r != nil && r["cl_waiting"] == "1"
+	}) {
+		t.Fatal("the query sent after SIGUSR1 never waited")
+	}
+	if err := a.tide.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-done; n != 3 {
+		t.Fatalf("the query after SIGUSR2 got %d", n)
+	}
+	mustAdmin(t, adm, "SUSPEND")
+	if err := a.tide.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(10*time.Second, func() bool { s := state(); return s["suspended"] == "no" && s["active"] == "yes" }) {
+		t.Fatalf("SHOW STATE after SUSPEND and SIGUSR2: %v", state())
+	}
+	if got := queryInt(t, c, "SELECT 4"); got != 4 || a.tide.Exited() {
+		t.Fatalf("after the signals: %d, exited %v", got, a.tide.Exited())
 	}
 }

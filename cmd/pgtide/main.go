@@ -144,7 +144,9 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 	}
 	defer mep.Close()
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	// SIGUSR1 and SIGUSR2 are PAUSE and RESUME, as PgBouncer's, so that
+	// operators' scripts carry over.
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	// The admin console's RELOAD and SET run on this goroutine, as SIGHUP
 	// does: a request with a nil cfg re-reads the file, one with a cfg
@@ -194,6 +196,12 @@ func serve(path string, cfg *config.Config, log zerolog.Logger) int {
 				notify.Reloading()
 				_ = reload(path, srv, &log)
 				notify.Ready(srv)
+			case syscall.SIGUSR1:
+				log.Info().Msg("SIGUSR1: PAUSE of every database")
+				srv.Pause("")
+			case syscall.SIGUSR2:
+				log.Info().Msg("SIGUSR2: RESUME of every database (and of SUSPEND)")
+				srv.Resume("")
 			case syscall.SIGQUIT:
 				notify.Stopping("SIGQUIT: exiting now")
 				log.Info().Msg("SIGQUIT: exiting now")
