@@ -161,7 +161,9 @@ func TestConsoleSuspend(t *testing.T) {
 }
 
 // TestConsoleSuspendHoldsIdleTimeouts: a client held by SUSPEND is not idle
-// by choice: idle_transaction_timeout does not end its transaction.
+// by choice: idle_transaction_timeout does not end its transaction. Idle
+// clients parked without a goroutine (park.go), at login or by the idle
+// sweep during the SUSPEND, wait too and go on after RESUME.
 func TestConsoleSuspendHoldsIdleTimeouts(t *testing.T) {
 	stamp := fmt.Sprint(time.Now().UnixNano())
 	a := &adminEnv{admPass: "Adm-" + stamp}
@@ -173,15 +175,36 @@ func TestConsoleSuspendHoldsIdleTimeouts(t *testing.T) {
 	a.secrets = append(a.secrets, a.admPass)
 	ctx := ctxT(t, 60*time.Second)
 	adm := console(t, a.adminURL())
+	parkedAtLogin := connect(t, a.URL()) // nothing sent: parked at once
+	idle := connect(t, a.URL())
+	queryInt(t, idle, "SELECT 1") // idle from now: the sweep parks it
 	txc := connect(t, a.URL())
 	if _, err := txc.Exec(ctx, "BEGIN"); err != nil {
 		t.Fatal(err)
 	}
 	mustAdmin(t, adm, "SUSPEND")
-	// Longer than idle_transaction_timeout (a wait that can only make the
-	// test pass too easily on a slow machine, never fail).
+	woken := make(chan int64, 1)
+	go func() {
+		var n int64
+		_ = parkedAtLogin.QueryRow(ctx, "SELECT 8").Scan(&n)
+		woken <- n
+	}()
+	// Longer than idle_transaction_timeout and than the idle sweep (a wait
+	// that can only make the test pass too easily on a slow machine, never
+	// fail).
 	time.Sleep(3 * time.Second)
+	select {
+	case n := <-woken:
+		t.Fatalf("a parked client got an answer while suspended: %d", n)
+	default:
+	}
 	mustAdmin(t, adm, "RESUME")
+	if n := <-woken; n != 8 {
+		t.Fatalf("the parked client after RESUME got %d", n)
+	}
+	if got := queryInt(t, idle, "SELECT 6"); got != 6 {
+		t.Fatalf("the idle client after RESUME: %d", got)
+	}
 	if got := queryInt(t, txc, "SELECT 5"); got != 5 {
 		t.Fatalf("in the transaction after RESUME: %d", got)
 	}

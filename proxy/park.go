@@ -165,6 +165,10 @@ func parkSocket(nc net.Conn) syscall.Conn {
 		return c
 	case *net.UnixConn:
 		return c
+	case *suspendConn: // the accepted socket, wrapped for SUSPEND (suspend.go)
+		if parkSocket(c.Conn) != nil {
+			return c
+		}
 	}
 	return nil
 }

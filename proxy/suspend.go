@@ -18,7 +18,10 @@ package proxy
 //   - SUSPEND returns once every session is quiet: its reader is parked
 //     with every complete message it had read forwarded and no reply owed
 //     by its server (or owed only after the client's next message: an
-//     unsynced batch, a COPY IN), or it waits at the gate with nothing sent.
+//     unsynced batch, a COPY IN), or it waits at the gate with nothing sent,
+//     or it is parked without a goroutine (park.go; when its client sends,
+//     the goroutine that resumes it reads through the suspendConn, and
+//     waits there).
 //
 // Consoles are never armed, so the console keeps working; new connections
 // are accepted and may open a console (to RESUME), while their logins to a
@@ -351,10 +354,11 @@ func (s *Server) quiet() bool {
 	return true
 }
 
-// quietForSuspend: the session waits at the gate with nothing sent, or its
-// reader is parked and its server owes it nothing it would send unasked.
+// quietForSuspend: the session waits at the gate with nothing sent, it is
+// parked without a goroutine (park.go: idle, no server), or its reader is
+// parked and its server owes it nothing it would send unasked.
 func (ss *session) quietForSuspend() bool {
-	if ss.gate.held.Load() {
+	if ss.gate.held.Load() || ss.parked.Load() {
 		return true
 	}
 	c := asSuspendConn(ss.conn)
