@@ -265,3 +265,59 @@ func TestSIGUSR1PauseSIGUSR2Resume(t *testing.T) {
 		t.Fatalf("after the signals: %d, exited %v", got, a.tide.Exited())
 	}
 }
+
+// TestConsoleSuspendUnderLoad: SUSPEND and RESUME over and over while 16
+// clients run two-table transactions (issue 11's ledger, pool of 4,
+// transaction mode). Each SUSPEND returns; while suspended nothing commits
+// (the committed row count stays put) and each client learns of at most
+// the one commit whose reply was already on its way; afterwards every
+// transaction is whole or absent and every acknowledged commit is there.
+func TestConsoleSuspendUnderLoad(t *testing.T) {
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	a := &adminEnv{admPass: "Adm-" + stamp}
+	a.env = newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		db.PoolSize = 4
+		c.Extra = "admin_users = [\"adm\"]\n"
+		c.Users["adm"] = a.admPass
+	})
+	a.secrets = append(a.secrets, a.admPass)
+	const clients = 16
+	direct := connect(t, a.DirectURL())
+	setupLedger(t, direct, clients)
+	adm := console(t, a.adminURL())
+	l := &ledger{url: a.URL(), clients: clients}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { l.run(stop); close(done) }()
+	committed := func() int64 { return queryInt(t, direct, "SELECT count(*) FROM ledger_a") }
+	if !eventually(20*time.Second, func() bool { return l.commits.Load() > 0 }) {
+		t.Fatal("the workload never committed")
+	}
+	for range 8 {
+		time.Sleep(100 * time.Millisecond)
+		mustAdmin(t, adm, "SUSPEND")
+		rows, acked := committed(), l.commits.Load()
+		time.Sleep(150 * time.Millisecond)
+		if n := committed(); n != rows {
+			t.Errorf("while suspended the committed rows went from %d to %d", rows, n)
+		}
+		if n := l.commits.Load(); n-acked > clients {
+			t.Errorf("while suspended clients were told of %d more commits (at most %d replies were on their way)", n-acked, clients)
+		}
+		mustAdmin(t, adm, "RESUME")
+	}
+	before := l.commits.Load()
+	if !eventually(20*time.Second, func() bool { return l.commits.Load() > before }) {
+		t.Fatal("no commit after the last RESUME")
+	}
+	close(stop)
+	<-done
+	t.Logf("%d commits, %d failed attempts", l.commits.Load(), l.failures.Load())
+	if f := l.failures.Load(); f > 0 {
+		t.Errorf("%d transactions failed; SUSPEND must not fail any", f)
+	}
+	if v := l.check(t, direct); v > 0 {
+		t.Fatalf("%d atomicity violations", v)
+	}
+}

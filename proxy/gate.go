@@ -23,8 +23,9 @@ type gatePass struct {
 	// waitStart is when the session started waiting for a server (unix ns),
 	// 0 when it is not waiting (SHOW CLIENTS state, cl_waiting, maxwait).
 	waitStart atomic.Int64
-	// held: the session waits at the gate (PAUSE, SUSPEND) with nothing
-	// sent for this borrow; SUSPEND counts it as quiet.
+	// held: the session holds the server it borrowed without using it
+	// until RESUME (SUSPEND began while it waited); SUSPEND counts it, and
+	// a session waiting for a server (waitStart), as quiet.
 	held atomic.Bool
 }
 
@@ -124,10 +125,7 @@ func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) 
 			return c, nil
 		}
 		c.leave(nil)
-		ss.gate.held.Store(true)
-		err := s.waitResume(ctx, c)
-		ss.gate.held.Store(false)
-		if err != nil {
+		if err := s.waitResume(ctx, c); err != nil {
 			ss.gate.waitStart.Store(0)
 			return nil, err
 		}
@@ -135,13 +133,17 @@ func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) 
 }
 
 // leave ends a borrow's pass through the gate (ss nil: a pass that did not
-// get through).
+// get through). A borrow that ends while suspended keeps its server unused
+// until RESUME: nothing of the client's goes out during a SUSPEND.
 func (c *dbControl) leave(ss *session) {
 	if c.inflight.Add(-1) == 0 && c.g.paused(c) {
 		c.g.broadcast() // a PAUSE may be waiting for the last one
 	}
 	if ss != nil {
+		// Clear, then look: SUSPEND sets its flag, then looks at
+		// waitStart, so one of the two sees the other.
 		ss.gate.waitStart.Store(0)
+		ss.srv.holdWhileSuspended(ss)
 	}
 }
 

@@ -14,7 +14,8 @@ package proxy
 //     sends meanwhile wait in the kernel, unread, so nothing is lost and
 //     nothing reaches a server: a transaction stays open on its server,
 //     whole, and goes on after RESUME.
-//   - Borrows wait at the PAUSE gate (gate.go), so no server is lent.
+//   - Borrows wait at the PAUSE gate (gate.go), and one that got its
+//     server as SUSPEND began keeps it unused until RESUME.
 //   - SUSPEND returns once every session is quiet: its reader is parked
 //     with every complete message it had read forwarded and no reply owed
 //     by its server (or owed only after the client's next message: an
@@ -354,11 +355,13 @@ func (s *Server) quiet() bool {
 	return true
 }
 
-// quietForSuspend: the session waits at the gate with nothing sent, it is
-// parked without a goroutine (park.go: idle, no server), or its reader is
-// parked and its server owes it nothing it would send unasked.
+// quietForSuspend: the session waits for a server with nothing of this
+// request sent (gate.go: held at the gate, in Acquire, or holding the
+// server it got until RESUME), it is parked without a goroutine (park.go:
+// idle, no server), or its reader is parked and its server owes it nothing
+// it would send unasked.
 func (ss *session) quietForSuspend() bool {
-	if ss.gate.held.Load() || ss.parked.Load() {
+	if ss.gate.held.Load() || ss.gate.waitStart.Load() != 0 || ss.parked.Load() {
 		return true
 	}
 	c := asSuspendConn(ss.conn)
@@ -368,6 +371,29 @@ func (ss *session) quietForSuspend() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	return ss.q.empty() || ss.unsynced || ss.copyIn || ss.gone || ss.over != nil
+}
+
+// holdWhileSuspended keeps a session that just borrowed a server from
+// using it until RESUME (or until the session ends or shutdown begins).
+func (s *Server) holdWhileSuspended(ss *session) {
+	if !s.susp.on.Load() {
+		return
+	}
+	ss.gate.held.Store(true)
+	defer ss.gate.held.Store(false)
+	for {
+		ch := s.susp.waitCh()
+		if ch == nil {
+			return
+		}
+		select {
+		case <-ch:
+		case <-s.stopBegun:
+			return
+		case <-ss.ended.Done():
+			return
+		}
+	}
 }
 
 // Suspended is SHOW STATE's "suspended".
