@@ -267,22 +267,32 @@ func TestSIGUSR1PauseSIGUSR2Resume(t *testing.T) {
 }
 
 // TestConsoleSuspendUnderLoad: SUSPEND and RESUME over and over while 16
-// clients run two-table transactions (issue 11's ledger, pool of 4,
-// transaction mode). Each SUSPEND returns; while suspended nothing commits
-// (the committed row count stays put) and each client learns of at most
-// the one commit whose reply was already on its way; afterwards every
-// transaction is whole or absent and every acknowledged commit is there.
+// clients run two-table transactions (issue 11's ledger; transaction mode
+// on a pool of 4, session mode on 16). Each SUSPEND returns; while
+// suspended nothing commits (the committed row count stays put) and each
+// client learns of at most the one commit whose reply was already on its
+// way; afterwards every transaction is whole or absent and every
+// acknowledged commit is there.
 func TestConsoleSuspendUnderLoad(t *testing.T) {
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) { testSuspendUnderLoad(t, mode) })
+	}
+}
+
+func testSuspendUnderLoad(t *testing.T, mode string) {
+	const clients = 16
 	stamp := fmt.Sprint(time.Now().UnixNano())
 	a := &adminEnv{admPass: "Adm-" + stamp}
 	a.env = newEnv(t, func(c *tideConf, db *dbConf) {
-		c.PoolMode = "transaction"
+		c.PoolMode = mode
 		db.PoolSize = 4
+		if mode == "session" {
+			db.PoolSize = clients
+		}
 		c.Extra = "admin_users = [\"adm\"]\n"
 		c.Users["adm"] = a.admPass
 	})
 	a.secrets = append(a.secrets, a.admPass)
-	const clients = 16
 	direct := connect(t, a.DirectURL())
 	setupLedger(t, direct, clients)
 	adm := console(t, a.adminURL())
