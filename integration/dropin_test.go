@@ -159,10 +159,14 @@ func TestServerCheckQuery(t *testing.T) {
 		return e, connect(t, e.URL())
 	}
 	t.Run("runs", func(t *testing.T) {
+		admPass := "Adm-" + fmt.Sprint(time.Now().UnixNano())
 		e := newEnv(t, func(c *tideConf, _ *dbConf) {
 			c.PoolMode = "transaction"
-			c.Extra = "server_check_query = \"insert into public.checks default values\"\nserver_check_delay = \"0\"\n"
+			c.Extra = "server_check_query = \"insert into public.checks default values\"\nserver_check_delay = \"0\"\n" +
+				"admin_users = [\"adm\"]\n"
+			c.Users["adm"] = admPass
 		})
+		e.secrets = append(e.secrets, admPass)
 		d := connect(t, e.DirectURL())
 		if _, err := d.Exec(ctxT(t, 10*time.Second), "create table public.checks (id serial)"); err != nil {
 			t.Fatal(err)
@@ -170,6 +174,15 @@ func TestServerCheckQuery(t *testing.T) {
 		c := connect(t, e.URL())
 		for i := 0; i < 3; i++ {
 			queryInt(t, c, "select 1")
+		}
+		// With server_check_delay = 0 the idle server is due for a check:
+		// the console counts it as sv_used, as PgBouncer does.
+		adm := console(t, e.tide.ConnString("pgtide", "adm", admPass))
+		if r := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", e.DB); r["sv_used"] != "1" || r["sv_idle"] != "0" {
+			t.Errorf("SHOW POOLS: sv_used %q, sv_idle %q; want 1 and 0", r["sv_used"], r["sv_idle"])
+		}
+		if r := findRow(mustAdmin(t, adm, "SHOW SERVERS"), "database", e.DB); r["state"] != "used" {
+			t.Errorf("SHOW SERVERS: the idle server due for a check is %q; want used", r["state"])
 		}
 		// The first borrow dialed; every later one was checked.
 		if n := queryInt(t, d, "select count(*) from public.checks"); n < 2 {

@@ -174,12 +174,38 @@ func (s *Server) ServerRows() []admin.Server {
 		r.Link, r.App = sn.ID, sn.App
 		out = append(out, r)
 	}
+	now := time.Now()
 	for _, p := range s.poolList("") {
 		for _, ci := range p.e.pool.IdleConns() {
-			out = append(out, row(p.k.db, p.k.user, "idle", ci))
+			state := "idle"
+			if s.needsCheck(ci, now) {
+				state = "used"
+			}
+			out = append(out, row(p.k.db, p.k.user, state, ci))
 		}
 	}
 	return out
+}
+
+// usedServers counts the idle servers of a pool that needsCheck.
+func (s *Server) usedServers(e *poolEntry, st pool.Stats) int {
+	if st.Idle == 0 || s.Config().ServerCheckQuery == "" {
+		return 0
+	}
+	n, now := 0, time.Now()
+	for _, ci := range e.pool.IdleConns() {
+		if s.needsCheck(ci, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// needsCheck reports whether an idle server must pass server_check_query
+// before it is lent (pool.Pool.check's rule): PgBouncer's "used" servers.
+func (s *Server) needsCheck(ci pool.ConnInfo, now time.Time) bool {
+	cfg := s.Config()
+	return cfg.ServerCheckQuery != "" && now.Sub(ci.LastUsed) >= cfg.ServerCheckDelay.Duration
 }
 
 // PoolRows lists the pools.
@@ -190,7 +216,7 @@ func (s *Server) PoolRows() []admin.Pool {
 		st := p.e.pool.Stats()
 		c := p.e.counters
 		out[i] = admin.Pool{Database: p.k.db, User: p.k.user, Mode: string(p.e.poolMode()),
-			Open: st.Open, Idle: st.Idle, Lent: st.Lent,
+			Open: st.Open, Idle: st.Idle, Used: s.usedServers(p.e, st), Lent: st.Lent,
 			Totals: admin.Totals{Assign: c.Waits.Load(), Xact: c.Xacts.Load(), Query: c.Queries.Load(),
 				Recv: c.BytesIn.Load(), Sent: c.BytesOut.Load(),
 				XactNs: c.XactNanos.Load(), QueryNs: c.QueryNanos.Load(), WaitNs: c.WaitNanos.Load()}}

@@ -385,6 +385,7 @@ type PoolStats struct {
 	pool.Stats
 	Counters *PoolCounters
 	Clients  int // logged-in clients of this pool (Stats.Waiting of them wait for a server)
+	Used     int // idle servers due for server_check_query (console.go needsCheck)
 }
 
 // Pools returns a snapshot of every pool.
@@ -397,7 +398,9 @@ func (s *Server) Pools() []PoolStats {
 	}
 	out := make([]PoolStats, 0, len(s.pools))
 	for k, e := range s.pools {
-		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.poolMode(), Stats: e.pool.Stats(), Counters: e.counters, Clients: clients[k]})
+		st := e.pool.Stats()
+		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.poolMode(), Stats: st, Counters: e.counters, Clients: clients[k],
+			Used: s.usedServers(e, st)})
 	}
 	return out
 }

@@ -97,8 +97,11 @@ type Pool struct {
 	Database, User string
 	Mode           string // the pool mode new clients of this pool get
 	Open, Idle     int    // server connections: open (idle + lent + dialing), idle
-	Lent           int
-	Totals         Totals
+	// Used: the idle ones that must pass server_check_query before they
+	// are lent again (idle longer than server_check_delay), PgBouncer's sv_used.
+	Used   int
+	Lent   int
+	Totals Totals
 }
 
 // Totals are a pool's counters since it was created (SHOW STATS).
@@ -128,7 +131,7 @@ type Server struct {
 	ID             uint64
 	PID            uint32
 	Database, User string
-	State          string // "active" (linked to a client) or "idle"
+	State          string // "active" (linked to a client), "idle", or "used" (idle, to be checked before it is lent)
 	Addr, Local    net.Addr
 	Connected      time.Time
 	Request        time.Time

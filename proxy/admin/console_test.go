@@ -286,7 +286,7 @@ func TestShowPoolsAndClients(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	conn := now.Add(-time.Hour)
 	f.pools = []Pool{
-		{Database: "misc", User: "bob", Mode: "session", Open: 1, Idle: 1},
+		{Database: "misc", User: "bob", Mode: "session", Open: 3, Idle: 3, Used: 2},
 		{Database: "app", User: "alice", Mode: "transaction", Open: 4, Idle: 1, Lent: 3},
 	}
 	f.clients = []Client{
@@ -301,8 +301,11 @@ func TestShowPoolsAndClients(t *testing.T) {
 	if len(pools) != 2 || pools[0]["database"] != "app" || pools[1]["database"] != "misc" {
 		t.Fatalf("SHOW POOLS rows (sorted by database, user): %v", pools)
 	}
+	if m := pools[1]; m["sv_idle"] != "1" || m["sv_used"] != "2" {
+		t.Errorf("SHOW POOLS misc: sv_idle %q, sv_used %q; want 1 and 2 (idle servers due for server_check_query are sv_used)", m["sv_idle"], m["sv_used"])
+	}
 	p := pools[0]
-	want := map[string]string{"cl_active": "2", "cl_waiting": "2", "sv_active": "1", "sv_idle": "1", "sv_login": "2",
+	want := map[string]string{"cl_active": "2", "cl_waiting": "2", "sv_active": "1", "sv_idle": "1", "sv_used": "0", "sv_login": "2",
 		"maxwait": "2", "maxwait_us": "500000", "pool_mode": "transaction", "load_balance_hosts": "<null>"}
 	for k, v := range want {
 		if p[k] != v {

@@ -267,7 +267,7 @@ func (c *Console) showPools(now time.Time) table {
 			a = &agg{}
 		}
 		login := max(p.Lent-a.linked, 0)
-		t.add(p.Database, p.User, a.active, a.waiting, 0, 0, a.linked, 0, 0, p.Idle, 0, 0, login,
+		t.add(p.Database, p.User, a.active, a.waiting, 0, 0, a.linked, 0, 0, max(p.Idle-p.Used, 0), p.Used, 0, login,
 			int64(a.maxWait/time.Second), int64(a.maxWait%time.Second/time.Microsecond), p.Mode, nil)
 	}
 	return t

@@ -45,6 +45,7 @@ func newFake() *fakeSource {
 			Stats:    pool.Stats{Open: 5, Idle: 2, Lent: 2, Waiting: 1, Dialed: 6, DialErrors: 1, MaxWait: 1500 * time.Millisecond},
 			Counters: pc,
 			Clients:  4,
+			Used:     1,
 		}},
 		clients:  6,
 		parked:   4,
@@ -112,8 +113,8 @@ func TestCollector(t *testing.T) {
 		{"pgtide_pool_clients", with("state", "active"), 3},
 		{"pgtide_pool_clients", with("state", "waiting"), 1},
 		{"pgtide_pool_servers", with("state", "active"), 2},
-		{"pgtide_pool_servers", with("state", "idle"), 2},
-		{"pgtide_pool_servers", with("state", "used"), 0},
+		{"pgtide_pool_servers", with("state", "idle"), 1}, // one of the two idle is due for server_check_query
+		{"pgtide_pool_servers", with("state", "used"), 1},
 		{"pgtide_pool_servers", with("state", "testing"), 0},
 		{"pgtide_pool_servers", with("state", "login"), 1},
 		{"pgtide_pool_max_wait_seconds", pool, 1.5},
