@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // TestConsoleSuspend: SUSPEND waits for a query in flight, then stops
@@ -329,5 +331,57 @@ func testSuspendUnderLoad(t *testing.T, mode string) {
 	}
 	if v := l.check(t, direct); v > 0 {
 		t.Fatalf("%d atomicity violations", v)
+	}
+}
+
+// TestConsoleSuspendTLS: a TLS client (whose reads go through tls.Conn,
+// above the suspendConn) mid-transaction is held by SUSPEND like a plain
+// one, and its transaction completes after RESUME; the console over TLS
+// keeps working.
+func TestConsoleSuspendTLS(t *testing.T) {
+	certs := pgtest.NewCerts(t)
+	admPass := "Adm-" + fmt.Sprint(time.Now().UnixNano())
+	e := newEnv(t, func(c *tideConf, _ *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = clientTLSConf(certs, "require") + "admin_users = [\"adm\"]\n"
+		c.Users["adm"] = admPass
+	})
+	e.secrets = append(e.secrets, admPass)
+	ctx := ctxT(t, 60*time.Second)
+	direct := connect(t, e.DirectURL())
+	if _, err := direct.Exec(ctx, "CREATE TABLE susp_tls (n int)"); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t, tlsURL(e.tide.Port, e.DB, e.User, e.Pass, "sslmode", "require"))
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	adm := console(t, tlsURL(e.tide.Port, "pgtide", "adm", admPass, "sslmode", "require"))
+	mustAdmin(t, adm, "SUSPEND")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "INSERT INTO susp_tls VALUES (1)")
+		if err == nil {
+			_, err = c.Exec(ctx, "COMMIT")
+		}
+		done <- err
+	}()
+	for range 10 {
+		if n := queryInt(t, direct, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'INSERT INTO susp_tls%'", e.DB); n != 0 {
+			t.Fatal("the INSERT reached PostgreSQL while suspended")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the TLS client got an answer while suspended: %v", err)
+		default:
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustAdmin(t, adm, "RESUME")
+	if err := <-done; err != nil {
+		t.Fatalf("the TLS client's transaction after RESUME: %v", err)
+	}
+	if n := queryInt(t, direct, "SELECT count(*) FROM susp_tls"); n != 1 {
+		t.Fatalf("%d rows committed; want 1", n)
 	}
 }
