@@ -3,8 +3,9 @@ package proxy
 // The PAUSE/DISABLE gate every borrow passes (enterBorrow, called by
 // session.borrow and login): a paused database lends no servers, so new
 // transactions wait (bounded by query_wait_timeout); a disabled one refuses
-// new logins. SUSPEND (suspend.go) closes the gate of every database too. The admin console (proxy/admin) sets it through the Backend
-// methods in console.go.
+// new logins. SUSPEND (suspend.go) closes the gate of every database too.
+// The admin console (proxy/admin) sets it through the Backend methods in
+// console.go.
 
 import (
 	"context"
@@ -66,7 +67,7 @@ func (g *gate) peek(name string) *dbControl {
 
 func (g *gate) paused(c *dbControl) bool { return g.pausedAll.Load() || c.paused.Load() }
 
-// closed reports whether a borrow of c must wait: PAUSE or SUSPEND.
+// gateClosed reports whether a borrow of c must wait: PAUSE or SUSPEND.
 func (s *Server) gateClosed(c *dbControl) bool { return s.gate.paused(c) || s.susp.on.Load() }
 
 // wait returns a channel closed at the next broadcast: take it before
