@@ -102,6 +102,13 @@ func (sc *suspendCtl) arm(nc net.Conn) {
 		return
 	}
 	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return // Close's disarm may have run already: do not leave it behind
+	}
 	if sc.armed == nil {
 		sc.armed = map[*suspendConn]struct{}{}
 	}
@@ -110,7 +117,6 @@ func (sc *suspendCtl) arm(nc net.Conn) {
 	if sc.on.Load() {
 		c.interrupt()
 	}
-	sc.mu.Unlock()
 }
 
 func (sc *suspendCtl) disarm(c *suspendConn) {
@@ -195,9 +201,7 @@ func (c *suspendConn) Close() error {
 		c.kickLocked()
 	}
 	c.mu.Unlock()
-	if c.armed.Load() {
-		c.ctl.disarm(c)
-	}
+	c.ctl.disarm(c) // after closed is set: arm checks it under ctl.mu
 	return c.Conn.Close()
 }
 
