@@ -51,7 +51,7 @@ func TestConsoleSuspend(t *testing.T) {
 	sleeping := func() int64 {
 		return queryInt(t, direct, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", a.DB)
 	}
-	if !eventually(20*time.Second, func() bool { return sleeping() == 1 }) {
+	if !pgtest.Eventually(20*time.Second, func() bool { return sleeping() == 1 }) {
 		t.Fatal("the slow query never started")
 	}
 	idle := connect(t, a.URL())
@@ -235,7 +235,7 @@ func TestSIGUSR1PauseSIGUSR2Resume(t *testing.T) {
 	if err := a.tide.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool { return state()["paused"] == "yes" }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { return state()["paused"] == "yes" }) {
 		t.Fatalf("SHOW STATE after SIGUSR1: %v; want paused", state())
 	}
 	done := make(chan int64, 1)
@@ -244,7 +244,7 @@ func TestSIGUSR1PauseSIGUSR2Resume(t *testing.T) {
 		_ = c.QueryRow(ctx, "SELECT 3").Scan(&n)
 		done <- n
 	}()
-	if !eventually(10*time.Second, func() bool {
+	if !pgtest.Eventually(10*time.Second, func() bool {
 		r := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", a.DB)
 		return r != nil && r["cl_waiting"] == "1"
 	}) {
@@ -260,7 +260,7 @@ func TestSIGUSR1PauseSIGUSR2Resume(t *testing.T) {
 	if err := a.tide.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool { s := state(); return s["suspended"] == "no" && s["active"] == "yes" }) {
+	if !pgtest.Eventually(10*time.Second, func() bool { s := state(); return s["suspended"] == "no" && s["active"] == "yes" }) {
 		t.Fatalf("SHOW STATE after SUSPEND and SIGUSR2: %v", state())
 	}
 	if got := queryInt(t, c, "SELECT 4"); got != 4 || a.tide.Exited() {
@@ -303,7 +303,7 @@ func testSuspendUnderLoad(t *testing.T, mode string) {
 	done := make(chan struct{})
 	go func() { l.run(stop); close(done) }()
 	committed := func() int64 { return queryInt(t, direct, "SELECT count(*) FROM ledger_a") }
-	if !eventually(20*time.Second, func() bool { return l.commits.Load() > 0 }) {
+	if !pgtest.Eventually(20*time.Second, func() bool { return l.commits.Load() > 0 }) {
 		t.Fatal("the workload never committed")
 	}
 	for range 8 {
@@ -320,7 +320,7 @@ func testSuspendUnderLoad(t *testing.T, mode string) {
 		mustAdmin(t, adm, "RESUME")
 	}
 	before := l.commits.Load()
-	if !eventually(20*time.Second, func() bool { return l.commits.Load() > before }) {
+	if !pgtest.Eventually(20*time.Second, func() bool { return l.commits.Load() > before }) {
 		t.Fatal("no commit after the last RESUME")
 	}
 	close(stop)

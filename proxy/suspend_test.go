@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtide/pgtide/integration/pgtest"
 	"github.com/pgtide/pgtide/proxy/wire"
 )
 
@@ -33,16 +34,6 @@ func tcpPair(t *testing.T, ctl *suspendCtl) (*suspendConn, net.Conn) {
 	return c, cl
 }
 
-// waitFor polls cond until it holds (the test's own deadline bounds it).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-	}
-}
-
 // A read blocked in the kernel (wire's idle reader, through the RawConn) is
 // parked by SUSPEND without an error, reads nothing while suspended, and
 // gets what the client sent meanwhile after RESUME.
@@ -56,7 +47,7 @@ func TestSuspendParksABlockedRead(t *testing.T) {
 	if !ctl.begin() || ctl.begin() {
 		t.Fatal("begin: want true, then false (already suspended)")
 	}
-	waitFor(t, "the blocked read parks", c.parked.Load)
+	pgtest.WaitUntil(t, 20*time.Second, "the blocked read to park", c.parked.Load)
 	if _, err := cl.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +102,7 @@ func TestSuspendCloseEndsAParkedRead(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := c.Read(make([]byte, 8)); done <- err }()
-	waitFor(t, "the read parks", c.parked.Load)
+	pgtest.WaitUntil(t, 20*time.Second, "the read to park", c.parked.Load)
 	_ = tc.Close()
 	if err := <-done; err == nil {
 		t.Fatal("a parked read of a closed connection returned no error")
