@@ -147,12 +147,12 @@ type suspendConn struct {
 	mu          sync.Mutex
 	userRD      time.Time     // the read deadline its owner set
 	interrupted bool          // the socket's read deadline is SUSPEND's, not userRD
-	kick        chan struct{} // closed when userRD changes or the conn closes
+	kick        chan struct{} // closed when userRD changes or the conn closes; made by a read that waits (nil until then: idle clients are many)
 	closed      bool
 }
 
 func newSuspendConn(nc net.Conn, ctl *suspendCtl) *suspendConn {
-	return &suspendConn{Conn: nc, ctl: ctl, kick: make(chan struct{})}
+	return &suspendConn{Conn: nc, ctl: ctl}
 }
 
 // interrupt wakes a read blocked in the kernel (called under ctl.mu).
@@ -172,8 +172,10 @@ func (c *suspendConn) restore() {
 }
 
 func (c *suspendConn) kickLocked() {
-	close(c.kick)
-	c.kick = make(chan struct{})
+	if c.kick != nil {
+		close(c.kick)
+		c.kick = nil
+	}
 }
 
 func (c *suspendConn) SetReadDeadline(t time.Time) error {
@@ -211,6 +213,9 @@ func (c *suspendConn) gateRead() error {
 	for c.armed.Load() && c.ctl.on.Load() {
 		ch := c.ctl.waitCh()
 		c.mu.Lock()
+		if c.kick == nil {
+			c.kick = make(chan struct{})
+		}
 		closed, rd, kick := c.closed, c.userRD, c.kick
 		c.mu.Unlock()
 		if closed {
