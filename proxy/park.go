@@ -107,11 +107,17 @@ func (s *Server) ParkedClients() int {
 }
 
 // parkWake reports whether a client read error is the sweeper's wake-up
-// (pgtide sets no other read deadline on a logged-in client), and clears
-// the deadline so the next read waits again.
+// (the only other read deadline on a logged-in client is kill's, once the
+// session is over), and clears the deadline so the next read waits again.
 func (ss *session) parkWake(err error) bool {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
+	}
+	ss.mu.Lock()
+	over := ss.over != nil
+	ss.mu.Unlock()
+	if over {
+		return false // kill's linger deadline (lingerClose): the read ends here
 	}
 	_ = ss.conn.SetReadDeadline(time.Time{})
 	return true

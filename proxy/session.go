@@ -728,10 +728,31 @@ func (ss *session) kill(code, msg string) {
 	ss.srv.logPoolerError(*ss.logger(), code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
+	_, werr := ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
 	ss.wmu.Unlock()
-	_ = ss.conn.Close()
+	if werr != nil || !ss.lingerClose() {
+		_ = ss.conn.Close()
+	}
 	ss.srv.unpark(ss) // a parked session needs a goroutine to end
+}
+
+// lingerFor bounds how long a killed client's socket is read, and what it
+// sent discarded, after its FATAL (lingerClose).
+const lingerFor = time.Second
+
+// lingerClose ends the write side after the FATAL instead of closing at
+// once: a close with the client's next query unread makes the kernel
+// answer with a reset, and a reset can destroy the FATAL before the client
+// reads it. The session's own goroutine goes on reading until EOF, the
+// deadline, or what it reads (refused: the session is over), then closes.
+// False when that cannot be done (TLS): close now.
+func (ss *session) lingerClose() bool {
+	cw, ok := ss.sock.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return false
+	}
+	_ = ss.conn.SetReadDeadline(time.Now().Add(lingerFor))
+	return true
 }
 
 // shutdownAtBoundary ends the session now if it is between transactions,
