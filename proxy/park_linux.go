@@ -23,6 +23,7 @@ type parker struct {
 	mu   sync.Mutex
 	byID map[uint64]*session
 	n    atomic.Int64 // len(byID), for the metrics
+	dead bool         // the loop has ended: nothing parks any more (under mu)
 }
 
 // newParker returns a running parker, or nil where epoll is refused (the
@@ -100,6 +101,7 @@ func (p *parker) loop() {
 // resumeAll gives every parked session its goroutine back (the loop ends).
 func (p *parker) resumeAll() {
 	p.mu.Lock()
+	p.dead = true
 	list := make([]*session, 0, len(p.byID))
 	for id, ss := range p.byID {
 		delete(p.byID, id)
@@ -121,6 +123,10 @@ func (p *parker) park(ss *session) bool {
 		return false
 	}
 	p.mu.Lock()
+	if p.dead {
+		p.mu.Unlock()
+		return false
+	}
 	p.byID[ss.id] = ss
 	p.n.Add(1)
 	ss.parked.Store(true)

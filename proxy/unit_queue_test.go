@@ -345,3 +345,22 @@ func TestUnitFrameHelpers(t *testing.T) {
 		t.Fatal("cstring without NUL")
 	}
 }
+
+// Once empty, the queue reuses its array: a transaction's requests cost no
+// allocation after the first.
+func TestUnitQueueReusesArray(t *testing.T) {
+	q := &reqQueue{}
+	q.push(entry{kind: wire.FeQuery})
+	q.pop()
+	if allocs := testing.AllocsPerRun(100, func() {
+		q.push(entry{kind: wire.FeParse})
+		q.push(entry{kind: wire.FeSync})
+		q.pop()
+		q.pop()
+	}); allocs != 0 {
+		t.Fatalf("%v allocations per batch, want 0", allocs)
+	}
+	if !q.empty() || len(q.e) != 0 {
+		t.Fatalf("queue not empty: %q", kinds(q))
+	}
+}
