@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -125,4 +126,87 @@ func TestStreamLargeClientMessages(t *testing.T) {
 			r.checkLeaks(t, base, 3)
 		})
 	}
+}
+
+// In transaction mode a large Bind (a big bytea parameter) streams too:
+// its head is rewritten (the statement's pool name, the length to match)
+// and its parameters follow in pieces, with a named statement, the unnamed
+// one, and a refused Bind whose rest is dropped.
+func TestStreamLargeBindTransactionMode(t *testing.T) {
+	r := newRelEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 2 })
+	ctx := ctxT(t, 2*time.Minute)
+	base := r.baseline(t)
+	c := connect(t, r.URL())
+	payload := bytes.Repeat([]byte{0xab, 0xcd}, 24<<20) // 48 MiB
+	measure := func(name string, f func()) {
+		t.Helper()
+		rss0 := procRSS(r.pid)
+		peak := rss0
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+					peak = max(peak, procRSS(r.pid))
+				}
+			}
+		}()
+		f()
+		close(stop)
+		<-sampled
+		t.Logf("%s: pgtide RSS %.1f MiB -> peak %.1f MiB", name, float64(rss0)/(1<<20), float64(peak)/(1<<20))
+		if peak-rss0 > 32<<20 {
+			t.Errorf("%s: pgtide RSS grew by %.1f MiB forwarding a %d MiB Bind: it was buffered, not streamed", name, float64(peak-rss0)/(1<<20), len(payload)>>20)
+		}
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
+		measure(mode.String(), func() {
+			var n int64
+			if err := c.QueryRow(ctx, "SELECT length($1::bytea)", mode, payload).Scan(&n); err != nil {
+				t.Fatalf("%s: %v", mode, err)
+			}
+			if n != int64(len(payload)) {
+				t.Fatalf("%s: length %d, want %d", mode, n, len(payload))
+			}
+		})
+	}
+	// The statement still maps after the stream, and a small Bind still works.
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT length($1::bytea)", []byte("abc")).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("small Bind after the large ones: %d, %v", n, err)
+	}
+
+	// A Bind of a statement the client never prepared: refused with
+	// 26000, the rest of its body dropped, the session goes on.
+	raw, err := dialRaw(ctx, r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.conn.Close()
+	big := make([]byte, 4<<20)
+	bind, err := (&pgproto3.Bind{PreparedStatement: "never_prepared", Parameters: [][]byte{big}}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync, _ := (&pgproto3.Sync{}).Encode(nil)
+	if _, err := raw.conn.Write(append(bind, sync...)); err != nil {
+		t.Fatal(err)
+	}
+	st, pe, err := raw.untilReady()
+	if err != nil || pe == nil || pe.Code != "26000" || st != 'I' {
+		t.Fatalf("Bind of an unknown statement: status %c, error %v / %v; want 26000 then ready", st, pe, err)
+	}
+	if err := raw.query("SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, pe, err := raw.untilReady(); err != nil || pe != nil || st != 'I' {
+		t.Fatalf("query after the refused Bind: status %c, error %v / %v", st, pe, err)
+	}
+	raw.conn.Close()
+	c.Close(ctx)
+	r.checkLeaks(t, base, 3)
 }

@@ -94,6 +94,7 @@ type session struct {
 	// goroutine only.
 	passTo     *pool.Conn
 	passRemain int
+	passDrop   bool // the rest of the message is dropped, not forwarded
 
 	st sessState // settings and pins on the server side (sessionstate.go), under mu
 

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -10,11 +12,14 @@ import (
 // Large client messages are forwarded in pieces as they arrive instead of
 // being buffered whole (DESIGN.md invariant 11): pgtide's memory per client
 // stays at its read buffer whatever a message's size. Only messages whose
-// body pgtide never needs to see are streamed: CopyData in every mode (in
-// transaction and statement mode only while the server is in COPY IN), and
-// in session mode, where nothing is rewritten, Query, FunctionCall, Parse
-// and Bind too. Other large messages are buffered as their bytes arrive
-// (wire.Reader.Ensure), never to what their header claims.
+// body pgtide never needs to see whole are streamed: CopyData in every mode
+// (in transaction and statement mode only while the server is in COPY IN),
+// Bind in every mode (in transaction and statement mode its head, the
+// portal and statement names, is rewritten first: bindStream), and in
+// session mode, where nothing is rewritten, Query, FunctionCall and Parse
+// too. Other large messages (in transaction mode Query and Parse, whose SQL
+// pgtide reads) are buffered as their bytes arrive (wire.Reader.Ensure),
+// never to what their header claims.
 
 // streamMin is the size from which a message is streamed.
 const streamMin = 64 << 10
@@ -35,7 +40,9 @@ func (ss *session) streamable(typ byte) bool {
 		in := ss.copyIn && ss.sc != nil
 		ss.mu.Unlock()
 		return in
-	case wire.FeQuery, wire.FeFunctionCall, wire.FeParse, wire.FeBind:
+	case wire.FeBind:
+		return true // transaction and statement mode: bindStream
+	case wire.FeQuery, wire.FeFunctionCall, wire.FeParse:
 		return ss.mode == config.PoolSession
 	}
 	return false
@@ -45,6 +52,9 @@ func (ss *session) streamable(typ byte) bool {
 // whose start is in the read buffer: it books the message as the scans
 // would and forwards what has arrived; passOn forwards the rest.
 func (ss *session) startStream(typ byte, n int) (int, bool, error) {
+	if typ == wire.FeBind && ss.mode != config.PoolSession {
+		return ss.bindStream(n)
+	}
 	var kinds []byte
 	unsynced := ss.unsynced // written only by this goroutine
 	switch typ {
@@ -79,7 +89,7 @@ func (ss *session) passOn() (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
-	if attached {
+	if attached && !ss.passDrop {
 		if err := ss.toServer(ss.passTo, b[:k]); err != nil {
 			return 0, false, err
 		}
@@ -87,7 +97,95 @@ func (ss *session) passOn() (int, bool, error) {
 	ss.rd.Discard(k)
 	ss.passRemain -= k
 	if ss.passRemain == 0 {
-		ss.passTo = nil
+		ss.passTo, ss.passDrop = nil, false
 	}
 	return k, false, nil
+}
+
+// bindNamesMax bounds how far into a streamed Bind its portal and
+// statement names are looked for; a Bind whose names are longer is
+// buffered whole instead.
+const bindNamesMax = 8 << 10
+
+// bindStream forwards a large Bind in transaction and statement mode,
+// where its parameters (a big bytea, say) make it large: the head (portal
+// and statement names) is handled as scanPooled's pooledBatch handles a
+// whole Bind (the statement prepared on this server first, its name
+// mapped to the pool's, the length adjusted to match), the parameters
+// follow in pieces as they arrive.
+func (ss *session) bindStream(n int) (int, bool, error) {
+	b := ss.rd.Buffered()
+	portal, rest, ok := cstring(b[wire.HeaderLen:])
+	var name []byte
+	if ok {
+		name, _, ok = cstring(rest)
+	}
+	if !ok {
+		if len(b) < min(n, bindNamesMax) {
+			// The names have not all arrived: wait for a little more.
+			if err := ss.rd.Ensure(min(n, len(b)+1024)); err != nil {
+				if ss.parkWake(err) {
+					return 0, false, nil
+				}
+				return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
+			}
+			return ss.bindStream(n)
+		}
+		// Names this long are no parameter payload: take it whole.
+		if err := ss.rd.Ensure(n); err != nil {
+			return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
+		}
+		return ss.scanPooled()
+	}
+	head := wire.HeaderLen + len(portal) + 1 + len(name) + 1
+	sc, err := ss.lockBatchServer(true) // mu held from here
+	if err != nil {
+		return 0, false, err
+	}
+	p := pooledBatch{ss: ss, b: b[:head], end: head, sc: sc, out: getScratch(), local: getScratch()}
+	p.startLocked()
+	drop := p.bindHeadLocked(n, b[wire.HeaderLen:wire.HeaderLen+len(portal)+1], name)
+	p.queuedLocked()
+	ss.mu.Unlock()
+	err = p.send()
+	putScratch(p.out)
+	putScratch(p.local)
+	if err != nil {
+		return 0, false, err
+	}
+	ss.rd.Discard(head)
+	ss.passTo, ss.passRemain, ss.passDrop = sc, n-head, drop
+	k, _, err := ss.passOn()
+	return head + k, false, err
+}
+
+// bindHeadLocked is bindOrDescribeLocked for the head of a streamed Bind
+// of n bytes whose names are prefix (the portal's, NUL included) and name.
+// It reports whether the rest of the message is to be dropped (the Bind
+// was refused, or comes while skipping to Sync).
+func (p *pooledBatch) bindHeadLocked(n int, prefix, name []byte) (drop bool) {
+	ss := p.ss
+	if ss.clientSkip {
+		p.replace(0, p.end)
+		return true
+	}
+	ss.unsynced = true
+	if len(name) == 0 {
+		p.useUnnamedLocked(wire.FeBind, 0, p.end)
+		return ss.clientSkip // refused: no unnamed statement
+	}
+	st := ss.stmts[string(name)]
+	if st == nil {
+		p.refuseLocked(0, p.end, wire.ErrorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
+		return true
+	}
+	ss.noteBindLocked(st)
+	p.out = ss.ensureLocked(p.srv, st, p.out)
+	// The frame's length field changes with the statement's name.
+	p.out = append(p.out, wire.FeBind)
+	p.out = binary.BigEndian.AppendUint32(p.out, uint32(n-1-len(name)+len(st.name)))
+	p.out = append(append(append(p.out, prefix...), st.name...), 0)
+	p.seg, p.modified = p.end, true
+	ss.q.push(entry{kind: wire.FeBind, st: st})
+	return false
 }
