@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -731,7 +732,12 @@ func (ss *session) kill(code, msg string) {
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, werr := ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
 	ss.wmu.Unlock()
-	if werr != nil || !ss.lingerClose() {
+	ss.mu.Lock()
+	// A session that holds a server closes at once, so the server goes
+	// back without waiting on the client (shutdown and reload excepted).
+	linger := ss.sc == nil || ss.closing
+	ss.mu.Unlock()
+	if werr != nil || !linger || !ss.lingerClose() {
 		_ = ss.conn.Close()
 	}
 	ss.srv.unpark(ss) // a parked session needs a goroutine to end
@@ -746,10 +752,16 @@ const lingerFor = time.Second
 // answer with a reset, and a reset can destroy the FATAL before the client
 // reads it. The session's own goroutine goes on reading until EOF, the
 // deadline, or what it reads (refused: the session is over), then closes.
-// False when that cannot be done (TLS): close now.
+// False when that cannot be done: close now.
 func (ss *session) lingerClose() bool {
-	cw, ok := ss.sock.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	var cw interface{ CloseWrite() error }
+	switch c := ss.conn.(type) {
+	case *tls.Conn:
+		cw = c // close_notify; the socket stays open for reading
+	default:
+		cw, _ = ss.sock.(interface{ CloseWrite() error })
+	}
+	if cw == nil || cw.CloseWrite() != nil {
 		return false
 	}
 	_ = ss.conn.SetReadDeadline(time.Now().Add(lingerFor))
