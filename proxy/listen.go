@@ -29,7 +29,9 @@ import (
 
 // listenTCP opens addr, with SO_REUSEPORT when reuse is set.
 func listenTCP(addr string, reuse bool) (net.Listener, error) {
-	lc := net.ListenConfig{}
+	// Keepalive is set on each accepted socket by tuneTCP, from the
+	// configuration in force (a reload applies): accept sets none first.
+	lc := net.ListenConfig{KeepAlive: -1}
 	if reuse {
 		lc.Control = func(network, address string, c syscall.RawConn) error {
 			var serr error

@@ -286,11 +286,26 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if err != nil {
 		return nil, err
 	}
-	keys, err := authenticate(nc, rd, method, user, secret, authOpts)
+	keys, final, err := authenticate(nc, rd, method, user, secret, authOpts)
 	if err != nil {
 		return nil, err
 	}
+	if len(final) > 0 {
+		// SCRAM's last message goes out with what follows it (one write);
+		// a login that fails from here sends it before its error.
+		defer func() {
+			if final != nil {
+				_, _ = nc.Write(final)
+			}
+		}()
+	}
 	if isConsole(cfg, dbName) {
+		if final != nil {
+			if _, err := nc.Write(final); err != nil {
+				return nil, errClientGone
+			}
+			final = nil
+		}
 		return nil, s.serveAdmin(nc, rd, l, dbName, user, params) // console.go
 	}
 
@@ -319,7 +334,9 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if err != nil {
 		return nil, err
 	}
-	if err := writeStartupReply(nc, ss); err != nil {
+	err = writeStartupReply(nc, ss, final)
+	final = nil // written, or the client is gone
+	if err != nil {
 		ss.finish()
 		return nil, err
 	}
@@ -408,18 +425,39 @@ func (s *Server) clientSecret(cfg *config.Config, nc net.Conn, user, dbName stri
 
 // authenticate runs the client's authentication exchange and returns the
 // keys it yields (for passthrough to servers), or what the client is told.
-func authenticate(nc net.Conn, rd *wire.Reader, method auth.Method, user string, secret auth.Secret, authOpts auth.Options) (auth.Keys, error) {
-	be := pgproto3.NewBackend(rd.MessageReader(), nc)
+// final is the exchange's last message, not yet written (SCRAM's
+// AuthenticationSASLFinal): the caller sends it with the reply that
+// follows, saving a write and a client wake-up per login.
+func authenticate(nc net.Conn, rd *wire.Reader, method auth.Method, user string, secret auth.Secret, authOpts auth.Options) (keys auth.Keys, final []byte, err error) {
+	w := &holdWriter{w: nc}
+	be := pgproto3.NewBackend(rd.MessageReader(), w)
 	be.SetMaxBodyLen(maxStartupPacket)
-	keys, err := auth.AuthenticateKeys(be, method, user, secret, authOpts)
+	keys, err = auth.AuthenticateKeys(be, method, user, secret, authOpts)
 	if err != nil {
-		return auth.Keys{}, authFailure(err, method, user)
+		return auth.Keys{}, nil, authFailure(err, method, user)
 	}
-	// SCRAM leaves AuthenticationSASLFinal buffered in be.
+	// SCRAM leaves AuthenticationSASLFinal buffered in be: take it.
+	w.hold = true
 	if err := be.Flush(); err != nil {
-		return auth.Keys{}, errClientGone
+		return auth.Keys{}, nil, errClientGone
 	}
-	return keys, nil
+	return keys, w.held, nil
+}
+
+// holdWriter writes through to w until hold is set, then keeps what it is
+// given in held.
+type holdWriter struct {
+	w    io.Writer
+	hold bool
+	held []byte
+}
+
+func (h *holdWriter) Write(p []byte) (int, error) {
+	if h.hold {
+		h.held = append(h.held, p...)
+		return len(p), nil
+	}
+	return h.w.Write(p)
 }
 
 // authFailure turns a failed authentication exchange into what the client
@@ -496,9 +534,10 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 }
 
 // writeStartupReply tells the client it is in: AuthenticationOk, the
-// parameters it starts with, pgtide's cancel key for it, ReadyForQuery.
-func writeStartupReply(nc net.Conn, ss *session) error {
-	var out []byte
+// parameters it starts with, pgtide's cancel key for it, ReadyForQuery;
+// after final, the authentication exchange's last message (if any).
+func writeStartupReply(nc net.Conn, ss *session, final []byte) error {
+	out := append([]byte(nil), final...)
 	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
 	for k, v := range ss.view {
 		out, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(out)

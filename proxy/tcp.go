@@ -27,7 +27,7 @@ func tuneTCP(nc net.Conn, cfg *config.Config) {
 	if !ok {
 		return
 	}
-	_ = tc.SetNoDelay(true)
+	// No SetNoDelay: Go's accept and dial set TCP_NODELAY already.
 	_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{
 		Enable:   cfg.TCPKeepalive,
 		Idle:     cfg.TCPKeepIdle.Duration, // 0: Go's 15s
