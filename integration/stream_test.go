@@ -206,6 +206,46 @@ func TestStreamLargeBindTransactionMode(t *testing.T) {
 	if st, pe, err := raw.untilReady(); err != nil || pe != nil || st != 'I' {
 		t.Fatalf("query after the refused Bind: status %c, error %v / %v", st, pe, err)
 	}
+
+	// A named statement whose Bind arrives in pieces, the split inside the
+	// statement's name: the name is read once it is whole, mapped, and the
+	// parameter (200 KiB) follows.
+	parse, _ := (&pgproto3.Parse{Name: "s1", Query: "SELECT length($1::bytea)"}).Encode(nil)
+	if _, err := raw.conn.Write(append(parse, sync...)); err != nil {
+		t.Fatal(err)
+	}
+	if st, pe, err := raw.untilReady(); err != nil || pe != nil || st != 'I' {
+		t.Fatalf("Parse s1: status %c, error %v / %v", st, pe, err)
+	}
+	param := bytes.Repeat([]byte{7}, 200<<10)
+	bind, _ = (&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{param}}).Encode(nil)
+	exec, _ := (&pgproto3.Execute{}).Encode(nil)
+	cut := 5 + 1 + 1 // header, the empty portal name, "s" of "s1"
+	for _, piece := range [][]byte{bind[:cut], bind[cut : cut+100], bind[cut+100:], append(exec, sync...)} {
+		if _, err := raw.conn.Write(piece); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the point: pgtide sees the Bind in pieces
+	}
+	var got string
+	for {
+		m, err := raw.fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := m.(*pgproto3.DataRow); ok {
+			got = string(d.Values[0])
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("split Bind of s1: %s", e.Message)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if got != strconv.Itoa(len(param)) {
+		t.Fatalf("split Bind of s1 returned %q, want %d", got, len(param))
+	}
 	raw.conn.Close()
 	c.Close(ctx)
 	r.checkLeaks(t, base, 3)
