@@ -250,3 +250,102 @@ func TestStreamLargeBindTransactionMode(t *testing.T) {
 	c.Close(ctx)
 	r.checkLeaks(t, base, 3)
 }
+
+// max_message_buffer bounds what all clients together hold in large
+// messages pgtide must buffer whole (a Query in transaction mode): a message
+// too large for it closes its client with 53200 while others go on, two
+// that fit alone do not both get through at once, and the budget is free
+// again when they are done.
+func TestMaxMessageBuffer(t *testing.T) {
+	r := newRelEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra += "max_message_buffer = 1048576\n"
+	})
+	ctx := ctxT(t, time.Minute)
+	query := func(size int) []byte {
+		q := append(append([]byte("SELECT length('"), bytes.Repeat([]byte{'y'}, size)...), "')\x00"...)
+		return append(binary.BigEndian.AppendUint32([]byte{'Q'}, uint32(len(q)+4)), q...)
+	}
+	// outcome sends msg (in two writes, half first) and reads the reply:
+	// the length, or the error's SQLSTATE.
+	outcome := func(s *rawSession) string {
+		got := ""
+		for {
+			m, err := s.fe.Receive()
+			if err != nil {
+				return got // closed after its error
+			}
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				got = string(m.Values[0])
+			case *pgproto3.ErrorResponse:
+				got = m.Code
+			case *pgproto3.ReadyForQuery:
+				return got
+			}
+		}
+	}
+	dial := func() *rawSession {
+		s, err := dialRaw(ctx, r.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.conn.Close() })
+		return s
+	}
+	c := connect(t, r.URL())
+
+	// Alone, 1.5 MiB does not fit: 53200, and nobody else notices.
+	big := dial()
+	_, _ = big.conn.Write(query(1536 << 10))
+	if got := outcome(big); got != "53200" {
+		t.Fatalf("a 1.5 MiB Query with max_message_buffer 1 MiB: %q, want 53200", got)
+	}
+	if queryInt(t, c, "SELECT 1") != 1 {
+		t.Fatal("a bystander failed")
+	}
+
+	// Two 700 KiB Queries at once, each short of its last byte so that
+	// neither can finish: each fits alone, not both together. The one that
+	// grew second is refused; the other finishes once its byte comes.
+	msg := query(700 << 10)
+	want := strconv.Itoa(700 << 10)
+	two := []*rawSession{dial(), dial()}
+	results := make(chan [2]any, 2)
+	for i, s := range two {
+		if _, err := s.conn.Write(msg[:len(msg)-1]); err != nil {
+			t.Fatal(err)
+		}
+		go func() { results <- [2]any{i, outcome(s)} }()
+	}
+	var first [2]any
+	select {
+	case first = <-results:
+	case <-time.After(30 * time.Second):
+		t.Fatal("neither of two 700 KiB Queries beside each other was refused (max_message_buffer 1 MiB)")
+	}
+	if first[1] != "53200" {
+		t.Fatalf("two large Queries at once: one ended with %q before its last byte, want 53200", first[1])
+	}
+	other := two[1-first[0].(int)]
+	if _, err := other.conn.Write(msg[len(msg)-1:]); err != nil {
+		t.Fatal(err)
+	}
+	if second := <-results; second[1] != want {
+		t.Fatalf("the large Query that fit: %q, want %s", second[1], want)
+	}
+
+	// Once they are done their share is free: one after the other, each fits.
+	for range 3 {
+		s := dial()
+		if _, err := s.conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if got := outcome(s); got != want {
+			t.Fatalf("a large Query after the others were done: %q, want %s", got, want)
+		}
+	}
+	if queryInt(t, c, "SELECT 1") != 1 {
+		t.Fatal("a bystander failed")
+	}
+}

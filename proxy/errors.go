@@ -7,6 +7,7 @@ import (
 // SQLSTATE codes pgtide itself reports to clients.
 const (
 	codeProtocolViolation   = "08P01"
+	codeOutOfMemory         = "53200"
 	codeTooManyConnections  = "53300"
 	codeInvalidPassword     = "28P01"
 	codeInvalidAuthSpec     = "28000"

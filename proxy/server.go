@@ -59,6 +59,7 @@ type Server struct {
 	clients                    atomic.Int64 // connections past accept, including logins
 	admitted                   atomic.Int64 // logged-in and logging-in clients, for max_client_conn
 	sessWG                     sync.WaitGroup
+	msgBuf                     atomic.Int64 // bytes reserved for large buffered messages (buffer.go)
 
 	done     chan struct{}
 	doneOnce sync.Once

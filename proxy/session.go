@@ -96,6 +96,9 @@ type session struct {
 	passTo     *pool.Conn
 	passRemain int
 	passDrop   bool // the rest of the message is dropped, not forwarded
+	// msgReserved is this session's share of max_message_buffer: its read
+	// buffer's size once grown past the initial one (buffer.go).
+	msgReserved int64
 
 	st sessState // settings and pins on the server side (sessionstate.go), under mu
 
@@ -111,6 +114,8 @@ type session struct {
 	sweepSeen  uint32
 	epollAdded bool
 	accepted   time.Time // when the connection was accepted
+
+	lingering atomic.Bool // kill ended the write side: finish reads out the rest first (lingerClose)
 }
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, params map[string]string) *session {
@@ -121,6 +126,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		txStatus: wire.TxIdle, stmts: map[string]*stmt{},
 		sock: parkSocket(nc), // park.go; nil under TLS
 	}
+	rd.OnGrow = ss.reserveBuf // max_message_buffer (buffer.go)
 	if ss.maxBody <= 0 {
 		ss.maxBody = 1 << 30
 	}
@@ -171,6 +177,9 @@ func (ss *session) run() (err error) {
 	}()
 	for {
 		if err := ss.rd.Fill(); err != nil {
+			if errors.Is(err, errBufferFull) {
+				return ss.bufferFull() // buffer.go
+			}
 			if ss.parkWake(err) { // park.go
 				ss.mu.Lock()
 				park := ss.parkableLocked()
@@ -220,6 +229,7 @@ func (ss *session) run() (err error) {
 		}
 		if ss.rd.Len() == 0 {
 			ss.rd.Shrink()
+			ss.releaseLarge()
 		}
 	}
 }
@@ -254,6 +264,9 @@ func (ss *session) nextFrame(b *[]byte, off int) (typ byte, n int, err error) {
 			return typ, n, errStream
 		}
 		if err := ss.rd.Ensure(n); err != nil {
+			if errors.Is(err, errBufferFull) {
+				return 0, 0, ss.bufferFull() // buffer.go
+			}
 			if ss.parkWake(err) {
 				continue // the sweeper's wake-up came mid-message: read on
 			}
@@ -612,7 +625,9 @@ func (ss *session) giveBack(sc *pool.Conn) {
 // server still owes, then cleans the server and returns it, or closes it.
 func (ss *session) finish() {
 	defer ss.dropPins() // sessionstate.go
+	defer ss.releaseLarge()
 	ss.srv.unregister(ss)
+	ss.drainLingering()
 	_ = ss.conn.Close()
 	ss.mu.Lock()
 	ss.endLocked(errClientGone)
@@ -765,7 +780,23 @@ func (ss *session) lingerClose() bool {
 		return false
 	}
 	_ = ss.conn.SetReadDeadline(time.Now().Add(lingerFor))
+	ss.lingering.Store(true)
 	return true
+}
+
+// drainLingering reads out and drops what a killed client still sends,
+// until it closes or the linger deadline passes, so that the close that
+// follows is not a reset (lingerClose). Session goroutine only, from finish.
+func (ss *session) drainLingering() {
+	if !ss.lingering.Load() {
+		return
+	}
+	var buf [4096]byte
+	for {
+		if _, err := ss.conn.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // shutdownAtBoundary ends the session now if it is between transactions,

@@ -124,6 +124,9 @@ func (ss *session) bindStream(n int) (int, bool, error) {
 		if len(b) < min(n, bindNamesMax) {
 			// The names have not all arrived: wait for a little more.
 			if err := ss.rd.Ensure(min(n, len(b)+1024)); err != nil {
+				if errors.Is(err, errBufferFull) {
+					return 0, false, ss.bufferFull()
+				}
 				if ss.parkWake(err) {
 					return 0, false, nil
 				}
@@ -133,6 +136,9 @@ func (ss *session) bindStream(n int) (int, bool, error) {
 		}
 		// Names this long are no parameter payload: take it whole.
 		if err := ss.rd.Ensure(n); err != nil {
+			if errors.Is(err, errBufferFull) {
+				return 0, false, ss.bufferFull()
+			}
 			return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		return ss.scanPooled()

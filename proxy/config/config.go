@@ -111,6 +111,7 @@ type Config struct {
 	QueryTimeout             Duration  `toml:"query_timeout"`               // 0 = off
 	IdleTransactionTimeout   Duration  `toml:"idle_transaction_timeout"`    // 0 = off
 	MaxPacketSize            int       `toml:"max_packet_size"`             // default 1073741824 (1 GiB); min 16384
+	MaxMessageBuffer         int       `toml:"max_message_buffer"`          // default 1073741824 (1 GiB); 0 = no limit
 	MaxPreparedStatements    int       `toml:"max_prepared_statements"`     // default 200
 	AdminUsers               []string  `toml:"admin_users"`
 	StatsUsers               []string  `toml:"stats_users"`
@@ -238,6 +239,7 @@ func Default() *Config {
 		ClientLoginTimeout:    Duration{60 * time.Second},
 		ShutdownTimeout:       Duration{30 * time.Second},
 		MaxPacketSize:         1 << 30,
+		MaxMessageBuffer:      1 << 30,
 		MaxPreparedStatements: 200,
 		AdminUsers:            []string{},
 		StatsUsers:            []string{},

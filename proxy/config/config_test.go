@@ -84,6 +84,7 @@ func TestDefaults(t *testing.T) {
 		ClientLoginTimeout:    Duration{60 * time.Second},
 		ShutdownTimeout:       Duration{30 * time.Second},
 		MaxPacketSize:         1073741824,
+		MaxMessageBuffer:      1073741824,
 		MaxPreparedStatements: 200,
 		AdminUsers:            []string{},
 		StatsUsers:            []string{},
@@ -176,6 +177,7 @@ shutdown_timeout = "2m"
 query_timeout = "1h"
 idle_transaction_timeout = "90s"
 max_packet_size = 16384
+max_message_buffer = 4194304
 max_prepared_statements = 0
 auth_user = "alice"
 auth_query = "SELECT u, p FROM auth.lookup($1)"
@@ -214,7 +216,7 @@ max_user_connections = 4
 		TCPKeepCnt: 3, TCPUserTimeout: Duration{2500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
 		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthDBName: "app", AuthCacheTTL: Duration{5 * time.Minute},
-		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxPreparedStatements: 0,
+		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxMessageBuffer: 4194304, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
 		SoReuseport: true, StatsPeriod: Duration{0},
@@ -250,6 +252,7 @@ func TestValidationErrors(t *testing.T) {
 		{"max_user_connections", `max_user_connections = -5`, "max_user_connections", 1, "negative"},
 		{"max_prepared_statements", `max_prepared_statements = -1`, "max_prepared_statements", 1, "negative"},
 		{"max_packet_size", `max_packet_size = 16383`, "max_packet_size", 1, "at least 16384"},
+		{"max_message_buffer", `max_message_buffer = -1`, "max_message_buffer", 1, "0 (no limit) or a number of bytes"},
 		{"auth_type", `auth_type = "sha256"`, "auth_type", 1, `"scram-sha-256", "md5", "password", "trust"`},
 		{"log_level", `log_level = "verbose"`, "log_level", 1, `"debug", "info", "warn", "error"`},
 		{"log_format", `log_format = "text"`, "log_format", 1, `"auto", "json", "console"`},

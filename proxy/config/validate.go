@@ -70,6 +70,9 @@ func (d *decoder) validate(c *Config) {
 	if c.Threads < 0 {
 		d.fail(k("threads"), "", fmt.Sprintf("must be 0 (auto) or a positive number of threads, got %d", c.Threads))
 	}
+	if c.MaxMessageBuffer < 0 {
+		d.fail(k("max_message_buffer"), "", fmt.Sprintf("must be 0 (no limit) or a number of bytes, got %d", c.MaxMessageBuffer))
+	}
 	if c.MaxPacketSize < MinMaxPacketSize {
 		d.fail(k("max_packet_size"), "", fmt.Sprintf("must be at least %d, got %d", MinMaxPacketSize, c.MaxPacketSize))
 	}

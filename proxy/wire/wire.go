@@ -32,6 +32,11 @@ type Reader struct {
 	r, w int // buf[r:w] holds unread bytes
 	base int // the size the buffer returns to when shrunk
 
+	// OnGrow, when set, is called before the buffer grows to size bytes;
+	// an error stops the read that needed the room (and is returned by
+	// it). The owner uses it to budget memory (max_message_buffer).
+	OnGrow func(size int) error
+
 	// idle-buffer mode's read (idle.go): made once, with its results
 	readFn  func(fd uintptr) bool
 	idleN   int32
@@ -77,7 +82,9 @@ func (r *Reader) Fill() error {
 		r.r, r.w = 0, n
 	}
 	if r.w == len(r.buf) {
-		r.grow(len(r.buf) * 2)
+		if err := r.growTo(len(r.buf) * 2); err != nil {
+			return err
+		}
 	}
 	for {
 		n, err := r.rd.Read(r.buf[r.w:])
@@ -111,7 +118,9 @@ func (r *Reader) Ensure(n int) error {
 	}
 	for r.w-r.r < n {
 		if r.w == len(r.buf) {
-			r.grow(min(n, 2*len(r.buf)))
+			if err := r.growTo(min(n, 2*len(r.buf))); err != nil {
+				return err
+			}
 		}
 		m, err := r.rd.Read(r.buf[r.w:])
 		r.w += m
@@ -125,6 +134,17 @@ func (r *Reader) Ensure(n int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// growTo asks OnGrow, then grows the buffer to n bytes.
+func (r *Reader) growTo(n int) error {
+	if r.OnGrow != nil {
+		if err := r.OnGrow(n); err != nil {
+			return err
+		}
+	}
+	r.grow(n)
 	return nil
 }
 

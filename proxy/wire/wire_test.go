@@ -413,3 +413,29 @@ func TestEnsureGrowsWithArrivingBytes(t *testing.T) {
 		t.Fatalf("buffered %d bytes, want %d", r.Len(), len(msg))
 	}
 }
+
+// OnGrow sees every growth before it happens and can stop it: the read
+// that needed the room fails with its error and the buffer keeps its size.
+func TestOnGrowBudgets(t *testing.T) {
+	msg := make([]byte, 100_000)
+	r := NewReader(bytes.NewReader(msg), 4096)
+	var asked []int
+	stop := errors.New("no room")
+	r.OnGrow = func(size int) error {
+		asked = append(asked, size)
+		if size > 32<<10 {
+			return stop
+		}
+		return nil
+	}
+	err := r.Ensure(len(msg))
+	if !errors.Is(err, stop) {
+		t.Fatalf("Ensure past the budget: %v, want the OnGrow error", err)
+	}
+	if r.Cap() > 32<<10 {
+		t.Fatalf("buffer grew to %d bytes past the refusal", r.Cap())
+	}
+	if len(asked) == 0 || asked[0] != 8192 {
+		t.Fatalf("OnGrow asked for %v, want doublings from 8192", asked)
+	}
+}
