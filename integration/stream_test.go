@@ -61,30 +61,18 @@ func TestStreamLargeClientMessages(t *testing.T) {
 			}
 			hdr := []byte{'d', 0, 0, 0, 0}
 			binary.BigEndian.PutUint32(hdr[1:], uint32(body.Len()+4))
-			peak := rss0
-			stop := make(chan struct{})
-			sampled := make(chan struct{})
-			go func() {
-				defer close(sampled)
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(20 * time.Millisecond):
-						peak = max(peak, procRSS(r.pid))
-					}
+			var st byte
+			var pe *pgproto3.ErrorResponse
+			peak := peakRSS(r.pid, func() {
+				if _, err = raw.conn.Write(append(hdr, body.Bytes()...)); err != nil {
+					t.Fatal(err)
 				}
-			}()
-			if _, err := raw.conn.Write(append(hdr, body.Bytes()...)); err != nil {
-				t.Fatal(err)
-			}
-			raw.fe.Send(&pgproto3.CopyDone{})
-			if err := raw.fe.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			st, pe, err := raw.untilReady()
-			close(stop)
-			<-sampled
+				raw.fe.Send(&pgproto3.CopyDone{})
+				if err = raw.fe.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				st, pe, err = raw.untilReady()
+			})
 			if err != nil || pe != nil || st != 'I' {
 				t.Fatalf("COPY of one %d MiB CopyData: status %c, error %v / %v", body.Len()>>20, st, pe, err)
 			}
@@ -102,23 +90,7 @@ func TestStreamLargeClientMessages(t *testing.T) {
 				if err := raw.query(fmt.Sprintf("SELECT length('%s')", lit)); err != nil {
 					t.Fatal(err)
 				}
-				var got string
-				for {
-					m, err := raw.fe.Receive()
-					if err != nil {
-						t.Fatal(err)
-					}
-					if d, ok := m.(*pgproto3.DataRow); ok {
-						got = string(d.Values[0])
-					}
-					if e, ok := m.(*pgproto3.ErrorResponse); ok {
-						t.Fatalf("large query: %s", e.Message)
-					}
-					if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-						break
-					}
-				}
-				if got != strconv.Itoa(len(lit)) {
+				if got := raw.reply(); got != strconv.Itoa(len(lit)) {
 					t.Fatalf("large query returned %q, want %d", got, len(lit))
 				}
 			}
@@ -141,23 +113,7 @@ func TestStreamLargeBindTransactionMode(t *testing.T) {
 	measure := func(name string, f func()) {
 		t.Helper()
 		rss0 := procRSS(r.pid)
-		peak := rss0
-		stop := make(chan struct{})
-		sampled := make(chan struct{})
-		go func() {
-			defer close(sampled)
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-					peak = max(peak, procRSS(r.pid))
-				}
-			}
-		}()
-		f()
-		close(stop)
-		<-sampled
+		peak := peakRSS(r.pid, f)
 		t.Logf("%s: pgtide RSS %.1f MiB -> peak %.1f MiB", name, float64(rss0)/(1<<20), float64(peak)/(1<<20))
 		if peak-rss0 > 32<<20 {
 			t.Errorf("%s: pgtide RSS grew by %.1f MiB forwarding a %d MiB Bind: it was buffered, not streamed", name, float64(peak-rss0)/(1<<20), len(payload)>>20)
@@ -227,23 +183,7 @@ func TestStreamLargeBindTransactionMode(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // the point: pgtide sees the Bind in pieces
 	}
-	var got string
-	for {
-		m, err := raw.fe.Receive()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d, ok := m.(*pgproto3.DataRow); ok {
-			got = string(d.Values[0])
-		}
-		if e, ok := m.(*pgproto3.ErrorResponse); ok {
-			t.Fatalf("split Bind of s1: %s", e.Message)
-		}
-		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-			break
-		}
-	}
-	if got != strconv.Itoa(len(param)) {
+	if got := raw.reply(); got != strconv.Itoa(len(param)) {
 		t.Fatalf("split Bind of s1 returned %q, want %d", got, len(param))
 	}
 	raw.conn.Close()
@@ -266,25 +206,7 @@ func TestMaxMessageBuffer(t *testing.T) {
 		q := append(append([]byte("SELECT length('"), bytes.Repeat([]byte{'y'}, size)...), "')\x00"...)
 		return append(binary.BigEndian.AppendUint32([]byte{'Q'}, uint32(len(q)+4)), q...)
 	}
-	// outcome sends msg (in two writes, half first) and reads the reply:
-	// the length, or the error's SQLSTATE.
-	outcome := func(s *rawSession) string {
-		got := ""
-		for {
-			m, err := s.fe.Receive()
-			if err != nil {
-				return got // closed after its error
-			}
-			switch m := m.(type) {
-			case *pgproto3.DataRow:
-				got = string(m.Values[0])
-			case *pgproto3.ErrorResponse:
-				got = m.Code
-			case *pgproto3.ReadyForQuery:
-				return got
-			}
-		}
-	}
+	outcome := (*rawSession).reply
 	dial := func() *rawSession {
 		s, err := dialRaw(ctx, r.URL())
 		if err != nil {
@@ -348,4 +270,47 @@ func TestMaxMessageBuffer(t *testing.T) {
 	if queryInt(t, c, "SELECT 1") != 1 {
 		t.Fatal("a bystander failed")
 	}
+}
+
+// reply reads a reply to its ReadyForQuery (or until the connection
+// closes, after a FATAL) and returns the first column of its last row, or
+// the SQLSTATE of its error.
+func (r *rawSession) reply() string {
+	got := ""
+	for {
+		m, err := r.fe.Receive()
+		if err != nil {
+			return got
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			got = string(m.Values[0])
+		case *pgproto3.ErrorResponse:
+			got = m.Code
+		case *pgproto3.ReadyForQuery:
+			return got
+		}
+	}
+}
+
+// peakRSS runs f while sampling the RSS of process pid, and returns the
+// highest value seen (at least the one before f).
+func peakRSS(pid int, f func()) int64 {
+	peak := procRSS(pid)
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond): // the sampling period
+				peak = max(peak, procRSS(pid))
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-sampled
+	return peak
 }
