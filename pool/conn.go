@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -88,6 +89,14 @@ type Conn struct {
 	peekFn    func(fd uintptr) bool
 	peekAlive bool
 	peekBuf   [1]byte
+
+	// WriteThenWait's state for its callback, made once (the borrower's
+	// goroutine).
+	wtwFn  func(fd uintptr) bool
+	wtwBuf []byte
+	wtwN   int
+	wtwErr error
+	wtwMid bool // the write is done: the next call is the wake-up
 }
 
 // AppliedParam is a parameter pgtide set on a server for a client.
@@ -129,16 +138,11 @@ func (c *Conn) Alive() bool {
 	if c.Reader.Len() > 0 {
 		return false
 	}
-	if c.peekFn == nil {
-		sc, ok := rawConn(c.Net).(syscall.Conn) // under TLS: the socket
-		if !ok {
-			return true
-		}
-		rc, err := sc.SyscallConn()
-		if err != nil {
-			return false
-		}
-		c.raw, c.peekFn = rc, c.peek
+	if c.raw == nil && !c.initRaw() {
+		return true
+	}
+	if c.raw == nil {
+		return false
 	}
 	c.peekAlive = true
 	err := c.raw.Read(c.peekFn)
@@ -146,6 +150,70 @@ func (c *Conn) Alive() bool {
 }
 
 // peek is Alive's non-blocking look at the socket.
+// initRaw caches the socket's raw handle (under TLS the socket beneath). It
+// reports false when the connection has no socket to look at; c.raw stays
+// nil too when the handle could not be had.
+func (c *Conn) initRaw() bool {
+	sc, ok := rawConn(c.Net).(syscall.Conn)
+	if !ok {
+		return false
+	}
+	if rc, err := sc.SyscallConn(); err == nil {
+		c.raw, c.peekFn, c.wtwFn = rc, c.peek, c.writeThenWait
+	}
+	return true
+}
+
+// WriteThenWait writes b to a plain (not TLS) socket and waits until the
+// reply can be read or the read deadline passes, without the read that
+// would find nothing yet: the socket's readiness is reset before the write,
+// so the reply cannot be missed. n is what was written; n < len(b) with
+// err nil means the socket's buffer filled (write the rest as usual) or,
+// with ok false, that nothing was tried (TLS, no socket). err is the
+// write's error, or the wait's (a deadline). The reader must not be in use
+// meanwhile: the borrower calls it where it would read.
+func (c *Conn) WriteThenWait(b []byte) (n int, ok bool, err error) {
+	if c.tlsConf != nil {
+		return 0, false, nil
+	}
+	if c.raw == nil && !c.initRaw() || c.raw == nil {
+		return 0, false, nil
+	}
+	c.wtwBuf, c.wtwN, c.wtwErr, c.wtwMid = b, 0, nil, false
+	rerr := c.raw.Read(c.wtwFn)
+	n, err = c.wtwN, c.wtwErr
+	c.wtwBuf, c.wtwErr = nil, nil
+	if err == nil && n == len(b) {
+		err = rerr
+	}
+	return n, true, err
+}
+
+func (c *Conn) writeThenWait(fd uintptr) bool {
+	if c.wtwMid {
+		return true // readable (or closed): the caller reads
+	}
+	for c.wtwN < len(c.wtwBuf) {
+		m, err := syscall.Write(int(fd), c.wtwBuf[c.wtwN:])
+		if m > 0 {
+			c.wtwN += m
+		}
+		switch {
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			return true // buffer full: the caller writes the rest
+		case err != nil:
+			c.wtwErr = err
+			return true
+		case m == 0:
+			c.wtwErr = io.ErrShortWrite
+			return true
+		}
+	}
+	c.wtwMid = true
+	return false
+}
+
 func (c *Conn) peek(fd uintptr) bool {
 	n, _, rerr := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	switch {

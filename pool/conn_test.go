@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -170,4 +172,90 @@ func TestWaiterSkipsDeadReleasedConn(t *testing.T) {
 		t.Fatalf("waiter got %v, %v; want a fresh conn", r.c, r.err)
 	}
 	p.Release(r.c)
+}
+
+// WriteThenWait: the peer gets the bytes, and the call returns once the
+// reply is readable, which the reader then gets whole (the readiness reset
+// before the write cannot lose a reply that comes at once).
+func TestWriteThenWaitReply(t *testing.T) {
+	t.Parallel()
+	c, s := tcpPair(t)
+	conn := tcpConn(c)
+	go func() {
+		buf := make([]byte, 5)
+		for range 200 {
+			if _, err := io.ReadFull(s, buf); err != nil {
+				return
+			}
+			_, _ = s.Write(buf) // echo at once: the reply often beats the wait
+		}
+	}()
+	for i := range 200 {
+		msg := []byte{'Q', 0, 0, 0, byte(i)}
+		n, ok, err := conn.WriteThenWait(msg)
+		if !ok || err != nil || n != len(msg) {
+			t.Fatalf("round %d: WriteThenWait = %d, %v, %v", i, n, ok, err)
+		}
+		if conn.Reader.Len() != 0 {
+			t.Fatalf("round %d: the wait read bytes itself", i)
+		}
+		if err := conn.Reader.Fill(); err != nil {
+			t.Fatal(err)
+		}
+		for conn.Reader.Len() < 5 {
+			if err := conn.Reader.Fill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := conn.Reader.Buffered()[:5]; string(got) != string(msg) {
+			t.Fatalf("round %d: read back %v, want %v", i, got, msg)
+		}
+		conn.Reader.Discard(5)
+	}
+}
+
+// A peer that reads nothing: the socket's buffers fill, and WriteThenWait
+// returns what it wrote with no error (the caller writes the rest as usual);
+// with a read deadline and no reply, the wait ends with the deadline's error.
+func TestWriteThenWaitFullBufferAndDeadline(t *testing.T) {
+	t.Parallel()
+	c, _ := tcpPair(t)
+	conn := tcpConn(c)
+	big := make([]byte, 64<<20)
+	n, ok, err := conn.WriteThenWait(big)
+	if !ok || err != nil || n == 0 || n >= len(big) {
+		t.Fatalf("WriteThenWait(64 MiB) to a peer that reads nothing = %d, %v, %v; want a partial write and no error", n, ok, err)
+	}
+	c2, _ := tcpPair(t)
+	conn2 := tcpConn(c2)
+	_ = c2.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	n, ok, err = conn2.WriteThenWait([]byte("x"))
+	var ne net.Error
+	if !ok || n != 1 || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("WriteThenWait with no reply = %d, %v, %v; want 1, true and a timeout", n, ok, err)
+	}
+}
+
+// A peer that is gone: the write's error, or the wake-up that the reader
+// then sees as EOF or a reset; never a wait that does not end.
+func TestWriteThenWaitPeerClosed(t *testing.T) {
+	t.Parallel()
+	c, s := tcpPair(t)
+	conn := tcpConn(c)
+	_ = s.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, ok, err := conn.WriteThenWait([]byte("Q\x00\x00\x00\x04"))
+	if !ok {
+		t.Fatal("plain TCP: ok = false")
+	}
+	if err == nil {
+		if n != 5 {
+			t.Fatalf("wrote %d of 5 with no error", n)
+		}
+		ferr := conn.Reader.Fill()
+		var ne net.Error
+		if ferr == nil || (errors.As(ferr, &ne) && ne.Timeout()) {
+			t.Fatalf("after a closed peer the read gave %v; want EOF or a reset", ferr)
+		}
+	}
 }

@@ -137,12 +137,14 @@ func (ss *session) idleLocked() bool {
 }
 
 // sweepIdle asks every running, parkable client that read nothing since
-// the last sweep to park, by waking its blocked read.
+// the last sweep to park, by waking its blocked read. A client that holds a
+// server idle in a transaction with no pump reading it (pump.go heldIdle)
+// is woken the same way, and starts the pump goroutine that watches it.
 func (s *Server) sweepIdle() {
 	var ask []*session
 	s.mu.Lock()
 	for _, ss := range s.sessions {
-		if ss.sock == nil || ss.parked.Load() {
+		if (ss.sock == nil && !ss.heldIdle.Load()) || ss.parked.Load() {
 			continue
 		}
 		a := ss.activity.Load()
@@ -157,7 +159,7 @@ func (s *Server) sweepIdle() {
 		ss.mu.Lock()
 		ok := ss.idleLocked()
 		ss.mu.Unlock()
-		if ok {
+		if ok || ss.heldIdle.Load() {
 			_ = ss.conn.SetReadDeadline(time.Now())
 		}
 	}

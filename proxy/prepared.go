@@ -59,15 +59,19 @@ func (ss *session) scanPooled() (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
-	p := pooledBatch{ss: ss, b: b, end: end, sc: sc, out: getScratch(), local: getScratch()}
+	op, lp := takeScratch(), takeScratch()
+	p := pooledBatch{ss: ss, b: b, end: end, sc: sc, out: *op, local: *lp}
 	p.startLocked()
 	p.rewriteLocked()
 	p.queuedLocked()
 	ss.mu.Unlock()
 
 	err = p.send()
-	putScratch(p.out)
-	putScratch(p.local)
+	if err == nil {
+		err = ss.drivePump(p.deferred) // pump.go
+	}
+	giveScratch(op, p.out)
+	giveScratch(lp, p.local)
 	if err != nil {
 		return 0, false, err
 	}
@@ -127,6 +131,8 @@ type pooledBatch struct {
 
 	queued   int  // requests queued before this batch
 	wasEmpty bool // nothing was queued before this batch
+
+	deferred []byte // what drivePump writes to a server borrowed for this batch
 }
 
 // startLocked notes the queue as it was before this batch and closes the
@@ -466,14 +472,20 @@ func (p *pooledBatch) queuedLocked() {
 func (p *pooledBatch) send() error {
 	ss := p.ss
 	var err error
+	var w []byte
 	switch {
 	case p.modified:
 		p.out = append(p.out, p.b[p.seg:p.end]...)
 		if len(p.out) > 0 && p.sc != nil {
-			err = ss.toServer(p.sc, p.out)
+			w = p.out
 		}
 	case p.sc != nil:
-		err = ss.toServer(p.sc, p.b[:p.end])
+		w = p.b[:p.end]
+	}
+	if ss.pumpPending {
+		p.deferred = w // written by drivePump, where it waits for the reply
+	} else if w != nil {
+		err = ss.toServer(p.sc, w)
 	}
 	if len(p.local) > 0 && err == nil {
 		ss.wmu.Lock()

@@ -24,13 +24,21 @@ const (
 	evSettle    // a transaction that may have changed the session ended: capture it (sessionstate.go)
 )
 
-// pump is the server goroutine of an attachment: it forwards what the
-// server sends as raw bytes from the server's read buffer, decoding only
-// the few message types it must, splices in pgtide's own replies (fake
+// pump is the server side of an attachment: it forwards what the server
+// sends as raw bytes from the server's read buffer, decoding only the few
+// message types it must, splices in pgtide's own replies (fake
 // ParseComplete and the like) at their place in the reply order and
 // swallows replies to pgtide's own requests. In transaction and statement
 // mode it gives the server back at a transaction boundary.
-func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
+//
+// It runs in its own goroutine, or inline in the client goroutine for a
+// transaction-mode round trip (drivePump): then it hands the server back to
+// a goroutine of its own (returns false, done stays open) when what is owed
+// is answered but the server stays attached, when COPY IN waits for the
+// client, or when the reply takes longer than inlineFor.
+func (ss *session) pump(sc *pool.Conn, done chan struct{}) { ss.runPump(sc, done, false) }
+
+func (ss *session) runPump(sc *pool.Conn, done chan struct{}, inline bool) (finished bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			ss.logger().Error().Interface("panic", r).Msg("pump panicked; closing the client and the server")
@@ -43,23 +51,37 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			ss.mu.Unlock()
 			sc.Pool().Discard(sc)
 			_ = ss.conn.Close()
+			finished = true
 		}
-		close(done)
+		if finished && done != nil {
+			close(done)
+		}
 	}()
+	return ss.pumpLoop(sc, inline)
+}
+
+func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 	rd := sc.Reader
 	passRemain := 0   // bytes of a large message still to pass through
 	passDrop := false // whether those bytes are swallowed instead
 	for {
 		if rd.Len() == 0 || (passRemain == 0 && !frameReady(rd.Buffered())) {
+			if inline && passRemain == 0 && ss.yieldInline() {
+				return false
+			}
 			if err := rd.Fill(); err != nil {
+				if inline && passRemain == 0 && isTimeout(err) {
+					ss.inlineIdle = false
+					return false // inlineFor passed: a goroutine waits from here
+				}
 				if ss.woken(err) {
 					if ss.flushFakes(sc) {
-						return
+						return true
 					}
 					continue
 				}
 				ss.serverStopped(sc, err)
-				return
+				return true
 			}
 		}
 		b := rd.Buffered()
@@ -83,7 +105,7 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			if n < wire.HeaderLen {
 				ss.mu.Unlock()
 				ss.serverStopped(sc, fmt.Errorf("%w: server sent a bad length", errProtocol))
-				return
+				return true
 			}
 			complete := off+n <= len(b)
 			if !complete && needsBody(typ) {
@@ -144,18 +166,151 @@ func (ss *session) pump(sc *pool.Conn, done chan struct{}) {
 			ss.swmu.Unlock()
 			if err != nil {
 				ss.serverStopped(sc, err)
-				return
+				return true
 			}
 		case evBoundary:
 			if ss.atBoundary(sc) {
-				return
+				return true
 			}
 		case evSettle:
 			if ss.settle(sc, capErr) {
-				return
+				return true
 			}
 		}
 	}
+}
+
+// inlineFor is how long the client goroutine waits on a server's reply
+// itself (drivePump) before a pump goroutine takes over, so that a client
+// that leaves during a long query is still seen at once.
+const inlineFor = 20 * time.Millisecond
+
+// drivePump runs after a batch for a server borrowed for it (transaction
+// and statement mode) was queued, on the client goroutine, and writes w,
+// the batch, to it. A round trip the server answers without more from the
+// client (nothing unsynced, no COPY IN) is pumped right here: no goroutine
+// is started, the write and the wait for the reply are one step
+// (pool.Conn.WriteThenWait), and the server usually goes back before the
+// client is read again. Otherwise, or when the inline pump hands back, the
+// pump gets its own goroutine as in session mode. The error is the write's.
+func (ss *session) drivePump(w []byte) error {
+	if !ss.pumpPending {
+		return nil
+	}
+	ss.pumpPending = false
+	if ss.heldIdle.Load() {
+		ss.heldIdle.Store(false)
+	}
+	ss.mu.Lock()
+	sc := ss.sc
+	inline := sc != nil && !ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.over == nil
+	ss.mu.Unlock()
+	if sc == nil {
+		return nil
+	}
+	if !inline {
+		ss.goPump(sc)
+		if len(w) > 0 {
+			return ss.toServer(sc, w)
+		}
+		return nil
+	}
+	ss.pumpInline = true
+	_ = sc.Net.SetReadDeadline(time.Now().Add(inlineFor))
+	if len(w) > 0 {
+		ss.swmu.Lock()
+		n, _, err := sc.WriteThenWait(w)
+		ss.swmu.Unlock()
+		ss.pe.counters.BytesIn.Add(uint64(n))
+		if err != nil && n == len(w) {
+			err = nil // the wait's deadline: the pump sees it too
+		}
+		if err == nil && n < len(w) {
+			err = ss.toServer(sc, w[n:]) // TLS, or the socket's buffer filled
+		} else if err != nil {
+			err = fmt.Errorf("%w: %w", errServerGone, err)
+		}
+		if err != nil {
+			// As when the pump already ran: it reads the server's end.
+			ss.pumpInline = false
+			_ = sc.Net.SetReadDeadline(time.Time{})
+			ss.goPump(sc)
+			return err
+		}
+	}
+	finished := ss.runPump(sc, nil, true)
+	ss.pumpInline = false
+	if finished {
+		ss.mu.Lock()
+		ss.pumpDone = pumpEnded // nothing to wait for (finish)
+		ss.mu.Unlock()
+		return nil
+	}
+	_ = sc.Net.SetReadDeadline(time.Time{}) // still attached: no one else sets one now
+	if ss.inlineIdle && ss.srv.parker != nil {
+		// Inside a transaction with nothing owed: the server waits for the
+		// client's next statement, which pumps inline again. Until then
+		// nothing reads it. A client quiet for a sweep (park.go sweepIdle,
+		// 2-4 s) gets its pump goroutine then, which sees a server that
+		// died; before that, its next statement finds it dead and goes
+		// nowhere else (session.over). finish and a stream start the pump
+		// goroutine at once (startPump).
+		ss.pumpPending = true
+		ss.heldIdle.Store(true)
+		return nil
+	}
+	ss.goPump(sc)
+	return nil
+}
+
+// pumpEnded is the pumpDone of an inline pump that finished.
+var pumpEnded = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// goPump starts sc's pump goroutine; its channel is made here, so the
+// round trips pumped inline allocate none.
+func (ss *session) goPump(sc *pool.Conn) {
+	done := make(chan struct{})
+	ss.mu.Lock()
+	ss.pumpDone = done
+	ss.mu.Unlock()
+	go ss.pump(sc, done)
+}
+
+// startPump gives a pending pump (attachLocked) its goroutine; client
+// goroutine only.
+func (ss *session) startPump() {
+	if !ss.pumpPending {
+		return
+	}
+	ss.pumpPending = false
+	ss.heldIdle.Store(false)
+	ss.mu.Lock()
+	sc := ss.sc
+	ss.mu.Unlock()
+	if sc != nil {
+		ss.goPump(sc)
+	}
+}
+
+// yieldInline reports whether the inline pump should stop waiting on the
+// server: nothing is owed (the server stays attached inside a transaction:
+// inlineIdle), COPY IN waits for the client's data, or the session is over
+// (the client goroutine cleans up). The last two need a pump goroutine.
+func (ss *session) yieldInline() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	busy := ss.copyIn || ss.over != nil
+	ss.inlineIdle = ss.q.empty() && !busy
+	return ss.inlineIdle || busy
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // heldZ is the ReadyForQuery to hold back during a capture: nothing when
@@ -428,6 +583,9 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 	case ss.mode != config.PoolSession && ss.st.pins == 0: // a pinned client keeps its server
 		ss.sc = nil
 		ss.mu.Unlock()
+		if ss.pumpInline {
+			_ = sc.Net.SetReadDeadline(time.Time{}) // inlineFor's: never lend a server with one
+		}
 		ss.giveBack(sc)
 		return true
 	}

@@ -74,7 +74,17 @@ type session struct {
 	endBorrow context.CancelFunc
 	pumpDone  chan struct{}
 	pumpErr   error // why the pump stopped; set before pumpDone closes
-	wake      bool  // the client goroutine queued fake replies for the pump
+	// pumpPending: a server is attached in transaction or statement mode
+	// and no pump runs for it: from its borrow to drivePump, and inside a
+	// transaction between statements whose replies were pumped inline
+	// (nothing is owed then). pumpInline: the client goroutine is running
+	// the pump itself. inlineIdle: the inline pump stopped with nothing
+	// owed and the server still attached (yieldInline). All pump.go;
+	// client goroutine only.
+	pumpPending, pumpInline, inlineIdle bool
+	// heldIdle: pumpPending inside a transaction, for the sweeper (park.go).
+	heldIdle atomic.Bool
+	wake     bool // the client goroutine queued fake replies for the pump
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
 	queryStart, xactStart time.Time   // for the pool's counters
@@ -188,6 +198,7 @@ func (ss *session) run() (err error) {
 					ss.rd.Shrink()
 					return errParked
 				}
+				ss.startPump() // a server held idle in a transaction: watch it (pump.go)
 				continue
 			}
 			ss.mu.Lock()
@@ -348,6 +359,7 @@ func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	ss.startPump() // a streamed message: the pump must read while it is written
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if err := ss.forwardLocked(sc); err != nil {
@@ -524,9 +536,14 @@ func (ss *session) attach(sc *pool.Conn) {
 func (ss *session) attachLocked(sc *pool.Conn) {
 	ss.sc = sc
 	ss.txStatus = sc.TxStatus
-	ss.pumpDone = make(chan struct{})
 	ss.pumpErr = nil
-	go ss.pump(sc, ss.pumpDone)
+	if ss.mode == config.PoolSession {
+		ss.pumpDone = make(chan struct{})
+		go ss.pump(sc, ss.pumpDone)
+		return
+	}
+	ss.pumpDone = nil     // made by goPump; none for a round trip pumped inline
+	ss.pumpPending = true // drivePump or startPump (pump.go)
 }
 
 // parameterStatusLocked records a parameter the server reported to this
@@ -626,6 +643,7 @@ func (ss *session) giveBack(sc *pool.Conn) {
 func (ss *session) finish() {
 	defer ss.dropPins() // sessionstate.go
 	defer ss.releaseLarge()
+	ss.startPump() // what the server still owes is read by the pump
 	ss.srv.unregister(ss)
 	ss.drainLingering()
 	_ = ss.conn.Close()

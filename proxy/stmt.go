@@ -174,6 +174,22 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return
 
 func getScratch() []byte { return (*scratchPool.Get().(*[]byte))[:0] }
 
+// takeScratch and giveScratch pass the pool's own pointer back, so a batch's
+// buffers go round without an allocation (putScratch makes a new pointer).
+func takeScratch() *[]byte {
+	p := scratchPool.Get().(*[]byte)
+	*p = (*p)[:0]
+	return p
+}
+
+func giveScratch(p *[]byte, b []byte) {
+	if cap(b) == 0 || cap(b) > 64<<10 {
+		return
+	}
+	*p = b[:0]
+	scratchPool.Put(p)
+}
+
 func putScratch(b []byte) {
 	if cap(b) == 0 || cap(b) > 64<<10 {
 		return

@@ -148,14 +148,16 @@ func (ss *session) bindStream(n int) (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
-	p := pooledBatch{ss: ss, b: b[:head], end: head, sc: sc, out: getScratch(), local: getScratch()}
+	op, lp := takeScratch(), takeScratch()
+	p := pooledBatch{ss: ss, b: b[:head], end: head, sc: sc, out: *op, local: *lp}
 	p.startLocked()
 	drop := p.bindHeadLocked(n, b[wire.HeaderLen:wire.HeaderLen+len(portal)+1], name)
 	p.queuedLocked()
 	ss.mu.Unlock()
+	ss.startPump() // the pump reads while the rest of the Bind is written
 	err = p.send()
-	putScratch(p.out)
-	putScratch(p.local)
+	giveScratch(op, p.out)
+	giveScratch(lp, p.local)
 	if err != nil {
 		return 0, false, err
 	}
