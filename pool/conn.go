@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -194,20 +195,21 @@ func (c *Conn) writeThenWait(fd uintptr) bool {
 		return true // readable (or closed): the caller reads
 	}
 	for c.wtwN < len(c.wtwBuf) {
-		m, err := syscall.Write(int(fd), c.wtwBuf[c.wtwN:])
-		if m > 0 {
-			c.wtwN += m
-		}
+		// A raw call: see proxy/rawio.go for why.
+		p := c.wtwBuf[c.wtwN:]
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch {
-		case err == syscall.EINTR:
-		case err == syscall.EAGAIN:
+		case e == syscall.EINTR:
+		case e == syscall.EAGAIN:
 			return true // buffer full: the caller writes the rest
-		case err != nil:
-			c.wtwErr = err
+		case e != 0:
+			c.wtwErr = e
 			return true
 		case m == 0:
 			c.wtwErr = io.ErrShortWrite
 			return true
+		default:
+			c.wtwN += int(m)
 		}
 	}
 	c.wtwMid = true
@@ -215,14 +217,16 @@ func (c *Conn) writeThenWait(fd uintptr) bool {
 }
 
 func (c *Conn) peek(fd uintptr) bool {
-	n, _, rerr := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// A raw call, as the data path's reads and writes (proxy/rawio.go).
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	switch {
+	case e == syscall.EAGAIN || e == syscall.EWOULDBLOCK:
+	case e != 0: // a reset, or EINTR: not known alive
+		c.peekAlive = false
 	case n > 0: // unexpected data: a FATAL or notice while idle
 		c.peekAlive = false
-	case n == 0 && rerr == nil: // orderly shutdown
-		c.peekAlive = false
-	case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
-	default:
+	default: // orderly shutdown
 		c.peekAlive = false
 	}
 	return true

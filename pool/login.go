@@ -191,7 +191,7 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 	if _, err := nc.Write(startup); err != nil {
 		return nil, err
 	}
-	rd := wire.NewReader(nc, ServerReadBuf)
+	rd := wire.NewRawReader(nc, ServerReadBuf) // raw reads on a plain socket (wire/idle.go)
 	if err := authenticate(nc, rd, dc, sec); err != nil {
 		return nil, err
 	}

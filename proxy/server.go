@@ -146,25 +146,32 @@ func (s *Server) Listen() error {
 		return err
 	}
 	s.reuseport = cfg.SoReuseport
+	// The Unix socket first: whoever waits for the TCP port to answer
+	// (a test, a health check) may then use the socket at once too.
+	var unixLn net.Listener
+	if path := cfg.UnixSocketPath(); path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("unix_socket_dir: %w", err)
+		}
+		ln, err := s.listenUnix(path, cfg.UnixSocketFileMode()) // listen.go
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", path, err)
+		}
+		unixLn = ln
+	}
 	for _, addr := range cfg.Listen {
 		ln, err := listenTCP(addr, cfg.SoReuseport)
 		if err != nil {
+			if unixLn != nil {
+				s.listeners = append(s.listeners, unixLn)
+			}
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", addr, err)
 		}
 		s.listeners = append(s.listeners, ln)
 	}
-	if path := cfg.UnixSocketPath(); path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			s.closeListeners()
-			return fmt.Errorf("unix_socket_dir: %w", err)
-		}
-		ln, err := s.listenUnix(path, cfg.UnixSocketFileMode()) // listen.go
-		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("listen %s: %w", path, err)
-		}
-		s.listeners = append(s.listeners, ln)
+	if unixLn != nil {
+		s.listeners = append(s.listeners, unixLn)
 	}
 	for _, ln := range s.listeners {
 		if err := setBacklog(ln, cfg.ListenBacklog); err != nil { // tcp.go

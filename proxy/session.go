@@ -463,7 +463,12 @@ func (ss *session) server() (*pool.Conn, error) {
 // pump writes too, in statement mode).
 func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 	ss.swmu.Lock()
-	_, err := sc.Net.Write(b)
+	var err error
+	if rc := sc.Reader.RawConn(); rc != nil {
+		_, err = writeRaw(rc, b) // rawio.go
+	} else {
+		_, err = sc.Net.Write(b)
+	}
 	ss.swmu.Unlock()
 	ss.pe.counters.BytesIn.Add(uint64(len(b)))
 	if err != nil {
@@ -583,7 +588,12 @@ func (ss *session) toClient(b []byte) {
 		return
 	}
 	ss.wmu.Lock()
-	_, err := ss.conn.Write(b)
+	var err error
+	if rc := ss.rd.RawConn(); rc != nil {
+		_, err = writeRaw(rc, b) // rawio.go
+	} else {
+		_, err = ss.conn.Write(b)
+	}
 	ss.wmu.Unlock()
 	ss.counters.BytesOut.Add(uint64(len(b)))
 	if err != nil {

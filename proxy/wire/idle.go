@@ -4,6 +4,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // Idle-buffer mode: a Reader made with NewIdleReader holds no buffer while
@@ -36,9 +37,13 @@ func NewIdleReader(c io.Reader) *Reader {
 	return r
 }
 
+// RawConn is the socket's raw handle when reads are raw (nil otherwise):
+// the session writes to the client through it (proxy/rawio.go).
+func (r *Reader) RawConn() syscall.RawConn { return r.raw }
+
 // release gives an empty pooled buffer back.
 func (r *Reader) release() {
-	if r.raw == nil || r.buf == nil || r.r != r.w || len(r.buf) != idleBufSize {
+	if r.raw == nil || r.keep || r.buf == nil || r.r != r.w || len(r.buf) != idleBufSize {
 		return
 	}
 	bufPool.Put((*[idleBufSize]byte)(r.buf[:idleBufSize]))
@@ -49,7 +54,7 @@ func (r *Reader) release() {
 // buffer. Only called with the Reader empty.
 func (r *Reader) fillIdle() error {
 	r.release()
-	r.idleN, r.idleErr = 0, 0
+	r.rp, r.idleN, r.idleErr = nil, 0, 0
 	if err := r.raw.Read(r.readFn); err != nil {
 		return err
 	}
@@ -59,33 +64,77 @@ func (r *Reader) fillIdle() error {
 	if r.idleN <= 0 {
 		return io.EOF
 	}
-	r.r, r.w = 0, int(r.idleN)
+	r.r, r.w = 0, r.idleN
 	return nil
 }
 
-// readIdle is fillIdle's read, called by the runtime's poller: false means
-// nothing to read yet (wait for readiness and call again).
-func (r *Reader) readIdle(fd uintptr) bool {
-	if r.buf == nil {
-		r.buf = bufPool.Get().(*[idleBufSize]byte)[:]
+// NewRawReader is NewReader(c, size) whose reads on a plain socket (c a
+// syscall.Conn: *net.TCPConn, *net.UnixConn) are raw system calls through
+// its RawConn, as in idle-buffer mode, but with a buffer of its own. For
+// anything else (TLS) it is NewReader.
+func NewRawReader(c io.Reader, size int) *Reader {
+	r := NewReader(c, size)
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			r.raw, r.keep = raw, true
+			r.readFn = r.readIdle
+		}
 	}
-	var n int
-	var err error
+	return r
+}
+
+// read reads into p: through the RawConn when there is one, else rd.
+func (r *Reader) read(p []byte) (int, error) {
+	if r.raw == nil {
+		return r.rd.Read(p)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.rp, r.idleN, r.idleErr = p, 0, 0
+	err := r.raw.Read(r.readFn)
+	r.rp = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case r.idleErr != 0:
+		return 0, r.idleErr
+	case r.idleN <= 0:
+		return 0, io.EOF
+	}
+	return r.idleN, nil
+}
+
+// readIdle is the raw read, called by the runtime's poller: false means
+// nothing to read yet (wait for readiness and call again). It reads into
+// rp, or else into a pooled buffer (fillIdle).
+//
+// The read is a raw system call: it never blocks (the socket is
+// non-blocking), and as a runtime system call it would wake the runtime's
+// monitor thread whenever that sleeps, a futex wake and its context
+// switches per round trip on a machine that idles between them.
+func (r *Reader) readIdle(fd uintptr) bool {
+	p := r.rp
+	if p == nil {
+		if r.buf == nil {
+			r.buf = bufPool.Get().(*[idleBufSize]byte)[:]
+		}
+		p = r.buf
+	}
+	var n uintptr
+	var e syscall.Errno
 	for {
-		n, err = syscall.Read(int(fd), r.buf)
-		if err != syscall.EINTR {
+		n, _, e = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
 			break
 		}
 	}
-	if err == syscall.EAGAIN {
-		r.release()
+	if e == syscall.EAGAIN {
+		if r.rp == nil {
+			r.release()
+		}
 		return false
 	}
-	r.idleN, r.idleErr = int32(n), 0
-	if errno, ok := err.(syscall.Errno); ok {
-		r.idleErr = errno
-	} else if err != nil {
-		r.idleErr = syscall.EIO
-	}
+	r.idleN, r.idleErr = int(n), e
 	return true
 }

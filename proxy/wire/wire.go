@@ -27,7 +27,8 @@ var ErrBadLength = errors.New("invalid message length")
 // call to Fill, Ensure, ReadMessage or Discard.
 type Reader struct {
 	rd   io.Reader
-	raw  syscall.RawConn // idle-buffer mode (NewIdleReader); nil otherwise
+	raw  syscall.RawConn // raw reads: idle-buffer mode (NewIdleReader), or keep (NewRawReader)
+	keep bool            // raw reads into a buffer of its own: not idle-buffer mode
 	buf  []byte
 	r, w int // buf[r:w] holds unread bytes
 	base int // the size the buffer returns to when shrunk
@@ -37,9 +38,12 @@ type Reader struct {
 	// it). The owner uses it to budget memory (max_message_buffer).
 	OnGrow func(size int) error
 
-	// idle-buffer mode's read (idle.go): made once, with its results
+	// Raw reads (idle.go), in idle-buffer mode and for NewRawReader: the
+	// read function is made once; rp is where it reads (nil: the idle
+	// buffer), idleN and idleErr its results.
 	readFn  func(fd uintptr) bool
-	idleN   int32
+	rp      []byte
+	idleN   int
 	idleErr syscall.Errno
 }
 
@@ -71,7 +75,7 @@ func (r *Reader) Discard(n int) {
 // Fill reads at least one more byte from the underlying reader, compacting
 // the buffer first so there is room. It blocks until data arrives.
 func (r *Reader) Fill() error {
-	if r.raw != nil && r.r == r.w {
+	if r.raw != nil && !r.keep && r.r == r.w {
 		return r.fillIdle()
 	}
 	if r.buf == nil {
@@ -87,7 +91,7 @@ func (r *Reader) Fill() error {
 		}
 	}
 	for {
-		n, err := r.rd.Read(r.buf[r.w:])
+		n, err := r.read(r.buf[r.w:])
 		r.w += n
 		if n > 0 {
 			return nil
@@ -104,7 +108,7 @@ func (r *Reader) Fill() error {
 // (DESIGN.md invariant 11): a header claiming 1 GiB with no body behind it
 // costs nothing.
 func (r *Reader) Ensure(n int) error {
-	if r.raw != nil && r.r == r.w && n > 0 {
+	if r.raw != nil && !r.keep && r.r == r.w && n > 0 {
 		if err := r.fillIdle(); err != nil {
 			return err
 		}
@@ -122,7 +126,7 @@ func (r *Reader) Ensure(n int) error {
 				return err
 			}
 		}
-		m, err := r.rd.Read(r.buf[r.w:])
+		m, err := r.read(r.buf[r.w:])
 		r.w += m
 		if err != nil {
 			if r.w-r.r >= n {
@@ -157,7 +161,7 @@ func (r *Reader) grow(n int) {
 // Shrink returns an oversized, empty buffer to its initial size so an idle
 // connection does not pin memory from its largest message.
 func (r *Reader) Shrink() {
-	if r.raw != nil {
+	if r.raw != nil && !r.keep {
 		if r.r == r.w && len(r.buf) != idleBufSize {
 			r.buf, r.r, r.w = nil, 0, 0 // an oversized buffer: let it go
 		}
