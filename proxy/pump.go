@@ -204,6 +204,7 @@ func (ss *session) drivePump(w []byte) error {
 	ss.mu.Lock()
 	sc := ss.sc
 	inline := sc != nil && !ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.over == nil
+	ss.pumpInline = inline
 	ss.mu.Unlock()
 	if sc == nil {
 		return nil
@@ -215,7 +216,6 @@ func (ss *session) drivePump(w []byte) error {
 		}
 		return nil
 	}
-	ss.pumpInline = true
 	_ = sc.Net.SetReadDeadline(time.Now().Add(inlineFor))
 	if len(w) > 0 {
 		ss.swmu.Lock()
@@ -232,18 +232,20 @@ func (ss *session) drivePump(w []byte) error {
 		}
 		if err != nil {
 			// As when the pump already ran: it reads the server's end.
-			ss.pumpInline = false
+			ss.setInline(false)
 			_ = sc.Net.SetReadDeadline(time.Time{})
 			ss.goPump(sc)
 			return err
 		}
 	}
 	finished := ss.runPump(sc, nil, true)
+	ss.mu.Lock()
 	ss.pumpInline = false
 	if finished {
-		ss.mu.Lock()
 		ss.pumpDone = pumpEnded // nothing to wait for (finish)
-		ss.mu.Unlock()
+	}
+	ss.mu.Unlock()
+	if finished {
 		return nil
 	}
 	_ = sc.Net.SetReadDeadline(time.Time{}) // still attached: no one else sets one now
@@ -261,6 +263,12 @@ func (ss *session) drivePump(w []byte) error {
 	}
 	ss.goPump(sc)
 	return nil
+}
+
+func (ss *session) setInline(v bool) {
+	ss.mu.Lock()
+	ss.pumpInline = v
+	ss.mu.Unlock()
 }
 
 // pumpEnded is the pumpDone of an inline pump that finished.
@@ -582,8 +590,9 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		return true
 	case ss.mode != config.PoolSession && ss.st.pins == 0: // a pinned client keeps its server
 		ss.sc = nil
+		inline := ss.pumpInline
 		ss.mu.Unlock()
-		if ss.pumpInline {
+		if inline {
 			_ = sc.Net.SetReadDeadline(time.Time{}) // inlineFor's: never lend a server with one
 		}
 		ss.giveBack(sc)

@@ -78,9 +78,10 @@ type session struct {
 	// and no pump runs for it: from its borrow to drivePump, and inside a
 	// transaction between statements whose replies were pumped inline
 	// (nothing is owed then). pumpInline: the client goroutine is running
-	// the pump itself. inlineIdle: the inline pump stopped with nothing
-	// owed and the server still attached (yieldInline). All pump.go;
-	// client goroutine only.
+	// the pump itself (written under mu: a pump goroutine giving back the
+	// last server reads it). inlineIdle: the inline pump stopped with
+	// nothing owed and the server still attached (yieldInline). All
+	// pump.go; client goroutine only.
 	pumpPending, pumpInline, inlineIdle bool
 	// heldIdle: pumpPending inside a transaction, for the sweeper (park.go).
 	heldIdle atomic.Bool
