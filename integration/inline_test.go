@@ -118,3 +118,54 @@ func TestInlinePumpHeldServerDies(t *testing.T) {
 		t.Fatalf("pool_size 1: no server for another client after the held one died: %v", err)
 	}
 }
+
+// A transaction whose client is quiet for longer than the idle sweep (2 s,
+// park.go): the sweep wakes the client's read to start the pump goroutine
+// for the held server, and the transaction goes on intact, over a plain
+// and a TLS client connection (whose read the wake interrupts mid-TLS).
+func TestInlinePumpHeldAcrossSweeps(t *testing.T) {
+	certs := pgtest.NewCerts(t)
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		db.PoolSize = 2
+		c.Extra = clientTLSConf(certs, "prefer")
+	})
+	direct := connect(t, e.DirectURL())
+	ctx := ctxT(t, 60*time.Second)
+	if _, err := direct.Exec(ctx, "CREATE TABLE held (who text, n int)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sslmode := range []string{"disable", "require"} {
+		t.Run(sslmode, func(t *testing.T) {
+			c := connect(t, tlsURL(e.tide.Port, e.DB, e.User, e.Pass, "sslmode", sslmode))
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO held VALUES ($1, 1)", sslmode); err != nil {
+				t.Fatal(err)
+			}
+			pid := queryIntTx(t, tx, "SELECT pg_backend_pid()")
+			// The point of the test: quiet for two sweeps.
+			time.Sleep(5 * time.Second)
+			// Another client is served meanwhile by the other server.
+			other := connect(t, e.URL())
+			if queryInt(t, other, "SELECT 7") != 7 {
+				t.Fatal("the other client")
+			}
+			if got := queryIntTx(t, tx, "SELECT pg_backend_pid()"); got != pid {
+				t.Fatalf("the transaction moved from backend %d to %d", pid, got)
+			}
+			if _, err := tx.Exec(ctx, "UPDATE held SET n = 2 WHERE who = $1", sslmode); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := direct.QueryRow(ctx, "SELECT n FROM held WHERE who = $1", sslmode).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("after commit: n = %d, %v; want 2", n, err)
+			}
+		})
+	}
+}
