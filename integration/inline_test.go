@@ -9,6 +9,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -167,5 +168,35 @@ func TestInlinePumpHeldAcrossSweeps(t *testing.T) {
 				t.Fatalf("after commit: n = %d, %v; want 2", n, err)
 			}
 		})
+	}
+}
+
+// A client pinned to its server (LISTEN, transaction mode) keeps it between
+// transactions; the server must be read all the time, so a notification
+// reaches the quiet client at once, not at the next idle sweep (2-4 s)
+// that would start a pump for a server held unread.
+func TestInlinePumpPinnedListenerNotified(t *testing.T) {
+	e, _ := stateEnv(t, 2, "")
+	ctx := ctxT(t, 60*time.Second)
+	a := connect(t, e.URL())
+	b := connect(t, e.URL())
+	for i := range 3 {
+		if _, err := a.Exec(ctx, "LISTEN inline_chan"); err != nil {
+			t.Fatal(err)
+		}
+		payload := fmt.Sprint("p", i)
+		if _, err := b.Exec(ctx, "SELECT pg_notify('inline_chan', $1)", payload); err != nil {
+			t.Fatal(err)
+		}
+		// Well under the sweep's 2 s, and far over a delivery's time.
+		wctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		n, err := a.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: the pinned listener got no notification within 1.5 s: %v", i, err)
+		}
+		if n.Payload != payload {
+			t.Fatalf("round %d: payload %q, want %q", i, n.Payload, payload)
+		}
 	}
 }

@@ -32,10 +32,10 @@ const (
 // mode it gives the server back at a transaction boundary.
 //
 // It runs in its own goroutine, or inline in the client goroutine for a
-// transaction-mode round trip (drivePump): then it hands the server back to
-// a goroutine of its own (returns false, done stays open) when what is owed
-// is answered but the server stays attached, when COPY IN waits for the
-// client, or when the reply takes longer than inlineFor.
+// transaction-mode round trip (drivePump): then it returns false (done
+// stays open) when what is owed is answered but the server stays attached,
+// when COPY IN waits for the client, or when the reply takes longer than
+// inlineFor, and drivePump decides who reads the server from there.
 func (ss *session) pump(sc *pool.Conn, done chan struct{}) { ss.runPump(sc, done, false) }
 
 func (ss *session) runPump(sc *pool.Conn, done chan struct{}, inline bool) (finished bool) {
@@ -305,15 +305,19 @@ func (ss *session) startPump() {
 }
 
 // yieldInline reports whether the inline pump should stop waiting on the
-// server: nothing is owed (the server stays attached inside a transaction:
-// inlineIdle), COPY IN waits for the client's data, or the session is over
-// (the client goroutine cleans up). The last two need a pump goroutine.
+// server: nothing is owed while the server stays attached, COPY IN waits
+// for the client's data, or the session is over (the client goroutine
+// cleans up). inlineIdle says the server may then be held unread: inside a
+// transaction, where PostgreSQL sends nothing unasked (notifications wait
+// for its end). Outside one (a pinned client, which may LISTEN) and in the
+// other cases a pump goroutine takes over.
 func (ss *session) yieldInline() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	busy := ss.copyIn || ss.over != nil
-	ss.inlineIdle = ss.q.empty() && !busy
-	return ss.inlineIdle || busy
+	owed := !ss.q.empty()
+	ss.inlineIdle = !owed && !busy && ss.txStatus != wire.TxIdle
+	return !owed || busy
 }
 
 func isTimeout(err error) bool {
