@@ -191,6 +191,11 @@ type Pool struct {
 	// changed is closed and dropped when a connection comes back or
 	// closes (Changed); nil while nobody waits.
 	changed chan struct{}
+	// The deadlines of waiters whose context has a cheap cancel channel
+	// (CancelOnly) are kept here, with one timer for the pool set to the
+	// earliest (expireWaiters): a wait then makes no timer of its own.
+	dlTimer *time.Timer
+	dlNext  time.Time
 
 	dialed, dialErrors, waitTimeouts atomic.Uint64
 	reserveDials                     atomic.Uint64 // dials into the reserve (reserve_pool_size)
@@ -200,8 +205,18 @@ type Pool struct {
 }
 
 type waiter struct {
-	ch    chan grant // capacity 1; written once, under mu
-	since time.Time
+	ch       chan grant // capacity 1; written once, under mu
+	since    time.Time
+	deadline time.Time // zero: the context alone ends the wait
+}
+
+// CancelOnly is a context that can say when it is cancelled without its
+// deadline: CancelDone's channel closes on cancellation only. Acquire then
+// keeps the deadline itself (one timer per pool, not one per wait) and
+// never calls Done while waiting.
+type CancelOnly interface {
+	context.Context
+	CancelDone() <-chan struct{}
 }
 
 // grant is what a waiter receives: a connection, or permission to dial one.
@@ -366,6 +381,12 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			return p.dialOne(ctx)
 		}
 		w := &waiter{ch: make(chan grant, 1), since: time.Now()}
+		if _, ok := ctx.(CancelOnly); ok {
+			if dl, ok := ctx.Deadline(); ok {
+				w.deadline = dl
+				p.armDeadlineLocked(dl)
+			}
+		}
 		var reserve *time.Timer // reserve_pool_timeout
 		if p.opts.ReserveSize > 0 && p.opts.Size > 0 {
 			reserve = time.NewTimer(p.opts.ReserveTimeout)
@@ -400,6 +421,12 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 	if reserve != nil {
 		reserveC = reserve.C
 	}
+	var done <-chan struct{}
+	if co, ok := ctx.(CancelOnly); ok && !w.deadline.IsZero() {
+		done = co.CancelDone() // the deadline is the pool's (expireWaiters)
+	} else {
+		done = ctx.Done()
+	}
 	for {
 		select {
 		case <-reserveC:
@@ -422,6 +449,9 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 			p.mu.Unlock()
 		case g := <-w.ch:
 			if g.err != nil {
+				if errors.Is(g.err, ErrWaitTimeout) {
+					p.waitTimeouts.Add(1)
+				}
 				return nil, false, g.err
 			}
 			if g.dial {
@@ -433,7 +463,7 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 				return nil, true, nil
 			}
 			return g.conn, false, nil
-		case <-ctx.Done():
+		case <-done:
 			p.mu.Lock()
 			removed := false
 			for i, x := range p.waiters {
@@ -444,7 +474,7 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 				}
 			}
 			p.mu.Unlock()
-			if !removed { // granted concurrently: give it back
+			if !removed { // granted (or timed out) concurrently: give it back
 				g := <-w.ch
 				switch {
 				case g.conn != nil:
@@ -453,12 +483,55 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 					p.releaseSlot(nil)
 				}
 			}
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err := ctx.Err()
+			if errors.Is(err, context.DeadlineExceeded) {
 				p.waitTimeouts.Add(1)
 				return nil, false, ErrWaitTimeout
 			}
-			return nil, false, ctx.Err()
+			if err == nil {
+				err = context.Canceled // CancelDone closed before Err says so
+			}
+			return nil, false, err
 		}
+	}
+}
+
+// armDeadlineLocked makes sure the pool's timer fires by dl.
+func (p *Pool) armDeadlineLocked(dl time.Time) {
+	if !p.dlNext.IsZero() && !dl.Before(p.dlNext) {
+		return // FIFO waiters with one query_wait_timeout: the usual case
+	}
+	p.dlNext = dl
+	if p.dlTimer == nil {
+		p.dlTimer = time.AfterFunc(time.Until(dl), p.expireWaiters)
+		return
+	}
+	p.dlTimer.Reset(time.Until(dl))
+}
+
+// expireWaiters fails the waiters whose deadline has passed with
+// ErrWaitTimeout and sets the timer for the next deadline.
+func (p *Pool) expireWaiters() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	kept := p.waiters[:0]
+	var next time.Time
+	for _, w := range p.waiters {
+		if !w.deadline.IsZero() && !now.Before(w.deadline) {
+			w.ch <- grant{err: ErrWaitTimeout}
+			continue
+		}
+		if !w.deadline.IsZero() && (next.IsZero() || w.deadline.Before(next)) {
+			next = w.deadline
+		}
+		kept = append(kept, w)
+	}
+	clear(p.waiters[len(kept):])
+	p.waiters = kept
+	p.dlNext = next
+	if !next.IsZero() && !p.closed {
+		p.dlTimer.Reset(time.Until(next))
 	}
 }
 
@@ -671,6 +744,9 @@ func (p *Pool) Close() {
 	p.closed = true
 	idle, waiters := p.idle, p.waiters
 	p.idle, p.waiters = nil, nil
+	if p.dlTimer != nil {
+		p.dlTimer.Stop()
+	}
 	p.mu.Unlock()
 	for _, l := range p.opts.Limits {
 		l.leave(p)

@@ -781,3 +781,76 @@ func startWaiterOrDone(t *testing.T, p *Pool) <-chan result {
 	}()
 	return ch
 }
+
+// cancelOnlyCtx is a context that keeps its deadline to itself: Done would
+// fail the test, as a CancelOnly context's waiter must never call it.
+type cancelOnlyCtx struct {
+	context.Context // for Err and Value
+	t               *testing.T
+	deadline        time.Time
+	cancel          chan struct{}
+}
+
+func (c *cancelOnlyCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *cancelOnlyCtx) CancelDone() <-chan struct{} { return c.cancel }
+func (c *cancelOnlyCtx) Done() <-chan struct{} {
+	c.t.Error("Done called on a CancelOnly context")
+	return nil
+}
+
+func (c *cancelOnlyCtx) Err() error {
+	select {
+	case <-c.cancel:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+func newCancelOnly(t *testing.T, d time.Duration) *cancelOnlyCtx {
+	return &cancelOnlyCtx{Context: context.Background(), t: t, deadline: time.Now().Add(d), cancel: make(chan struct{})}
+}
+
+// The pool keeps CancelOnly waiters' deadlines with one timer: each fails
+// with ErrWaitTimeout at its own deadline, also when a later waiter has an
+// earlier one, and a cancelled one leaves at once.
+func TestCancelOnlyWaitersDeadlines(t *testing.T) {
+	t.Parallel()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1}, d)
+	c := acquire(t, p)
+	late := startWaiter(t, newCancelOnly(t, 400*time.Millisecond), p)
+	start := time.Now()
+	early := startWaiter(t, newCancelOnly(t, 100*time.Millisecond), p)
+	gone := newCancelOnly(t, time.Hour)
+	cancelled := startWaiter(t, gone, p)
+	close(gone.cancel)
+	if r := recv(t, cancelled); r.err == nil || r.c != nil {
+		t.Fatalf("cancelled waiter: %v, %v", r.c, r.err)
+	}
+	r := recv(t, early)
+	if !errors.Is(r.err, ErrWaitTimeout) {
+		t.Fatalf("early waiter: %v, want ErrWaitTimeout", r.err)
+	}
+	if el := time.Since(start); el < 90*time.Millisecond {
+		t.Fatalf("early waiter timed out after %v, before its deadline", el)
+	}
+	if s := p.Stats(); s.Waiting != 1 {
+		t.Fatalf("after the early one: stats %+v; the late one waits on", s)
+	}
+	if r := recv(t, late); !errors.Is(r.err, ErrWaitTimeout) {
+		t.Fatalf("late waiter: %v, want ErrWaitTimeout", r.err)
+	}
+	if s := p.Stats(); s.Waiting != 0 || s.WaitTimeouts != 2 {
+		t.Fatalf("stats = %+v, want 0 waiting and 2 timeouts", s)
+	}
+	p.Release(c)
+	// A waiter granted before its deadline gets the conn.
+	c = acquire(t, p)
+	w := startWaiter(t, newCancelOnly(t, 5*time.Second), p)
+	p.Release(c)
+	if r := recv(t, w); r.err != nil || r.c != c {
+		t.Fatalf("granted waiter: %v, %v", r.c, r.err)
+	}
+	p.Release(c)
+}

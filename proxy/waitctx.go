@@ -4,12 +4,16 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/pgtide/pgtide/pool"
 )
 
 // waitCtx is a borrow's context: the session's end, or query_wait_timeout.
 // Its timer starts only when someone waits on Done, so a borrow that finds
 // an idle server at once (the common case) starts no timer and allocates
-// no context tree. Safe for concurrent use (a dial may watch it).
+// no context tree; nor does one that waits in a pool, which keeps the
+// deadline itself (pool.CancelOnly). Safe for concurrent use (a dial may
+// watch it).
 type waitCtx struct {
 	parent   context.Context
 	deadline time.Time
@@ -19,7 +23,7 @@ type waitCtx struct {
 	cancel context.CancelFunc
 }
 
-var _ context.Context = (*waitCtx)(nil)
+var _ pool.CancelOnly = (*waitCtx)(nil)
 
 func (w *waitCtx) real() context.Context {
 	w.mu.Lock()
@@ -40,6 +44,10 @@ func (w *waitCtx) stop() {
 }
 
 func (w *waitCtx) Deadline() (time.Time, bool) { return w.deadline, true }
+
+// CancelDone is the session's end without the deadline: a pool keeps the
+// deadline itself (pool.CancelOnly), so a wait makes no timer.
+func (w *waitCtx) CancelDone() <-chan struct{} { return w.parent.Done() }
 func (w *waitCtx) Done() <-chan struct{}       { return w.real().Done() }
 func (w *waitCtx) Value(key any) any           { return w.parent.Value(key) }
 
