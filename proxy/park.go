@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"syscall"
 	"time"
+
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Parking: a client with nothing in flight and no server holds no
@@ -14,7 +16,7 @@ import (
 // and a goroutine runs the session again when the client sends something
 // or pgtide must end the session (kill). A parked client costs its session
 // record and socket, about what PgBouncer keeps for an idle client, instead
-// of a goroutine's stack on top.
+// of a goroutine's stack on top: no read buffer and no wire.Reader either.
 //
 // A client parks when it logs in with nothing sent yet, and later when the
 // sweeper finds it idle for a whole sweep (parkAfter): the sweeper wakes the
@@ -65,6 +67,10 @@ func (s *Server) runSession(ss *session) {
 		s.sessWG.Done()
 	}()
 	for {
+		if ss.rd == nil { // it parked without one (park)
+			ss.rd = wire.NewIdleReader(ss.conn)
+			ss.rd.OnGrow = ss.reserveBuf // max_message_buffer (buffer.go)
+		}
 		err := ss.run()
 		if errors.Is(err, errParked) {
 			if s.park(ss) {
@@ -73,7 +79,7 @@ func (s *Server) runSession(ss *session) {
 			}
 			continue // the parker refused it: wait on this goroutine
 		}
-		s.logDisconnected(*ss.logger(), err, ss.accepted)
+		s.logDisconnected(*ss.logger(), err, time.Unix(0, ss.accepted))
 		return
 	}
 }
@@ -83,10 +89,19 @@ func (s *Server) runSession(ss *session) {
 // caller must not touch the session again.
 func (s *Server) park(ss *session) bool {
 	p := s.parker
-	if p == nil || ss.sock == nil {
+	if p == nil || parkSocket(ss.conn) == nil {
 		return false
 	}
-	return p.park(ss)
+	// The Reader goes too (its buffer went back to the shared pool
+	// already): the goroutine that resumes the session makes a new one
+	// (runSession). A wake-up may come as soon as the socket is armed.
+	rd := ss.rd
+	ss.rd = nil
+	if p.park(ss) {
+		return true
+	}
+	ss.rd = rd
+	return false
 }
 
 // unpark resumes a parked session at once, so that it sees what was done to
@@ -132,7 +147,7 @@ func (ss *session) parkableLocked() bool {
 // idleLocked is the part of parkableLocked anyone holding mu may ask: no
 // server, nothing owed by one, not ending.
 func (ss *session) idleLocked() bool {
-	return ss.sock != nil && ss.sc == nil && ss.q.empty() && !ss.unsynced && !ss.copyIn &&
+	return parkSocket(ss.conn) != nil && ss.sc == nil && ss.q.empty() && !ss.unsynced && !ss.copyIn &&
 		ss.over == nil && !ss.gone
 }
 
@@ -144,7 +159,7 @@ func (s *Server) sweepIdle() {
 	var ask []*session
 	s.mu.Lock()
 	for _, ss := range s.sessions {
-		if (ss.sock == nil && !ss.heldIdle.Load()) || ss.parked.Load() {
+		if ss.parked.Load() || (parkSocket(ss.conn) == nil && !ss.heldIdle.Load()) {
 			continue
 		}
 		a := ss.activity.Load()

@@ -118,7 +118,7 @@ func (p *parker) resumeAll() {
 // park adds the session's socket to the epoll set, armed for one wake-up.
 // False: it could not (the socket is closed); the caller keeps the session.
 func (p *parker) park(ss *session) bool {
-	raw, err := ss.sock.SyscallConn()
+	raw, err := parkSocket(ss.conn).SyscallConn()
 	if err != nil {
 		return false
 	}
