@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"testing"
+	"time"
+)
+
+// The trim runs once a wave of trimMin or more parked clients has settled,
+// never while clients keep parking, never for a few, and again only for a
+// new wave.
+func TestTrimAfterASettledWave(t *testing.T) {
+	var tr trimState
+	now := time.Unix(1000, 0)
+	step := func(n int64, parks uint64, d time.Duration) bool {
+		now = now.Add(d)
+		return tr.check(n, parks, now)
+	}
+	for range 3 {
+		if step(10, 10, time.Second) {
+			t.Fatal("trimmed for a few clients")
+		}
+	}
+	// A wave: parks keep coming, no trim while they do.
+	for i := uint64(1); i <= 20; i++ {
+		if step(int64(10+i*100), 10+i*100, 100*time.Millisecond) {
+			t.Fatalf("trimmed while clients were parking (step %d)", i)
+		}
+	}
+	if !tr.pending {
+		t.Fatal("a wave of 2,000 is not pending")
+	}
+	if step(2010, 2010, trimSettle/2) {
+		t.Fatal("trimmed before the wave settled")
+	}
+	if !step(2010, 2010, trimSettle) {
+		t.Fatal("no trim once the wave settled")
+	}
+	tr.running.Store(false) // trimNow's end
+	if step(2010, 2010, time.Second) || step(2500, 2600, time.Second) || step(2500, 2600, time.Second) {
+		t.Fatal("trimmed again without a new wave of trimMin")
+	}
+	// Clients leave and a new wave comes: measured from the low point.
+	step(500, 2600, time.Second)
+	step(1600, 3700, time.Second)
+	if !step(1600, 3700, time.Second) {
+		t.Fatal("no trim for a second wave")
+	}
+	// One trim at a time.
+	step(100, 3700, time.Second)
+	step(1200, 4800, time.Second)
+	if step(1200, 4800, time.Second) {
+		t.Fatal("trimmed while the last trim still runs")
+	}
+}
