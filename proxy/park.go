@@ -99,6 +99,16 @@ func (s *Server) park(ss *session) bool {
 	// (runSession). A wake-up may come as soon as the socket is armed.
 	rd := ss.rd
 	ss.rd = nil
+	// So do, without a server, what its last transaction left: the
+	// request queue's array and the last pump's channel (closed or
+	// closing; finish waits on pumpDone only with a server attached). A
+	// session-mode client parks at login with its server attached.
+	ss.mu.Lock()
+	if ss.sc == nil && ss.q.empty() {
+		ss.q = reqQueue{}
+		ss.pumpDone = nil
+	}
+	ss.mu.Unlock()
 	if p.park(ss) {
 		return true
 	}
