@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // Parking: a client with nothing in flight and no server holds no
@@ -18,7 +16,7 @@ import (
 // and a goroutine runs the session again when the client sends something
 // or pgtide must end the session (kill). A parked client costs its session
 // record and socket, about what PgBouncer keeps for an idle client, instead
-// of a goroutine's stack on top: no read buffer and no wire.Reader either.
+// of a goroutine's stack on top, and no read buffer.
 //
 // A client parks when it logs in with nothing sent yet, and later when the
 // sweeper finds it idle for a whole sweep (parkAfter): the sweeper wakes the
@@ -69,10 +67,6 @@ func (s *Server) runSession(ss *session) {
 		s.sessWG.Done()
 	}()
 	for {
-		if ss.rd == nil { // it parked without one (park)
-			ss.rd = wire.NewIdleReader(ss.conn)
-			ss.rd.OnGrow = ss.reserveBuf // max_message_buffer (buffer.go)
-		}
 		err := ss.run()
 		if errors.Is(err, errParked) {
 			if s.park(ss) {
@@ -94,26 +88,19 @@ func (s *Server) park(ss *session) bool {
 	if p == nil || parkSocket(ss.conn) == nil {
 		return false
 	}
-	// The Reader goes too (its buffer went back to the shared pool
-	// already): the goroutine that resumes the session makes a new one
-	// (runSession). A wake-up may come as soon as the socket is armed.
-	rd := ss.rd
-	ss.rd = nil
-	// So do, without a server, what its last transaction left: the
-	// request queue's array and the last pump's channel (closed or
-	// closing; finish waits on pumpDone only with a server attached). A
-	// session-mode client parks at login with its server attached.
+	// Without a server, what its last transaction left goes: the request
+	// queue's array and the last pump's channel (closed or closing; finish
+	// waits on pumpDone only with a server attached). A session-mode
+	// client parks at login with its server attached. The Reader stays
+	// (its buffer went back to the shared pool already): pumps write to
+	// the client through its RawConn (toClient).
 	ss.mu.Lock()
 	if ss.sc == nil && ss.q.empty() {
 		ss.q = reqQueue{}
 		ss.pumpDone = nil
 	}
 	ss.mu.Unlock()
-	if p.park(ss) {
-		return true
-	}
-	ss.rd = rd
-	return false
+	return p.park(ss)
 }
 
 // unpark resumes a parked session at once, so that it sees what was done to
