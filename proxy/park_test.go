@@ -3,6 +3,7 @@ package proxy
 import (
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // The trim runs once a wave of trimMin or more parked clients has settled,
@@ -50,5 +51,15 @@ func TestTrimAfterASettledWave(t *testing.T) {
 	step(1200, 4800, time.Second)
 	if step(1200, 4800, time.Second) {
 		t.Fatal("trimmed while the last trim still runs")
+	}
+}
+
+// Memory per idle client is a budget (DESIGN.md): a session record is
+// allocated with an 8-byte header (objects over 512 bytes with pointers)
+// and must fit the 640-byte size class, not the next one (704). A field
+// that does not fit in padding needs another to go, or a smaller layout.
+func TestSessionRecordSize(t *testing.T) {
+	if n := unsafe.Sizeof(session{}) + 8; n > 640 {
+		t.Fatalf("session record is %d bytes with its malloc header: over the 640-byte size class (each idle client would cost 64 bytes more)", n)
 	}
 }

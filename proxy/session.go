@@ -96,6 +96,13 @@ type session struct {
 	sqlPending   *sqlFx           // SQL PREPAREs in unnamed Parses, for the next Sync
 	unnamedParse []byte           // the client's last unnamed Parse frame
 	clientSkip   bool             // pgtide raised an error: drop until Sync
+	// Two fields of other groups, here in clientSkip's padding: the record
+	// fits the 640-byte size class (with Go's 8-byte malloc header; see
+	// TestSessionRecordSize). epollAdded: the socket is in the parker's set
+	// (park.go; whoever runs the session). endFlag: the session is over
+	// (sessionEnd, waitctx.go).
+	epollAdded bool
+	endFlag    atomic.Bool
 
 	// Set when the login was answered from the pool's welcome cache
 	// (welcome.go) until the first server is checked against it; client
@@ -114,19 +121,16 @@ type session struct {
 
 	st sessState // settings and pins on the server side (sessionstate.go), under mu
 
+	accepted int64 // when the connection was accepted (unix ns)
 	// Parking (park.go). parked is true while no goroutine runs the
 	// session (changed under the parker's lock). activity counts client
 	// reads; sweepSeen is the sweeper's last look at it (sweeper only).
-	// epollAdded: the socket is in the parker's set (whoever runs the
-	// session).
-	parked     atomic.Bool
-	activity   atomic.Uint32
-	sweepSeen  uint32
-	epollAdded bool
-	accepted   int64 // when the connection was accepted (unix ns)
+	// epollAdded is above.
+	parked    atomic.Bool
+	activity  atomic.Uint32
+	sweepSeen uint32
 
 	lingering atomic.Bool // kill ended the write side: finish reads out the rest first (lingerClose)
-	endFlag   atomic.Bool // the session is over (sessionEnd, waitctx.go)
 }
 
 func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *config.Config, params map[string]string) *session {
