@@ -109,7 +109,7 @@ type sessionSnapshot struct {
 // snapshot copies the session's state under its lock.
 func (ss *session) snapshot() sessionSnapshot {
 	snap := sessionSnapshot{ss: ss, Client: admin.Client{
-		ID: ss.id, Database: ss.dbName, User: ss.userName, Connected: ss.connected,
+		ID: ss.id, Database: ss.dbName, User: ss.userName, Connected: time.Unix(0, ss.connected),
 		Addr: ss.conn.RemoteAddr(), Local: ss.conn.LocalAddr(),
 	}}
 	if w := ss.gate.waitStart.Load(); w != 0 {

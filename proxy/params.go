@@ -36,7 +36,7 @@ func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, param
 	}
 	for k, v := range params {
 		if lk := strings.ToLower(k); !notSettings[k] && !ignored(lk) {
-			ss.want[lk] = v
+			ss.setWant(lk, v)
 		}
 	}
 	var opts []string
@@ -62,12 +62,12 @@ func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, param
 			return &clientError{codeProtocolViolation, "invalid startup option " + quoteIdentForMsg(o)}
 		}
 		if name = strings.ToLower(strings.ReplaceAll(name, "-", "_")); !ignored(name) {
-			ss.want[name] = val
+			ss.setWant(name, val)
 		}
 	}
 	for _, d := range [...][2]string{{"client_encoding", db.ClientEncoding}, {"datestyle", db.DateStyle}, {"timezone", db.TimeZone}} {
 		if _, sent := ss.want[d[0]]; !sent && d[1] != "" {
-			ss.want[d[0]] = d[1]
+			ss.setWant(d[0], d[1])
 		}
 	}
 	if cfg.ApplicationNameAddHost {
@@ -77,7 +77,7 @@ func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, param
 		if !ok {
 			app = "app"
 		}
-		ss.want["application_name"] = app + " - " + clientHostPort(ss.conn)
+		ss.setWant("application_name", app+" - "+clientHostPort(ss.conn))
 	}
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -14,7 +16,7 @@ import (
 // and a goroutine runs the session again when the client sends something
 // or pgtide must end the session (kill). A parked client costs its session
 // record and socket, about what PgBouncer keeps for an idle client, instead
-// of a goroutine's stack on top.
+// of a goroutine's stack on top, and no read buffer.
 //
 // A client parks when it logs in with nothing sent yet, and later when the
 // sweeper finds it idle for a whole sweep (parkAfter): the sweeper wakes the
@@ -73,7 +75,7 @@ func (s *Server) runSession(ss *session) {
 			}
 			continue // the parker refused it: wait on this goroutine
 		}
-		s.logDisconnected(*ss.logger(), err, ss.accepted)
+		s.logDisconnected(*ss.logger(), err, time.Unix(0, ss.accepted))
 		return
 	}
 }
@@ -83,9 +85,21 @@ func (s *Server) runSession(ss *session) {
 // caller must not touch the session again.
 func (s *Server) park(ss *session) bool {
 	p := s.parker
-	if p == nil || ss.sock == nil {
+	if p == nil || parkSocket(ss.conn) == nil {
 		return false
 	}
+	// Without a server, what its last transaction left goes: the request
+	// queue's array and the last pump's channel (closed or closing; finish
+	// waits on pumpDone only with a server attached). A session-mode
+	// client parks at login with its server attached. The Reader stays
+	// (its buffer went back to the shared pool already): pumps write to
+	// the client through its RawConn (toClient).
+	ss.mu.Lock()
+	if ss.sc == nil && ss.q.empty() {
+		ss.q = reqQueue{}
+		ss.pumpDone = nil
+	}
+	ss.mu.Unlock()
 	return p.park(ss)
 }
 
@@ -132,7 +146,7 @@ func (ss *session) parkableLocked() bool {
 // idleLocked is the part of parkableLocked anyone holding mu may ask: no
 // server, nothing owed by one, not ending.
 func (ss *session) idleLocked() bool {
-	return ss.sock != nil && ss.sc == nil && ss.q.empty() && !ss.unsynced && !ss.copyIn &&
+	return parkSocket(ss.conn) != nil && ss.sc == nil && ss.q.empty() && !ss.unsynced && !ss.copyIn &&
 		ss.over == nil && !ss.gone
 }
 
@@ -144,7 +158,7 @@ func (s *Server) sweepIdle() {
 	var ask []*session
 	s.mu.Lock()
 	for _, ss := range s.sessions {
-		if (ss.sock == nil && !ss.heldIdle.Load()) || ss.parked.Load() {
+		if ss.parked.Load() || (parkSocket(ss.conn) == nil && !ss.heldIdle.Load()) {
 			continue
 		}
 		a := ss.activity.Load()
@@ -163,6 +177,56 @@ func (s *Server) sweepIdle() {
 			_ = ss.conn.SetReadDeadline(time.Now())
 		}
 	}
+}
+
+// Trimming: parked clients hold little, but the garbage of their logins
+// (SCRAM, startup, a server's welcome) made the heap grow to twice its live
+// size (GOGC=100), and the Go runtime keeps that much mapped once it is
+// idle. When a wave of at least trimMin more clients than at the last trim
+// has parked and no client parked for trimSettle since, the heap's free
+// pages go back to the OS (a forced GC, then a scavenge). Under load
+// clients keep running or park a few at a time, so this never runs there;
+// once traffic resumes the heap may grow back to GOGC's goal.
+const (
+	trimMin    = 1000
+	trimSettle = 500 * time.Millisecond
+)
+
+// trimState is the parker loop's trim bookkeeping (loop only, but for
+// running).
+type trimState struct {
+	base    int64     // parked clients at the last trim (or fewer, as clients leave)
+	parks   uint64    // the parker's park count when last looked at
+	quiet   time.Time // since when no client parked
+	pending bool      // a wave is big enough: trim once it settles
+	running atomic.Bool
+}
+
+// check looks at the parked count n and the count of parks so far, and
+// reports whether to trim now: a big enough wave has settled.
+func (t *trimState) check(n int64, parks uint64, now time.Time) bool {
+	t.base = min(t.base, n)
+	if parks != t.parks {
+		t.parks, t.quiet = parks, now
+	}
+	t.pending = n-t.base >= max(trimMin, t.base/4)
+	if !t.pending || now.Sub(t.quiet) < trimSettle || !t.running.CompareAndSwap(false, true) {
+		return false
+	}
+	t.base, t.pending = n, false
+	return true
+}
+
+// trimNow returns the heap's free pages to the OS (off the parker loop:
+// wake-ups must not wait for a GC).
+func (s *Server) trimNow(t *trimState, parked int64) {
+	defer t.running.Store(false)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	debug.FreeOSMemory()
+	runtime.ReadMemStats(&after)
+	s.logger().Debug().Int64("parked", parked).Uint64("released_bytes", after.HeapReleased-min(after.HeapReleased, before.HeapReleased)).
+		Msg("clients parked: free heap memory returned to the OS")
 }
 
 // parkSocket returns the socket a session may park on: a plain TCP or Unix

@@ -24,6 +24,9 @@ type parker struct {
 	byID map[uint64]*session
 	n    atomic.Int64 // len(byID), for the metrics
 	dead bool         // the loop has ended: nothing parks any more (under mu)
+
+	parks atomic.Uint64 // sessions parked so far: the trim's sign of activity
+	trim  trimState     // loop only (park.go)
 }
 
 // newParker returns a running parker, or nil where epoll is refused (the
@@ -67,7 +70,11 @@ func (p *parker) loop() {
 	events := make([]unix.EpollEvent, 128)
 	lastSweep := time.Now()
 	for {
-		n, err := unix.EpollWait(p.epfd, events, int(parkAfter/time.Millisecond))
+		wait := parkAfter
+		if p.trim.pending {
+			wait = trimSettle // look again soon: the wave may have settled
+		}
+		n, err := unix.EpollWait(p.epfd, events, int(wait/time.Millisecond))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			p.s.logger().Error().Err(err).Msg("epoll_wait failed: parked clients are resumed")
 			p.resumeAll()
@@ -95,6 +102,9 @@ func (p *parker) loop() {
 			lastSweep = time.Now()
 			p.s.sweepIdle()
 		}
+		if parked := p.n.Load(); p.trim.check(parked, p.parks.Load(), time.Now()) {
+			go p.s.trimNow(&p.trim, parked) // park.go
+		}
 	}
 }
 
@@ -118,7 +128,7 @@ func (p *parker) resumeAll() {
 // park adds the session's socket to the epoll set, armed for one wake-up.
 // False: it could not (the socket is closed); the caller keeps the session.
 func (p *parker) park(ss *session) bool {
-	raw, err := ss.sock.SyscallConn()
+	raw, err := parkSocket(ss.conn).SyscallConn()
 	if err != nil {
 		return false
 	}
@@ -129,6 +139,7 @@ func (p *parker) park(ss *session) bool {
 	}
 	p.byID[ss.id] = ss
 	p.n.Add(1)
+	p.parks.Add(1)
 	ss.parked.Store(true)
 	p.mu.Unlock()
 	// Level-triggered and one-shot: bytes that arrived before the socket

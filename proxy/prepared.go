@@ -327,7 +327,7 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		return
 	}
 	st := ss.pe.stmts.getDep(query, types, dep)
-	ss.stmts[string(name)] = st
+	ss.addStmtLocked(string(name), st)
 	ss.noteParseLocked(st, query)
 	switch {
 	case p.sc == nil:

@@ -136,7 +136,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			p := sqlPrep{st: st}
 			if !r.bad {
 				p.name = r.name
-				ss.stmts[r.name] = st
+				ss.addStmtLocked(r.name, st)
 				ss.evictLocked(srv, &out)
 				srv.add(st)
 			}
@@ -288,7 +288,7 @@ func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 	}
 	for _, d := range e.sql.deallocs {
 		if _, taken := ss.stmts[d.name]; !taken {
-			ss.stmts[d.name] = d.st
+			ss.addStmtLocked(d.name, d.st)
 		}
 	}
 	e.sql = nil

@@ -87,7 +87,7 @@ func (s *Server) handleConn(nc net.Conn) {
 	// one's stack grew deep during login (SCRAM, dialing a server) and an
 	// idle client would keep it.
 	handedOver = true
-	ss.accepted = start
+	ss.accepted = start.UnixNano()
 	s.startSession(ss)
 }
 
@@ -503,9 +503,11 @@ func (s *Server) joinFromCache(cfg *config.Config, ss *session, view map[string]
 // welcome cache keeps for the next client with the same settings). In
 // session mode the client keeps that server.
 func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) error {
-	ctx, cancel := context.WithTimeout(ss.ended, ss.waitTimeout())
+	// A waitCtx, as a borrow's (waitctx.go): one that gets an idle server
+	// at once makes no timer, and leaves no context behind in the session.
+	ctx := &waitCtx{parent: ss.ended, deadline: time.Now().Add(ss.waitTimeout())}
 	sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
-	cancel()
+	ctx.stop()
 	if err != nil {
 		return err
 	}

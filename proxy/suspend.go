@@ -146,9 +146,9 @@ type suspendConn struct {
 
 	mu          sync.Mutex
 	userRD      time.Time     // the read deadline its owner set
-	interrupted bool          // the socket's read deadline is SUSPEND's, not userRD
 	kick        chan struct{} // closed when userRD changes or the conn closes; made by a read that waits (nil until then: idle clients are many)
-	closed      bool
+	interrupted bool          // the socket's read deadline is SUSPEND's, not userRD
+	closed      bool          // (the two bools together: 80 bytes, not 96, per client)
 }
 
 func newSuspendConn(nc net.Conn, ctl *suspendCtl) *suspendConn {

@@ -66,3 +66,66 @@ func (w *waitCtx) Err() error {
 	}
 	return nil
 }
+
+// sessionEnd is the session's end as a context (session.ended): done once
+// the session is over (endLocked). The context.WithCancel behind it is made
+// only when someone waits on Done (a borrow that has to wait, a login that
+// borrows, SUSPEND's hold): idle clients are many, and each would keep one.
+// It is the session itself, seen through another type: no allocation.
+type sessionEnd session
+
+// endCancel is the context behind a sessionEnd, once made.
+type endCancel struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+var _ context.Context = (*sessionEnd)(nil)
+
+func (e *sessionEnd) real() context.Context {
+	if c := e.endCtx.Load(); c != nil {
+		return c.ctx
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if !e.endCtx.CompareAndSwap(nil, &endCancel{ctx, cancel}) {
+		cancel()
+		return e.endCtx.Load().ctx
+	}
+	// endLocked sets endFlag before it looks for a context to cancel: one
+	// of the two sees the other.
+	if e.endFlag.Load() {
+		cancel()
+	}
+	return ctx
+}
+
+// end marks the session over and cancels the context, if one was made.
+func (e *sessionEnd) end() {
+	e.endFlag.Store(true)
+	if c := e.endCtx.Load(); c != nil {
+		c.cancel()
+	}
+}
+
+func (e *sessionEnd) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (e *sessionEnd) Done() <-chan struct{}       { return e.real().Done() }
+
+func (e *sessionEnd) Err() error {
+	if c := e.endCtx.Load(); c != nil {
+		return c.ctx.Err()
+	}
+	if e.endFlag.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// Value answers from the context behind, once made: context.WithDeadline
+// finds its cancelCtx there (after calling Done) and links to it directly
+// instead of starting a goroutine to watch Done.
+func (e *sessionEnd) Value(key any) any {
+	if c := e.endCtx.Load(); c != nil {
+		return c.ctx.Value(key)
+	}
+	return nil
+}

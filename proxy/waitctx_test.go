@@ -58,3 +58,63 @@ func TestWaitCtxParentEndsWait(t *testing.T) {
 		t.Fatal("the session's end did not stop the wait")
 	}
 }
+
+// A session's end context makes no context until someone waits on it, and
+// is done once the session is over, whichever comes first.
+func TestSessionEndLazy(t *testing.T) {
+	ss := &session{}
+	e := (*sessionEnd)(ss)
+	if err := e.Err(); err != nil {
+		t.Fatalf("Err before the end: %v", err)
+	}
+	if ss.endCtx.Load() != nil {
+		t.Fatal("Err made a context")
+	}
+	w := &waitCtx{parent: e, deadline: time.Now().Add(time.Hour)}
+	if err := w.Err(); err != nil {
+		t.Fatalf("a borrow's Err before the end: %v", err)
+	}
+	w.stop()
+	if ss.endCtx.Load() != nil {
+		t.Fatal("a borrow that did not wait made a context")
+	}
+	ss.mu.Lock()
+	ss.endLocked(errClientGone)
+	ss.mu.Unlock()
+	if err := e.Err(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err after the end: %v", err)
+	}
+	select {
+	case <-e.Done(): // made now, already done
+	default:
+		t.Fatal("Done made after the end is not closed")
+	}
+}
+
+// A borrow waiting on the session's end (through its waitCtx) stops when
+// the session ends.
+func TestSessionEndWakesWaiter(t *testing.T) {
+	ss := &session{}
+	w := &waitCtx{parent: (*sessionEnd)(ss), deadline: time.Now().Add(time.Hour)}
+	defer w.stop()
+	done := w.Done()
+	if ss.endCtx.Load() == nil {
+		t.Fatal("waiting made no context")
+	}
+	select {
+	case <-done:
+		t.Fatal("done before the end")
+	default:
+	}
+	ss.mu.Lock()
+	ss.endLocked(errClientGone)
+	ss.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter was not woken by the end")
+	}
+	if err := w.Err(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err: %v", err)
+	}
+}
