@@ -799,8 +799,9 @@ func (ss *session) kill(code, msg string) {
 	ss.wmu.Unlock()
 	ss.mu.Lock()
 	// A session that holds a server closes at once, so the server goes
-	// back without waiting on the client (shutdown and reload excepted).
-	linger := ss.sc == nil || ss.closing
+	// back without waiting on the client (shutdown and reload excepted),
+	// and so does every session when pgtide exits now (Close).
+	linger := (ss.sc == nil || ss.closing) && ss.srv.state.Load() != stateClosed
 	ss.mu.Unlock()
 	if werr != nil || !linger || !ss.lingerClose() {
 		_ = ss.conn.Close()

@@ -272,6 +272,15 @@ func (c *suspendConn) Read(p []byte) (int, error) {
 	}
 }
 
+// CloseWrite ends the write side of the socket beneath: kill's lingering
+// close (session.go lingerClose) reaches plain sockets through here.
+func (c *suspendConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 // SyscallConn gives wire's idle reader a RawConn whose reads SUSPEND stops
 // too.
 func (c *suspendConn) SyscallConn() (syscall.RawConn, error) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -126,5 +127,37 @@ func TestSuspendSparesUnarmed(t *testing.T) {
 	}
 	if n, err := c.Read(make([]byte, 8)); n != 1 || err != nil {
 		t.Fatalf("an unarmed connection's read while suspended: %d, %v", n, err)
+	}
+}
+
+// kill's lingering close (lingerClose) ends the write side of a plain
+// client socket, which every accepted socket reaches through its
+// suspendConn: the wrapper must pass CloseWrite on, or the close is at once
+// and a reset can destroy the FATAL before the client reads it.
+func TestSuspendConnCloseWrite(t *testing.T) {
+	c, cl := tcpPair(t, &suspendCtl{})
+	cw, ok := parkSocket(c).(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("a plain client socket offers no CloseWrite through its suspendConn")
+	}
+	if _, err := c.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(cl)
+	if err != nil || string(b) != "bye" {
+		t.Fatalf("client read %q, %v; want the bytes, then EOF", b, err)
+	}
+	// The read side stays open: the client's last words are still read.
+	if _, err := cl.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); n != 1 || err != nil {
+		t.Fatalf("read after CloseWrite: %d, %v", n, err)
 	}
 }
