@@ -135,7 +135,7 @@ func (s *Server) drainAcceptQueue(ln *net.TCPListener) {
 
 // serveConn starts a session goroutine for an accepted connection.
 func (s *Server) serveConn(nc net.Conn) {
-	tuneTCP(nc, s.Config())          // tcp.go
+	s.tuneAccepted(nc, s.Config())   // tcp.go
 	nc = newSuspendConn(nc, &s.susp) // SUSPEND can stop its reads once it is a session's (suspend.go)
 	s.clients.Add(1)
 	s.sessWG.Add(1)

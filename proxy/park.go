@@ -75,7 +75,7 @@ func (s *Server) runSession(ss *session) {
 			}
 			continue // the parker refused it: wait on this goroutine
 		}
-		s.logDisconnected(*ss.logger(), err, time.Unix(0, ss.accepted))
+		s.logDisconnected(ss, err) // statslog.go
 		return
 	}
 }

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -12,13 +14,23 @@ import (
 // parker holds parked sessions' sockets in an epoll set (park.go). One
 // goroutine waits on it; it also runs the idle sweep.
 //
+// The goroutine waits in the runtime's poller, not in a blocking
+// epoll_wait: the set's descriptor is itself pollable (readable while a
+// member is ready), so it is registered like a socket, and epoll_wait is
+// only called with timeout 0 (rawio_linux.go). A thread blocked in
+// epoll_wait held a P that the runtime took back (a thread handoff) and
+// woke the runtime's monitor thread when it returned: context switches on
+// every login (docs/performance.md, "Per-login CPU").
+//
 // Ownership: byID and each parked session's membership are guarded by mu;
 // a session's parked flag changes only under mu, so exactly one of the
 // parker's wake-up and take (kill) resumes it.
 type parker struct {
 	s    *Server
 	epfd int
-	stop int // eventfd that ends the loop (token 0)
+	ep   *os.File        // epfd in the runtime's poller
+	raw  syscall.RawConn // ep's
+	stop int             // eventfd that ends the loop (token 0)
 
 	mu   sync.Mutex
 	byID map[uint64]*session
@@ -49,7 +61,20 @@ func newParker(s *Server) *parker {
 		_ = unix.Close(stop)
 		return nil
 	}
-	p := &parker{s: s, epfd: epfd, stop: stop, byID: map[uint64]*session{}}
+	// Non-blocking, so that os.NewFile puts it in the runtime's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(stop)
+		return nil
+	}
+	ep := os.NewFile(uintptr(epfd), "parker-epoll")
+	raw, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		_ = unix.Close(stop)
+		return nil
+	}
+	p := &parker{s: s, epfd: epfd, ep: ep, raw: raw, stop: stop, byID: map[uint64]*session{}}
 	go p.loop()
 	return p
 }
@@ -64,18 +89,38 @@ func (p *parker) close() {
 
 func (p *parker) loop() {
 	defer func() {
-		_ = unix.Close(p.epfd)
+		_ = p.ep.Close()
 		_ = unix.Close(p.stop)
 	}()
 	events := make([]unix.EpollEvent, 128)
 	lastSweep := time.Now()
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool {
+		// Timeout 0: never blocks; false waits in the poller, which
+		// reports the set readable when a member becomes ready.
+		n, werr = epollWaitNow(int(fd), events)
+		return n > 0 || werr != nil
+	}
+	var deadline time.Time // ep's read deadline: the next sweep, or sooner for a trim
 	for {
-		wait := parkAfter
+		next := lastSweep.Add(parkAfter)
 		if p.trim.pending {
-			wait = trimSettle // look again soon: the wave may have settled
+			if t := time.Now().Add(trimSettle); t.Before(next) {
+				next = t // look again soon: the wave may have settled
+			}
 		}
-		n, err := unix.EpollWait(p.epfd, events, int(wait/time.Millisecond))
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		if !next.Equal(deadline) {
+			deadline = next
+			_ = p.ep.SetReadDeadline(deadline)
+		}
+		n, werr = 0, nil
+		err := p.raw.Read(wait)
+		if err == nil {
+			err = werr
+		}
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+		if err != nil && !timedOut {
 			p.s.logger().Error().Err(err).Msg("epoll_wait failed: parked clients are resumed")
 			p.resumeAll()
 			return
@@ -98,7 +143,7 @@ func (p *parker) loop() {
 				go p.s.runSession(ss)
 			}
 		}
-		if time.Since(lastSweep) >= parkAfter {
+		if time.Since(lastSweep) >= parkAfter || timedOut && deadline.Equal(lastSweep.Add(parkAfter)) {
 			lastSweep = time.Now()
 			p.s.sweepIdle()
 		}
@@ -151,12 +196,12 @@ func (p *parker) park(ss *session) bool {
 		// Control holds the descriptor open, so its number cannot be
 		// reused by another connection while it is added.
 		if ss.epollAdded {
-			cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+			cerr = epollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
 			if !errors.Is(cerr, unix.ENOENT) {
 				return
 			}
 		}
-		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		cerr = epollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 		ss.epollAdded = cerr == nil
 	})
 	if err == nil {

@@ -42,6 +42,7 @@ type Server struct {
 	reuseport       bool
 	listenMu        sync.Mutex
 	listenersClosed bool
+	listenTuned     atomic.Bool // every TCP listener has the TCP options accepted sockets need (tuneListeners)
 	unixPath        string
 	unixFile        os.FileInfo
 	serving         atomic.Bool // Serve has started the accept loops
@@ -179,6 +180,7 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("listen_backlog: %w", err)
 		}
 	}
+	s.tuneListeners(cfg) // tcp.go
 	return nil
 }
 
@@ -242,6 +244,7 @@ func (s *Server) Reload(cfg *config.Config) {
 		return
 	}
 	s.cfg.Store(cfg)
+	s.tuneListeners(cfg) // tcp.go: TCP options for new clients
 	s.mu.Lock()
 	var stale []*pool.Pool
 	var removed []poolKey

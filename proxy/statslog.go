@@ -17,8 +17,8 @@ import (
 
 // logConnected logs a client's successful login (log_connections).
 func (s *Server) logConnected(ss *session) {
-	if !s.Config().LogConnections {
-		return
+	if !s.Config().LogConnections || !s.logsAt(zerolog.InfoLevel) {
+		return // ss.logger() formats the client's address: not for nothing
 	}
 	ev := ss.logger().Info().Str("pool_mode", string(ss.mode))
 	ss.mu.Lock()
@@ -33,11 +33,17 @@ func (s *Server) logConnected(ss *session) {
 }
 
 // logDisconnected logs a logged-in client's end (log_disconnections).
-func (s *Server) logDisconnected(log zerolog.Logger, err error, start time.Time) {
-	if !s.Config().LogDisconnections {
+func (s *Server) logDisconnected(ss *session, err error) {
+	if !s.Config().LogDisconnections || !s.logsAt(zerolog.InfoLevel) {
 		return
 	}
-	log.Info().Err(err).Int64("duration_ms", time.Since(start).Milliseconds()).Msg("client disconnected")
+	ss.logger().Info().Err(err).Int64("duration_ms", time.Since(time.Unix(0, ss.accepted)).Milliseconds()).Msg("client disconnected")
+}
+
+// logsAt reports whether the logger writes events of level lvl (zerolog's
+// own test), so that a line that would be dropped costs nothing to build.
+func (s *Server) logsAt(lvl zerolog.Level) bool {
+	return lvl >= s.logger().GetLevel() && lvl >= zerolog.GlobalLevel()
 }
 
 // logLoginFailed logs a login that did not complete, once: an error pgtide

@@ -155,6 +155,26 @@ func newSuspendConn(nc net.Conn, ctl *suspendCtl) *suspendConn {
 	return &suspendConn{Conn: nc, ctl: ctl}
 }
 
+// Write is the socket's, as raw system calls (rawio.go): the login's
+// writes (and TLS records) go this way; the data path writes through the
+// reader's RawConn. As runtime system calls they woke the runtime's
+// monitor thread on a login's round trips (docs/performance.md,
+// "Per-login CPU"). The RawConn is fetched per write (a small allocation)
+// rather than kept: idle clients are many.
+func (c *suspendConn) Write(p []byte) (int, error) {
+	switch nc := c.Conn.(type) {
+	case *net.TCPConn:
+		if rc, err := nc.SyscallConn(); err == nil {
+			return writeRaw(rc, p)
+		}
+	case *net.UnixConn:
+		if rc, err := nc.SyscallConn(); err == nil {
+			return writeRaw(rc, p)
+		}
+	}
+	return c.Conn.Write(p)
+}
+
 // interrupt wakes a read blocked in the kernel (called under ctl.mu).
 func (c *suspendConn) interrupt() {
 	c.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -36,6 +37,84 @@ func tuneTCP(nc net.Conn, cfg *config.Config) {
 	})
 	if ms := cfg.TCPUserTimeout.Milliseconds(); ms > 0 {
 		setSockopt(tc, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(ms))
+	}
+}
+
+// tuneListeners sets the keepalive options of cfg on every TCP listener,
+// and records whether all took. Linux copies a listening socket's
+// SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT to each socket
+// it accepts, so accepted clients need no setsockopt for them: four system
+// calls fewer per login (docs/performance.md, "Per-login CPU"). Linux
+// refuses TCP_USER_TIMEOUT on a listener: tuneAccepted sets that one.
+// Called at Listen and on reload (new clients get the new options, as
+// reload.md says). If one fails, each accepted socket gets tuneTCP.
+func (s *Server) tuneListeners(cfg *config.Config) {
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	ok := true
+	for _, ln := range s.listeners {
+		tl, isTCP := ln.(*net.TCPListener)
+		if !isTCP {
+			continue
+		}
+		rc, err := tl.SyscallConn()
+		if err != nil {
+			ok = false
+			continue
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			for _, o := range tcpOptions(cfg) {
+				if err := unix.SetsockoptInt(int(fd), o.level, o.opt, o.value); err != nil {
+					serr = err
+				}
+			}
+		}); err != nil || serr != nil {
+			ok = false
+		}
+	}
+	s.listenTuned.Store(ok)
+}
+
+type sockopt struct{ level, opt, value int }
+
+// tuneAccepted gives an accepted client socket the TCP options of cfg:
+// only TCP_USER_TIMEOUT when its listener has the rest (tuneListeners).
+func (s *Server) tuneAccepted(nc net.Conn, cfg *config.Config) {
+	if !s.listenTuned.Load() {
+		tuneTCP(nc, cfg)
+		return
+	}
+	if ms := cfg.TCPUserTimeout.Milliseconds(); ms > 0 {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			setSockopt(tc, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(ms))
+		}
+	}
+}
+
+// tcpOptions are the keepalive options tuneTCP gives a socket
+// (net.TCPConn.SetKeepAliveConfig, 0 = Go's defaults), as setsockopt
+// arguments.
+func tcpOptions(cfg *config.Config) []sockopt {
+	secs := func(d time.Duration, def int) int {
+		if d <= 0 {
+			return def
+		}
+		return int((d + time.Second - 1) / time.Second)
+	}
+	keep := 0
+	if cfg.TCPKeepalive {
+		keep = 1
+	}
+	count := cfg.TCPKeepCnt
+	if count <= 0 {
+		count = 9
+	}
+	return []sockopt{
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, keep},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs(cfg.TCPKeepIdle.Duration, 15)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs(cfg.TCPKeepIntvl.Duration, 15)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, count},
 	}
 }
 
