@@ -677,6 +677,10 @@ func (ss *session) finish() {
 	defer ss.releaseLarge()
 	ss.startPump() // what the server still owes is read by the pump
 	ss.srv.unregister(ss)
+	// Nothing more is read through rd: its buffer, and its share of
+	// max_message_buffer, go back before a killed client's linger.
+	ss.rd.Drop()
+	ss.releaseLarge()
 	ss.drainLingering()
 	_ = ss.conn.Close()
 	ss.mu.Lock()

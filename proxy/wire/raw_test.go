@@ -93,3 +93,22 @@ func TestRawReaderPlainReader(t *testing.T) {
 		t.Fatalf("%d frames", len(got))
 	}
 }
+
+// Drop lets a half-read message go: nothing buffered, no buffer held.
+func TestReaderDrop(t *testing.T) {
+	a, b := tcpPair(t)
+	_, _ = b.Write([]byte("Q\x00\x10\x00\x00partial"))
+	for _, r := range []*Reader{NewIdleReader(a), NewRawReader(a, 512), NewReader(bytes.NewReader([]byte("Q\x00\x10\x00\x00xy")), 512)} {
+		if err := r.Fill(); err != nil {
+			t.Fatal(err)
+		}
+		if r.Len() == 0 {
+			t.Fatal("nothing buffered before Drop")
+		}
+		r.Drop()
+		if r.Len() != 0 || r.Cap() != 0 {
+			t.Fatalf("after Drop: %d bytes buffered in a buffer of %d", r.Len(), r.Cap())
+		}
+		_, _ = b.Write([]byte("more"))
+	}
+}

@@ -173,6 +173,18 @@ func (r *Reader) Shrink() {
 	}
 }
 
+// Drop discards whatever is buffered and lets the buffer go (to the shared
+// pool in idle-buffer mode): the connection will not be read through r
+// again, and its memory should not wait for it to close.
+func (r *Reader) Drop() {
+	r.r, r.w = 0, 0
+	if r.raw != nil && !r.keep && len(r.buf) == idleBufSize {
+		r.release()
+		return
+	}
+	r.buf = nil
+}
+
 // Header parses the header at the start of b (which must hold HeaderLen
 // bytes) and returns the type and the whole frame length, header included.
 func Header(b []byte) (typ byte, frameLen int) {
