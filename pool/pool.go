@@ -354,13 +354,26 @@ func (p *Pool) giveLimitsLocked() {
 // newly dialed one if the pool has room, or, after waiting in FIFO order,
 // one released by another borrower. ctx bounds the wait and the dial.
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	c, _, err := p.AcquireAt(ctx, time.Now())
+	return c, err
+}
+
+// AcquireAt is Acquire for a caller that has just read the clock: now
+// stands for the time of the call (the idle pool's bookkeeping and the
+// lifetime check need no finer one), which saves the clock reads of a
+// borrow that finds an idle connection. waited reports that the borrow
+// did not end at once: it waited for a connection or dialed one.
+func (p *Pool) AcquireAt(ctx context.Context, now time.Time) (c *Conn, waited bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, ErrClosed
+			return nil, waited, ErrClosed
 		}
-		p.lastUsed = time.Now()
+		if waited {
+			now = time.Now()
+		}
+		p.lastUsed = now
 		if n := len(p.idle); n > 0 {
 			c := p.idle[n-1]
 			p.idle[n-1] = nil
@@ -368,17 +381,18 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			opts := p.opts
 			p.mu.Unlock()
 			_ = c.Net.SetDeadline(time.Time{}) // none may outlive a borrower
-			now := time.Now()
 			if p.expired(c, now) || !c.Alive() || !p.check(ctx, c, opts, now) {
 				p.Discard(c)
+				waited = true // the next look is later than now
 				continue
 			}
-			return c, nil
+			return c, waited, nil
 		}
 		if p.canOpenLocked(p.opts.ReserveSize > 0 && p.opts.ReserveTimeout <= 0) {
 			p.openLocked()
 			p.mu.Unlock()
-			return p.dialOne(ctx)
+			c, err := p.dialOne(ctx)
+			return c, true, err
 		}
 		w := &waiter{ch: make(chan grant, 1), since: time.Now()}
 		if _, ok := ctx.(CancelOnly); ok {
@@ -407,10 +421,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		if reserve != nil {
 			reserve.Stop()
 		}
+		waited = true
 		if again {
 			continue
 		}
-		return c, err
+		return c, waited, err
 	}
 }
 
@@ -651,8 +666,11 @@ func (p *Pool) releaseSlot(c *Conn) {
 
 // Release returns a clean, idle connection (invariant 1: the caller has
 // checked it). It goes straight to the first waiter if there is one.
-func (p *Pool) Release(c *Conn) {
-	now := time.Now()
+func (p *Pool) Release(c *Conn) { p.ReleaseAt(c, time.Now()) }
+
+// ReleaseAt is Release for a caller that has just read the clock: now is
+// when the connection was last used.
+func (p *Pool) ReleaseAt(c *Conn, now time.Time) {
 	c.lastUsed = now
 	p.mu.Lock()
 	if p.closed || p.expired(c, now) || (p.opts.Size > 0 && p.open > p.capLocked()) {

@@ -176,7 +176,7 @@ func (s *Server) loginAcquire(ctx context.Context, ss *session) (*pool.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	sc, err := acquire(ctx, ss.pe.pool)
+	sc, _, err := acquire(ctx, ss.pe.pool, time.Now())
 	g.leave(ss)
 	if err != nil {
 		return nil, acquireError(err)

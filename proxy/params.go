@@ -133,8 +133,9 @@ func splitOptions(s string) []string {
 
 // syncParams brings a borrowed server in line with what this client wants
 // (invariant 4: the replies are swallowed). Settings a previous borrower
-// had applied and this client does not want are reset.
-func (ss *session) syncParams(sc *pool.Conn) error {
+// had applied and this client does not want are reset. synced reports
+// that statements were run (the server was not already in line).
+func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 	ss.mu.Lock()
 	var set, reset []string
 	for k, v := range ss.want {
@@ -154,7 +155,7 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 	}
 	if len(set) == 0 && len(reset) == 0 {
 		ss.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	qs := syncQueries(set, reset, ss.want)
 	wants := make(map[string]string, len(set))
@@ -169,9 +170,9 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 	if err := sc.ExecParams(ctx, qs); err != nil {
 		var se *pool.ServerError
 		if errors.As(err, &se) && sc.TxStatus == wire.TxIdle {
-			return &clientError{se.Code, se.Message}
+			return true, &clientError{se.Code, se.Message}
 		}
-		return err
+		return true, err
 	}
 	for _, k := range reset {
 		delete(sc.Applied, k)
@@ -183,7 +184,7 @@ func (ss *session) syncParams(sc *pool.Conn) error {
 		}
 		sc.Applied[k] = pool.AppliedParam{Want: v, Got: got}
 	}
-	return nil
+	return true, nil
 }
 
 // syncQueries builds the statements that reset and set parameters on a

@@ -55,12 +55,13 @@ func (ss *session) scanPooled() (int, bool, error) {
 	if end == 0 {
 		return 0, term, nil
 	}
-	sc, err := ss.lockBatchServer(attached || need)
+	now := time.Now() // the batch's one clock read, unless its borrow waits
+	sc, err := ss.lockBatchServer(attached || need, &now)
 	if err != nil {
 		return 0, false, err
 	}
 	op, lp := takeScratch(), takeScratch()
-	p := pooledBatch{ss: ss, b: b, end: end, sc: sc, out: *op, local: *lp}
+	p := pooledBatch{ss: ss, b: b, end: end, sc: sc, out: *op, local: *lp, now: now}
 	p.startLocked()
 	p.rewriteLocked()
 	p.queuedLocked()
@@ -68,7 +69,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 
 	err = p.send()
 	if err == nil {
-		err = ss.drivePump(p.deferred) // pump.go
+		err = ss.drivePump(p.deferred, now) // pump.go
 	}
 	giveScratch(op, p.out)
 	giveScratch(lp, p.local)
@@ -85,13 +86,14 @@ func (ss *session) scanPooled() (int, bool, error) {
 // lockBatchServer returns the server a batch goes to (nil when it needs
 // none: want false and none attached) with ss.mu held and ss.sc == sc; the
 // caller unlocks. Holding mu until the batch is queued is what keeps the
-// pump from giving sc back meanwhile. On error mu is not held.
-func (ss *session) lockBatchServer(want bool) (*pool.Conn, error) {
+// pump from giving sc back meanwhile. On error mu is not held. *now is the
+// batch's clock, moved on when a borrow waited (borrow).
+func (ss *session) lockBatchServer(want bool, now *time.Time) (*pool.Conn, error) {
 	for {
 		var sc *pool.Conn
 		if want {
 			var err error
-			if sc, err = ss.server(); err != nil {
+			if sc, err = ss.server(now); err != nil {
 				return nil, err
 			}
 		}
@@ -132,7 +134,8 @@ type pooledBatch struct {
 	queued   int  // requests queued before this batch
 	wasEmpty bool // nothing was queued before this batch
 
-	deferred []byte // what drivePump writes to a server borrowed for this batch
+	deferred []byte    // what drivePump writes to a server borrowed for this batch
+	now      time.Time // the batch's clock: when its requests were queued
 }
 
 // startLocked notes the queue as it was before this batch and closes the
@@ -461,7 +464,7 @@ func (p *pooledBatch) queuedLocked() {
 	// the server back at any moment: send it nothing.
 	idleWrite := p.sc != nil && len(ss.q.e) == p.queued && !ss.unsynced && ss.boundaryLocked()
 	ss.armTimersLocked(p.wasEmpty)
-	ss.requestsQueuedLocked(p.wasEmpty)
+	ss.requestsQueuedLocked(p.wasEmpty, p.now)
 	if idleWrite {
 		p.sc, p.modified = nil, false
 	}

@@ -193,7 +193,7 @@ const inlineFor = 20 * time.Millisecond
 // (pool.Conn.WriteThenWait), and the server usually goes back before the
 // client is read again. Otherwise, or when the inline pump hands back, the
 // pump gets its own goroutine as in session mode. The error is the write's.
-func (ss *session) drivePump(w []byte) error {
+func (ss *session) drivePump(w []byte, now time.Time) error {
 	if !ss.pumpPending {
 		return nil
 	}
@@ -216,7 +216,7 @@ func (ss *session) drivePump(w []byte) error {
 		}
 		return nil
 	}
-	_ = sc.Net.SetReadDeadline(time.Now().Add(inlineFor))
+	_ = sc.Net.SetReadDeadline(now.Add(inlineFor))
 	if len(w) > 0 {
 		ss.swmu.Lock()
 		n, _, err := sc.WriteThenWait(w)

@@ -15,19 +15,25 @@ import (
 // a reason that passes (PostgreSQL restarting, connection refused, too many
 // connections at the server), until ctx ends. Authentication and other
 // errors the server gives for good are returned at once. This is what lets
-// clients ride out a PostgreSQL restart instead of failing.
-func acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
+// clients ride out a PostgreSQL restart instead of failing. now is the
+// caller's clock; waited reports that the borrow did not end at once
+// (pool.AcquireAt).
+func acquire(ctx context.Context, p *pool.Pool, now time.Time) (sc *pool.Conn, waited bool, err error) {
 	backoff := 50 * time.Millisecond
 	for {
-		sc, err := p.Acquire(ctx)
+		var w bool
+		sc, w, err = p.AcquireAt(ctx, now)
+		waited = waited || w
 		if err == nil || !retryableDialError(err) {
-			return sc, err
+			return sc, waited, err
 		}
+		waited = true
+		now = time.Now()
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, err
+			return nil, waited, err
 		case <-t.C:
 		}
 		backoff = min(backoff*2, time.Second)

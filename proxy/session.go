@@ -361,7 +361,8 @@ scan:
 // batch's Query, FunctionCall, Sync and copy-end messages, unsynced whether
 // an extended batch is open after it.
 func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
-	sc, err := ss.server()
+	now := time.Now()
+	sc, err := ss.server(&now)
 	if err != nil {
 		return nil, err
 	}
@@ -386,7 +387,7 @@ func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
 	}
 	ss.unsynced = unsynced
 	ss.armTimersLocked(wasEmpty)
-	ss.requestsQueuedLocked(wasEmpty)
+	ss.requestsQueuedLocked(wasEmpty, now)
 	return sc, nil
 }
 
@@ -419,7 +420,8 @@ func (ss *session) forwardLocked(sc *pool.Conn) error {
 }
 
 // server returns the attached server, borrowing one if there is none.
-func (ss *session) server() (*pool.Conn, error) {
+// *now is the caller's clock (see borrow).
+func (ss *session) server(now *time.Time) (*pool.Conn, error) {
 	ss.mu.Lock()
 	if err := ss.forwardLocked(nil); err != nil {
 		ss.mu.Unlock()
@@ -436,7 +438,7 @@ func (ss *session) server() (*pool.Conn, error) {
 	if sc != nil {
 		return sc, nil
 	}
-	sc, err := ss.borrow()
+	sc, err := ss.borrow(now)
 	if err != nil {
 		ss.mu.Lock()
 		over := ss.over
@@ -483,12 +485,22 @@ func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 }
 
 // borrow gets a server for this client and brings its parameters in line.
-func (ss *session) borrow() (*pool.Conn, error) {
-	start := time.Now()
+// *now is the caller's clock, read just before: the borrow starts then. A
+// borrow that finds an idle server reads the clock no more (its wait
+// counts as none); one that waits, dials or sets parameters moves *now on
+// to its end, so that the query's time starts after the wait.
+func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
+	start := *now
 	ctx := &waitCtx{parent: ss.ended, deadline: start.Add(ss.waitTimeout())}
 	defer ctx.stop()
+	waited := false
 	defer func() {
-		d := time.Since(start)
+		var d time.Duration
+		if waited {
+			end := time.Now()
+			d = end.Sub(start)
+			*now = end
+		}
 		ss.pe.counters.Waits.Add(1)
 		ss.pe.counters.WaitNanos.Add(int64(d))
 		if o := ss.srv.obs(); o != nil {
@@ -501,7 +513,8 @@ func (ss *session) borrow() (*pool.Conn, error) {
 	}
 	defer gate.leave(ss)
 	for attempt := 0; ; attempt++ {
-		sc, err := acquire(ctx, ss.pe.pool)
+		sc, w, err := acquire(ctx, ss.pe.pool, start)
+		waited = waited || w || attempt > 0
 		if errors.Is(err, pool.ErrClosed) && attempt < 3 {
 			// A reload replaced the pool (database repointed): move over.
 			pe := ss.srv.currentPool(ss.dbName, ss.userName)
@@ -519,7 +532,9 @@ func (ss *session) borrow() (*pool.Conn, error) {
 		if err != nil {
 			return nil, acquireError(err)
 		}
-		if err := ss.syncParams(sc); err != nil {
+		synced, err := ss.syncParams(sc)
+		waited = waited || synced
+		if err != nil {
 			var ce *clientError
 			if errors.As(err, &ce) || attempt > 0 {
 				ss.releaseOrDiscard(sc)

@@ -511,7 +511,7 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 	if err != nil {
 		return err
 	}
-	if err := ss.syncParams(sc); err != nil {
+	if _, err := ss.syncParams(sc); err != nil {
 		ss.releaseOrDiscard(sc)
 		return err
 	}

@@ -82,12 +82,12 @@ func (s *Server) obs() Observer {
 func (s *Server) LoginFailures() uint64 { return s.loginFailures.Load() }
 
 // requestsQueuedLocked notes the start of a query (and of a transaction)
-// when the client goroutine queued requests on an empty queue.
-func (ss *session) requestsQueuedLocked(wasEmpty bool) {
+// when the client goroutine queued requests on an empty queue; now is the
+// batch's clock.
+func (ss *session) requestsQueuedLocked(wasEmpty bool, now time.Time) {
 	if !wasEmpty || ss.q.empty() {
 		return
 	}
-	now := time.Now()
 	ss.queryStart = now
 	if ss.txStatus == wire.TxIdle {
 		ss.xactStart = now

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -144,12 +145,13 @@ func (ss *session) bindStream(n int) (int, bool, error) {
 		return ss.scanPooled()
 	}
 	head := wire.HeaderLen + len(portal) + 1 + len(name) + 1
-	sc, err := ss.lockBatchServer(true) // mu held from here
+	now := time.Now()
+	sc, err := ss.lockBatchServer(true, &now) // mu held from here
 	if err != nil {
 		return 0, false, err
 	}
 	op, lp := takeScratch(), takeScratch()
-	p := pooledBatch{ss: ss, b: b[:head], end: head, sc: sc, out: *op, local: *lp}
+	p := pooledBatch{ss: ss, b: b[:head], end: head, sc: sc, out: *op, local: *lp, now: now}
 	p.startLocked()
 	drop := p.bindHeadLocked(n, b[wire.HeaderLen:wire.HeaderLen+len(portal)+1], name)
 	p.queuedLocked()
