@@ -854,3 +854,45 @@ func TestCancelOnlyWaitersDeadlines(t *testing.T) {
 	}
 	p.Release(c)
 }
+
+// TestAcquireAtReportsWaits: AcquireAt says whether a borrow ended at once
+// (an idle connection) or not (a dial, a wait), which is what lets the
+// proxy skip the clock read that would time a wait of nothing; ReleaseAt
+// stamps the connection with the caller's time.
+func TestAcquireAtReportsWaits(t *testing.T) {
+	t.Parallel()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1}, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, waited, err := p.AcquireAt(ctx, time.Now())
+	if err != nil || !waited {
+		t.Fatalf("first borrow (a dial): waited %v, err %v; want waited true", waited, err)
+	}
+	at := time.Now().Add(-time.Minute)
+	p.ReleaseAt(c, at)
+	if !c.lastUsed.Equal(at) {
+		t.Fatalf("ReleaseAt stamped %v, want %v", c.lastUsed, at)
+	}
+	c2, waited, err := p.AcquireAt(ctx, time.Now())
+	if err != nil || waited || c2 != c {
+		t.Fatalf("idle borrow: conn %v (want %v), waited %v, err %v; want waited false", c2, c, waited, err)
+	}
+	type res struct {
+		c      *Conn
+		waited bool
+		err    error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, w, err := p.AcquireAt(ctx, time.Now())
+		ch <- res{c, w, err}
+	}()
+	pgtest.WaitUntil(t, 2*time.Second, "waiter to queue", func() bool { return p.Stats().Waiting == 1 })
+	p.Release(c)
+	r := <-ch
+	if r.err != nil || !r.waited || r.c != c {
+		t.Fatalf("borrow after a wait: conn %v, waited %v, err %v; want the released conn, waited true", r.c, r.waited, r.err)
+	}
+	p.Release(r.c)
+}
