@@ -3,6 +3,8 @@ package integration
 import (
 	"testing"
 	"time"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // TestStatsWaitTime: SHOW STATS' total_wait_time counts the time clients
@@ -49,15 +51,23 @@ func TestStatsWaitTime(t *testing.T) {
 		_ = b.QueryRow(ctx, "select 42").Scan(&n)
 		done <- n
 	}()
-	const hold = 400 * time.Millisecond
-	time.Sleep(hold)
+	pgtest.WaitUntil(t, 10*time.Second, "the client to wait for the server", func() bool {
+		p := findRow(mustAdmin(t, adm, "SHOW POOLS"), "database", a.DB)
+		return p != nil && p["cl_waiting"] == "1"
+	})
+	// b waits from before seen until after the commit is sent: at least this long.
+	seen := time.Now()
+	for range 20 { // hold the server a little longer, doing console round trips
+		mustAdmin(t, adm, "SHOW POOLS")
+	}
+	atLeast := time.Since(seen)
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := <-done; n != 42 {
 		t.Fatalf("the waiting client got %d, want 42", n)
 	}
-	if d := waitUs() - before; d < hold.Microseconds()*3/4 {
-		t.Fatalf("a client that waited about %v for the server added %d µs of wait time", hold, d)
+	if d := waitUs() - before; d <= 0 || d < atLeast.Microseconds() {
+		t.Fatalf("a client that waited at least %v for the server added %d µs of wait time", atLeast, d)
 	}
 }
