@@ -28,7 +28,6 @@ func acquire(ctx context.Context, p *pool.Pool, now time.Time) (sc *pool.Conn, w
 			return sc, waited, err
 		}
 		waited = true
-		now = time.Now()
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -36,6 +35,7 @@ func acquire(ctx context.Context, p *pool.Pool, now time.Time) (sc *pool.Conn, w
 			return nil, waited, err
 		case <-t.C:
 		}
+		now = time.Now() // the next try's clock: after the backoff
 		backoff = min(backoff*2, time.Second)
 	}
 }
