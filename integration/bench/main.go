@@ -89,6 +89,8 @@ type options struct {
 
 func main() {
 	fwd := flag.String("forwarder", "", "internal: run as the plain TCP forwarder LISTEN->TARGET")
+	efwd := flag.String("forwarder-epoll", "", "run as an epoll-loop TCP forwarder LISTEN->TARGET (a floor for an event-loop core; docs/performance.md)")
+	ewait := flag.String("epoll-wait", "poller", "how -forwarder-epoll waits: syscall, raw or poller")
 	quick := flag.Bool("quick", false, "1 round of -T 3 per row")
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds per row (medians are taken over them)")
@@ -105,6 +107,14 @@ func main() {
 	if *fwd != "" {
 		// runForwarder serves until its listener fails.
 		fmt.Fprintln(os.Stderr, "forwarder:", runForwarder(*fwd))
+		os.Exit(1)
+	}
+	if *efwd != "" {
+		err := setEpollWait(*ewait)
+		if err == nil {
+			err = runEpollForwarder(*efwd)
+		}
+		fmt.Fprintln(os.Stderr, "forwarder-epoll:", err)
 		os.Exit(1)
 	}
 	if *quick {
