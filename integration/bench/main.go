@@ -85,6 +85,7 @@ type options struct {
 	pgbAuth   string
 	skipIdle  bool
 	skipLat   bool
+	fwdKind   string
 }
 
 func main() {
@@ -103,6 +104,7 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
 	flag.StringVar(&o.pgbAuth, "pgbouncer-secret", "plain", "what PgBouncer's auth_file holds: plain (the plaintext password) or scram (the role's SCRAM verifier from pg_authid)")
 	flag.StringVar(&o.pgtideBin, "pgtide-bin", "", "use this pgtide binary instead of building ./cmd/pgtide")
+	flag.StringVar(&o.fwdKind, "forwarder-kind", "naive", "the forwarder column: naive (a goroutine per direction) or loop (one epoll loop over raw sockets, -forwarder-epoll)")
 	flag.Parse()
 	if *fwd != "" {
 		// runForwarder serves until its listener fails.
@@ -313,7 +315,7 @@ func run(o options) error {
 		}
 		children = append(children, tide1)
 	}
-	fw, err := startForwarder(ports["forwarder"], pg.Port)
+	fw, err := startForwarder(ports["forwarder"], pg.Port, o.fwdKind)
 	if err != nil {
 		return err
 	}

@@ -261,13 +261,23 @@ password = %q
 	return startChild(name, cmd)
 }
 
-// startForwarder runs this binary in -forwarder mode.
-func startForwarder(port, pgPort int) (*child, error) {
+// startForwarder runs this binary as the forwarder of kind "naive"
+// (-forwarder) or "loop" (-forwarder-epoll).
+func startForwarder(port, pgPort int, kind string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-forwarder", fmt.Sprintf("127.0.0.1:%d->127.0.0.1:%d", port, pgPort))
+	spec := fmt.Sprintf("127.0.0.1:%d->127.0.0.1:%d", port, pgPort)
+	var cmd *exec.Cmd
+	switch kind {
+	case "naive":
+		cmd = exec.Command(self, "-forwarder", spec)
+	case "loop":
+		cmd = exec.Command(self, "-forwarder-epoll", spec, "-epoll-wait", "poller")
+	default:
+		return nil, fmt.Errorf("-forwarder-kind: want naive or loop, got %q", kind)
+	}
 	return startChild("forwarder", cmd)
 }
 

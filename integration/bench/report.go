@@ -124,8 +124,13 @@ func (rep *report) markdown() string {
 	}
 	w("- Pool size %d, transaction mode, SCRAM (PgBouncer's auth_file holds %s; pgtide's [users] the plaintext password), PostgreSQL fsync=off, `pgbench -i -s 10`\n", poolSize, secret)
 	w("- Proxy CPU per transaction is steady state: utime+stime between pgbench's first and last `-P 1` progress line, over the transactions those lines count (logins excluded, except with `-C` where each transaction logs in)\n")
-	w("- %d interleaved round(s) of `-T %d` per row (direct, PgBouncer, pgtide, forwarder, …); medians; run took %s\n\n",
+	w("- %d interleaved round(s) of `-T %d` per row (direct, PgBouncer, pgtide, forwarder, …); medians; run took %s\n",
 		rep.opts.rounds, rep.opts.secs, rep.elapsed.Round(time.Second))
+	fwd := "naive: a goroutine per direction through Go's net"
+	if rep.opts.fwdKind == "loop" {
+		fwd = "loop: one epoll loop over raw non-blocking sockets, waiting in Go's poller"
+	}
+	w("- Forwarder: %s; it does not pool (a PostgreSQL connection per client)\n\n", fwd)
 
 	if len(rep.rows) > 0 {
 		w("### Throughput (TPS, median)\n\n")
