@@ -1,13 +1,14 @@
 package main
 
 // The -forwarder-epoll mode: a plain TCP forwarder built the way issue 15's
-// event-loop core would be, as a floor to compare pgtide with. One
-// goroutine locked to its thread waits in epoll_wait (level-triggered) over
-// non-blocking sockets and copies bytes between each client and its own
-// PostgreSQL connection: no parsing, no pooling, no goroutine per
-// connection, no Go net package on the data path. Back-pressure by read
-// interest: when a write would block, the rest waits in a buffer and the
-// other side is not read until it drains.
+// event-loop core would be, as a floor to compare pgtide with
+// (docs/performance.md, "An event-loop core, measured"). One goroutine
+// copies bytes between each client and its own PostgreSQL connection over a
+// level-triggered epoll set of non-blocking sockets it made itself: no
+// parsing, no pooling, no goroutine per connection, no Go net package on
+// the data path. Back-pressure by read interest: when a write would block,
+// the rest waits in a buffer and the other side is not read until it
+// drains. -epoll-wait picks how it waits (setEpollWait).
 
 import (
 	"fmt"
@@ -42,18 +43,35 @@ func runEpollForwarder(spec string) error {
 	if err != nil {
 		return err
 	}
-	runtime.LockOSThread()
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	ln, err := epollListen(lsa)
 	if err != nil {
 		return err
 	}
+	return epollServe(ln, tsa)
+}
+
+// epollListen returns a listening non-blocking socket on sa.
+func epollListen(sa *unix.SockaddrInet4) (int, error) {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
 	_ = unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err := unix.Bind(ln, lsa); err != nil {
-		return err
+	err = unix.Bind(ln, sa)
+	if err == nil {
+		err = unix.Listen(ln, 1024)
 	}
-	if err := unix.Listen(ln, 1024); err != nil {
-		return err
+	if err != nil {
+		_ = unix.Close(ln)
+		return -1, err
 	}
+	return ln, nil
+}
+
+// epollServe forwards every connection accepted on ln to tsa until the
+// loop fails.
+func epollServe(ln int, tsa *unix.SockaddrInet4) error {
+	runtime.LockOSThread()
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return err
@@ -237,24 +255,44 @@ func epollWaitRaw(ep int, events []unix.EpollEvent) (int, error) {
 
 func efRead(fd int, b []byte) (int, error) {
 	if !rawWait {
-		return unix.Read(fd, b)
+		for {
+			n, err := unix.Read(fd, b)
+			if err != unix.EINTR {
+				return n, err
+			}
+		}
 	}
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
 		return -1, e
 	}
-	return int(r), nil
 }
 
 func efWrite(fd int, b []byte) (int, error) {
 	if !rawWait {
-		return unix.Write(fd, b)
+		for {
+			n, err := unix.Write(fd, b)
+			if err != unix.EINTR {
+				return n, err
+			}
+		}
 	}
-	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
 		return -1, e
 	}
-	return int(r), nil
 }
 
 // inet4 parses an IPv4 host:port.
