@@ -30,8 +30,7 @@ func TestEpollForwarder(t *testing.T) {
 			if err != nil {
 				return
 			}
-			// Small buffers and small reads: the forwarder's writes to
-			// it fill up, and it must hold the rest and stop reading.
+			// Small buffers and small reads: a slow peer.
 			tc := c.(*net.TCPConn)
 			_ = tc.SetReadBuffer(16 << 10)
 			_ = tc.SetWriteBuffer(16 << 10)
