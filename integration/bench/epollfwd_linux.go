@@ -47,7 +47,7 @@ func runEpollForwarder(spec string) error {
 	if err != nil {
 		return err
 	}
-	return epollServe(ln, tsa)
+	return epollServe(ln, tsa, efWrite)
 }
 
 // epollListen returns a listening non-blocking socket on sa.
@@ -69,8 +69,9 @@ func epollListen(sa *unix.SockaddrInet4) (int, error) {
 }
 
 // epollServe forwards every connection accepted on ln to tsa until the
-// loop fails.
-func epollServe(ln int, tsa *unix.SockaddrInet4) error {
+// loop fails. write is efWrite, or a test's stand-in (one that makes
+// sockets look full).
+func epollServe(ln int, tsa *unix.SockaddrInet4, write func(fd int, b []byte) (int, error)) error {
 	runtime.LockOSThread()
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -179,7 +180,7 @@ func epollServe(ln int, tsa *unix.SockaddrInet4) error {
 				continue
 			}
 			if ev.Events&unix.EPOLLOUT != 0 && len(s.pending) > 0 {
-				w, err := efWrite(s.fd, s.pending)
+				w, err := write(s.fd, s.pending)
 				if err != nil && err != unix.EAGAIN {
 					closePair(s)
 					continue
@@ -203,7 +204,7 @@ func epollServe(ln int, tsa *unix.SockaddrInet4) error {
 				closePair(s)
 				continue
 			}
-			w, err := efWrite(s.peer.fd, buf[:r])
+			w, err := write(s.peer.fd, buf[:r])
 			if err != nil && err != unix.EAGAIN {
 				closePair(s)
 				continue
