@@ -254,38 +254,18 @@ func epollWaitRaw(ep int, events []unix.EpollEvent) (int, error) {
 	return int(r), nil
 }
 
-func efRead(fd int, b []byte) (int, error) {
-	if !rawWait {
-		for {
-			n, err := unix.Read(fd, b)
-			if err != unix.EINTR {
-				return n, err
-			}
-		}
-	}
-	for {
-		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch e {
-		case 0:
-			return int(r), nil
-		case unix.EINTR:
-			continue
-		}
-		return -1, e
-	}
-}
+func efRead(fd int, b []byte) (int, error)  { return efIO(unix.SYS_READ, fd, b) }
+func efWrite(fd int, b []byte) (int, error) { return efIO(unix.SYS_WRITE, fd, b) }
 
-func efWrite(fd int, b []byte) (int, error) {
-	if !rawWait {
-		for {
-			n, err := unix.Write(fd, b)
-			if err != unix.EINTR {
-				return n, err
-			}
-		}
+// efIO is one read or write (sysno), retried on EINTR: through the
+// runtime's system-call entry, or raw when rawWait.
+func efIO(sysno uintptr, fd int, b []byte) (int, error) {
+	call := unix.Syscall
+	if rawWait {
+		call = unix.RawSyscall
 	}
 	for {
-		r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		r, _, e := call(sysno, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		switch e {
 		case 0:
 			return int(r), nil
