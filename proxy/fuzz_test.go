@@ -161,7 +161,7 @@ func newFuzzSessEnv(f *testing.F) *fuzzSessEnv {
 		c.Close()
 	}
 	pgtest.Eventually(5*time.Second, func() bool { return e.srv.Clients() == 0 })
-	fe.goroutines = runtime.NumGoroutine()
+	fe.goroutines = runtime.NumGoroutine() - e.srv.work.idleCount() // idle workers are kept on purpose (workers.go)
 	return fe
 }
 
@@ -249,7 +249,7 @@ func (fe *fuzzSessEnv) settle(t *testing.T, mode string) {
 	var g int
 	if pgtest.Eventually(8*time.Second, func() bool {
 		ps, _ = fe.poolStats("db_" + mode)
-		g = runtime.NumGoroutine()
+		g = runtime.NumGoroutine() - fe.srv.work.idleCount()
 		return fe.srv.Clients() == 0 && ps.Lent == 0 && g <= fe.goroutines+4
 	}) {
 		return

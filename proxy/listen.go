@@ -139,7 +139,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	nc = newSuspendConn(nc, &s.susp) // SUSPEND can stop its reads once it is a session's (suspend.go)
 	s.clients.Add(1)
 	s.sessWG.Add(1)
-	go s.handleConn(nc)
+	s.work.run(func() { s.handleConn(nc) }) // workers.go
 }
 
 // loginsOpen reports whether a client may still log in. After SIGTERM (or

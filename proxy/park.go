@@ -36,8 +36,8 @@ const parkAfter = 2 * time.Second
 var errParked = errors.New("session parked")
 
 // startSession runs a client that just logged in: parked at once when it
-// has sent nothing yet, else on a new goroutine. Called on the login
-// goroutine, whose stack grew deep during login and is not kept.
+// has sent nothing yet, else on a worker (workers.go). Called on the login's
+// worker, which then goes back for the next job.
 func (s *Server) startSession(ss *session) {
 	s.logConnected(ss)
 	ss.startIdleClock() // client_idle_timeout (timeouts.go)
@@ -47,7 +47,7 @@ func (s *Server) startSession(ss *session) {
 			return
 		}
 	}
-	go s.runSession(ss)
+	s.work.run(func() { s.runSession(ss) })
 }
 
 // runSession runs a client's session loop until it ends (then cleans up
@@ -107,7 +107,7 @@ func (s *Server) park(ss *session) bool {
 // it (kill closed its socket). No-op for a session that is running.
 func (s *Server) unpark(ss *session) {
 	if p := s.parker; p != nil && p.take(ss) {
-		go s.runSession(ss)
+		s.work.run(func() { s.runSession(ss) })
 	}
 }
 

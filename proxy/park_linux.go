@@ -140,12 +140,13 @@ func (p *parker) loop() {
 			}
 			p.mu.Unlock()
 			if ss != nil {
-				go p.s.runSession(ss)
+				p.s.work.run(func() { p.s.runSession(ss) })
 			}
 		}
 		if time.Since(lastSweep) >= parkAfter || timedOut && deadline.Equal(lastSweep.Add(parkAfter)) {
 			lastSweep = time.Now()
 			p.s.sweepIdle()
+			p.s.work.trim() // workers idle through a whole sweep end
 		}
 		if parked := p.n.Load(); p.trim.check(parked, p.parks.Load(), time.Now()) {
 			go p.s.trimNow(&p.trim, parked) // park.go
@@ -166,7 +167,7 @@ func (p *parker) resumeAll() {
 	}
 	p.mu.Unlock()
 	for _, ss := range list {
-		go p.s.runSession(ss)
+		p.s.work.run(func() { p.s.runSession(ss) })
 	}
 }
 

@@ -47,6 +47,7 @@ type Server struct {
 	unixFile        os.FileInfo
 	serving         atomic.Bool // Serve has started the accept loops
 
+	work   workers // kept goroutines for logins and resumed sessions (workers.go)
 	parker *parker // idle clients without a goroutine (park.go); nil where unavailable; set by Serve
 
 	mu       sync.Mutex // guards pools, limits, sessions
@@ -507,6 +508,7 @@ func (s *Server) Close() {
 		if s.parker != nil {
 			s.parker.close()
 		}
+		s.work.close()
 		close(s.done)
 	})
 }
