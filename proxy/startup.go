@@ -37,14 +37,14 @@ const (
 // handleConn runs one client connection from accept to close.
 func (s *Server) handleConn(nc net.Conn) {
 	start := time.Now()
-	log := s.logger().With().Str("client", nc.RemoteAddr().String()).Logger()
+	log := &loginLog{s: s, nc: nc}
 	handedOver := false
 	defer func() {
 		if handedOver {
 			return // runSession owns the connection now
 		}
 		if r := recover(); r != nil {
-			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
+			log.get().Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("session panicked; closing its connections")
 		}
 		_ = nc.Close()
 		s.connGone() // console.go
@@ -55,7 +55,7 @@ func (s *Server) handleConn(nc net.Conn) {
 		_ = nc.SetDeadline(time.Now().Add(tmo))
 	}
 	rd := wire.NewIdleReader(nc)
-	ss, err := s.startup(&nc, &rd, cfg, &log) // TLS replaces nc and rd
+	ss, err := s.startup(&nc, &rd, cfg, log) // TLS replaces nc and rd
 	if err != nil {
 		var ce *clientError
 		var drop *startupDrop
@@ -64,7 +64,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			if o := s.obs(); o != nil {
 				o.Login("", "", false)
 			}
-			log.Info().Err(err).Str("sqlstate", drop.code).Msg("login failed: malformed startup packet")
+			log.get().Info().Err(err).Str("sqlstate", drop.code).Msg("login failed: malformed startup packet")
 			return
 		}
 		if errors.As(err, &ce) {
@@ -75,7 +75,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			}
 		}
 		if ss == nil || !errors.Is(err, errClientGone) {
-			s.logLoginFailed(log, err) // statslog.go
+			s.logLoginFailed(*log.get(), err) // statslog.go
 		}
 		return
 	}
@@ -83,12 +83,36 @@ func (s *Server) handleConn(nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	// The session parks or runs on a fresh goroutine (park.go): this
-	// one's stack grew deep during login (SCRAM, dialing a server) and an
-	// idle client would keep it.
+	// The session parks or runs on another worker (park.go, workers.go):
+	// an idle client keeps no goroutine, and this one serves the next
+	// login on the stack this one grew.
 	handedOver = true
 	ss.accepted = start.UnixNano()
 	s.startSession(ss)
+}
+
+// loginLog is a login's logger, built on its first use: most logins log
+// nothing (log_connections is a session's line), and building it formats
+// the client's address and copies the logger's fields.
+type loginLog struct {
+	s        *Server
+	nc       net.Conn
+	user, db string // from the startup packet, once named
+	named    bool
+	l        *zerolog.Logger
+	lNamed   bool // l has user and database
+}
+
+func (ll *loginLog) get() *zerolog.Logger {
+	if ll.l == nil {
+		l := ll.s.logger().With().Str("client", ll.nc.RemoteAddr().String()).Logger()
+		ll.l = &l
+	}
+	if ll.named && !ll.lNamed {
+		l := ll.l.With().Str("user", ll.user).Str("database", ll.db).Logger()
+		ll.l, ll.lNamed = &l, true
+	}
+	return ll.l
 }
 
 // admit reserves one of max clients (0 = no limit).
@@ -142,7 +166,7 @@ func readStartupPacket(rd *wire.Reader) ([]byte, error) {
 // and attaches the client to its pool. It returns (nil, nil) when the
 // connection was a cancel request. After a TLS handshake *ncp is the TLS
 // connection and *rdp a new Reader over it (tls.go).
-func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, log *zerolog.Logger) (*session, error) {
+func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, log *loginLog) (*session, error) {
 	nc, rd := *ncp, *rdp
 	var authOpts auth.Options // channel binding data once on TLS
 	useTLS := func(tc *tls.Conn, endPoint []byte) {
@@ -257,7 +281,7 @@ func classifyClientErr(err error) error {
 // login handles a StartupMessage: protocol negotiation, limits,
 // authentication, pool attachment, and the startup reply. authOpts is what
 // the connection gives authentication (TLS channel binding).
-func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *zerolog.Logger, minor uint32, params map[string]string, authOpts auth.Options) (res *session, err error) {
+func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *loginLog, minor uint32, params map[string]string, authOpts auth.Options) (res *session, err error) {
 	if err := negotiateProtocol(nc, minor, params); err != nil {
 		return nil, err
 	}
@@ -265,8 +289,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 	if err != nil {
 		return nil, err
 	}
-	l := log.With().Str("user", user).Str("database", dbName).Logger()
-	*log = l
+	log.user, log.db, log.named = user, dbName, true
 	if err := s.refuseStartup(params); err != nil {
 		return nil, err
 	}
@@ -282,7 +305,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 		}
 	}()
 
-	method, secret, known, err := s.clientSecret(cfg, nc, user, dbName, l)
+	method, secret, known, err := s.clientSecret(cfg, nc, user, dbName, log)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +329,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *ze
 			}
 			final = nil
 		}
-		return nil, s.serveAdmin(nc, rd, l, dbName, user, params) // console.go
+		return nil, s.serveAdmin(nc, rd, *log.get(), dbName, user, params) // console.go
 	}
 
 	db, ok := cfg.ResolveDatabase(dbName)
@@ -398,7 +421,7 @@ func (s *Server) refuseStartup(params map[string]string) error {
 // clientSecret returns how the client authenticates and against what.
 // An unknown user runs the same exchange against a mock secret (known is
 // false), so a wrong user and a wrong password look the same.
-func (s *Server) clientSecret(cfg *config.Config, nc net.Conn, user, dbName string, l zerolog.Logger) (method auth.Method, secret auth.Secret, known bool, err error) {
+func (s *Server) clientSecret(cfg *config.Config, nc net.Conn, user, dbName string, log *loginLog) (method auth.Method, secret auth.Secret, known bool, err error) {
 	method, err = s.clientAuthMethod(cfg, nc, user, dbName) // TLS mode, HBA (hba.go)
 	if err != nil {
 		return 0, auth.Secret{}, false, err
@@ -410,7 +433,7 @@ func (s *Server) clientSecret(cfg *config.Config, nc net.Conn, user, dbName stri
 			return 0, auth.Secret{}, false, &clientError{codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user)}
 		}
 	} else if method != auth.Trust {
-		secret, known, err = s.authQuerySecret(cfg, dbName, user, l) // authquery.go
+		secret, known, err = s.authQuerySecret(cfg, dbName, user, *log.get()) // authquery.go
 		if err != nil {
 			return 0, auth.Secret{}, false, err
 		}
@@ -429,35 +452,84 @@ func (s *Server) clientSecret(cfg *config.Config, nc net.Conn, user, dbName stri
 // AuthenticationSASLFinal): the caller sends it with the reply that
 // follows, saving a write and a client wake-up per login.
 func authenticate(nc net.Conn, rd *wire.Reader, method auth.Method, user string, secret auth.Secret, authOpts auth.Options) (keys auth.Keys, final []byte, err error) {
-	w := &holdWriter{w: nc}
-	be := pgproto3.NewBackend(rd.MessageReader(), w)
-	be.SetMaxBodyLen(maxStartupPacket)
-	keys, err = auth.AuthenticateKeys(be, method, user, secret, authOpts)
+	ac := &authConn{rd: rd, w: nc}
+	keys, err = auth.AuthenticateKeys(ac, method, user, secret, authOpts)
 	if err != nil {
 		return auth.Keys{}, nil, authFailure(err, method, user)
 	}
-	// SCRAM leaves AuthenticationSASLFinal buffered in be: take it.
-	w.hold = true
-	if err := be.Flush(); err != nil {
-		return auth.Keys{}, nil, errClientGone
+	// SCRAM leaves AuthenticationSASLFinal buffered: the caller sends it.
+	if ac.err != nil {
+		return auth.Keys{}, nil, classifyClientErr(ac.err)
 	}
-	return keys, w.held, nil
+	return keys, ac.out, nil
 }
 
-// holdWriter writes through to w until hold is set, then keeps what it is
-// given in held.
-type holdWriter struct {
-	w    io.Writer
-	hold bool
-	held []byte
+// authConn is the client's side of an authentication exchange (auth.Conn)
+// on the login's own Reader: a pgproto3.Backend would take an 8 KB read
+// buffer per login that nothing gives back. Messages are bounded by
+// maxStartupPacket, as the startup packet is.
+type authConn struct {
+	rd       *wire.Reader
+	w        io.Writer
+	out      []byte // encoded, not yet written
+	err      error  // the first Encode error, returned by Flush
+	authType uint32
 }
 
-func (h *holdWriter) Write(p []byte) (int, error) {
-	if h.hold {
-		h.held = append(h.held, p...)
-		return len(p), nil
+func (c *authConn) Send(msg pgproto3.BackendMessage) {
+	var err error
+	if c.out, err = msg.Encode(c.out); err != nil && c.err == nil {
+		c.err = err
 	}
-	return h.w.Write(p)
+}
+
+func (c *authConn) Flush() error {
+	if c.err != nil {
+		return c.err
+	}
+	if len(c.out) == 0 {
+		return nil
+	}
+	_, err := c.w.Write(c.out)
+	c.out = c.out[:0]
+	return err
+}
+
+func (c *authConn) SetAuthType(authType uint32) error {
+	c.authType = authType
+	return nil
+}
+
+// Receive reads one message as pgproto3.Backend would decode it during
+// authentication: a 'p' by the auth type last set, Terminate, and nothing
+// else.
+func (c *authConn) Receive() (pgproto3.FrontendMessage, error) {
+	typ, body, err := c.rd.ReadMessage(maxStartupPacket)
+	if err != nil {
+		return nil, err
+	}
+	var msg pgproto3.FrontendMessage
+	switch typ {
+	case 'p':
+		switch c.authType {
+		case pgproto3.AuthTypeSASL:
+			msg = &pgproto3.SASLInitialResponse{}
+		case pgproto3.AuthTypeSASLContinue, pgproto3.AuthTypeSASLFinal:
+			msg = &pgproto3.SASLResponse{}
+		default:
+			msg = &pgproto3.PasswordMessage{}
+		}
+	case 'X':
+		msg = &pgproto3.Terminate{}
+	default:
+		return nil, fmt.Errorf("message type %q during authentication", typ)
+	}
+	if err := msg.Decode(body); err != nil {
+		// %v: a body without its NUL decodes as io.EOF, which is the
+		// client's mistake, not the client gone (pgproto3.Backend said EOF).
+		return nil, fmt.Errorf("malformed %q message: %v", typ, err)
+	}
+	return msg, nil
 }
 
 // authFailure turns a failed authentication exchange into what the client
@@ -539,7 +611,11 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 // parameters it starts with, pgtide's cancel key for it, ReadyForQuery;
 // after final, the authentication exchange's last message (if any).
 func writeStartupReply(nc net.Conn, ss *session, final []byte) error {
-	out := append([]byte(nil), final...)
+	size := len(final) + 9 + 17 + 6 // AuthenticationOk, BackendKeyData, ReadyForQuery
+	for k, v := range ss.view {
+		size += 5 + len(k) + 1 + len(v) + 1
+	}
+	out := append(make([]byte, 0, size), final...) // one allocation, not one per ParameterStatus
 	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
 	for k, v := range ss.view {
 		out, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(out)

@@ -1,6 +1,7 @@
 // Package auth is the server side of PostgreSQL client authentication: it
 // checks a connecting client's password against a stored secret with trust,
-// cleartext password, MD5 or SCRAM-SHA-256, over a pgproto3.Backend.
+// cleartext password, MD5 or SCRAM-SHA-256, over a Conn (a pgproto3.Backend is
+// one).
 //
 // Nothing here logs, and no error string contains a password or any part of a
 // stored secret.
@@ -88,6 +89,17 @@ var ErrPasswordMismatch = errors.New("password authentication failed")
 // password failed.
 var ErrNoSCRAMSecret = errors.New("user does not have a valid SCRAM secret")
 
+// Conn is the client's side of the exchange, as a *pgproto3.Backend offers
+// it: Send buffers a message, Flush writes what is buffered, SetAuthType
+// says how the next 'p' message decodes, and Receive reads one message,
+// valid until the next Receive.
+type Conn interface {
+	Send(msg pgproto3.BackendMessage)
+	Flush() error
+	SetAuthType(authType uint32) error
+	Receive() (pgproto3.FrontendMessage, error)
+}
+
 // ErrProtocol means the client sent a message that has no place in the
 // authentication exchange, or a malformed one (caller answers SQLSTATE 08P01).
 var ErrProtocol = errors.New("protocol violation")
@@ -119,7 +131,7 @@ var ErrProtocol = errors.New("protocol violation")
 //
 // Authenticate does not close or set deadlines on the connection; the caller
 // bounds it with a deadline on the underlying net.Conn.
-func Authenticate(be *pgproto3.Backend, m Method, user string, s Secret) error {
+func Authenticate(be Conn, m Method, user string, s Secret) error {
 	_, err := AuthenticateKeys(be, m, user, s, Options{})
 	return err
 }
@@ -134,7 +146,7 @@ func Authenticate(be *pgproto3.Backend, m Method, user string, s Secret) error {
 // binding data that makes SCRAM offer SCRAM-SHA-256-PLUS. A SCRAM exchange
 // refused for channel binding returns an error wrapping
 // ErrChannelBindingNegotiation or ErrChannelBindingCheck (SQLSTATE 28000).
-func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret, opts Options) (Keys, error) {
+func AuthenticateKeys(be Conn, m Method, user string, s Secret, opts Options) (Keys, error) {
 	if s.Kind == SecretPlain && s.Plain == "" {
 		// PostgreSQL never accepts an empty password.
 		s.Kind = SecretNone
@@ -152,7 +164,7 @@ func AuthenticateKeys(be *pgproto3.Backend, m Method, user string, s Secret, opt
 	return Keys{}, fmt.Errorf("auth: unknown auth method %d", int(m))
 }
 
-func authCleartext(be *pgproto3.Backend, user string, s Secret) (Keys, error) {
+func authCleartext(be Conn, user string, s Secret) (Keys, error) {
 	pw, err := askPassword(be, &pgproto3.AuthenticationCleartextPassword{}, pgproto3.AuthTypeCleartextPassword)
 	if err != nil {
 		return Keys{}, err
@@ -187,7 +199,7 @@ func authCleartext(be *pgproto3.Backend, user string, s Secret) (Keys, error) {
 	return keys, nil
 }
 
-func authMD5(be *pgproto3.Backend, user string, s Secret) error {
+func authMD5(be Conn, user string, s Secret) error {
 	var inner string
 	switch s.Kind {
 	case SecretPlain:
@@ -218,7 +230,7 @@ func authMD5(be *pgproto3.Backend, user string, s Secret) error {
 }
 
 // askPassword sends req, and reads the client's PasswordMessage.
-func askPassword(be *pgproto3.Backend, req pgproto3.BackendMessage, authType uint32) (string, error) {
+func askPassword(be Conn, req pgproto3.BackendMessage, authType uint32) (string, error) {
 	be.Send(req)
 	msg, err := receive(be, authType)
 	if err != nil {
@@ -231,7 +243,7 @@ func askPassword(be *pgproto3.Backend, req pgproto3.BackendMessage, authType uin
 	return pm.Password, nil
 }
 
-func authSCRAM(be *pgproto3.Backend, user string, s Secret, opts Options) (Keys, error) {
+func authSCRAM(be Conn, user string, s Secret, opts Options) (Keys, error) {
 	var cred scram.StoredCredentials
 	switch s.Kind {
 	case SecretSCRAM:
@@ -360,7 +372,7 @@ func scramReason(serverErr string) string {
 
 // receive flushes be, sets the auth type that decides how a 'p' message is
 // decoded, and reads one message, classifying errors.
-func receive(be *pgproto3.Backend, authType uint32) (pgproto3.FrontendMessage, error) {
+func receive(be Conn, authType uint32) (pgproto3.FrontendMessage, error) {
 	if err := be.Flush(); err != nil {
 		return nil, fmt.Errorf("auth: writing to client: %w", err)
 	}
