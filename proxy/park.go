@@ -221,6 +221,7 @@ func (t *trimState) check(n int64, parks uint64, now time.Time) bool {
 // wake-ups must not wait for a GC).
 func (s *Server) trimNow(t *trimState, parked int64) {
 	defer t.running.Store(false)
+	s.work.dropIdle() // their stacks go back with the heap (workers.go)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	debug.FreeOSMemory()

@@ -10,8 +10,9 @@ import "sync"
 // already grew.
 //
 // Idle workers are bounded (maxIdleWorkers) and end once idle through a
-// whole sweep of the parker (trim, every parkAfter), or at close: a wave
-// of logins leaves no goroutines behind. The garbage collector still
+// whole sweep of the parker (trim, every parkAfter), when a wave of parked
+// logins settles (dropIdle, with the heap trim), or at close: a wave of
+// logins leaves no goroutines behind. The garbage collector still
 // shrinks an idle worker's stack as it would any goroutine's.
 //
 // Owned by its Server; every method is safe for concurrent use.
@@ -84,16 +85,28 @@ func (w *workers) trim() {
 	w.gen++
 }
 
+// dropIdle ends every idle worker now: a settled wave of logins gives its
+// memory back (trimNow).
+func (w *workers) dropIdle() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.dropIdleLocked()
+}
+
+func (w *workers) dropIdleLocked() {
+	for i, wk := range w.idle {
+		wk.job <- nil
+		w.idle[i] = nil
+	}
+	w.idle = w.idle[:0]
+}
+
 // close ends the idle workers, and every busy one when its job returns.
 func (w *workers) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
-	for i, wk := range w.idle {
-		wk.job <- nil
-		w.idle[i] = nil
-	}
-	w.idle = nil
+	w.dropIdleLocked()
 }
 
 // idleCount is the number of idle workers (tests count goroutines).

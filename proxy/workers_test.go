@@ -91,4 +91,12 @@ func TestWorkersBounded(t *testing.T) {
 	if !pgtest.Eventually(2*time.Second, func() bool { return w.idleCount() == maxIdleWorkers }) {
 		t.Fatalf("%d idle workers after a wave of %d, want %d", w.idleCount(), maxIdleWorkers*2, maxIdleWorkers)
 	}
+	w.dropIdle()
+	if n := w.idleCount(); n != 0 {
+		t.Fatalf("%d idle workers after dropIdle", n)
+	}
+	var wg2 sync.WaitGroup
+	wg2.Add(1)
+	w.run(wg2.Done) // still runs jobs
+	wg2.Wait()
 }
