@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"runtime/debug"
 	"strings"
@@ -559,8 +560,12 @@ func authFailure(err error, method auth.Method, user string) error {
 // these startup settings before and reported view, and the client waits
 // for a server at its first query.
 func (s *Server) joinFromCache(cfg *config.Config, ss *session, view map[string]string) error {
-	for k, v := range view {
-		ss.view[k] = v
+	if len(ss.view) == 0 {
+		ss.view = maps.Clone(view) // one allocation at its size, not a map grown by doubling
+	} else {
+		for k, v := range view {
+			ss.view[k] = v
+		}
 	}
 	s.register(ss)
 	if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
