@@ -218,51 +218,6 @@ func (r *Reader) ReadMessage(maxBody int) (typ byte, body []byte, err error) {
 	return typ, body, nil
 }
 
-// MessageReader returns an io.Reader that never returns bytes beyond the end
-// of the current message. A pgproto3.Backend or Frontend reading through it
-// (with its own read-ahead buffer) therefore never consumes bytes of the next
-// message, which stay in r for the raw data path.
-func (r *Reader) MessageReader() io.Reader { return &boundedReader{r: r} }
-
-type boundedReader struct {
-	r      *Reader
-	remain int // bytes left in the current message; 0 at a boundary
-	hdr    int // header bytes already passed through (0..HeaderLen)
-	hbuf   [HeaderLen]byte
-}
-
-func (b *boundedReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if b.remain == 0 && b.hdr == HeaderLen {
-		b.hdr = 0
-	}
-	if b.r.Len() == 0 {
-		if err := b.r.Fill(); err != nil {
-			return 0, err
-		}
-	}
-	src := b.r.Buffered()
-	if b.hdr < HeaderLen {
-		n := min(len(p), len(src), HeaderLen-b.hdr)
-		copy(p, src[:n])
-		copy(b.hbuf[b.hdr:], src[:n])
-		b.hdr += n
-		b.r.Discard(n)
-		if b.hdr == HeaderLen {
-			_, fl := Header(b.hbuf[:])
-			b.remain = max(fl-HeaderLen, 0)
-		}
-		return n, nil
-	}
-	n := min(len(p), len(src), b.remain)
-	copy(p, src[:n])
-	b.remain -= n
-	b.r.Discard(n)
-	return n, nil
-}
-
 // Grow makes the buffer hold at least n bytes.
 func (r *Reader) Grow(n int) {
 	if n > len(r.buf) {

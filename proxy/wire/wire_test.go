@@ -8,8 +8,6 @@ import (
 	"math/rand"
 	"testing"
 	"testing/iotest"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // chunkReader returns between 1 and max bytes per Read, cycling through a
@@ -318,81 +316,6 @@ func TestReadMessageRejectsBadLengths(t *testing.T) {
 		if _, _, err := r.ReadMessage(100); err != io.ErrUnexpectedEOF {
 			t.Errorf("%x: err = %v, want io.ErrUnexpectedEOF", data, err)
 		}
-	}
-}
-
-// MessageReader feeds a pgproto3 decoder without ever handing it bytes of
-// the next message: those stay in the Reader for the raw path.
-func TestMessageReaderStopsAtBoundary(t *testing.T) {
-	q, _ := (&pgproto3.Query{String: "SELECT 1"}).Encode(nil)
-	second := msg('Z', []byte{'I'})
-	third, _ := (&pgproto3.Sync{}).Encode(nil)
-	data := append(append(append([]byte{}, q...), second...), third...)
-	for _, maxChunk := range []int{1, 3, 7, 100} {
-		r := NewReader(newChunkReader(data, 7, maxChunk), 512)
-		be := pgproto3.NewBackend(r.MessageReader(), io.Discard)
-		m, err := be.Receive()
-		if err != nil {
-			t.Fatalf("chunk<=%d: Receive: %v", maxChunk, err)
-		}
-		if qm, ok := m.(*pgproto3.Query); !ok || qm.String != "SELECT 1" {
-			t.Fatalf("chunk<=%d: got %#v", maxChunk, m)
-		}
-		// Whatever of the next message is buffered is still in r: read the
-		// rest raw and compare.
-		typ, body, err := r.ReadMessage(100)
-		if err != nil || typ != 'Z' || string(body) != "I" {
-			t.Fatalf("chunk<=%d: raw read after decoder: %q %q %v", maxChunk, typ, body, err)
-		}
-		// And the decoder can carry on with the message after that.
-		m, err = be.Receive()
-		if _, ok := m.(*pgproto3.Sync); !ok || err != nil {
-			t.Fatalf("chunk<=%d: second Receive: %#v %v", maxChunk, m, err)
-		}
-	}
-}
-
-// Read through MessageReader with large buffers: no Read may cross the end
-// of a message, and the concatenation is the input.
-func TestMessageReaderNeverCrossesBoundary(t *testing.T) {
-	fs := sampleFrames()
-	data := encodeFrames(fs)
-	// Message ends, as offsets into data.
-	var ends []int
-	off := 0
-	for _, f := range fs {
-		off += HeaderLen + len(f.body)
-		ends = append(ends, off)
-	}
-	for _, maxChunk := range []int{1, 4, 7, 4096} {
-		r := NewReader(newChunkReader(data, 11, maxChunk), 512)
-		mr := r.MessageReader()
-		var out []byte
-		buf := make([]byte, 10000)
-		for {
-			n, err := mr.Read(buf)
-			if n > 0 {
-				start := len(out)
-				out = append(out, buf[:n]...)
-				for _, e := range ends {
-					if start < e && len(out) > e {
-						t.Fatalf("chunk<=%d: one Read spans [%d,%d), crossing message end %d", maxChunk, start, len(out), e)
-					}
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		if !bytes.Equal(out, data) {
-			t.Fatalf("chunk<=%d: passed-through bytes differ", maxChunk)
-		}
-	}
-	if n, err := NewReader(bytes.NewReader(data), 512).MessageReader().Read(nil); n != 0 || err != nil {
-		t.Fatalf("Read(nil) = %d, %v", n, err)
 	}
 }
 
