@@ -29,9 +29,6 @@ var (
 func (ss *session) scanPooled() (int, bool, error) {
 	b := ss.rd.Buffered()
 	end, term, need := 0, false, false
-	ss.mu.Lock()
-	attached := ss.sc != nil
-	ss.mu.Unlock()
 	for {
 		typ, n, err := ss.nextFrame(&b, end)
 		if errors.Is(err, errStream) {
@@ -47,7 +44,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 			term = true
 			break
 		}
-		if !attached && !need {
+		if !need {
 			need = ss.needsServer(typ, b[end+5:end+n])
 		}
 		end += n
@@ -56,7 +53,7 @@ func (ss *session) scanPooled() (int, bool, error) {
 		return 0, term, nil
 	}
 	now := time.Now() // the batch's one clock read, unless its borrow waits
-	sc, err := ss.lockBatchServer(attached || need, &now)
+	sc, err := ss.lockBatchServer(need, &now)
 	if err != nil {
 		return 0, false, err
 	}
@@ -83,11 +80,16 @@ func (ss *session) scanPooled() (int, bool, error) {
 	return p.end, term, nil
 }
 
-// lockBatchServer returns the server a batch goes to (nil when it needs
-// none: want false and none attached) with ss.mu held and ss.sc == sc; the
-// caller unlocks. Holding mu until the batch is queued is what keeps the
-// pump from giving sc back meanwhile. On error mu is not held. *now is the
-// batch's clock, moved on when a borrow waited (borrow).
+// lockBatchServer returns the server a batch goes to with ss.mu held and
+// ss.sc == sc; the caller unlocks. want says a message in the batch needs
+// a server: one is borrowed if none is attached. Otherwise the batch goes
+// to the server attached now, if any (an open transaction's), and nil
+// means pgtide answers it: a server the pump gave back after the batch was
+// read is not borrowed again for messages no server needs (a borrow that
+// queued nothing would be held with nothing to give it back). Holding mu
+// until the batch is queued is what keeps the pump from giving sc back
+// meanwhile. On error mu is not held. *now is the batch's clock, moved on
+// when a borrow waited (borrow).
 func (ss *session) lockBatchServer(want bool, now *time.Time) (*pool.Conn, error) {
 	for {
 		var sc *pool.Conn
@@ -102,12 +104,11 @@ func (ss *session) lockBatchServer(want bool, now *time.Time) (*pool.Conn, error
 			ss.mu.Unlock() // the session is over: its server was lost or it was killed
 			return nil, err
 		}
-		if ss.sc == sc {
-			return sc, nil // mu stays held: the pump cannot give sc back while we queue
+		if !want || ss.sc == sc {
+			return ss.sc, nil // mu stays held: the pump cannot give it back while we queue
 		}
 		// The pump returned the server to the pool after we looked: borrow.
 		ss.mu.Unlock()
-		want = true
 	}
 }
 
@@ -133,6 +134,7 @@ type pooledBatch struct {
 
 	queued   int  // requests queued before this batch
 	wasEmpty bool // nothing was queued before this batch
+	owesNone bool // the batch queued no request: the pump may give sc back meanwhile (toAttached)
 
 	deferred []byte    // what drivePump writes to a server borrowed for this batch
 	now      time.Time // the batch's clock: when its requests were queued
@@ -182,10 +184,19 @@ func (p *pooledBatch) rewriteLocked() {
 		case wire.FeExecute:
 			ss.q.push(entry{kind: wire.FeExecute})
 			ss.unsynced = true
-		case wire.FeCopyData:
-		case wire.FeCopyDone, wire.FeCopyFail:
-			ss.q.push(entry{kind: reqCopyEnd})
-			ss.copyIn = false
+		case wire.FeCopyData, wire.FeCopyDone, wire.FeCopyFail:
+			if p.sc == nil {
+				// No server, so no COPY: PostgreSQL ignores these outside
+				// one (a late CopyDone after the server ended a COPY on
+				// an error, as pgx sends), and so does pgtide, without a
+				// borrow (needsServer).
+				p.replace(off, n)
+				break
+			}
+			if typ != wire.FeCopyData {
+				ss.q.push(entry{kind: reqCopyEnd})
+				ss.copyIn = false
+			}
 		case wire.FeParse:
 			p.parseLocked(off, n, body)
 		case wire.FeBind, wire.FeDescribe:
@@ -238,11 +249,28 @@ func (p *pooledBatch) fakeReplyLocked(r []byte) {
 
 // refuseLocked drops the message [off, off+n), answers it with the error
 // reply r and skips the rest up to Sync, as a server does after an error.
+// With a server, the server must fail there too: PostgreSQL aborts the
+// transaction block, or the implicit transaction up to this Sync, on any
+// error, and an error the server never saw would let a later COMMIT, or
+// this Sync, commit what ran before it (DESIGN.md invariant 9). So the
+// message is replaced by one that fails without side effects, a Describe
+// of a statement that cannot exist (pgtide's own are "pgtide_<n>"), whose
+// error reaches the client as r.
 func (p *pooledBatch) refuseLocked(off, n int, r []byte) {
-	p.replace(off, n)
-	p.fakeReplyLocked(r)
-	p.ss.clientSkip = true
+	ss := p.ss
+	ss.clientSkip = true
+	if p.sc == nil {
+		p.replace(off, n)
+		p.fakeReplyLocked(r)
+		return
+	}
+	p.replace(off, n, refusedDescribe)
+	ss.q.push(entry{kind: wire.FeDescribe, act: actErr, fake: r})
+	ss.unsynced = true
 }
+
+// refusedDescribe is refuseLocked's failing stand-in.
+var refusedDescribe = wire.AppendFrame(nil, wire.FeDescribe, []byte{wire.ObjStatement}, []byte("pgtide_refused\x00"))
 
 // syncLocked ends an extended batch (and any skipping). With no server
 // pgtide answers it: nothing before it needed one.
@@ -463,6 +491,13 @@ func (p *pooledBatch) queuedLocked() {
 	// With nothing queued and no open extended batch, the pump may give
 	// the server back at any moment: send it nothing.
 	idleWrite := p.sc != nil && len(ss.q.e) == p.queued && !ss.unsynced && ss.boundaryLocked()
+	p.owesNone = true
+	for _, e := range ss.q.e[p.queued:] {
+		if e.kind != reqCopyEnd && e.act != actFake {
+			p.owesNone = false // sc stays until the server answers it
+			break
+		}
+	}
 	ss.armTimersLocked(p.wasEmpty)
 	ss.requestsQueuedLocked(p.wasEmpty, p.now)
 	if idleWrite {
@@ -485,9 +520,12 @@ func (p *pooledBatch) send() error {
 	case p.sc != nil:
 		w = p.b[:p.end]
 	}
-	if ss.pumpPending {
+	switch {
+	case ss.pumpPending:
 		p.deferred = w // written by drivePump, where it waits for the reply
-	} else if w != nil {
+	case w != nil && p.owesNone:
+		err = ss.toAttached(p.sc, w) // session.go
+	case w != nil:
 		err = ss.toServer(p.sc, w)
 	}
 	if len(p.local) > 0 && err == nil {
@@ -506,6 +544,10 @@ func (p *pooledBatch) send() error {
 func (ss *session) needsServer(typ byte, body []byte) bool {
 	switch typ {
 	case wire.FeSync, wire.FeFlush:
+		return false
+	case wire.FeCopyData, wire.FeCopyDone, wire.FeCopyFail:
+		// Only a COPY the server is in wants them, and a server in COPY
+		// is attached: with none, they are dropped (rewriteLocked).
 		return false
 	case wire.FeParse:
 		name, rest, ok := cstring(body)

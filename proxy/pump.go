@@ -432,13 +432,17 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			ss.q.popHead()
 		}
 	case wire.BeErrorResponse:
-		if body != nil {
+		if h != nil && h.act == actErr && !fatalError(body) {
+			// The server failed where pgtide refused: the client sees
+			// pgtide's error (refuseLocked).
+			repl = h.fake
+		} else if body != nil {
 			ss.serverErrorLocked(body)
 			if fatalError(body) && !ss.gone {
 				ss.serverFatal = true // serverStopped sends no second error
 			}
 		}
-		if body != nil && ss.mode != config.PoolSession {
+		if repl == nil && body != nil && ss.mode != config.PoolSession {
 			// PostgreSQL names the statement in some errors: use the
 			// client's name, never pgtide's (sqlsession.go).
 			repl = ss.sqlErrorLocked(body, h)
@@ -599,6 +603,10 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		if inline {
 			_ = sc.Net.SetReadDeadline(time.Time{}) // inlineFor's: never lend a server with one
 		}
+		// A client write that queued nothing may still be under way:
+		// it ends before sc goes back, and none starts after (toAttached).
+		ss.swmu.Lock()
+		ss.swmu.Unlock() // empty on purpose: it waits for that write
 		ss.giveBack(sc)
 		return true
 	}

@@ -469,13 +469,38 @@ func (ss *session) server(now *time.Time) (*pool.Conn, error) {
 // pump writes too, in statement mode).
 func (ss *session) toServer(sc *pool.Conn, b []byte) error {
 	ss.swmu.Lock()
+	defer ss.swmu.Unlock()
+	return ss.writeServerLocked(sc, b)
+}
+
+// toAttached is toServer for bytes that queued no request (CopyData,
+// CopyDone, CopyFail, Flush): nothing owed stops the pump from giving sc
+// back while they are on their way. It writes only while sc is still the
+// session's server, holding swmu from that check to the write's end; the
+// pump takes swmu before it gives a server back (atBoundary), so a write
+// that began ends first and one that had not goes nowhere. A server that
+// ended the COPY those bytes were for would ignore them anyway; another
+// client's server must never see them (DESIGN.md invariants 1 and 3).
+func (ss *session) toAttached(sc *pool.Conn, b []byte) error {
+	ss.mu.Lock()
+	if ss.sc != sc {
+		ss.mu.Unlock()
+		return nil
+	}
+	ss.swmu.Lock() // mu before swmu, as sendCaptureLocked
+	ss.mu.Unlock()
+	defer ss.swmu.Unlock()
+	return ss.writeServerLocked(sc, b)
+}
+
+// writeServerLocked writes b to sc; the caller holds swmu.
+func (ss *session) writeServerLocked(sc *pool.Conn, b []byte) error {
 	var err error
 	if rc := sc.Reader.RawConn(); rc != nil {
 		_, err = writeRaw(rc, b) // rawio.go
 	} else {
 		_, err = sc.Net.Write(b)
 	}
-	ss.swmu.Unlock()
 	ss.pe.counters.BytesIn.Add(uint64(len(b)))
 	if err != nil {
 		// The pump sees the same failure on its read and ends the session.

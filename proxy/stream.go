@@ -85,13 +85,21 @@ func (ss *session) passOn() (int, bool, error) {
 	}
 	ss.mu.Lock()
 	err := ss.forwardLocked(nil)
-	attached := ss.sc == ss.passTo
+	write := err == nil && ss.sc == ss.passTo && !ss.passDrop
+	if write {
+		// A piece queues nothing: without swmu held from this check to
+		// the write's end, the pump could give the server back in between
+		// (toAttached).
+		ss.swmu.Lock()
+	}
 	ss.mu.Unlock()
 	if err != nil {
 		return 0, false, err
 	}
-	if attached && !ss.passDrop {
-		if err := ss.toServer(ss.passTo, b[:k]); err != nil {
+	if write {
+		err := ss.writeServerLocked(ss.passTo, b[:k])
+		ss.swmu.Unlock()
+		if err != nil {
 			return 0, false, err
 		}
 	}

@@ -7,6 +7,7 @@ const (
 	actFwd  byte = iota // the reply goes to the client
 	actSkip             // pgtide's own message: the reply is swallowed
 	actFake             // never sent to the server: pgtide answers with fake
+	actErr              // pgtide's failing stand-in: the server's error is replaced by fake (refuseLocked)
 )
 
 // Request kinds besides the frontend message types P, B, D, E, C, S, Q, F.
@@ -19,7 +20,7 @@ type entry struct {
 	kind  byte // frontend message type
 	act   byte
 	descS bool   // a Describe of a statement: ParameterDescription first
-	fake  []byte // actFake: the reply pgtide sends in the server's place
+	fake  []byte // actFake, actErr: the reply pgtide sends in the server's place
 	st    *stmt  // a Parse: the statement being prepared on the server
 	sql   *sqlFx // a Query or Sync: what its SQL PREPAREs do (sqlsession.go)
 }
