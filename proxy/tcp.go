@@ -48,6 +48,13 @@ func tuneTCP(nc net.Conn, cfg *config.Config) {
 // refuses TCP_USER_TIMEOUT on a listener: tuneAccepted sets that one.
 // Called at Listen and on reload (new clients get the new options, as
 // reload.md says). If one fails, each accepted socket gets tuneTCP.
+//
+// tcp_defer_accept is the listener's own: TCP_DEFER_ACCEPT (45 s when on,
+// PgBouncer's value) makes the kernel hand over a connection only once its
+// first bytes (the startup packet or SSLRequest) have arrived, so a login
+// starts with something to read, and a connection that sends nothing
+// costs pgtide nothing until the kernel gives up holding it. A failure
+// is ignored: logins work without it.
 func (s *Server) tuneListeners(cfg *config.Config) {
 	s.listenMu.Lock()
 	defer s.listenMu.Unlock()
@@ -69,6 +76,7 @@ func (s *Server) tuneListeners(cfg *config.Config) {
 					serr = err
 				}
 			}
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSecs(cfg))
 		}); err != nil || serr != nil {
 			ok = false
 		}
@@ -77,6 +85,15 @@ func (s *Server) tuneListeners(cfg *config.Config) {
 }
 
 type sockopt struct{ level, opt, value int }
+
+// deferAcceptSecs is the listeners' TCP_DEFER_ACCEPT: PgBouncer's 45 s
+// when tcp_defer_accept is on, 0 (off) otherwise.
+func deferAcceptSecs(cfg *config.Config) int {
+	if cfg.TCPDeferAccept {
+		return 45
+	}
+	return 0
+}
 
 // tuneAccepted gives an accepted client socket the TCP options of cfg:
 // only TCP_USER_TIMEOUT when its listener has the rest (tuneListeners).

@@ -51,6 +51,9 @@ func TestListenerTCPOptions(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write([]byte{0}); err != nil { // tcp_defer_accept holds a silent one back
+			t.Fatal(err)
+		}
 		a, err := ln.Accept()
 		if err != nil {
 			t.Fatal(err)
@@ -123,4 +126,76 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestListenerDeferAccept: with tcp_defer_accept (the default) a TCP
+// listener hands over a connection only once its first bytes arrived, as
+// PgBouncer's does; a reload that turns it off hands silent connections
+// over at once.
+func TestListenerDeferAccept(t *testing.T) {
+	ln, err := listenTCP("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := &Server{listeners: []net.Listener{ln}}
+	tl := ln.(*net.TCPListener)
+	deferSecs := func() int {
+		rc, err := tl.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		var gerr error
+		_ = rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT) })
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		return v
+	}
+	// accepted reports whether a connection reached Accept within d.
+	accepted := func(d time.Duration) (net.Conn, bool) {
+		_ = tl.SetDeadline(time.Now().Add(d))
+		a, err := tl.Accept()
+		return a, err == nil
+	}
+	on := config.Default()
+	s.tuneListeners(on)
+	if v := deferSecs(); v <= 0 {
+		t.Fatalf("TCP_DEFER_ACCEPT = %d with tcp_defer_accept on", v)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if a, ok := accepted(300 * time.Millisecond); ok {
+		a.Close()
+		t.Fatal("a connection that sent nothing was handed over")
+	}
+	if _, err := c.Write([]byte{0, 0, 0, 8}); err != nil {
+		t.Fatal(err)
+	}
+	a, ok := accepted(5 * time.Second)
+	if !ok {
+		t.Fatal("a connection that sent its first bytes was not handed over")
+	}
+	a.Close()
+
+	off := config.Default()
+	off.TCPDeferAccept = false
+	s.tuneListeners(off)
+	if v := deferSecs(); v != 0 {
+		t.Fatalf("TCP_DEFER_ACCEPT = %d with tcp_defer_accept off", v)
+	}
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	a, ok = accepted(5 * time.Second)
+	if !ok {
+		t.Fatal("tcp_defer_accept off: a silent connection was not handed over")
+	}
+	a.Close()
 }

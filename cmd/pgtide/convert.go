@@ -244,7 +244,7 @@ var intKeys = map[string]bool{
 }
 
 var boolKeys = map[string]bool{
-	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true,
+	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true, "tcp_defer_accept": true,
 	"log_connections": true, "log_disconnections": true, "log_pooler_errors": true,
 	"application_name_add_host": true,
 }
@@ -381,7 +381,7 @@ func convertPgBouncerOpts(file string, data []byte, opts convertOptions) (*conve
 			}
 			c.set(k, tomlString(durationString(time.Duration(n)*time.Millisecond)), "")
 		case strings.HasPrefix(k, "tcp_"):
-			c.dropGlobal(e, k, "no pgtide equivalent (pgtide has tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt and tcp_user_timeout)")
+			c.dropGlobal(e, k, "no pgtide equivalent (pgtide has tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, tcp_user_timeout and tcp_defer_accept)")
 		case strings.HasPrefix(k, "dns_") || k == "resolv_conf":
 			c.dropGlobal(e, k, "pgtide resolves server host names with the system resolver at dial time")
 		case unmappedReasons[k] != "":

@@ -132,6 +132,7 @@ type Config struct {
 	TCPKeepIntvl   Duration `toml:"tcp_keepintvl"`    // 0 = 15s
 	TCPKeepCnt     int      `toml:"tcp_keepcnt"`      // 0 = 9
 	TCPUserTimeout Duration `toml:"tcp_user_timeout"` // 0 = the kernel's default
+	TCPDeferAccept bool     `toml:"tcp_defer_accept"` // true: TCP listeners hand over a connection once its first bytes arrive
 
 	StatsPeriod       Duration            `toml:"stats_period"` // 60s; per-pool stats log line (0 = off)
 	Threads           int                 `toml:"threads"`      // 0 (default) = auto: GOMAXPROCS env, else half the CPUs (at least 1)
@@ -234,6 +235,7 @@ func Default() *Config {
 		ServerCheckDelay:      Duration{30 * time.Second},
 		UnixSocketMode:        "0777",
 		TCPKeepalive:          true,
+		TCPDeferAccept:        true,
 		AuthQuery:             DefaultAuthQuery,
 		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},

@@ -79,6 +79,7 @@ func TestDefaults(t *testing.T) {
 		ServerCheckDelay:      Duration{30 * time.Second},
 		UnixSocketMode:        "0777",
 		TCPKeepalive:          true,
+		TCPDeferAccept:        true,
 		AuthQuery:             DefaultAuthQuery,
 		AuthCacheTTL:          Duration{60 * time.Second},
 		ClientLoginTimeout:    Duration{60 * time.Second},
@@ -168,6 +169,7 @@ unix_socket_mode = "0770"
 listen_backlog = 64
 client_idle_timeout = "10m"
 tcp_keepalive = false
+tcp_defer_accept = false
 tcp_keepidle = "30s"
 tcp_keepintvl = "5s"
 tcp_keepcnt = 3
