@@ -357,8 +357,16 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
 		return
 	}
+	if ss.txStatus == wire.TxFailed && ss.q.empty() {
+		// PostgreSQL refuses every Parse in a failed transaction block;
+		// pgtide must not answer one itself from a server that has the
+		// text, nor map the name.
+		p.refuseLocked(off, n, abortedTxnError)
+		return
+	}
 	st := ss.pe.stmts.getDep(query, types, dep)
-	ss.addStmtLocked(string(name), st)
+	cname := string(name)
+	ss.addStmtLocked(cname, st)
 	ss.noteParseLocked(st, query)
 	switch {
 	case p.sc == nil:
@@ -368,20 +376,27 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 	case p.srv.has(st):
 		// Already prepared on this server: answered in order with its replies.
 		p.replace(off, n)
-		p.fakeReplyLocked(parseComplete)
+		ss.q.push(entry{kind: wire.FeParse, act: actFake, fake: parseComplete, st: st, name: cname})
+		p.wake = true
 		ss.unsynced = true
 	default:
+		// What pgtide adds (a dependency, an eviction's Close) goes
+		// where this Parse was, after the messages before it.
+		p.copyUpTo(off)
 		if st.dep != nil {
-			p.copyUpTo(off)
 			p.out = ss.ensureLocked(p.srv, st.dep, p.out)
 		}
 		ss.evictLocked(p.srv, &p.out)
 		p.replace(off, n, st.parse)
-		ss.q.push(entry{kind: wire.FeParse, st: st})
+		ss.q.push(entry{kind: wire.FeParse, st: st, name: cname})
 		p.srv.add(st)
 		ss.unsynced = true
 	}
 }
+
+// abortedTxnError is PostgreSQL's reply to anything but a Sync in a failed
+// transaction block.
+var abortedTxnError = wire.ErrorFrame("ERROR", "25P02", "current transaction is aborted, commands ignored until end of transaction block")
 
 // bindOrDescribeLocked handles a Bind, or a Describe of a statement, by
 // the statement it names; a Describe of a portal goes through as it is.
@@ -457,16 +472,35 @@ func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []
 }
 
 // closeLocked answers a Close of a named statement itself: it only forgets
-// the client's name, the server's copy is the pool's. Other Closes go
-// through.
+// the client's name, the server's copy is the pool's. A Close of the
+// unnamed statement goes through only while the server's is this
+// client's; a Close of a portal goes through.
 func (p *pooledBatch) closeLocked(off, n int, body []byte) {
 	ss := p.ss
 	if len(body) > 1 && body[0] == wire.ObjStatement && body[1] != 0 {
 		name, _, _ := cstring(body[1:])
-		delete(ss.stmts, string(name))
+		cname := string(name)
+		st := ss.stmts[cname]
+		delete(ss.stmts, cname)
 		p.replace(off, n)
-		p.fakeReplyLocked(closeComplete)
+		if p.sc == nil {
+			p.local = append(p.local, closeComplete...)
+			return
+		}
+		ss.q.push(entry{kind: wire.FeClose, act: actFake, fake: closeComplete, st: st, name: cname})
+		p.wake = true
 		return
+	}
+	if len(body) > 0 && body[0] == wire.ObjStatement { // the unnamed statement
+		ss.unnamedParse = nil
+		if p.sc == nil || p.srv.unnamed != ss {
+			// None on a server, or the server's is another client's, which
+			// closing would destroy behind pgtide's back: pgtide answers.
+			p.replace(off, n)
+			p.fakeReplyLocked(closeComplete)
+			return
+		}
+		p.srv.unnamed = nil
 	}
 	ss.q.push(entry{kind: wire.FeClose})
 	ss.unsynced = true
@@ -563,7 +597,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 		query, types, ok := cstring(rest)
 		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
 	case wire.FeClose:
-		return !(len(body) > 1 && body[0] == wire.ObjStatement && body[1] != 0)
+		return !(len(body) > 0 && body[0] == wire.ObjStatement) // statements: closeLocked
 	}
 	return true
 }
@@ -580,5 +614,5 @@ func (ss *session) evictLocked(srv *serverState, out *[]byte) {
 		return
 	}
 	*out = wire.AppendFrame(*out, wire.FeClose, []byte{wire.ObjStatement}, []byte(old.name), []byte{0})
-	ss.q.push(entry{kind: wire.FeClose, act: actSkip})
+	ss.q.push(entry{kind: wire.FeClose, act: actSkip, st: old})
 }

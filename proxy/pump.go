@@ -454,15 +454,16 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			}
 			if e.kind == wire.FeParse && e.st != nil {
 				stateOf(sc).remove(e.st)
-				if e.act == actFwd {
-					for name, st := range ss.stmts {
-						if st == e.st {
-							delete(ss.stmts, name)
-						}
-					}
+				if e.act == actFwd && ss.stmts[e.name] == e.st {
+					delete(ss.stmts, e.name)
 				}
 			}
-			ss.q.dropUntilSync()
+			ss.undoSkippedLocked(sc, ss.q.dropUntilSync())
+			if ss.mode != config.PoolSession && ss.unsynced && len(ss.q.e) == 0 {
+				// The server skips all up to the client's Sync, which has
+				// not come yet: so does pgtide, before it books anything.
+				ss.clientSkip = true
+			}
 		}
 		return !ss.gone, evNone, repl // errors reach the client, even for pgtide's requests
 	case wire.BeCopyInResponse:
@@ -612,4 +613,50 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 	}
 	ss.mu.Unlock()
 	return false
+}
+
+// undoSkippedLocked takes back what pgtide booked, when it read the batch,
+// for requests the server skipped after an error (PostgreSQL ignores all
+// up to Sync): a statement to be prepared (the client's Parse, pgtide's
+// re-Parse, an SQL PREPARE) is not on the server, nor under the client's
+// name; a name pgtide answered a Parse for is not the client's, one it
+// answered a Close for still is; a statement an eviction was to close is
+// still on the server; whose the server's unnamed statement is, is no
+// longer known. Otherwise pgtide would answer for statements that do not
+// exist, on this client's later requests and on every client's that gets
+// the server.
+func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
+	if len(dropped) == 0 {
+		return
+	}
+	srv := stateOf(sc)
+	for _, e := range dropped {
+		if e.sql != nil {
+			ss.undoSQLLocked(srv, e.sql) // sqlsession.go
+		}
+		switch {
+		case e.kind == wire.FeParse && e.st != nil:
+			if e.act != actFake {
+				srv.remove(e.st)
+			}
+			if e.name != "" && ss.stmts[e.name] == e.st {
+				delete(ss.stmts, e.name)
+			}
+		case e.kind == wire.FeParse: // the unnamed statement
+			if srv.unnamed == ss || e.act == actSkip {
+				srv.unnamed = nil
+			}
+			if e.act == actFwd {
+				ss.unnamedParse = nil
+			}
+		case e.kind == wire.FeClose && e.act == actFake && e.name != "" && e.st != nil:
+			if _, taken := ss.stmts[e.name]; !taken {
+				ss.addStmtLocked(e.name, e.st)
+			}
+		case e.kind == wire.FeClose && e.act == actSkip && e.st != nil:
+			srv.add(e.st) // an eviction's Close
+		case e.kind == wire.FeExecute && e.st != nil:
+			srv.remove(e.st) // pgtide's own SQL PREPARE (ensureLocked)
+		}
+	}
 }

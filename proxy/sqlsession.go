@@ -144,6 +144,9 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 		case sqlExecute:
 			st := ss.stmts[r.name]
 			if st == nil || r.bad {
+				if strings.HasPrefix(r.name, "pgtide_") {
+					put(r, newStmtName()) // never another client's statement
+				}
 				continue // the server says it does not exist
 			}
 			if !skip {
@@ -279,19 +282,26 @@ func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 	if e == nil || e.sql == nil {
 		return
 	}
-	srv := stateOf(sc)
-	for _, p := range e.sql.preps {
+	ss.undoSQLLocked(stateOf(sc), e.sql)
+	e.sql = nil
+}
+
+// undoSQLLocked takes back the PREPAREs and DEALLOCATEs of fx that the
+// server did not confirm: a statement not prepared is not on the server
+// nor under the client's name; a name not deallocated is the client's
+// again.
+func (ss *session) undoSQLLocked(srv *serverState, fx *sqlFx) {
+	for _, p := range fx.preps {
 		srv.remove(p.st)
 		if p.name != "" && ss.stmts[p.name] == p.st {
 			delete(ss.stmts, p.name)
 		}
 	}
-	for _, d := range e.sql.deallocs {
+	for _, d := range fx.deallocs {
 		if _, taken := ss.stmts[d.name]; !taken {
 			ss.addStmtLocked(d.name, d.st)
 		}
 	}
-	e.sql = nil
 }
 
 // sqlCompleteLocked looks at a CommandComplete of the client's: a PREPARE

@@ -22,6 +22,7 @@ type entry struct {
 	descS bool   // a Describe of a statement: ParameterDescription first
 	fake  []byte // actFake, actErr: the reply pgtide sends in the server's place
 	st    *stmt  // a Parse: the statement being prepared on the server
+	name  string // a named Parse or a Close answered by pgtide: the client's name (undoSkippedLocked)
 	sql   *sqlFx // a Query or Sync: what its SQL PREPAREs do (sqlsession.go)
 }
 
