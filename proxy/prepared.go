@@ -491,7 +491,7 @@ func (p *pooledBatch) closeLocked(off, n int, body []byte) {
 		p.wake = true
 		return
 	}
-	if len(body) > 0 && body[0] == wire.ObjStatement { // the unnamed statement
+	if len(body) > 1 && body[0] == wire.ObjStatement { // the unnamed statement
 		ss.unnamedParse = nil
 		if p.sc == nil || p.srv.unnamed != ss {
 			// None on a server, or the server's is another client's, which
@@ -597,7 +597,7 @@ func (ss *session) needsServer(typ byte, body []byte) bool {
 		query, types, ok := cstring(rest)
 		return !ok || mayNameStmts(query) || !ss.pe.stmts.get(query, types).validated.Load()
 	case wire.FeClose:
-		return !(len(body) > 0 && body[0] == wire.ObjStatement) // statements: closeLocked
+		return !(len(body) > 1 && body[0] == wire.ObjStatement) // statements: closeLocked
 	}
 	return true
 }
