@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync"
@@ -182,5 +183,63 @@ func TestTxnLateCopyDoneHoldsNoServer(t *testing.T) {
 	start := time.Now()
 	if err := v.QueryRow(ctxT(t, 6*time.Second), "SELECT 1").Scan(&n); err != nil {
 		t.Errorf("bystander SELECT 1 failed after %v: %v (sqlstate %s)", time.Since(start).Round(time.Millisecond), err, sqlState(err))
+	}
+}
+
+// copyDataHeader is the 5-byte header of a CopyData of n payload bytes.
+func copyDataHeader(n int) []byte {
+	b := []byte{'d', 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(4+n))
+	return b
+}
+
+// TestTxnCopyStreamCutByServerError: transaction mode, pool_size 1. A
+// client in COPY FROM STDIN sends a CopyData with a bad row and, in the
+// same write, the first 100 KB of a 200 KB CopyData (streamed: >= 64 KB,
+// copyIn). PostgreSQL fails the COPY on the bad row and answers
+// ErrorResponse + ReadyForQuery I while only part of the next CopyData
+// frame has reached it. Before the fix pgtide gave the server back there:
+// it waited for the rest of that frame and read the next client's bytes as
+// its body (that client timed out). Now such a server is closed, and the
+// next client gets a fresh one at once.
+func TestTxnCopyStreamCutByServerError(t *testing.T) {
+	r := newRelEnv(t, func(c *tideConf, db *dbConf) {
+		db.PoolSize = 1
+		c.Extra += "query_wait_timeout = \"10s\"\n"
+	})
+	owner := connect(t, r.DirectURL())
+	if _, err := owner.Exec(ctxT(t, 10*time.Second), "CREATE TABLE ct (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []struct{ name, url string }{{"direct", r.DirectURL()}, {"pgtide", r.URL()}} {
+		t.Run(target.name, func(t *testing.T) {
+			h, fe := rawLogin(t, target.url)
+			send(t, h, &pgproto3.Query{String: "COPY ct FROM STDIN"})
+			if _, err := readUntil(t, h, fe, 5*time.Second, 'G'); err != nil {
+				t.Fatalf("CopyInResponse: %v", err)
+			}
+			var w []byte
+			w, _ = (&pgproto3.CopyData{Data: []byte("notanint\n")}).Encode(w)
+			w = append(w, copyDataHeader(200_000)...)
+			w = append(w, bytes.Repeat([]byte("1\n"), 50_000)...) // 100 KB of the 200 KB
+			if _, err := h.Write(w); err != nil {
+				t.Fatal(err)
+			}
+			expectError(t, h, fe, 5*time.Second, "22P02")
+			if _, err := readUntil(t, h, fe, 5*time.Second, 'Z'); err != nil {
+				t.Fatalf("ReadyForQuery after the COPY error: %v", err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			// A second client on the (only) server.
+			v := connect(t, target.url)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var n int
+			start := time.Now()
+			if err := v.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+				t.Errorf("%s: the next client's SELECT 1 failed after %v: %v (sqlstate %s)", target.name, time.Since(start).Round(time.Millisecond), err, sqlState(err))
+			}
+			h.Close()
+		})
 	}
 }

@@ -138,8 +138,17 @@ func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 			}
 		}
 		var capErr error
-		if ev == evSettle {
+		switch ev {
+		case evSettle:
 			capErr = ss.sendCaptureLocked(sc) // under mu: see sendCaptureLocked
+		case evStmtTxn:
+			// Under mu, as the capture: a statement the client pipelined
+			// behind the one that opened the transaction is queued after
+			// the swallowed ROLLBACK, so it must not reach the server
+			// before it either.
+			ss.swmu.Lock()
+			_, capErr = sc.Net.Write(rollbackQuery)
+			ss.swmu.Unlock()
 		}
 		ss.mu.Unlock()
 		if spliced {
@@ -153,14 +162,14 @@ func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 		}
 		rd.Discard(off)
 		switch ev {
-		case evStmtTxn, evCopyAbort:
-			var req []byte
-			if ev == evStmtTxn {
-				req = wire.AppendFrame(nil, wire.FeQuery, []byte("ROLLBACK\x00"))
-			} else {
-				req = wire.AppendFrame(nil, wire.FeCopyFail, []byte("client disconnected\x00"))
-				req = wire.AppendFrame(req, wire.FeSync)
+		case evStmtTxn:
+			if capErr != nil {
+				ss.serverStopped(sc, capErr)
+				return true
 			}
+		case evCopyAbort: // the client is gone: nothing of its can follow
+			req := wire.AppendFrame(nil, wire.FeCopyFail, []byte("client disconnected\x00"))
+			req = wire.AppendFrame(req, wire.FeSync)
 			ss.swmu.Lock()
 			_, err := sc.Net.Write(req)
 			ss.swmu.Unlock()
@@ -179,6 +188,9 @@ func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 		}
 	}
 }
+
+// rollbackQuery ends the transaction a statement opened in statement mode.
+var rollbackQuery = wire.AppendFrame(nil, wire.FeQuery, []byte("ROLLBACK\x00"))
 
 // inlineFor is how long the client goroutine waits on a server's reply
 // itself (drivePump) before a pump goroutine takes over, so that a client
@@ -599,7 +611,8 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		return true
 	case ss.mode != config.PoolSession && ss.st.pins == 0: // a pinned client keeps its server
 		ss.sc = nil
-		inline := ss.pumpInline
+		inline, cut := ss.pumpInline, ss.midFrame
+		ss.midFrame = false
 		ss.mu.Unlock()
 		if inline {
 			_ = sc.Net.SetReadDeadline(time.Time{}) // inlineFor's: never lend a server with one
@@ -608,6 +621,14 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		// it ends before sc goes back, and none starts after (toAttached).
 		ss.swmu.Lock()
 		ss.swmu.Unlock() // empty on purpose: it waits for that write
+		if cut {
+			// The server ended the COPY while a large CopyData was on its
+			// way: it waits for the rest of that frame, which nobody may
+			// send now (the next client's bytes would be read as its body).
+			ss.logger().Info().Uint32("server_pid", sc.PID).Msg("server given back in the middle of a client message; closing it")
+			sc.Pool().Discard(sc)
+			return true
+		}
 		ss.giveBack(sc)
 		return true
 	}

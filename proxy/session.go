@@ -96,12 +96,16 @@ type session struct {
 	sqlPending   *sqlFx           // SQL PREPAREs in unnamed Parses, for the next Sync
 	unnamedParse []byte           // the client's last unnamed Parse frame
 	clientSkip   bool             // pgtide raised an error: drop until Sync
-	// Two fields of other groups, here in clientSkip's padding: the record
+	// Fields of other groups, here in clientSkip's padding: the record
 	// fits the 640-byte size class (with Go's 8-byte malloc header; see
 	// TestSessionRecordSize). epollAdded: the socket is in the parker's set
-	// (park.go; whoever runs the session). endFlag: the session is over
+	// (park.go; whoever runs the session). midFrame (under mu): a client
+	// message streamed to the attached server is only partly written to
+	// it (passOn), so the server waits for the rest of that frame and must
+	// not go to another client (atBoundary). endFlag: the session is over
 	// (sessionEnd, waitctx.go).
 	epollAdded bool
+	midFrame   bool
 	endFlag    atomic.Bool
 
 	// Set when the login was answered from the pool's welcome cache

@@ -92,6 +92,7 @@ func (ss *session) passOn() (int, bool, error) {
 		// (toAttached).
 		ss.swmu.Lock()
 	}
+	ss.midFrame = write && ss.passRemain > k
 	ss.mu.Unlock()
 	if err != nil {
 		return 0, false, err
