@@ -37,6 +37,24 @@ func rawLoginKey(t *testing.T, url string) (*net.TCPConn, *pgproto3.Frontend, ui
 	return tc, hc.Frontend, hc.PID, hc.SecretKey
 }
 
+// sendCancel sends a CancelRequest to addr and waits for pgtide to close
+// the connection.
+func sendCancel(t *testing.T, addr string, pid uint32, key []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, _ := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: key}).Encode(nil)
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var one [1]byte
+	_, _ = c.Read(one[:])
+}
+
 // readToZ reads messages up to a ReadyForQuery (or the deadline) and
 // describes them: D(values), C(tag), E(severity code message), T, Z(status);
 // ParameterStatus and NoticeResponse are left out.
@@ -174,4 +192,55 @@ func TestTxnCaptureFailsWithPipelinedQuery(t *testing.T) {
 		_, active, _ := ce.poolServers(t)
 		return active == 0
 	})
+}
+
+// TestTxnCancelDuringCapture: a client cancels its pipelined query while
+// pgtide's own capture runs ahead of it on the server. The cancel is held
+// until the capture is done: it does not stop the capture (whose answer,
+// the client's new setting, is kept), and it is then sent for the
+// client's query (57014 at once instead of the query's 3 s). PostgreSQL
+// ignores a cancel that reaches a backend between two commands, and the
+// held one is sent just as the query starts: an attempt where it lost
+// that race is tried again (3 at most).
+func TestTxnCancelDuringCapture(t *testing.T) {
+	ce := newCaptureEnv(t)
+	for attempt := 1; ; attempt++ {
+		app := fmt.Sprintf("capcancel%d", attempt)
+		ce.startCapture(t, "SELECT pg_sleep(0.1); SET application_name = '"+app+"'")
+		send(t, ce.tc, &pgproto3.Query{String: "SELECT pg_sleep(3), 42"})
+		time.Sleep(300 * time.Millisecond)
+		sendCancel(t, ce.tide.Addr, ce.pid, ce.key)
+		time.Sleep(300 * time.Millisecond)
+		var waiting int
+		if err := ce.mon.QueryRow(ctxT(t, 5*time.Second),
+			"SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND wait_event_type = 'Lock'", ce.User).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting != 1 {
+			t.Fatalf("after the client's cancel, %d of its backends wait on the lock; want 1: the cancel must not stop pgtide's capture", waiting)
+		}
+		start := time.Now()
+		ce.release(t)
+		ce.expectReplies(t, "Q1", "T D() C(SELECT 1) C(SET) Z(I)")
+		got2, err := readToZ(ce.tc, ce.fe, 10*time.Second)
+		d := time.Since(start)
+		s2 := strings.Join(got2, " ")
+		cancelled := strings.Contains(s2, "E(ERROR 57014 ") && strings.HasSuffix(s2, " Z(I)") && d < 2*time.Second
+		if err != nil || (!cancelled && s2 != "T D(,42) C(SELECT 1) Z(I)") {
+			t.Fatalf("Q2 (pg_sleep(3), cancelled by the client): %v (err %v) after %v; want 57014 then Z(I)", got2, err, d.Round(time.Millisecond))
+		}
+		send(t, ce.tc, &pgproto3.Query{String: "SELECT current_setting('application_name')"})
+		ce.expectReplies(t, "Q3 (the setting Q1 made, which the capture saw)", "T D("+app+") C(SELECT 1) Z(I)")
+		pgtest.WaitUntil(t, 3*time.Second, "the idle client's server back in the pool", func() bool {
+			_, active, _ := ce.poolServers(t)
+			return active == 0
+		})
+		if cancelled {
+			return
+		}
+		t.Logf("attempt %d: the held cancel reached the backend before it started the query (answered %v after %v)", attempt, got2, d.Round(time.Millisecond))
+		if attempt == 3 {
+			t.Fatalf("in 3 attempts the client's cancel never stopped its query once pgtide's capture was done")
+		}
+	}
 }

@@ -915,6 +915,15 @@ func (ss *session) cancel() {
 		ss.mu.Unlock()
 		return
 	}
+	if ss.st.capturing {
+		// pgtide's session-state capture runs on the server ahead of the
+		// client's request: a cancel now would stop the capture and leave
+		// the request running. settle sends it once the capture is done
+		// (afterCapture).
+		ss.st.cancelLater = true
+		ss.mu.Unlock()
+		return
+	}
 	ss.cancelMu.RLock()
 	ss.mu.Unlock()
 	defer ss.cancelMu.RUnlock()

@@ -67,7 +67,13 @@ type sessState struct {
 	customs map[string]bool // custom (x.y) parameter names seen in the client's SQL
 	flagged map[*stmt]bool  // the client's statements whose text may change state
 	unnamed bool            // the same, for the client's unnamed statement
-	heldZ   []byte          // the ReadyForQuery held back while capturing
+	// capturing: the capture is on the server, ahead of anything the
+	// client sent after it (sendCaptureLocked until settle has its
+	// answer). cancelLater: a cancel request of the client's came
+	// meanwhile; it is sent once the capture is answered (session.cancel,
+	// afterCapture), so that it stops the client's request, not the capture.
+	capturing, cancelLater bool
+	heldZ                  []byte // the ReadyForQuery held back while capturing
 }
 
 // captureSQL asks a server what its session holds beyond the pool's
@@ -376,6 +382,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 	out := pool.AppendParamQueries(nil, qs)
 	out = wire.AppendFrame(out, wire.FeSync)
 	stateOf(sc).unnamed = nil
+	ss.st.capturing = true
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(out)
 	ss.swmu.Unlock()
@@ -428,8 +435,10 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	ss.mu.Lock()
 	z := ss.st.heldZ
 	ss.st.heldZ = nil
+	later := ss.st.cancelLater
+	ss.st.capturing, ss.st.cancelLater = false, false
 	if serr != nil || sc.TxStatus != wire.TxIdle {
-		return ss.captureFailedLocked(sc, serr, append(async, z...))
+		return ss.captureFailedLocked(sc, serr, append(async, z...), later)
 	}
 	got := parseCapture(rows, sc.LoginUser)
 	ss.st.check = false
@@ -451,14 +460,18 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	ss.setPinsLocked(pins, sc)
 	ss.mu.Unlock()
 	ss.toClient(append(append(async, refusal...), z...))
-	return ss.afterCapture(sc)
+	return ss.afterCapture(sc, later)
 }
 
 // afterCapture goes on once the capture's replies are read and the held
-// ReadyForQuery went to the client: fake replies queued meanwhile follow,
-// and the server goes back if the session is at a boundary. It reports
-// whether the pump is done with sc.
-func (ss *session) afterCapture(sc *pool.Conn) bool {
+// ReadyForQuery went to the client: a cancel request held meanwhile goes
+// to the client's request now, fake replies queued meanwhile follow, and
+// the server goes back if the session is at a boundary. It reports whether
+// the pump is done with sc.
+func (ss *session) afterCapture(sc *pool.Conn, cancelLater bool) bool {
+	if cancelLater {
+		go ss.cancel() // sent only if a request of the client's is still owed
+	}
 	if ss.flushFakes(sc) {
 		return true
 	}
@@ -476,7 +489,7 @@ func (ss *session) afterCapture(sc *pool.Conn) bool {
 // meant). Otherwise it is closed; the session then ends if anything of it
 // is lost with it (DESIGN.md invariant 9). Called with mu held; releases
 // it. It reports whether the pump is done with sc.
-func (ss *session) captureFailedLocked(sc *pool.Conn, serr error, out []byte) bool {
+func (ss *session) captureFailedLocked(sc *pool.Conn, serr error, out []byte, cancelLater bool) bool {
 	ss.logger().Info().Err(serr).Uint32("server_pid", sc.PID).Str("tx_status", string(sc.TxStatus)).
 		Msg("session state check failed")
 	if ss.sc != sc {
@@ -489,7 +502,7 @@ func (ss *session) captureFailedLocked(sc *pool.Conn, serr error, out []byte) bo
 	if idle && owed {
 		ss.mu.Unlock()
 		ss.toClient(out)
-		return ss.afterCapture(sc)
+		return ss.afterCapture(sc, cancelLater)
 	}
 	if owed {
 		// Left inside a transaction that no one asked for: what the
