@@ -784,6 +784,13 @@ func (ss *session) finish() {
 // (session mode, or always when configured), then returns the server; on
 // any failure the server is closed instead (never lent dirty).
 func (ss *session) releaseClean(sc *pool.Conn) {
+	if !sc.Reusable() {
+		// A cancel request for it may still arrive (session.cancel): it
+		// could stop the reset below, and would stop the next borrower's
+		// query. Release would close it anyway.
+		sc.Pool().Discard(sc)
+		return
+	}
 	var qs []string
 	if sc.TxStatus != 'I' {
 		qs = append(qs, "ROLLBACK")
@@ -936,6 +943,12 @@ func (ss *session) cancel() {
 	}
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
-		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("cancel request to server failed")
+		msg := "cancel request to server failed"
+		if !sc.Reusable() {
+			// It may still arrive: the server is closed when the client
+			// is done with it, never lent again (pool.Conn.Cancel).
+			msg = "cancel request to server not confirmed; the server will be closed, not reused"
+		}
+		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg(msg)
 	}
 }
