@@ -85,6 +85,11 @@ type Conn struct {
 	// backend runs then. Such a connection is never lent again (Release
 	// closes it; Reusable).
 	cancelUnsure atomic.Bool
+	// partial: the borrower has written part of a message and not yet the
+	// rest (SetPartial): the server takes the next bytes it gets as that
+	// rest, so nothing can be sent to clean it, and it is never lent in
+	// that state (Reusable).
+	partial atomic.Bool
 
 	created  time.Time
 	lifetime time.Duration // jittered server_lifetime, 0 = none
@@ -437,9 +442,18 @@ func (c *Conn) Cancel(ctx context.Context) error {
 }
 
 // Reusable reports whether the connection may be lent again: false once
-// a cancel request for it may still be on its way (Cancel). Release
-// closes a connection that is not.
-func (c *Conn) Reusable() bool { return !c.cancelUnsure.Load() }
+// a cancel request for it may still be on its way (Cancel), and while a
+// message is written only in part (SetPartial). Release closes a
+// connection that is not.
+func (c *Conn) Reusable() bool { return !c.cancelUnsure.Load() && !c.partial.Load() }
+
+// SetPartial records that the borrower has written part of a message to
+// the server and not the rest (true, before the first part), or that the
+// rest followed (false, after the last part).
+func (c *Conn) SetPartial(v bool) { c.partial.Store(v) }
+
+// Partial reports whether a message is written to the server only in part.
+func (c *Conn) Partial() bool { return c.partial.Load() }
 
 func randomUint64() uint64 {
 	var b [8]byte

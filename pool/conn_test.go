@@ -330,3 +330,30 @@ func TestCancelUnconfirmedNotReused(t *testing.T) {
 		t.Fatal("a connection whose cancel request may still arrive was lent again")
 	}
 }
+
+// TestPartialMessageNotReused: a connection with a message written in part
+// (the server takes its next bytes as the rest) is closed by Release; once
+// the rest was written it goes back as any other.
+func TestPartialMessageNotReused(t *testing.T) {
+	t.Parallel()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1}, d)
+	c := acquire(t, p)
+	c.SetPartial(true)
+	c.SetPartial(false) // the rest followed
+	p.Release(c)
+	if got := acquire(t, p); got != c {
+		t.Fatal("a connection whose message was written whole was not reused")
+	}
+	c.SetPartial(true)
+	if c.Reusable() {
+		t.Fatal("Reusable with a message written in part")
+	}
+	p.Release(c)
+	if !c.Net.(*fakeNet).isClosed() {
+		t.Fatal("Release kept a connection with a message written in part")
+	}
+	if got := acquire(t, p); got == c {
+		t.Fatal("a connection with a message written in part was lent again")
+	}
+}

@@ -667,7 +667,8 @@ func (p *Pool) releaseSlot(c *Conn) {
 // Release returns a clean, idle connection (invariant 1: the caller has
 // checked it). It goes straight to the first waiter if there is one. A
 // connection that is not Reusable (a cancel request for it may still
-// arrive) is closed instead, as is one past its lifetime.
+// arrive, a message is written to it in part) is closed instead, as is one
+// past its lifetime.
 func (p *Pool) Release(c *Conn) { p.ReleaseAt(c, time.Now()) }
 
 // ReleaseAt is Release for a caller that has just read the clock: now is

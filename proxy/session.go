@@ -703,6 +703,13 @@ func (ss *session) giveBack(sc *pool.Conn) {
 	ss.cancelMu.Lock()
 	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Unlock()
+	if !sc.Reusable() {
+		// A cancel request for it may still arrive, or a message the
+		// client was streaming is cut on it (a COPY the server ended
+		// mid-CopyData): the pool closes it (Release).
+		ss.logger().Info().Uint32("server_pid", sc.PID).Bool("message_cut", sc.Partial()).
+			Msg("server closed instead of going back to the pool")
+	}
 	if ss.srv.Config().ServerResetQueryAlways {
 		ss.releaseClean(sc)
 		return
@@ -735,7 +742,13 @@ func (ss *session) finish() {
 	}
 	done := ss.pumpDone
 	var extra []byte
-	if ss.copyIn {
+	// A message the client was streaming (stream.go) is cut on the
+	// server: it would take anything written now (CopyFail, Sync, a
+	// rollback) as the rest of it. Nothing can clean it: it is closed.
+	cut := sc.Partial()
+	if cut {
+		ss.logger().Info().Uint32("server_pid", sc.PID).Msg("client left in the middle of a message; closing its server")
+	} else if ss.copyIn {
 		extra, _ = (&pgproto3.CopyFail{Message: "client disconnected"}).Encode(extra)
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
 		ss.q.push(entry{kind: reqCopyEnd})
@@ -757,8 +770,12 @@ func (ss *session) finish() {
 	}
 	if busy {
 		ss.cancel()
-	} else {
-		_ = sc.Net.SetReadDeadline(time.Now()) // wake the idle pump
+	}
+	if !busy || cut {
+		// Wake the idle pump; with a message cut, stop it now: nothing
+		// more will come. It closes the server if anything is owed, or
+		// leaves it to be closed below.
+		_ = sc.Net.SetReadDeadline(time.Now())
 	}
 	select {
 	case <-done:
@@ -772,6 +789,10 @@ func (ss *session) finish() {
 	ss.mu.Unlock()
 	if sc == nil {
 		return // the pump discarded or released it
+	}
+	if cut {
+		sc.Pool().Discard(sc)
+		return
 	}
 	_ = sc.Net.SetReadDeadline(time.Time{})
 	ss.cancelMu.Lock()
