@@ -5,10 +5,7 @@ package integration
 // that one).
 
 import (
-	"io"
-	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,70 +13,6 @@ import (
 
 	"github.com/pgtide/pgtide/integration/pgtest"
 )
-
-// delayRelay forwards TCP connections to target. While delay is set, a
-// new connection holds what its client sends for that long before passing
-// it on, even if the client has closed by then: a slow postmaster, a
-// congested link.
-type delayRelay struct {
-	ln     net.Listener
-	target string
-	delay  atomic.Int64 // time.Duration
-}
-
-func startDelayRelay(t *testing.T, target string) *delayRelay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &delayRelay{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go d.relay(c, time.Duration(d.delay.Load()))
-		}
-	}()
-	return d
-}
-
-func (d *delayRelay) relay(c net.Conn, delay time.Duration) {
-	defer c.Close()
-	s, err := net.Dial("tcp", d.target)
-	if err != nil {
-		return
-	}
-	defer s.Close()
-	go func() { _, _ = io.Copy(c, s); c.Close() }()
-	if delay > 0 {
-		until := time.Now().Add(delay)
-		var held []byte
-		buf := make([]byte, 4096)
-		_ = c.SetReadDeadline(until)
-		for {
-			n, err := c.Read(buf)
-			held = append(held, buf[:n]...)
-			if err != nil {
-				break
-			}
-		}
-		_ = c.SetReadDeadline(time.Time{})
-		time.Sleep(time.Until(until))
-		if _, err := s.Write(held); err != nil {
-			return
-		}
-	}
-	_, _ = io.Copy(s, c)
-	// s stays open until the server closes it: a cancel request is acted
-	// on after the client's side closed.
-	_, _ = io.Copy(io.Discard, s)
-}
-
-func (d *delayRelay) port() int { return d.ln.Addr().(*net.TCPAddr).Port }
 
 // TestCancelGivenUpServerNotReused: a client's cancel request that the
 // server has not confirmed within cancel_wait_timeout (here held 700 ms on
@@ -89,20 +22,13 @@ func (d *delayRelay) port() int { return d.ln.Addr().(*net.TCPAddr).Port }
 // it. Pool size 1, so the next client gets that server unless it is closed.
 func TestCancelGivenUpServerNotReused(t *testing.T) {
 	pg := pgtest.Shared(t)
-	pgtest.BuildPgtide(t)
-	relay := startDelayRelay(t, pg.Addr())
-	e := &env{t: t, pg: pg}
-	e.User, e.DB = uniqueName(t, "u"), uniqueName(t, "d")
-	e.Pass = "Pw-" + e.User
-	e.secrets = []string{e.Pass, pg.Password}
-	pgtest.CreateRole(t, pg, e.User, e.Pass)
-	pgtest.CreateDatabase(t, pg, e.DB, e.User)
-	e.conf = defaultConf()
-	e.conf.PoolMode = "transaction"
-	e.conf.Extra = "cancel_wait_timeout = \"100ms\"\n"
-	e.conf.Databases = []dbConf{{Name: e.DB, PoolSize: 1}}
-	e.conf.Users[e.User] = e.Pass
-	e.tide = pgtest.StartPgtide(t, e.conf.TOML(relay.port()))
+	relay := startFaultRelay(t, pg.Addr())
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = "cancel_wait_timeout = \"100ms\"\n"
+		c.PGPort = relay.port()
+		db.PoolSize = 1
+	})
 
 	ta, fa, pid, key := rawLoginKey(t, e.URL())
 	send(t, ta, &pgproto3.Query{String: "SELECT pg_backend_pid()"})
