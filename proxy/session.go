@@ -561,12 +561,20 @@ func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
 		waited = waited || synced
 		if err != nil {
 			var ce *clientError
-			if errors.As(err, &ce) || attempt > 0 {
-				ss.releaseOrDiscard(sc)
+			if errors.As(err, &ce) {
+				ss.releaseOrDiscard(sc) // the server refused a setting: it answered, it is idle
 				return nil, err
 			}
-			ss.pe.pool.Discard(sc) // died in the pool: nothing was sent for the client yet
-			continue
+			// The server failed under pgtide's own queries (it died in the
+			// pool, or as it was lent): whatever it looks like, it is not
+			// lent again. Nothing was sent for the client yet: try another
+			// once, then tell the client (a bare close would say nothing).
+			sc.Pool().Discard(sc)
+			if attempt == 0 {
+				continue
+			}
+			ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost while applying the client's settings")
+			return nil, &clientError{codeConnectionFailure, "server connection lost"}
 		}
 		if ss.welcomed != nil {
 			ss.checkWelcome(sc) // welcome.go
