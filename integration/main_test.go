@@ -39,6 +39,9 @@ type tideConf struct {
 	Databases       []dbConf
 	Users           map[string]string // user -> password
 	Extra           string            // raw top-level TOML appended before the sections
+	// PGPort, when set, is where newEnv points pgtide instead of the shared
+	// PostgreSQL's port (a relay in front of it: startFaultRelay).
+	PGPort int
 }
 
 func defaultConf() tideConf {
@@ -136,7 +139,11 @@ func newEnv(t testing.TB, modify func(c *tideConf, db *dbConf)) *env {
 	}
 	e.conf.Databases = append([]dbConf{db}, e.conf.Databases...)
 	e.conf.Users[e.User] = e.Pass
-	e.tide = pgtest.StartPgtide(t, e.conf.TOML(pg.Port))
+	port := pg.Port
+	if e.conf.PGPort != 0 {
+		port = e.conf.PGPort
+	}
+	e.tide = pgtest.StartPgtide(t, e.conf.TOML(port))
 	t.Cleanup(func() { e.checkNoSecrets() })
 	return e
 }

@@ -8,9 +8,12 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -313,4 +316,126 @@ func peakRSS(pid int, f func()) int64 {
 	close(stop)
 	<-sampled
 	return peak
+}
+
+// TestStreamClientVanishesMidMessage: a client vanishes partway through a
+// large message pgtide streams to the server (a 1 MiB CopyData in COPY IN,
+// a 1 MiB Bind inside a transaction, of which 200 KiB were sent). The
+// message is cut on the server: whatever pgtide wrote to clean up (CopyFail
+// and Sync, or Sync) would be read as the rest of it, so the server cannot
+// be cleaned and must be closed at once. Before the fix pgtide wrote them
+// anyway and the only server stayed held for 10 s (finish's fallback).
+func TestStreamClientVanishesMidMessage(t *testing.T) {
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRelEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = mode; db.PoolSize = 1 })
+			c0 := connect(t, r.URL())
+			if _, err := c0.Exec(ctxT(t, 10*time.Second), "CREATE TABLE vs (t text)"); err != nil {
+				t.Fatal(err)
+			}
+			c0.Close(context.Background())
+			base := r.baseline(t)
+			const big = 1 << 20
+			cases := []struct {
+				name  string
+				setup func(t *testing.T, conn *net.TCPConn, fe *pgproto3.Frontend)
+				head  []byte
+			}{
+				{"copydata", func(t *testing.T, conn *net.TCPConn, fe *pgproto3.Frontend) {
+					send(t, conn, &pgproto3.Query{String: "COPY vs FROM STDIN"})
+					if _, err := readUntil(t, conn, fe, 5*time.Second, 'G'); err != nil {
+						t.Fatal(err)
+					}
+				}, binary.BigEndian.AppendUint32([]byte{'d'}, 4+big)},
+				{"bind", func(t *testing.T, conn *net.TCPConn, fe *pgproto3.Frontend) {
+					send(t, conn, &pgproto3.Query{String: "BEGIN"})
+					if _, err := readUntil(t, conn, fe, 5*time.Second, 'Z'); err != nil {
+						t.Fatal(err)
+					}
+					send(t, conn, &pgproto3.Parse{Query: "INSERT INTO vs VALUES ($1)"})
+				}, func() []byte {
+					// Bind: unnamed portal and statement, no parameter
+					// formats, one parameter of big bytes, no result formats.
+					body := []byte{0, 0, 0, 0, 0, 1}
+					body = binary.BigEndian.AppendUint32(body, big)
+					b := binary.BigEndian.AppendUint32([]byte{'B'}, uint32(4+len(body)+big+2))
+					return append(b, body...)
+				}()},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					conn, fe := rawLogin(t, r.URL())
+					tc.setup(t, conn, fe)
+					part := append(append([]byte(nil), tc.head...), bytes.Repeat([]byte{'x'}, 200<<10)...)
+					if _, err := conn.Write(part); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(300 * time.Millisecond)
+					reset(conn)
+					start := time.Now()
+					c := connect(t, r.URL())
+					defer c.Close(context.Background())
+					if n := queryInt(t, c, "SELECT count(*) FROM vs"); n != 0 {
+						t.Errorf("%d rows in vs: the cut message's statement ran", n)
+					}
+					if d := time.Since(start); d > 3*time.Second {
+						t.Errorf("the only server stayed held %v after its client vanished mid-message", d.Round(time.Millisecond))
+					}
+				})
+			}
+			r.checkLeaks(t, base, 3)
+		})
+	}
+}
+
+// TestStreamCopyEndsMidMessage: the server ends a COPY IN (an error on an
+// earlier row) while pgtide is streaming a large CopyData of the client's
+// to it. The transaction is over and nothing is owed, but the CopyData is
+// cut on the server: had the server gone back to the pool, the next
+// client's bytes would be read as the rest of it and that client would
+// hang. It is closed instead. Pool size 1, so the next client gets that
+// server unless it is closed.
+func TestStreamCopyEndsMidMessage(t *testing.T) {
+	r := newRelEnv(t, func(c *tideConf, db *dbConf) { db.PoolSize = 1 })
+	c0 := connect(t, r.URL())
+	ctx := ctxT(t, 30*time.Second)
+	for _, q := range []string{
+		"CREATE TABLE ce (i int)",
+		`CREATE FUNCTION ce_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RAISE EXCEPTION 'row refused'; END $$`,
+		"CREATE TRIGGER ce_slow BEFORE INSERT ON ce FOR EACH ROW EXECUTE FUNCTION ce_slow()",
+	} {
+		if _, err := c0.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c0.Close(context.Background())
+
+	conn, fe := rawLogin(t, r.URL())
+	send(t, conn, &pgproto3.Query{String: "COPY ce FROM STDIN"})
+	if _, err := readUntil(t, conn, fe, 5*time.Second, 'G'); err != nil {
+		t.Fatal(err)
+	}
+	// A first row the server refuses after 300 ms, then the head and 32 KiB
+	// of a 1 MiB CopyData, which pgtide streams meanwhile.
+	out := append([]byte{'d', 0, 0, 0, 6}, "1\n"...)
+	out = binary.BigEndian.AppendUint32(append(out, 'd'), 4+1<<20)
+	out = append(out, bytes.Repeat([]byte("2\n"), 16<<10)...)
+	if _, err := conn.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readUntil(t, conn, fe, 5*time.Second, 'E'); err != nil || !strings.Contains(m.(*pgproto3.ErrorResponse).Message, "row refused") {
+		t.Fatalf("COPY: %v, %v; want the trigger's error", m, err)
+	}
+	if _, err := readUntil(t, conn, fe, 5*time.Second, 'Z'); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	c := connect(t, r.URL())
+	defer c.Close(context.Background())
+	qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var n int
+	if err := c.QueryRow(qctx, "SELECT 1").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the next client's SELECT 1: %d, %v; it got the server the cut CopyData is on", n, err)
+	}
 }

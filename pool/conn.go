@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -77,6 +78,18 @@ type Conn struct {
 	// Proto is per-connection state of the borrower's protocol layer (the
 	// proxy's prepared statements); the pool never looks at it.
 	Proto any
+
+	// cancelUnsure: a cancel request for this backend was sent and the
+	// server was not seen to act on it (Cancel gave up waiting, or its
+	// write failed): it may still arrive, and would stop whatever the
+	// backend runs then. Such a connection is never lent again (Release
+	// closes it; Reusable).
+	cancelUnsure atomic.Bool
+	// partial: the borrower has written part of a message and not yet the
+	// rest (SetPartial): the server takes the next bytes it gets as that
+	// rest, so nothing can be sent to clean it, and it is never lent in
+	// that state (Reusable).
+	partial atomic.Bool
 
 	created  time.Time
 	lifetime time.Duration // jittered server_lifetime, 0 = none
@@ -386,7 +399,11 @@ func DecodeError(typ byte, body []byte) *ServerError {
 // running, and waits until the server has closed the cancel connection, by
 // which time the backend has been signalled. Waiting matters: a cancel that
 // lands after the connection was lent to another client would hit that
-// client's query.
+// client's query. When the request was sent but that close was not seen
+// (ctx's deadline passed first, or the write failed), the request may
+// still reach the backend later: Cancel returns an error and marks the
+// connection, which is then closed instead of going back to the pool
+// (Reusable).
 func (c *Conn) Cancel(ctx context.Context) error {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, c.Addr.Network(), c.Addr.String())
@@ -408,15 +425,35 @@ func (c *Conn) Cancel(ctx context.Context) error {
 		return err
 	}
 	if _, err := nc.Write(msg); err != nil {
+		c.cancelUnsure.Store(true) // part of it may have gone out
 		return err
 	}
 	var b [1]byte
-	_, err = nc.Read(b[:]) // the server closes the connection when done
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return nil
+	n, err := nc.Read(b[:]) // the server closes the connection when done
+	var ne net.Error
+	switch {
+	case n == 0 && err != nil && !(errors.As(err, &ne) && ne.Timeout()):
+		return nil // closed (EOF, or a reset): the request was acted on
+	case err == nil:
+		err = errors.New("the server answered a cancel request")
 	}
-	return nil
+	c.cancelUnsure.Store(true)
+	return fmt.Errorf("cancel request sent, not confirmed: %w", err)
 }
+
+// Reusable reports whether the connection may be lent again: false once
+// a cancel request for it may still be on its way (Cancel), and while a
+// message is written only in part (SetPartial). Release closes a
+// connection that is not.
+func (c *Conn) Reusable() bool { return !c.cancelUnsure.Load() && !c.partial.Load() }
+
+// SetPartial records that the borrower has written part of a message to
+// the server and not the rest (true, before the first part), or that the
+// rest followed (false, after the last part).
+func (c *Conn) SetPartial(v bool) { c.partial.Store(v) }
+
+// Partial reports whether a message is written to the server only in part.
+func (c *Conn) Partial() bool { return c.partial.Load() }
 
 func randomUint64() uint64 {
 	var b [8]byte

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,5 +258,102 @@ func TestWriteThenWaitPeerClosed(t *testing.T) {
 		if ferr == nil || (errors.As(ferr, &ne) && ne.Timeout()) {
 			t.Fatalf("after a closed peer the read gave %v; want EOF or a reset", ferr)
 		}
+	}
+}
+
+// TestCancelUnconfirmedNotReused: a cancel request whose connection the
+// server has not closed by the deadline may still reach the backend, so
+// Cancel says so and the connection is never lent again (Release closes
+// it); one the server closes after reading it is confirmed and changes
+// nothing.
+func TestCancelUnconfirmedNotReused(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closeAfterRead atomic.Bool
+	held := make(chan net.Conn, 4) // cancel connections never answered
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var req [16]byte
+			if _, err := io.ReadFull(c, req[:]); err != nil || closeAfterRead.Load() {
+				c.Close()
+				continue
+			}
+			held <- c
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-acceptDone
+		close(held)
+		for c := range held {
+			c.Close()
+		}
+	}()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1}, d)
+
+	c := acquire(t, p)
+	c.Addr, c.PID, c.Secret = ln.Addr(), 42, []byte{1, 2, 3, 4}
+	closeAfterRead.Store(true)
+	if err := c.Cancel(context.Background()); err != nil || !c.Reusable() {
+		t.Fatalf("confirmed cancel: err %v, reusable %v; want nil, true", err, c.Reusable())
+	}
+	p.Release(c)
+	if got := acquire(t, p); got != c {
+		t.Fatal("a connection whose cancel was confirmed was not reused")
+	}
+
+	closeAfterRead.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := c.Cancel(ctx); err == nil || c.Reusable() {
+		t.Fatalf("unconfirmed cancel: err %v, reusable %v; want an error, false", err, c.Reusable())
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Cancel waited %v past its 100ms deadline", d)
+	}
+	p.Release(c)
+	if !c.Net.(*fakeNet).isClosed() {
+		t.Fatal("Release kept a connection whose cancel request may still arrive")
+	}
+	if got := acquire(t, p); got == c {
+		t.Fatal("a connection whose cancel request may still arrive was lent again")
+	}
+}
+
+// TestPartialMessageNotReused: a connection with a message written in part
+// (the server takes its next bytes as the rest) is closed by Release; once
+// the rest was written it goes back as any other.
+func TestPartialMessageNotReused(t *testing.T) {
+	t.Parallel()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1}, d)
+	c := acquire(t, p)
+	c.SetPartial(true)
+	c.SetPartial(false) // the rest followed
+	p.Release(c)
+	if got := acquire(t, p); got != c {
+		t.Fatal("a connection whose message was written whole was not reused")
+	}
+	c.SetPartial(true)
+	if c.Reusable() {
+		t.Fatal("Reusable with a message written in part")
+	}
+	p.Release(c)
+	if !c.Net.(*fakeNet).isClosed() {
+		t.Fatal("Release kept a connection with a message written in part")
+	}
+	if got := acquire(t, p); got == c {
+		t.Fatal("a connection with a message written in part was lent again")
 	}
 }

@@ -665,7 +665,10 @@ func (p *Pool) releaseSlot(c *Conn) {
 }
 
 // Release returns a clean, idle connection (invariant 1: the caller has
-// checked it). It goes straight to the first waiter if there is one.
+// checked it). It goes straight to the first waiter if there is one. A
+// connection that is not Reusable (a cancel request for it may still
+// arrive, a message is written to it in part) is closed instead, as is one
+// past its lifetime.
 func (p *Pool) Release(c *Conn) { p.ReleaseAt(c, time.Now()) }
 
 // ReleaseAt is Release for a caller that has just read the clock: now is
@@ -673,7 +676,7 @@ func (p *Pool) Release(c *Conn) { p.ReleaseAt(c, time.Now()) }
 func (p *Pool) ReleaseAt(c *Conn, now time.Time) {
 	c.lastUsed = now
 	p.mu.Lock()
-	if p.closed || p.expired(c, now) || (p.opts.Size > 0 && p.open > p.capLocked()) {
+	if p.closed || p.expired(c, now) || !c.Reusable() || (p.opts.Size > 0 && p.open > p.capLocked()) {
 		p.mu.Unlock()
 		p.Discard(c)
 		return

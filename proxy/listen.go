@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,7 +84,11 @@ func (s *Server) removeUnixSocket() {
 
 // stopListening closes every listener; it leaves the reuseport group only
 // after accepting what the kernel had already queued for it (handled like
-// any other accepted connection).
+// any other accepted connection). A connection tcp_defer_accept holds back
+// (its first bytes not there yet) is not in that queue, and closing the
+// listener would reset it: so TCP_DEFER_ACCEPT is turned off first, and
+// the queue is drained for deferAcceptGrace, long enough for a client
+// that just connected to send its startup packet.
 func (s *Server) stopListening() {
 	s.listenMu.Lock()
 	defer s.listenMu.Unlock()
@@ -91,13 +96,38 @@ func (s *Server) stopListening() {
 		return
 	}
 	s.listenersClosed = true
+	var tcp []*net.TCPListener
 	for _, ln := range s.listeners {
 		if tl, ok := ln.(*net.TCPListener); ok && s.reuseport {
-			s.drainAcceptQueue(tl)
+			tcp = append(tcp, tl)
+			if rc, err := tl.SyscallConn(); err == nil {
+				_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 0) })
+			}
 		}
+	}
+	if len(tcp) > 0 {
+		grace := time.Time{}
+		if s.Config().TCPDeferAccept {
+			grace = time.Now().Add(deferAcceptGrace)
+		}
+		for {
+			for _, tl := range tcp {
+				s.drainAcceptQueue(tl)
+			}
+			if !time.Now().Before(grace) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for _, ln := range s.listeners {
 		_ = ln.Close()
 	}
 }
+
+// deferAcceptGrace is how long stopListening keeps draining a reuseport
+// listener whose connections tcp_defer_accept may hold back.
+const deferAcceptGrace = 50 * time.Millisecond
 
 // drainAcceptQueue accepts, without blocking, every connection waiting in
 // ln's accept queue and hands each to handleConn.

@@ -611,8 +611,7 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		return true
 	case ss.mode != config.PoolSession && ss.st.pins == 0: // a pinned client keeps its server
 		ss.sc = nil
-		inline, cut := ss.pumpInline, ss.midFrame
-		ss.midFrame = false
+		inline := ss.pumpInline
 		ss.mu.Unlock()
 		if inline {
 			_ = sc.Net.SetReadDeadline(time.Time{}) // inlineFor's: never lend a server with one
@@ -621,15 +620,7 @@ func (ss *session) atBoundary(sc *pool.Conn) bool {
 		// it ends before sc goes back, and none starts after (toAttached).
 		ss.swmu.Lock()
 		ss.swmu.Unlock() // empty on purpose: it waits for that write
-		if cut {
-			// The server ended the COPY while a large CopyData was on its
-			// way: it waits for the rest of that frame, which nobody may
-			// send now (the next client's bytes would be read as its body).
-			ss.logger().Info().Uint32("server_pid", sc.PID).Msg("server given back in the middle of a client message; closing it")
-			sc.Pool().Discard(sc)
-			return true
-		}
-		ss.giveBack(sc)
+		ss.giveBack(sc)  // closed instead if a streamed message is cut on it (pool.Conn.Partial)
 		return true
 	}
 	ss.mu.Unlock()

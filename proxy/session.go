@@ -96,16 +96,12 @@ type session struct {
 	sqlPending   *sqlFx           // SQL PREPAREs in unnamed Parses, for the next Sync
 	unnamedParse []byte           // the client's last unnamed Parse frame
 	clientSkip   bool             // pgtide raised an error: drop until Sync
-	// Fields of other groups, here in clientSkip's padding: the record
+	// Two fields of other groups, here in clientSkip's padding: the record
 	// fits the 640-byte size class (with Go's 8-byte malloc header; see
 	// TestSessionRecordSize). epollAdded: the socket is in the parker's set
-	// (park.go; whoever runs the session). midFrame (under mu): a client
-	// message streamed to the attached server is only partly written to
-	// it (passOn), so the server waits for the rest of that frame and must
-	// not go to another client (atBoundary). endFlag: the session is over
+	// (park.go; whoever runs the session). endFlag: the session is over
 	// (sessionEnd, waitctx.go).
 	epollAdded bool
-	midFrame   bool
 	endFlag    atomic.Bool
 
 	// Set when the login was answered from the pool's welcome cache
@@ -565,12 +561,20 @@ func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
 		waited = waited || synced
 		if err != nil {
 			var ce *clientError
-			if errors.As(err, &ce) || attempt > 0 {
-				ss.releaseOrDiscard(sc)
+			if errors.As(err, &ce) {
+				ss.releaseOrDiscard(sc) // the server refused a setting: it answered, it is idle
 				return nil, err
 			}
-			ss.pe.pool.Discard(sc) // died in the pool: nothing was sent for the client yet
-			continue
+			// The server failed under pgtide's own queries (it died in the
+			// pool, or as it was lent): whatever it looks like, it is not
+			// lent again. Nothing was sent for the client yet: try another
+			// once, then tell the client (a bare close would say nothing).
+			sc.Pool().Discard(sc)
+			if attempt == 0 {
+				continue
+			}
+			ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost while applying the client's settings")
+			return nil, &clientError{codeConnectionFailure, "server connection lost"}
 		}
 		if ss.welcomed != nil {
 			ss.checkWelcome(sc) // welcome.go
@@ -707,6 +711,13 @@ func (ss *session) giveBack(sc *pool.Conn) {
 	ss.cancelMu.Lock()
 	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
 	ss.cancelMu.Unlock()
+	if !sc.Reusable() {
+		// A cancel request for it may still arrive, or a message the
+		// client was streaming is cut on it (a COPY the server ended
+		// mid-CopyData): the pool closes it (Release).
+		ss.logger().Info().Uint32("server_pid", sc.PID).Bool("message_cut", sc.Partial()).
+			Msg("server closed instead of going back to the pool")
+	}
 	if ss.srv.Config().ServerResetQueryAlways {
 		ss.releaseClean(sc)
 		return
@@ -739,7 +750,13 @@ func (ss *session) finish() {
 	}
 	done := ss.pumpDone
 	var extra []byte
-	if ss.copyIn {
+	// A message the client was streaming (stream.go) is cut on the
+	// server: it would take anything written now (CopyFail, Sync, a
+	// rollback) as the rest of it. Nothing can clean it: it is closed.
+	cut := sc.Partial()
+	if cut {
+		ss.logger().Info().Uint32("server_pid", sc.PID).Msg("client left in the middle of a message; closing its server")
+	} else if ss.copyIn {
 		extra, _ = (&pgproto3.CopyFail{Message: "client disconnected"}).Encode(extra)
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
 		ss.q.push(entry{kind: reqCopyEnd})
@@ -761,8 +778,12 @@ func (ss *session) finish() {
 	}
 	if busy {
 		ss.cancel()
-	} else {
-		_ = sc.Net.SetReadDeadline(time.Now()) // wake the idle pump
+	}
+	if !busy || cut {
+		// Wake the idle pump; with a message cut, stop it now: nothing
+		// more will come. It closes the server if anything is owed, or
+		// leaves it to be closed below.
+		_ = sc.Net.SetReadDeadline(time.Now())
 	}
 	select {
 	case <-done:
@@ -777,6 +798,10 @@ func (ss *session) finish() {
 	if sc == nil {
 		return // the pump discarded or released it
 	}
+	if cut {
+		sc.Pool().Discard(sc)
+		return
+	}
 	_ = sc.Net.SetReadDeadline(time.Time{})
 	ss.cancelMu.Lock()
 	//lint:ignore SA2001 taking the lock waits for cancels in flight, which is the point
@@ -788,6 +813,13 @@ func (ss *session) finish() {
 // (session mode, or always when configured), then returns the server; on
 // any failure the server is closed instead (never lent dirty).
 func (ss *session) releaseClean(sc *pool.Conn) {
+	if !sc.Reusable() {
+		// A cancel request for it may still arrive (session.cancel): it
+		// could stop the reset below, and would stop the next borrower's
+		// query. Release would close it anyway.
+		sc.Pool().Discard(sc)
+		return
+	}
 	var qs []string
 	if sc.TxStatus != 'I' {
 		qs = append(qs, "ROLLBACK")
@@ -919,6 +951,15 @@ func (ss *session) cancel() {
 		ss.mu.Unlock()
 		return
 	}
+	if ss.st.capturing {
+		// pgtide's session-state capture runs on the server ahead of the
+		// client's request: a cancel now would stop the capture and leave
+		// the request running. settle sends it once the capture is done
+		// (afterCapture).
+		ss.st.cancelLater = true
+		ss.mu.Unlock()
+		return
+	}
 	ss.cancelMu.RLock()
 	ss.mu.Unlock()
 	defer ss.cancelMu.RUnlock()
@@ -931,6 +972,12 @@ func (ss *session) cancel() {
 	}
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
-		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("cancel request to server failed")
+		msg := "cancel request to server failed"
+		if !sc.Reusable() {
+			// It may still arrive: the server is closed when the client
+			// is done with it, never lent again (pool.Conn.Cancel).
+			msg = "cancel request to server not confirmed; the server will be closed, not reused"
+		}
+		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg(msg)
 	}
 }

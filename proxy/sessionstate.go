@@ -67,7 +67,13 @@ type sessState struct {
 	customs map[string]bool // custom (x.y) parameter names seen in the client's SQL
 	flagged map[*stmt]bool  // the client's statements whose text may change state
 	unnamed bool            // the same, for the client's unnamed statement
-	heldZ   []byte          // the ReadyForQuery held back while capturing
+	// capturing: the capture is on the server, ahead of anything the
+	// client sent after it (sendCaptureLocked until settle has its
+	// answer). cancelLater: a cancel request of the client's came
+	// meanwhile; it is sent once the capture is answered (session.cancel,
+	// afterCapture), so that it stops the client's request, not the capture.
+	capturing, cancelLater bool
+	heldZ                  []byte // the ReadyForQuery held back while capturing
 }
 
 // captureSQL asks a server what its session holds beyond the pool's
@@ -376,6 +382,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 	out := pool.AppendParamQueries(nil, qs)
 	out = wire.AppendFrame(out, wire.FeSync)
 	stateOf(sc).unnamed = nil
+	ss.st.capturing = true
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(out)
 	ss.swmu.Unlock()
@@ -428,22 +435,10 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	ss.mu.Lock()
 	z := ss.st.heldZ
 	ss.st.heldZ = nil
+	later := ss.st.cancelLater
+	ss.st.capturing, ss.st.cancelLater = false, false
 	if serr != nil || sc.TxStatus != wire.TxIdle {
-		// The state is unknown (a cancel, statement_timeout, ...). A pinned
-		// client keeps its server and is checked again next time; otherwise
-		// the server is closed, so nothing of the session can reach anyone.
-		ss.logger().Info().Err(serr).Uint32("server_pid", sc.PID).Msg("session state check failed")
-		if ss.st.pins != 0 || ss.sc != sc {
-			ss.mu.Unlock()
-			ss.toClient(append(async, z...))
-			return ss.atBoundary(sc)
-		}
-		ss.sc = nil
-		ss.st.check = false
-		ss.mu.Unlock()
-		ss.toClient(append(async, z...))
-		sc.Pool().Discard(sc)
-		return true
+		return ss.captureFailedLocked(sc, serr, append(async, z...), later)
 	}
 	got := parseCapture(rows, sc.LoginUser)
 	ss.st.check = false
@@ -465,10 +460,64 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	ss.setPinsLocked(pins, sc)
 	ss.mu.Unlock()
 	ss.toClient(append(append(async, refusal...), z...))
+	return ss.afterCapture(sc, later)
+}
+
+// afterCapture goes on once the capture's replies are read and the held
+// ReadyForQuery went to the client: a cancel request held meanwhile goes
+// to the client's request now, fake replies queued meanwhile follow, and
+// the server goes back if the session is at a boundary. It reports whether
+// the pump is done with sc.
+func (ss *session) afterCapture(sc *pool.Conn, cancelLater bool) bool {
+	if cancelLater {
+		go ss.cancel() // sent only if a request of the client's is still owed
+	}
 	if ss.flushFakes(sc) {
 		return true
 	}
 	return ss.atBoundary(sc)
+}
+
+// captureFailedLocked handles a capture the server answered with an
+// error (a cancel, statement_timeout, lock_timeout, ...) or that left the
+// server inside a transaction; out is what the client is owed now (the
+// held ReadyForQuery). The session's state is unknown, so the server can
+// be lent to no one else. It stays with the client, which is checked again
+// at its next boundary, when the client is pinned to it or has sent more
+// since (pipelined: that is on this server already, behind the capture,
+// and the server is outside any transaction, so it runs as the client
+// meant). Otherwise it is closed; the session then ends if anything of it
+// is lost with it (DESIGN.md invariant 9). Called with mu held; releases
+// it. It reports whether the pump is done with sc.
+func (ss *session) captureFailedLocked(sc *pool.Conn, serr error, out []byte, cancelLater bool) bool {
+	ss.logger().Info().Err(serr).Uint32("server_pid", sc.PID).Str("tx_status", string(sc.TxStatus)).
+		Msg("session state check failed")
+	if ss.sc != sc {
+		ss.mu.Unlock()
+		ss.toClient(out)
+		return ss.atBoundary(sc)
+	}
+	idle := sc.TxStatus == wire.TxIdle
+	owed := ss.st.pins != 0 || !ss.drainedLocked()
+	if idle && owed {
+		ss.mu.Unlock()
+		ss.toClient(out)
+		return ss.afterCapture(sc, cancelLater)
+	}
+	if owed {
+		// Left inside a transaction that no one asked for: what the
+		// client sent next would run in it. Never seen in practice.
+		ss.mu.Unlock()
+		ss.toClient(out)
+		ss.serverStopped(sc, fmt.Errorf("session state check left the server in transaction status %q", sc.TxStatus))
+		return true
+	}
+	ss.sc = nil
+	ss.st.check = false
+	ss.mu.Unlock()
+	ss.toClient(out)
+	sc.Pool().Discard(sc)
+	return true
 }
 
 // captureLost handles a server that failed while pgtide read the capture.

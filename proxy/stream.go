@@ -92,13 +92,24 @@ func (ss *session) passOn() (int, bool, error) {
 		// (toAttached).
 		ss.swmu.Lock()
 	}
-	ss.midFrame = write && ss.passRemain > k
 	ss.mu.Unlock()
 	if err != nil {
 		return 0, false, err
 	}
 	if write {
+		// While the message is cut on the server, it takes whatever it
+		// gets next as the rest: it cannot be cleaned or lent (pool.Conn
+		// Partial; giveBack, finish). The mark is set before a piece that
+		// leaves it cut and cleared after the last, both under swmu, for
+		// which the pump waits before it gives a server back.
+		last := k == ss.passRemain
+		if !last {
+			ss.passTo.SetPartial(true)
+		}
 		err := ss.writeServerLocked(ss.passTo, b[:k])
+		if last && err == nil {
+			ss.passTo.SetPartial(false)
+		}
 		ss.swmu.Unlock()
 		if err != nil {
 			return 0, false, err
@@ -163,6 +174,11 @@ func (ss *session) bindStream(n int) (int, bool, error) {
 	p := pooledBatch{ss: ss, b: b[:head], end: head, sc: sc, out: *op, local: *lp, now: now}
 	p.startLocked()
 	drop := p.bindHeadLocked(n, b[wire.HeaderLen:wire.HeaderLen+len(portal)+1], name)
+	if !drop {
+		// The head goes out now, the rest in pieces (passOn). The Bind is
+		// owed until then, so sc stays attached.
+		sc.SetPartial(true)
+	}
 	p.queuedLocked()
 	ss.mu.Unlock()
 	ss.startPump() // the pump reads while the rest of the Bind is written
