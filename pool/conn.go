@@ -69,6 +69,9 @@ type Conn struct {
 
 	// Params holds the values the server last reported with ParameterStatus.
 	Params map[string]string
+	// Defaults is Params as the server reported them at login, before any
+	// SET: its own defaults for this database and role. Never modified.
+	Defaults map[string]string
 	// Applied records parameters pgtide set on this connection, keyed by the
 	// lower-case name: the requested value and the reported value it gave.
 	Applied map[string]AppliedParam

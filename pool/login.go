@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -229,6 +230,7 @@ func login(ctx context.Context, dc DialConfig, sec LoginSecret, host string, por
 			}
 			_ = nc.SetDeadline(time.Time{})
 			c.LoginUser = c.Params["session_authorization"]
+			c.Defaults = maps.Clone(c.Params)
 			if tc, ok := rawConn(nc).(*net.TCPConn); ok {
 				_ = tc.SetNoDelay(true)
 				_ = tc.SetKeepAlive(true)

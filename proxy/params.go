@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"maps"
 	"net"
+	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,6 +134,36 @@ func splitOptions(s string) []string {
 	return out
 }
 
+// toldTracked are the reported parameters a client keeps as it was told
+// at login, unless it changes them, whatever the defaults of the servers it
+// gets later (after ALTER DATABASE/ROLE ... SET, or a restart with other
+// settings): PgBouncer's tracked set, and IntervalStyle. A direct session
+// keeps the values it started with; libpq quotes literals by the
+// standard_conforming_strings it was told.
+var toldTracked = [...]string{"client_encoding", "datestyle", "timezone", "intervalstyle", "standard_conforming_strings", "application_name"}
+
+// toldDiff returns the toldTracked parameters whose value in told differs
+// from sc's login defaults (sc.Defaults): the ones a client told so needs
+// set on sc. Remembered per told map, as sessions share their login's map:
+// one pointer comparison per borrow.
+func toldDiff(sc *pool.Conn, told map[string]string) []string {
+	s := stateOf(sc)
+	if s.toldFor != nil && reflect.ValueOf(s.toldFor).UnsafePointer() == reflect.ValueOf(told).UnsafePointer() {
+		return s.toldKeys
+	}
+	s.toldFor, s.toldKeys = told, s.toldKeys[:0]
+	for _, k := range toldTracked {
+		tv, ok := reportedParam(told, k)
+		if !ok {
+			continue
+		}
+		if dv, ok := reportedParam(sc.Defaults, k); !ok || dv != tv {
+			s.toldKeys = append(s.toldKeys, k)
+		}
+	}
+	return s.toldKeys
+}
+
 // syncParams brings a borrowed server in line with what this client wants
 // (invariant 4: the replies are swallowed). Settings a previous borrower
 // had applied and this client does not want are reset. synced reports
@@ -138,18 +171,44 @@ func splitOptions(s string) []string {
 func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 	ss.mu.Lock()
 	var set, reset []string
-	for k, v := range ss.want {
+	stale := func(k, v string) bool {
 		cur, rep := reportedParam(sc.Params, k)
 		if a, ok := sc.Applied[k]; ok && a.Want == v && (!rep || cur == a.Got) {
-			continue
+			return false
 		}
-		if rep && cur == v {
-			continue
+		return !rep || cur != v
+	}
+	for k, v := range ss.want {
+		if stale(k, v) {
+			set = append(set, k)
 		}
-		set = append(set, k)
+	}
+	want, cloned := ss.want, false
+	var keep []string // told values to keep on this server (toldDiff)
+	// Not before the first server of a login answered from the welcome
+	// cache: the cached values may be stale, and checkWelcome tells the
+	// client the server's (then told is those).
+	if ss.told != nil && ss.welcomeKey == "" && ss.mode != config.PoolSession && sc.Defaults != nil {
+		for _, k := range toldDiff(sc, ss.told) {
+			if _, ok := ss.want[k]; ok {
+				continue // the client's own value
+			}
+			keep = append(keep, k)
+			v, _ := reportedParam(ss.told, k)
+			if stale(k, v) {
+				if !cloned { // the values syncQueries reads: the client's, and these
+					want, cloned = maps.Clone(ss.want), true
+					if want == nil {
+						want = map[string]string{}
+					}
+				}
+				want[k] = v
+				set = append(set, k)
+			}
+		}
 	}
 	for k := range sc.Applied {
-		if _, ok := ss.want[k]; !ok {
+		if _, ok := ss.want[k]; !ok && !slices.Contains(keep, k) {
 			reset = append(reset, k)
 		}
 	}
@@ -157,10 +216,10 @@ func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 		ss.mu.Unlock()
 		return false, nil
 	}
-	qs := syncQueries(set, reset, ss.want)
+	qs := syncQueries(set, reset, want)
 	wants := make(map[string]string, len(set))
 	for _, k := range set {
-		wants[k] = ss.want[k]
+		wants[k] = want[k]
 	}
 	ss.mu.Unlock()
 

@@ -104,11 +104,14 @@ type session struct {
 	epollAdded bool
 	endFlag    atomic.Bool
 
-	// Set when the login was answered from the pool's welcome cache
-	// (welcome.go) until the first server is checked against it; client
-	// goroutine only. welcomed is shared with the cache: never modified.
+	// welcomeKey is set when the login was answered from the pool's
+	// welcome cache (welcome.go), until the first server is checked
+	// against it. told is the parameters the client was told it starts
+	// with (that cache's map, or the login server's): the values it keeps
+	// unless it changes them (syncParams, toldDiff). Shared with the cache:
+	// never modified. Client goroutine only, but for told under mu.
 	welcomeKey string
-	welcomed   map[string]string
+	told       map[string]string
 
 	// A large message being forwarded in pieces (stream.go); client
 	// goroutine only.
@@ -576,7 +579,7 @@ func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
 			ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost while applying the client's settings")
 			return nil, &clientError{codeConnectionFailure, "server connection lost"}
 		}
-		if ss.welcomed != nil {
+		if ss.welcomeKey != "" {
 			ss.checkWelcome(sc) // welcome.go
 		}
 		return sc, nil

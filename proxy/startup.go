@@ -598,6 +598,7 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 		fresh[k] = v
 	}
 	pe.welcome.put(welcomeKey(ss.want), fresh)
+	ss.told, ss.welcomeKey = fresh, "" // what the client is told (writeStartupReply)
 	s.register(ss)
 	if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 		s.unregister(ss)

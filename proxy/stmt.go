@@ -112,6 +112,10 @@ type serverState struct {
 	stmts   map[*stmt]*list.Element
 	unnamed *session // whose unnamed statement the server holds, if any
 	swept   uint64   // deadSeq when dead statements were last closed here
+
+	// toldDiff's answer for toldFor (kept, so its address is not reused).
+	toldFor  map[string]string
+	toldKeys []string
 }
 
 func stateOf(sc *pool.Conn) *serverState {

@@ -79,10 +79,12 @@ func (s *Server) welcomeFromCache(ss *session) map[string]string {
 	if s.gate.paused(c) {
 		return nil
 	}
-	ss.welcomeKey = welcomeKey(ss.want)
-	v := ss.pe.welcome.get(ss.welcomeKey)
+	key := welcomeKey(ss.want)
+	v := ss.pe.welcome.get(key)
 	if v != nil {
-		ss.welcomed = v
+		// Marked by a leading byte: a client with no startup settings has
+		// the empty key, and is still to be checked.
+		ss.welcomeKey, ss.told = "\x00"+key, v
 	}
 	return v
 }
@@ -93,8 +95,9 @@ func (s *Server) welcomeFromCache(ss *session) map[string]string {
 // cache learns them. Called by the client goroutine before anything of the
 // client's is forwarded, so the messages come before any reply.
 func (ss *session) checkWelcome(sc *pool.Conn) {
-	told := ss.welcomed
-	ss.welcomed = nil
+	told := ss.told
+	key := ss.welcomeKey[1:] // welcomeFromCache's mark
+	ss.welcomeKey = ""
 	if told == nil {
 		return
 	}
@@ -111,7 +114,10 @@ func (ss *session) checkWelcome(sc *pool.Conn) {
 	for k, v := range sc.Params {
 		fresh[k] = v
 	}
-	ss.pe.welcome.put(ss.welcomeKey, fresh)
+	ss.pe.welcome.put(key, fresh)
+	ss.mu.Lock()
+	ss.told = fresh // what it is told now
+	ss.mu.Unlock()
 	ss.logger().Info().Msg("server parameters changed since they were cached; the client is told the new values")
 	ss.wmu.Lock()
 	_, _ = ss.conn.Write(out)
