@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +197,17 @@ func TestConsoleAsPgbouncer(t *testing.T) {
 	mustAdmin(t, adm, "RECONNECT "+a.DB)
 	if _, err := adminRun(t, adm, "SET listen = '0.0.0.0:1'"); sqlState(err) != "55P02" {
 		t.Errorf("SET listen: %v; want 55P02 (needs a restart)", err)
+	}
+	// A file path is not set from the console: pgtide would read any file
+	// its user can and quote what it found in a parse error (before: SET
+	// auth_hba_file = a password file showed its first line).
+	secretFile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(secretFile, []byte("127.0.0.1:5432:*:someone:TopSecretPw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := adminRun(t, adm, "SET auth_hba_file = '"+secretFile+"'")
+	if sqlState(err) != "55P02" || strings.Contains(fmt.Sprint(err), "TopSecretPw") {
+		t.Errorf("SET auth_hba_file: %v; want 55P02 without the file's content", err)
 	}
 }
 

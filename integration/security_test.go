@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/integration/pgtest"
 )
@@ -552,5 +554,47 @@ func TestReplicationRefused(t *testing.T) {
 		if sqlState(err) != "0A000" {
 			t.Fatalf("replication=%s: %v; want 0A000", v, err)
 		}
+	}
+}
+
+// TestConsoleNotLockedOutByHalfOpenLogins: with max_client_conn = 3 and
+// three connections sitting at the password prompt (an unauthenticated
+// client holds its place until client_login_timeout), the admin console
+// still gets in: it is not counted against max_client_conn, as PgBouncer's
+// admin database is not. Before, it got 53300 like everyone else.
+func TestConsoleNotLockedOutByHalfOpenLogins(t *testing.T) {
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	admPass := "Adm-" + stamp
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.MaxClientConn = 3
+		c.Extra = "admin_users = [\"adm\"]\n"
+		c.Users["adm"] = admPass
+	})
+	e.secrets = append(e.secrets, admPass)
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", e.tide.Port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(startupPacket("whoever", e.DB)); err != nil {
+			t.Fatal(err)
+		}
+		// At the password request the login holds its place.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := pgproto3.NewFrontend(c, c).Receive(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc, err := pgconn.Connect(ctx, e.tide.ConnString("pgtide", "adm", admPass))
+	if err != nil {
+		t.Fatalf("admin console refused while 3 unauthenticated connections sit at the password prompt: %v", err)
+	}
+	pc.Close(ctx)
+	// A fourth ordinary client is still refused: the limit holds for them.
+	if err := connectErr(t, e.URL()); sqlState(err) != "53300" {
+		t.Errorf("a fourth client: %v; want 53300", err)
 	}
 }

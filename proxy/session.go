@@ -365,13 +365,30 @@ scan:
 // an extended batch is open after it.
 func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
 	now := time.Now()
-	sc, err := ss.server(&now)
-	if err != nil {
-		return nil, err
+	// Transaction and statement mode book only a streamed CopyData here
+	// (no kinds), for the COPY of the server attached: none is borrowed
+	// for it, and nil means that COPY ended and its server went back.
+	attachedOnly := len(kinds) == 0 && ss.mode != config.PoolSession
+	var sc *pool.Conn
+	if attachedOnly {
+		ss.mu.Lock()
+		sc = ss.sc
+		ss.mu.Unlock()
+		if sc == nil {
+			return nil, nil
+		}
+	} else {
+		var err error
+		if sc, err = ss.server(&now); err != nil {
+			return nil, err
+		}
 	}
 	ss.startPump() // a streamed message: the pump must read while it is written
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if attachedOnly && ss.sc != sc {
+		return nil, nil
+	}
 	if err := ss.forwardLocked(sc); err != nil {
 		return nil, err
 	}

@@ -117,6 +117,10 @@ func (ll *loginLog) get() *zerolog.Logger {
 }
 
 // admit reserves one of max clients (0 = no limit).
+// consoleMax bounds admin console connections (logging in, or in), which
+// max_client_conn does not count.
+const consoleMax = 16
+
 func (s *Server) admit(max int) bool {
 	for {
 		cur := s.admitted.Load()
@@ -297,14 +301,25 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 	// max_client_conn counts admitted clients, reserved here with a CAS:
 	// counting every accepted socket instead made a connection storm refuse
 	// nearly everyone, refused sockets included, while slots were free.
-	if !s.admit(cfg.MaxClientConn) {
-		return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
-	}
-	defer func() {
-		if res == nil { // refused, failed, or an admin console that ended
-			s.admitted.Add(-1) // a session released it when it ends (runSession)
+	// The admin console is not counted, as PgBouncer's is not: logins that
+	// never finish (a flood of half-open ones) must not lock the operator
+	// out; its own connections are bounded by consoleMax instead.
+	if isConsole(cfg, dbName) {
+		if s.consoleLogins.Add(1) > consoleMax {
+			s.consoleLogins.Add(-1)
+			return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
 		}
-	}()
+		defer s.consoleLogins.Add(-1) // a console is served within this call
+	} else {
+		if !s.admit(cfg.MaxClientConn) {
+			return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
+		}
+		defer func() {
+			if res == nil { // refused or failed
+				s.admitted.Add(-1) // a session released it when it ends (runSession)
+			}
+		}()
+	}
 
 	method, secret, known, err := s.clientSecret(cfg, nc, user, dbName, log)
 	if err != nil {
@@ -402,9 +417,23 @@ func startupNames(params map[string]string) (user, dbName string, err error) {
 	dbName = params["database"]
 	if dbName == "" {
 		dbName = user
-		params["database"] = user
 	}
+	// As PostgreSQL (ProcessStartupPacket): names are cut to a name's
+	// length, so an overlong one finds what PostgreSQL would, and no name
+	// kept per login (the auth_query cache, logs) is larger than that.
+	user, dbName = cutName(user), cutName(dbName)
+	params["user"], params["database"] = user, dbName
 	return user, dbName, nil
+}
+
+// nameMax is PostgreSQL's NAMEDATALEN less its NUL.
+const nameMax = 63
+
+func cutName(s string) string {
+	if len(s) > nameMax {
+		return s[:nameMax]
+	}
+	return s
 }
 
 // refuseStartup says why a login is refused before authentication (a

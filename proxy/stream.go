@@ -68,7 +68,7 @@ func (ss *session) startStream(typ byte, n int) (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
-	ss.passTo, ss.passRemain = sc, n
+	ss.passTo, ss.passRemain, ss.passDrop = sc, n, sc == nil // nil: the COPY ended (book)
 	return ss.passOn()
 }
 

@@ -150,6 +150,11 @@ func (ac *conn) set(key, value string) error {
 		return &Error{codeUndefinedObject, fmt.Sprintf("unrecognized configuration parameter %q", key)}
 	case !row.changeable:
 		return &Error{codeCantChangeRuntimeParam, fmt.Sprintf("parameter %q cannot be changed without restarting pgtide", key)}
+	case strings.HasSuffix(key, "_file"):
+		// A path from the console would make pgtide read any file its OS
+		// user can, and its parse errors quote what they found (a line of
+		// a password file, of a private key): paths change in the file.
+		return &Error{codeCantChangeRuntimeParam, fmt.Sprintf("parameter %q names a file: change it in the configuration file and RELOAD", key)}
 	}
 	next, err := withSetting(cfg, key, value)
 	if err != nil {

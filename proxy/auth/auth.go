@@ -255,7 +255,7 @@ func authSCRAM(be Conn, user string, s Secret, opts Options) (Keys, error) {
 	case SecretPlain:
 		// A plaintext secret gets a verifier derived once and cached.
 		var err error
-		if cred, err = plainCredentials(s.Plain); err != nil {
+		if cred, err = plainCredentials(user, s.Plain); err != nil {
 			return Keys{}, err
 		}
 	case SecretNone, SecretMD5:

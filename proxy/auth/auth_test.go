@@ -690,3 +690,28 @@ func TestEmptyPassword(t *testing.T) {
 		})
 	}
 }
+
+// TestPlainCredentialsSaltPerUser: two users with the same plaintext
+// password get different SCRAM salts (the salt is shown to anyone who
+// starts a login); the same user gets the same one each time (the cache).
+// Keyed by the password alone, both users showed one salt.
+func TestPlainCredentialsSaltPerUser(t *testing.T) {
+	a1, err := plainCredentials("alice", "same-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := plainCredentials("alice", "same-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := plainCredentials("bob", "same-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Salt != a2.Salt {
+		t.Errorf("one user's salt changed between logins")
+	}
+	if a1.Salt == b.Salt {
+		t.Errorf("two users with the same password show the same salt")
+	}
+}

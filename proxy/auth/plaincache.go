@@ -12,8 +12,10 @@ import (
 // SCRAM against a plaintext password needs a verifier, and deriving one is
 // 4,096 rounds of PBKDF2 (about a millisecond): per login, that made
 // connect-per-transaction workloads slow. The verifier for a password is
-// derived once and kept, under a key that is a hash of the password (the
-// map never holds plaintext). A verifier with a fixed salt is what
+// derived once and kept, under a key that is a hash of the user name and
+// the password (the map never holds plaintext): keyed by the password
+// alone, two users with the same password would show the same salt, which
+// tells anyone who starts a login that their passwords are equal. A verifier with a fixed salt is what
 // PostgreSQL stores too. Users with no verifier (unknown users) get mock
 // credentials (mockCredentials): no PBKDF2 and nothing cached, so a wrong
 // user costs the same as a known one and cannot evict real entries.
@@ -24,8 +26,8 @@ var (
 
 const plainCacheMax = 10000
 
-func plainCredentials(pw string) (scram.StoredCredentials, error) {
-	key := sha256.Sum256([]byte("pgtide scram verifier\x00" + pw))
+func plainCredentials(user, pw string) (scram.StoredCredentials, error) {
+	key := sha256.Sum256([]byte("pgtide scram verifier\x00" + user + "\x00" + pw))
 	plainMu.Lock()
 	c, ok := plainCache[key]
 	plainMu.Unlock()
