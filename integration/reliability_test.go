@@ -198,6 +198,13 @@ func (r *relEnv) waitNoOpenTxn(t *testing.T, d time.Duration, what string) time.
 // caller drives the protocol with the returned Frontend.
 func rawLogin(t *testing.T, url string) (*net.TCPConn, *pgproto3.Frontend) {
 	t.Helper()
+	tc, fe, _, _ := rawLoginKey(t, url)
+	return tc, fe
+}
+
+// rawLoginKey is rawLogin that also returns the cancel key pgtide minted.
+func rawLoginKey(t *testing.T, url string) (*net.TCPConn, *pgproto3.Frontend, uint32, []byte) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	pc, err := pgconn.Connect(ctx, url)
@@ -213,7 +220,7 @@ func rawLogin(t *testing.T, url string) (*net.TCPConn, *pgproto3.Frontend) {
 	// hc.Frontend reads through pgconn's background reader, which may hold
 	// a read the login left in flight: a new Frontend on tc could lose the
 	// first reply to it.
-	return tc, hc.Frontend
+	return tc, hc.Frontend, hc.PID, hc.SecretKey
 }
 
 // send encodes and writes messages.

@@ -5,7 +5,6 @@ package integration
 // the client's cancel request arriving while it runs.
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -13,29 +12,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/integration/pgtest"
 )
-
-// rawLoginKey is rawLogin that also returns the cancel key pgtide minted.
-func rawLoginKey(t *testing.T, url string) (*net.TCPConn, *pgproto3.Frontend, uint32, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	pc, err := pgconn.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	hc, err := pc.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := hc.Conn.(*net.TCPConn)
-	t.Cleanup(func() { tc.Close() })
-	return tc, hc.Frontend, hc.PID, hc.SecretKey
-}
 
 // sendCancel sends a CancelRequest to addr and waits for pgtide to close
 // the connection.
