@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pgtide/pgtide/pool"
@@ -353,15 +354,16 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 			return
 		}
 	}
-	if _, dup := ss.stmts[string(name)]; dup {
-		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
+	if ss.txStatus == wire.TxFailed && ss.q.empty() && !txnExitStmt(query) {
+		// PostgreSQL refuses a Parse in a failed transaction block, before
+		// it looks at the name, unless it ends the block (ROLLBACK, COMMIT)
+		// or is empty: pgtide must not answer one itself from a server that
+		// has the text, nor map the name.
+		p.refuseLocked(off, n, abortedTxnError)
 		return
 	}
-	if ss.txStatus == wire.TxFailed && ss.q.empty() {
-		// PostgreSQL refuses every Parse in a failed transaction block;
-		// pgtide must not answer one itself from a server that has the
-		// text, nor map the name.
-		p.refuseLocked(off, n, abortedTxnError)
+	if _, dup := ss.stmts[string(name)]; dup {
+		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
 		return
 	}
 	st := ss.pe.stmts.getDep(query, types, dep)
@@ -392,6 +394,66 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		p.srv.add(st)
 		ss.unsynced = true
 	}
+}
+
+// txnExitStmt reports whether PostgreSQL lets a statement through in a
+// failed transaction block (exec_parse_message, IsTransactionExitStmt):
+// empty, or COMMIT/END, ROLLBACK/ABORT (ROLLBACK TO SAVEPOINT too), or
+// PREPARE TRANSACTION. Leading white space and comments are skipped.
+func txnExitStmt(q []byte) bool {
+	w := sqlWords(q, 2)
+	if len(w) == 0 {
+		return true
+	}
+	switch w[0] {
+	case "COMMIT", "END", "ROLLBACK", "ABORT":
+		return true
+	case "PREPARE":
+		return len(w) > 1 && w[1] == "TRANSACTION"
+	}
+	return false
+}
+
+// sqlWords returns up to n leading words of q, upper-cased, skipping
+// white space and comments (-- to the end of a line, /* */ nested).
+func sqlWords(q []byte, n int) []string {
+	var out []string
+	for i := 0; i < len(q) && len(out) < n; {
+		switch c := q[i]; {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			i++
+		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+			for i < len(q) && q[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(q) && q[i+1] == '*':
+			depth := 0
+			for i < len(q) {
+				if q[i] == '/' && i+1 < len(q) && q[i+1] == '*' {
+					depth++
+					i += 2
+				} else if q[i] == '*' && i+1 < len(q) && q[i+1] == '/' {
+					depth--
+					i += 2
+					if depth == 0 {
+						break
+					}
+				} else {
+					i++
+				}
+			}
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_':
+			j := i
+			for j < len(q) && (q[j] >= 'a' && q[j] <= 'z' || q[j] >= 'A' && q[j] <= 'Z' || q[j] == '_' || q[j] >= '0' && q[j] <= '9') {
+				j++
+			}
+			out = append(out, strings.ToUpper(string(q[i:j])))
+			i = j
+		default:
+			return out // a symbol ends the words that matter
+		}
+	}
+	return out
 }
 
 // abortedTxnError is PostgreSQL's reply to anything but a Sync in a failed
@@ -492,6 +554,7 @@ func (p *pooledBatch) closeLocked(off, n int, body []byte) {
 		return
 	}
 	if len(body) > 1 && body[0] == wire.ObjStatement { // the unnamed statement
+		closed := ss.unnamedParse
 		ss.unnamedParse = nil
 		if p.sc == nil || p.srv.unnamed != ss {
 			// None on a server, or the server's is another client's, which
@@ -501,6 +564,11 @@ func (p *pooledBatch) closeLocked(off, n int, body []byte) {
 			return
 		}
 		p.srv.unnamed = nil
+		// The Parse it closes rides on the entry (in fake, unused by a
+		// forwarded request), for undoSkippedLocked.
+		ss.q.push(entry{kind: wire.FeClose, fake: closed})
+		ss.unsynced = true
+		return
 	}
 	ss.q.push(entry{kind: wire.FeClose})
 	ss.unsynced = true

@@ -642,7 +642,10 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 		return
 	}
 	srv := stateOf(sc)
-	for _, e := range dropped {
+	// Newest first: each undo then finds the state its request left (a
+	// Parse and a Close of one name in the same batch).
+	for i := len(dropped) - 1; i >= 0; i-- {
+		e := dropped[i]
 		if e.sql != nil {
 			ss.undoSQLLocked(srv, e.sql) // sqlsession.go
 		}
@@ -667,6 +670,10 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 			}
 		case e.kind == wire.FeClose && e.act == actSkip && e.st != nil:
 			srv.add(e.st) // an eviction's Close
+		case e.kind == wire.FeClose && e.act == actFwd && e.fake != nil:
+			// A Close of the client's unnamed statement (closeLocked): it
+			// is still there, and still the client's.
+			ss.unnamedParse, srv.unnamed = e.fake, ss
 		case e.kind == wire.FeExecute && e.st != nil:
 			srv.remove(e.st) // pgtide's own SQL PREPARE (ensureLocked)
 		}

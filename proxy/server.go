@@ -60,7 +60,7 @@ type Server struct {
 	clientsByDB, clientsByUser map[string]int
 	clients                    atomic.Int64 // connections past accept, including logins
 	admitted                   atomic.Int64 // logged-in and logging-in clients, for max_client_conn
-	consoleLogins              atomic.Int64 // admin console connections, logging in or in (consoleMax)
+	consoleLogins              atomic.Int64 // admin console connections beyond max_client_conn (consoleMax)
 	sessWG                     sync.WaitGroup
 	msgBuf                     atomic.Int64 // bytes reserved for large buffered messages (buffer.go)
 

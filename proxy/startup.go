@@ -117,8 +117,8 @@ func (ll *loginLog) get() *zerolog.Logger {
 }
 
 // admit reserves one of max clients (0 = no limit).
-// consoleMax bounds admin console connections (logging in, or in), which
-// max_client_conn does not count.
+// consoleMax is how many admin console connections (logging in, or in)
+// may go beyond max_client_conn.
 const consoleMax = 16
 
 func (s *Server) admit(max int) bool {
@@ -301,24 +301,23 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 	// max_client_conn counts admitted clients, reserved here with a CAS:
 	// counting every accepted socket instead made a connection storm refuse
 	// nearly everyone, refused sockets included, while slots were free.
-	// The admin console is not counted, as PgBouncer's is not: logins that
-	// never finish (a flood of half-open ones) must not lock the operator
-	// out; its own connections are bounded by consoleMax instead.
-	if isConsole(cfg, dbName) {
-		if s.consoleLogins.Add(1) > consoleMax {
-			s.consoleLogins.Add(-1)
-			return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
-		}
-		defer s.consoleLogins.Add(-1) // a console is served within this call
-	} else {
-		if !s.admit(cfg.MaxClientConn) {
-			return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
-		}
+	// An admin console login that finds max_client_conn full takes one of
+	// consoleMax places kept for it: logins that never finish (half-open
+	// ones, up to client_login_timeout) must not lock the operator out.
+	if s.admit(cfg.MaxClientConn) {
 		defer func() {
-			if res == nil { // refused or failed
+			if res == nil { // refused, failed, or an admin console that ended
 				s.admitted.Add(-1) // a session released it when it ends (runSession)
 			}
 		}()
+	} else {
+		if !isConsole(cfg, dbName) || s.consoleLogins.Add(1) > consoleMax {
+			if isConsole(cfg, dbName) {
+				s.consoleLogins.Add(-1)
+			}
+			return nil, &clientError{codeTooManyConnections, "sorry, too many clients already"}
+		}
+		defer s.consoleLogins.Add(-1) // a console is served within this call
 	}
 
 	method, secret, known, err := s.clientSecret(cfg, nc, user, dbName, log)
