@@ -557,35 +557,49 @@ func TestReplicationRefused(t *testing.T) {
 	}
 }
 
-// TestConsoleNotLockedOutByHalfOpenLogins: with max_client_conn = 3 and
-// three connections sitting at the password prompt (an unauthenticated
-// client holds its place until client_login_timeout), the admin console
-// still gets in: it is not counted against max_client_conn, as PgBouncer's
-// admin database is not. Before, it got 53300 like everyone else.
-func TestConsoleNotLockedOutByHalfOpenLogins(t *testing.T) {
-	stamp := fmt.Sprint(time.Now().UnixNano())
-	admPass := "Adm-" + stamp
-	e := newEnv(t, func(c *tideConf, db *dbConf) {
-		c.MaxClientConn = 3
-		c.Extra = "admin_users = [\"adm\"]\n"
-		c.Users["adm"] = admPass
-	})
-	e.secrets = append(e.secrets, admPass)
-	for i := 0; i < 3; i++ {
+// halfOpenLogins opens n connections to e that send a startup packet for
+// database db and stop at the password request, where a login holds its
+// place until client_login_timeout.
+func halfOpenLogins(t *testing.T, e *env, n int, db string) {
+	t.Helper()
+	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", e.tide.Port))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		if _, err := c.Write(startupPacket("whoever", e.DB)); err != nil {
+		if _, err := c.Write(startupPacket("whoever", db)); err != nil {
 			t.Fatal(err)
 		}
-		// At the password request the login holds its place.
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := pgproto3.NewFrontend(c, c).Receive(); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// consoleEnv is a pgtide with admin user adm; maxClients 0 keeps the default.
+func consoleEnv(t *testing.T, maxClients int) (*env, string) {
+	admPass := "Adm-" + fmt.Sprint(time.Now().UnixNano())
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		if maxClients > 0 {
+			c.MaxClientConn = maxClients
+		}
+		c.Extra = "admin_users = [\"adm\"]\n"
+		c.Users["adm"] = admPass
+	})
+	e.secrets = append(e.secrets, admPass)
+	return e, admPass
+}
+
+// TestConsoleNotLockedOutByHalfOpenLogins: with max_client_conn = 3 and
+// three connections sitting at the password prompt, the admin console
+// still gets in: a console login that finds max_client_conn full takes one
+// of the places kept for it. Before, it got 53300 like everyone else. A
+// fourth ordinary client is still refused.
+func TestConsoleNotLockedOutByHalfOpenLogins(t *testing.T) {
+	e, admPass := consoleEnv(t, 3)
+	halfOpenLogins(t, e, 3, e.DB)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pc, err := pgconn.Connect(ctx, e.tide.ConnString("pgtide", "adm", admPass))
@@ -593,8 +607,25 @@ func TestConsoleNotLockedOutByHalfOpenLogins(t *testing.T) {
 		t.Fatalf("admin console refused while 3 unauthenticated connections sit at the password prompt: %v", err)
 	}
 	pc.Close(ctx)
-	// A fourth ordinary client is still refused: the limit holds for them.
 	if err := connectErr(t, e.URL()); sqlState(err) != "53300" {
 		t.Errorf("a fourth client: %v; want 53300", err)
 	}
+}
+
+// TestConsoleReserveNotFilledByConsoleLogins: 16 connections that name the
+// console database and sit at the password prompt do not lock the operator
+// out: console logins take ordinary max_client_conn places first, and only
+// past max_client_conn the 16 kept for the console. An earlier version of
+// that reserve counted every console login against the 16, so these 16
+// filled it (53300 for the operator).
+func TestConsoleReserveNotFilledByConsoleLogins(t *testing.T) {
+	e, admPass := consoleEnv(t, 0)
+	halfOpenLogins(t, e, 16, "pgtide")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc, err := pgconn.Connect(ctx, e.tide.ConnString("pgtide", "adm", admPass))
+	if err != nil {
+		t.Fatalf("admin console refused while 16 unauthenticated console logins wait: %v", err)
+	}
+	pc.Close(ctx)
 }
