@@ -41,7 +41,12 @@ func TestCancelGivenUpServerNotReused(t *testing.T) {
 
 	relay.delay.Store(int64(700 * time.Millisecond)) // from now on: the cancel's connection, new servers
 	send(t, ta, &pgproto3.Query{String: "SELECT pg_sleep(0.6)"})
-	time.Sleep(150 * time.Millisecond)
+	mon := connect(t, e.DirectURL())
+	pgtest.WaitUntil(t, 5*time.Second, "A's query running", func() bool {
+		var n int
+		_ = mon.QueryRow(ctxT(t, 5*time.Second), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int AND state = 'active' AND query LIKE 'SELECT pg_sleep(0.6)%'", pidA).Scan(&n)
+		return n == 1
+	})
 	start := time.Now()
 	sendCancel(t, e.tide.Addr, pid, key) // pgtide gives up after 100 ms
 	if d := time.Since(start); d > 500*time.Millisecond {

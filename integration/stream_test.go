@@ -19,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 func TestStreamLargeClientMessages(t *testing.T) {
@@ -429,7 +431,10 @@ func TestStreamCopyEndsMidMessage(t *testing.T) {
 	if _, err := readUntil(t, conn, fe, 5*time.Second, 'Z'); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	pgtest.WaitUntil(t, 5*time.Second, "the COPY's server given back or closed", func() bool {
+		_, active, _ := r.poolServers(t)
+		return active == 0
+	})
 	c := connect(t, r.URL())
 	defer c.Close(context.Background())
 	qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

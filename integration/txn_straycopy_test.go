@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // Copy messages in transaction mode that belong to no COPY the server is
@@ -33,6 +35,8 @@ func TestTxnStrayCopyHoldsNoServer(t *testing.T) {
 			})
 			h, _ := rawLogin(t, r.URL())
 			send(t, h, msg)
+			// Time to misbehave: before the fix a server was borrowed
+			// here; nothing observable happens when it is not.
 			time.Sleep(300 * time.Millisecond)
 			_, active, _ := r.poolServers(t)
 			t.Logf("active servers after the hostile message: %v", active)
@@ -103,7 +107,10 @@ func TestTxnCopyWriteNotAfterRelease(t *testing.T) {
 		}
 	}()
 	// Victims: wait for the server while the hostile query sleeps.
-	time.Sleep(300 * time.Millisecond)
+	pgtest.WaitUntil(t, 5*time.Second, "the hostile query on the only server", func() bool {
+		_, active, _ := r.poolServers(t)
+		return active == 1
+	})
 	var fails atomic.Int64
 	var firstErr atomic.Value
 	var vwg sync.WaitGroup
@@ -175,6 +182,8 @@ func TestTxnLateCopyDoneHoldsNoServer(t *testing.T) {
 	if sqlState(err) != "23514" {
 		t.Fatalf("want 23514, got %v", err)
 	}
+	// Time for the late CopyData/CopyDone to arrive: before the fix they
+	// borrowed a server here; nothing observable happens when they do not.
 	time.Sleep(500 * time.Millisecond)
 	_, active, _ := r.poolServers(t)
 	t.Logf("active servers with the COPY client idle: %v", active)
@@ -229,7 +238,12 @@ func TestTxnCopyStreamCutByServerError(t *testing.T) {
 			if _, err := readUntil(t, h, fe, 5*time.Second, 'Z'); err != nil {
 				t.Fatalf("ReadyForQuery after the COPY error: %v", err)
 			}
-			time.Sleep(300 * time.Millisecond)
+			if target.name == "pgtide" {
+				pgtest.WaitUntil(t, 5*time.Second, "the COPY's server given back or closed", func() bool {
+					_, active, _ := r.poolServers(t)
+					return active == 0
+				})
+			}
 			// A second client on the (only) server.
 			v := connect(t, target.url)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtide/pgtide/integration/pgtest"
 )
 
 // TestTxnToldParamsFollowClient: transaction mode, pool_size 1. A client
@@ -55,7 +57,10 @@ func TestTxnToldParamsFollowClient(t *testing.T) {
 	if _, err := sup.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> $2", r.User, directPID); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	pgtest.WaitUntil(t, 5*time.Second, "the pooled server gone (only the direct session left)", func() bool {
+		all, _ := r.backends(t)
+		return all == 1
+	})
 	d, p := check(direct), check(tide)
 	t.Logf("after: direct %v", d)
 	t.Logf("after: pgtide %v", p)
