@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/pgtide/pgtide/pool"
@@ -399,61 +398,19 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 // txnExitStmt reports whether PostgreSQL lets a statement through in a
 // failed transaction block (exec_parse_message, IsTransactionExitStmt):
 // empty, or COMMIT/END, ROLLBACK/ABORT (ROLLBACK TO SAVEPOINT too), or
-// PREPARE TRANSACTION. Leading white space and comments are skipped.
+// PREPARE TRANSACTION.
 func txnExitStmt(q []byte) bool {
-	w := sqlWords(q, 2)
-	if len(w) == 0 {
+	l := &sqlLexer{q: q} // sqlprepare.go
+	t := l.next()
+	switch {
+	case t.kind == 0 || t.kind == tokSemi:
 		return true
-	}
-	switch w[0] {
-	case "COMMIT", "END", "ROLLBACK", "ABORT":
+	case l.word(t, "commit"), l.word(t, "end"), l.word(t, "rollback"), l.word(t, "abort"):
 		return true
-	case "PREPARE":
-		return len(w) > 1 && w[1] == "TRANSACTION"
+	case l.word(t, "prepare"):
+		return l.word(l.next(), "transaction")
 	}
 	return false
-}
-
-// sqlWords returns up to n leading words of q, upper-cased, skipping
-// white space and comments (-- to the end of a line, /* */ nested).
-func sqlWords(q []byte, n int) []string {
-	var out []string
-	for i := 0; i < len(q) && len(out) < n; {
-		switch c := q[i]; {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
-			i++
-		case c == '-' && i+1 < len(q) && q[i+1] == '-':
-			for i < len(q) && q[i] != '\n' {
-				i++
-			}
-		case c == '/' && i+1 < len(q) && q[i+1] == '*':
-			depth := 0
-			for i < len(q) {
-				if q[i] == '/' && i+1 < len(q) && q[i+1] == '*' {
-					depth++
-					i += 2
-				} else if q[i] == '*' && i+1 < len(q) && q[i+1] == '/' {
-					depth--
-					i += 2
-					if depth == 0 {
-						break
-					}
-				} else {
-					i++
-				}
-			}
-		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_':
-			j := i
-			for j < len(q) && (q[j] >= 'a' && q[j] <= 'z' || q[j] >= 'A' && q[j] <= 'Z' || q[j] == '_' || q[j] >= '0' && q[j] <= '9') {
-				j++
-			}
-			out = append(out, strings.ToUpper(string(q[i:j])))
-			i = j
-		default:
-			return out // a symbol ends the words that matter
-		}
-	}
-	return out
 }
 
 // abortedTxnError is PostgreSQL's reply to anything but a Sync in a failed

@@ -124,3 +124,26 @@ func BenchmarkMayNameStmts(b *testing.B) {
 		}
 	}
 }
+
+// TestTxnExitStmt: the statements PostgreSQL lets through in a failed
+// transaction block, and some it does not.
+func TestTxnExitStmt(t *testing.T) {
+	for q, want := range map[string]bool{
+		"":                          true,
+		" ; ":                       true,
+		"ROLLBACK":                  true,
+		"  /* c */ rollback to sp1": true,
+		"-- c\ncommit":              true,
+		"END":                       true,
+		"abort":                     true,
+		"PREPARE TRANSACTION 'x'":   true,
+		"PREPARE p AS SELECT 1":     false,
+		"SELECT 1":                  false,
+		"rollbacks":                 false,
+		"BEGIN":                     false,
+	} {
+		if got := txnExitStmt([]byte(q)); got != want {
+			t.Errorf("txnExitStmt(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
