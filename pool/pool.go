@@ -18,6 +18,9 @@ import (
 var (
 	ErrClosed      = errors.New("pool is closed")
 	ErrWaitTimeout = errors.New("timed out waiting for a server connection")
+	// ErrWaitInterrupted: the waiter's Interrupt channel closed (a client's
+	// cancel request for the query that waited).
+	ErrWaitInterrupted = errors.New("wait for a server connection interrupted")
 )
 
 // Options size and time a pool. They may be changed live with SetOptions.
@@ -217,6 +220,15 @@ type waiter struct {
 type CancelOnly interface {
 	context.Context
 	CancelDone() <-chan struct{}
+}
+
+// Interruptible is a context whose wait for a connection can also end by
+// its Interrupt channel closing, without the context itself ending (the
+// client's cancel request ends its query's wait, not its session). Acquire
+// then returns ErrWaitInterrupted. Interrupt is called once, when a wait
+// begins.
+type Interruptible interface {
+	Interrupt() <-chan struct{}
 }
 
 // grant is what a waiter receives: a connection, or permission to dial one.
@@ -442,6 +454,10 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 	} else {
 		done = ctx.Done()
 	}
+	var intr <-chan struct{} // nil: never
+	if ic, ok := ctx.(Interruptible); ok {
+		intr = ic.Interrupt()
+	}
 	for {
 		select {
 		case <-reserveC:
@@ -478,18 +494,14 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 				return nil, true, nil
 			}
 			return g.conn, false, nil
-		case <-done:
-			p.mu.Lock()
-			removed := false
-			for i, x := range p.waiters {
-				if x == w {
-					p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-					removed = true
-					break
-				}
+		case <-intr:
+			if p.withdraw(w) {
+				return nil, false, ErrWaitInterrupted
 			}
-			p.mu.Unlock()
-			if !removed { // granted (or timed out) concurrently: give it back
+			// Granted (or timed out) concurrently: the grant wins.
+			intr = nil
+		case <-done:
+			if !p.withdraw(w) { // granted (or timed out) concurrently: give it back
 				g := <-w.ch
 				switch {
 				case g.conn != nil:
@@ -509,6 +521,20 @@ func (p *Pool) wait(ctx context.Context, w *waiter, reserve *time.Timer) (c *Con
 			return nil, false, err
 		}
 	}
+}
+
+// withdraw takes w off the wait queue; false if it was no longer there
+// (its grant is in w.ch, or on its way under mu).
+func (p *Pool) withdraw(w *waiter) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // armDeadlineLocked makes sure the pool's timer fires by dl.

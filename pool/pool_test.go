@@ -259,6 +259,40 @@ func TestCancelledWaiterFreesItsPlace(t *testing.T) {
 	}
 }
 
+// intrCtx is a context whose wait a closed channel interrupts.
+type intrCtx struct {
+	context.Context
+	ch chan struct{}
+}
+
+func (c intrCtx) Interrupt() <-chan struct{} { return c.ch }
+
+// An interrupted waiter (its client cancelled the query that waited) gets
+// ErrWaitInterrupted, leaves the queue, and the next waiter is served.
+func TestInterruptedWaiterFreesItsPlace(t *testing.T) {
+	t.Parallel()
+	d := &fakeDialer{}
+	p := newTestPool(t, Options{Size: 1}, d)
+	c := acquire(t, p)
+	ia := intrCtx{context.Background(), make(chan struct{})}
+	a := startWaiter(t, ia, p)
+	b := startWaiter(t, context.Background(), p)
+	close(ia.ch)
+	if r := recv(t, a); !errors.Is(r.err, ErrWaitInterrupted) || r.c != nil {
+		t.Fatalf("interrupted waiter: %v, %v; want ErrWaitInterrupted", r.c, r.err)
+	}
+	if s := p.Stats(); s.Waiting != 1 || s.WaitTimeouts != 0 {
+		t.Fatalf("stats after the interrupt = %+v", s)
+	}
+	p.Release(c)
+	if r := recv(t, b); r.err != nil || r.c != c {
+		t.Fatalf("next waiter: %v, %v", r.c, r.err)
+	}
+	if s := p.Stats(); s.Open != 1 || s.Waiting != 0 {
+		t.Fatalf("stats = %+v", s)
+	}
+}
+
 // A waiter cancelled at the same moment it is granted a conn (or a dial)
 // must hand the grant back: no slot may leak.
 func TestCancelRacingGrantLeaksNothing(t *testing.T) {

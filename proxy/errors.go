@@ -26,6 +26,10 @@ var (
 	errClientGone = errors.New("client disconnected")
 	errServerGone = errors.New("server connection lost")
 	errProtocol   = errors.New("protocol violation")
+	// errWaitCancelled: the client's cancel request ended its query's
+	// wait for a server. Not the session's end: the query is answered
+	// 57014 as PostgreSQL answers a cancelled one (answerCancelled).
+	errWaitCancelled = errors.New("wait for a server cancelled by the client")
 )
 
 // clientError is an error the client is told about before its connection

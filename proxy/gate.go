@@ -151,6 +151,10 @@ func (c *dbControl) leave(ss *session) {
 // waitResume blocks until c is neither paused nor suspended, ctx ends
 // (query_wait_timeout) or shutdown begins.
 func (s *Server) waitResume(ctx context.Context, c *dbControl) error {
+	var intr <-chan struct{} // a cancel request for the waiting query
+	if ic, ok := ctx.(pool.Interruptible); ok && s.gateClosed(c) {
+		intr = ic.Interrupt()
+	}
 	for {
 		ch := s.gate.wait()
 		if !s.gateClosed(c) {
@@ -162,6 +166,8 @@ func (s *Server) waitResume(ctx context.Context, c *dbControl) error {
 			return &clientError{codeAdminShutdown, "terminating connection due to administrator command"}
 		case <-ctx.Done():
 			return acquireError(pool.ErrWaitTimeout)
+		case <-intr:
+			return errWaitCancelled
 		}
 	}
 }

@@ -54,6 +54,9 @@ func (ss *session) scanPooled() (int, bool, error) {
 	}
 	now := time.Now() // the batch's one clock read, unless its borrow waits
 	sc, err := ss.lockBatchServer(need, &now)
+	if errors.Is(err, errWaitCancelled) {
+		return ss.answerCancelled(b[:end])
+	}
 	if err != nil {
 		return 0, false, err
 	}
@@ -79,6 +82,49 @@ func (ss *session) scanPooled() (int, bool, error) {
 	ss.rd.Discard(p.end)
 	return p.end, term, nil
 }
+
+// answerCancelled answers the first request of batch b, whose wait for a
+// server the client's cancel request ended, as PostgreSQL answers a
+// cancelled query: 57014, then ReadyForQuery at its end (a Query, a
+// FunctionCall or a Sync). Nothing of it reached a server, and nothing is
+// booked: it failed at its first message. A request whose Sync has not
+// come yet skips the rest up to it (clientSkip), as after any error; a
+// client that was already skipping gets no second error. What follows the
+// request is a new batch. With no server attached the client is between
+// transactions, so its status is idle.
+func (ss *session) answerCancelled(b []byte) (int, bool, error) {
+	ss.mu.Lock()
+	skipping := ss.clientSkip // all up to Sync is dropped unanswered, a Query too
+	cut, last := len(b), byte(0)
+	for off := 0; off < len(b); {
+		typ, n := wire.Header(b[off:])
+		off += n
+		if typ == wire.FeSync || !skipping && (typ == wire.FeQuery || typ == wire.FeFunctionCall) {
+			cut, last = off, typ
+			break
+		}
+	}
+	var reply []byte
+	if !skipping {
+		reply = append(reply, cancelledError...)
+	}
+	ss.clientSkip = last == 0
+	ss.mu.Unlock()
+	if last != 0 {
+		reply = append(reply, readyIdle...)
+	}
+	ss.wmu.Lock()
+	_, err := ss.conn.Write(reply)
+	ss.wmu.Unlock()
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	ss.rd.Discard(cut)
+	return cut, false, nil
+}
+
+// cancelledError is PostgreSQL's reply to a cancelled query.
+var cancelledError = wire.ErrorFrame("ERROR", codeQueryCanceled, "canceling statement due to user request")
 
 // lockBatchServer returns the server a batch goes to with ss.mu held and
 // ss.sc == sc; the caller unlocks. want says a message in the batch needs

@@ -28,11 +28,18 @@ func acquire(ctx context.Context, p *pool.Pool, now time.Time) (sc *pool.Conn, w
 			return sc, waited, err
 		}
 		waited = true
+		var intr <-chan struct{} // a cancel request for the waiting query
+		if ic, ok := ctx.(pool.Interruptible); ok {
+			intr = ic.Interrupt()
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, waited, err
+		case <-intr:
+			t.Stop()
+			return nil, waited, pool.ErrWaitInterrupted
 		case <-t.C:
 		}
 		now = time.Now() // the next try's clock: after the backoff

@@ -537,6 +537,11 @@ func (ss *session) writeServerLocked(sc *pool.Conn, b []byte) error {
 func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
 	start := *now
 	ctx := &waitCtx{parent: ss.ended, deadline: start.Add(ss.waitTimeout())}
+	if ss.mode != config.PoolSession {
+		// A cancel request may end the wait (answerCancelled); session
+		// mode has no skipping to the next Sync to answer it with.
+		ctx.ss = ss
+	}
 	defer ctx.stop()
 	waited := false
 	defer func() {
@@ -554,6 +559,9 @@ func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
 	}()
 	gate, err := ss.srv.enterBorrow(ctx, ss, start) // admin PAUSE
 	if err != nil {
+		if ctx.cancelled.Load() {
+			return nil, errWaitCancelled
+		}
 		return nil, err
 	}
 	defer gate.leave(ss)
@@ -575,6 +583,9 @@ func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
 			}
 		}
 		if err != nil {
+			if ctx.cancelled.Load() {
+				return nil, errWaitCancelled
+			}
 			return nil, acquireError(err)
 		}
 		synced, err := ss.syncParams(sc)
@@ -967,7 +978,16 @@ func (ss *session) shutdownAtBoundary() {
 func (ss *session) cancel() {
 	ss.mu.Lock()
 	sc := ss.sc
-	if sc == nil || ss.q.empty() {
+	if sc == nil {
+		ss.mu.Unlock()
+		// Its query may wait for a server: end the wait, and the query
+		// is answered as cancelled without ever running (answerCancelled).
+		if ec := ss.endCtx.Load(); ec != nil {
+			ec.interrupt()
+		}
+		return
+	}
+	if ss.q.empty() {
 		ss.mu.Unlock()
 		return
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgtide/pgtide/pool"
@@ -17,6 +18,11 @@ import (
 type waitCtx struct {
 	parent   context.Context
 	deadline time.Time
+	// ss, when set, lets the client's cancel request end the wait
+	// (Interrupt, session.cancel): the query that waited is answered
+	// 57014 and the session goes on. cancelled says that happened.
+	ss        *session
+	cancelled atomic.Bool
 
 	mu     sync.Mutex
 	ctx    context.Context // made by the first Done
@@ -34,13 +40,59 @@ func (w *waitCtx) real() context.Context {
 	return w.ctx
 }
 
-// stop releases the timer, if one was started.
+// stop releases the timer, if one was started, and the wait's place for
+// a cancel request.
 func (w *waitCtx) stop() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.cancel != nil {
 		w.cancel()
 	}
+	w.mu.Unlock()
+	if w.ss != nil {
+		if ec := w.ss.endCtx.Load(); ec != nil {
+			ec.mu.Lock()
+			if ec.waiting == w {
+				ec.waiting = nil
+			}
+			ec.mu.Unlock()
+		}
+	}
+}
+
+var _ pool.Interruptible = (*waitCtx)(nil)
+
+// Interrupt is the channel a cancel request for the waiting query closes
+// (pool.Interruptible); nil (never) without ss. The channel is the
+// session's, made once and kept across its waits until a cancel closes it:
+// a wait allocates nothing for it.
+func (w *waitCtx) Interrupt() <-chan struct{} {
+	if w.ss == nil {
+		return nil
+	}
+	(*sessionEnd)(w.ss).real() // makes endCtx, where the wait is found
+	ec := w.ss.endCtx.Load()
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	if ec.intr == nil {
+		ec.intr = make(chan struct{})
+	}
+	ec.waiting = w
+	return ec.intr
+}
+
+// interrupt ends the session's waiting borrow, if one waits: its client's
+// cancel request arrived (session.cancel). It reports whether one did.
+func (ec *endCancel) interrupt() bool {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	w := ec.waiting
+	if w == nil {
+		return false
+	}
+	w.cancelled.Store(true)
+	close(ec.intr)
+	ec.intr, ec.waiting = nil, nil
+	return true
 }
 
 func (w *waitCtx) Deadline() (time.Time, bool) { return w.deadline, true }
@@ -78,6 +130,12 @@ type sessionEnd session
 type endCancel struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// The borrow waiting for a server now, and the channel that ends its
+	// wait (waitCtx.Interrupt); under mu.
+	mu      sync.Mutex
+	waiting *waitCtx
+	intr    chan struct{}
 }
 
 var _ context.Context = (*sessionEnd)(nil)
@@ -87,7 +145,7 @@ func (e *sessionEnd) real() context.Context {
 		return c.ctx
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if !e.endCtx.CompareAndSwap(nil, &endCancel{ctx, cancel}) {
+	if !e.endCtx.CompareAndSwap(nil, &endCancel{ctx: ctx, cancel: cancel}) {
 		cancel()
 		return e.endCtx.Load().ctx
 	}
