@@ -15,14 +15,15 @@ import (
 )
 
 // TestCancelRaceNeverHitsOtherClient: PgBouncer's test_cancel_race, in
-// transaction mode with one server. Some clients cancel their own queries at
-// random moments, often just after the query ended, when the one server may
-// already run another client's query. A client that never sends a cancel
-// must never see 57014 (DESIGN.md invariant 5).
+// transaction mode with two servers for six clients. Some clients cancel
+// their own queries at random moments: while they wait for a server, while
+// they run, or just after they ended, when the server may already run
+// another client's query. A client that never sends a cancel must never see
+// 57014 (DESIGN.md invariant 5).
 func TestCancelRaceNeverHitsOtherClient(t *testing.T) {
 	e := newEnv(t, func(c *tideConf, db *dbConf) {
 		c.PoolMode = "transaction"
-		db.PoolSize = 1
+		db.PoolSize = 2
 	})
 	ctx, stop := context.WithTimeout(context.Background(), 4*time.Second)
 	defer stop()
@@ -38,7 +39,7 @@ func TestCancelRaceNeverHitsOtherClient(t *testing.T) {
 		t.Cleanup(func() { c.Close(context.Background()) })
 		return c
 	}
-	for i := range 4 {
+	for i := range 3 {
 		c := dial()
 		wg.Add(1)
 		go func() { // a victim: never cancels
@@ -53,7 +54,7 @@ func TestCancelRaceNeverHitsOtherClient(t *testing.T) {
 			}
 		}()
 	}
-	for range 4 {
+	for range 3 {
 		c := dial()
 		wg.Add(1)
 		go func() { // a canceller: cancels its own query at a random moment
@@ -63,7 +64,7 @@ func TestCancelRaceNeverHitsOtherClient(t *testing.T) {
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
-					_, err := c.Exec(context.Background(), "SELECT pg_sleep(0.002)").ReadAll()
+					_, err := c.Exec(context.Background(), "SELECT pg_sleep(0.003)").ReadAll()
 					if err != nil {
 						var pe *pgconn.PgError
 						if errors.As(err, &pe) && pe.Code == "57014" {
@@ -205,4 +206,15 @@ func TestCancelWhileWaitingForServer(t *testing.T) {
 	if got, err := readToZ(tb, fb, 20*time.Second); err != nil || fmt.Sprint(got) != "[T D(0) C(SELECT 1) Z(I)]" {
 		t.Fatalf("after the cancels: %v %v; want no rows inserted", got, err)
 	}
+}
+
+// TestTxnAsyncpgTimeoutWhileWaiting: asyncpg's timeout= on a query that
+// waits for the one server (held in another connection's transaction)
+// sends a cancel request; the query ends cancelled, never runs, and the
+// connection stays usable, as against PostgreSQL directly (where the query
+// waits for a table lock instead). Before, the cancel was dropped and the
+// script hung until its own 30 s limit.
+func TestTxnAsyncpgTimeoutWhileWaiting(t *testing.T) {
+	py := needPython(t, "asyncpg", "python3-asyncpg")
+	txnPyAgainstBoth(t, py, "txn_asyncpg_waitcancel.py", 1)
 }
