@@ -218,3 +218,37 @@ func TestTxnAsyncpgTimeoutWhileWaiting(t *testing.T) {
 	py := needPython(t, "asyncpg", "python3-asyncpg")
 	txnPyAgainstBoth(t, py, "txn_asyncpg_waitcancel.py", 1)
 }
+
+// TestCancelWhileWaitingForServerSessionMode: in session mode a client
+// beyond pool_size logs in at once and waits for a server at its first
+// query; a cancel request ends that wait with 57014, and the client gets
+// the server once it frees up.
+func TestCancelWhileWaitingForServerSessionMode(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "session"
+		db.PoolSize = 1
+	})
+	holder := connect(t, e.URL())
+	if _, err := holder.Exec(ctxT(t, 10*time.Second), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	tb, fb, pid, key := rawLoginKey(t, e.URL())
+	replies := make(chan []string, 1)
+	send(t, tb, &pgproto3.Query{String: "SELECT 'ran'"})
+	go func() {
+		r, err := readToZ(tb, fb, 20*time.Second)
+		if err != nil {
+			r = append(r, "read error: "+err.Error())
+		}
+		replies <- r
+	}()
+	want := "[E(ERROR 57014 canceling statement due to user request) Z(I)]"
+	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != want {
+		t.Fatalf("query cancelled while waiting for the first server: %s; want %s", got, want)
+	}
+	holder.Close(context.Background())
+	send(t, tb, &pgproto3.Query{String: "SELECT 'after'"})
+	if got, err := readToZ(tb, fb, 20*time.Second); err != nil || fmt.Sprint(got) != "[T D(after) C(SELECT 1) Z(I)]" {
+		t.Fatalf("after the cancel: %v %v", got, err)
+	}
+}

@@ -88,10 +88,11 @@ func (ss *session) scanPooled() (int, bool, error) {
 // cancelled query: 57014, then ReadyForQuery at its end (a Query, a
 // FunctionCall or a Sync). Nothing of it reached a server, and nothing is
 // booked: it failed at its first message. A request whose Sync has not
-// come yet skips the rest up to it (clientSkip), as after any error; a
-// client that was already skipping gets no second error. What follows the
-// request is a new batch. With no server attached the client is between
-// transactions, so its status is idle.
+// come yet skips the rest up to it (clientSkip, transaction and statement
+// mode; session mode interrupts only a batch that holds a whole request,
+// book), as after any error; a client that was already skipping gets no
+// second error. What follows the request is a new batch. With no server
+// attached the client is between transactions, so its status is idle.
 func (ss *session) answerCancelled(b []byte) (int, bool, error) {
 	ss.mu.Lock()
 	skipping := ss.clientSkip // all up to Sync is dropped unanswered, a Query too
@@ -141,7 +142,7 @@ func (ss *session) lockBatchServer(want bool, now *time.Time) (*pool.Conn, error
 		var sc *pool.Conn
 		if want {
 			var err error
-			if sc, err = ss.server(now); err != nil {
+			if sc, err = ss.server(now, true); err != nil {
 				return nil, err
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -349,6 +350,9 @@ scan:
 		return 0, term, nil
 	}
 	sc, err := ss.book(k, unsynced)
+	if errors.Is(err, errWaitCancelled) {
+		return ss.answerCancelled(b[:off])
+	}
 	if err != nil {
 		return 0, false, err
 	}
@@ -379,7 +383,13 @@ func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
 		}
 	} else {
 		var err error
-		if sc, err = ss.server(&now); err != nil {
+		// A cancel request may end a wait for the first server in session
+		// mode too, when the batch has a request to answer it at: no
+		// skipping to a later Sync is needed then (answerCancelled).
+		intr := slices.ContainsFunc(kinds, func(k byte) bool {
+			return k == wire.FeQuery || k == wire.FeFunctionCall || k == wire.FeSync
+		})
+		if sc, err = ss.server(&now, intr); err != nil {
 			return nil, err
 		}
 	}
@@ -440,8 +450,9 @@ func (ss *session) forwardLocked(sc *pool.Conn) error {
 }
 
 // server returns the attached server, borrowing one if there is none.
-// *now is the caller's clock (see borrow).
-func (ss *session) server(now *time.Time) (*pool.Conn, error) {
+// *now is the caller's clock, intr whether the client's cancel request may
+// end a wait (see borrow).
+func (ss *session) server(now *time.Time, intr bool) (*pool.Conn, error) {
 	ss.mu.Lock()
 	if err := ss.forwardLocked(nil); err != nil {
 		ss.mu.Unlock()
@@ -458,7 +469,7 @@ func (ss *session) server(now *time.Time) (*pool.Conn, error) {
 	if sc != nil {
 		return sc, nil
 	}
-	sc, err := ss.borrow(now)
+	sc, err := ss.borrow(now, intr)
 	if err != nil {
 		ss.mu.Lock()
 		over := ss.over
@@ -533,13 +544,13 @@ func (ss *session) writeServerLocked(sc *pool.Conn, b []byte) error {
 // *now is the caller's clock, read just before: the borrow starts then. A
 // borrow that finds an idle server reads the clock no more (its wait
 // counts as none); one that waits, dials or sets parameters moves *now on
-// to its end, so that the query's time starts after the wait.
-func (ss *session) borrow(now *time.Time) (*pool.Conn, error) {
+// to its end, so that the query's time starts after the wait. intr: the
+// client's cancel request may end a wait (errWaitCancelled; the caller
+// answers the request, answerCancelled).
+func (ss *session) borrow(now *time.Time, intr bool) (*pool.Conn, error) {
 	start := *now
 	ctx := &waitCtx{parent: ss.ended, deadline: start.Add(ss.waitTimeout())}
-	if ss.mode != config.PoolSession {
-		// A cancel request may end the wait (answerCancelled); session
-		// mode has no skipping to the next Sync to answer it with.
+	if intr {
 		ctx.ss = ss
 	}
 	defer ctx.stop()
