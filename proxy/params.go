@@ -188,13 +188,13 @@ func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 	// Not before the first server of a login answered from the welcome
 	// cache: the cached values may be stale, and checkWelcome tells the
 	// client the server's (then told is those).
-	if ss.told != nil && ss.welcomeKey == "" && ss.mode != config.PoolSession && sc.Defaults != nil {
-		for _, k := range toldDiff(sc, ss.told) {
+	if ss.login != nil && ss.welcomeKey == "" && ss.mode != config.PoolSession && sc.Defaults != nil {
+		for _, k := range toldDiff(sc, ss.login.told) {
 			if _, ok := ss.want[k]; ok {
 				continue // the client's own value
 			}
 			keep = append(keep, k)
-			v, _ := reportedParam(ss.told, k)
+			v, _ := reportedParam(ss.login.told, k)
 			if stale(k, v) {
 				if !cloned { // the values syncQueries reads: the client's, and these
 					want, cloned = maps.Clone(ss.want), true

@@ -107,12 +107,13 @@ type session struct {
 
 	// welcomeKey is set when the login was answered from the pool's
 	// welcome cache (welcome.go), until the first server is checked
-	// against it. told is the parameters the client was told it starts
-	// with (that cache's map, or the login server's): the values it keeps
-	// unless it changes them (syncParams, toldDiff). Shared with the cache:
-	// never modified. Client goroutine only, but for told under mu.
+	// against it. login is the parameters the client was told it starts
+	// with (that cache's, or the login server's): the values it keeps
+	// unless it changes them (syncParams, toldDiff), and its startup
+	// settings, which RESET returns to (captureRestore). Shared with the
+	// cache: never modified. Client goroutine only, but for login under mu.
 	welcomeKey string
-	told       map[string]string
+	login      *welcome
 
 	// A large message being forwarded in pieces (stream.go); client
 	// goroutine only.

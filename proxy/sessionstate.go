@@ -73,7 +73,10 @@ type sessState struct {
 	// meanwhile; it is sent once the capture is answered (session.cancel,
 	// afterCapture), so that it stops the client's request, not the capture.
 	capturing, cancelLater bool
-	heldZ                  []byte // the ReadyForQuery held back while capturing
+	// restoring: the capture is preceded by restoreSQL, in a Sync of its
+	// own, so that its failure leaves the capture standing.
+	restoring bool
+	heldZ     []byte // the ReadyForQuery held back while capturing
 }
 
 // captureSQL asks a server what its session holds beyond the pool's
@@ -91,33 +94,82 @@ UNION ALL SELECT 'x', '', '' WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_
 
 // captureQuery is the capture with the custom names the client used.
 func (ss *session) captureQueryLocked() pool.ParamQuery {
-	var b strings.Builder
-	b.WriteByte('{')
-	n := 0
-	add := func(k string) {
-		if n > 0 {
-			b.WriteByte(',')
-		}
-		n++
-		b.WriteByte('"')
-		for i := 0; i < len(k); i++ {
-			if k[i] == '"' || k[i] == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(k[i])
-		}
-		b.WriteByte('"')
-	}
+	var a textArray
 	for k := range ss.st.customs {
-		add(k)
+		a.add(k)
 	}
 	for k := range ss.want {
 		if strings.IndexByte(k, '.') >= 0 && !ss.st.customs[k] {
-			add(k)
+			a.add(k)
 		}
 	}
-	b.WriteByte('}')
-	return pool.ParamQuery{SQL: captureSQL, Args: []string{b.String()}}
+	return pool.ParamQuery{SQL: captureSQL, Args: []string{a.String()}}
+}
+
+// restoreSQL sets again each of the client's startup settings ($1 names,
+// $2 values) that is no longer set on the server's session. pgtide applies
+// them with SET, so a RESET, RESET ALL, SET ... TO DEFAULT or DISCARD ALL
+// on the server returns them to the server's defaults, where PostgreSQL
+// returns a session to its startup values. It runs ahead of the capture in
+// the same round trip, so the capture reads the restored values, and the
+// client gets the server's ParameterStatus for the reported ones before
+// its ReadyForQuery, as from PostgreSQL. One row, which parseCapture skips.
+// pg_settings does not list custom (x.y) settings: one of those counts as
+// reset when it is empty, which is what RESET leaves (a client's own SET
+// to '' is taken for a RESET too).
+const restoreSQL = `SELECT pg_catalog.count(pg_catalog.set_config(r.k, r.v, false)) FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS r(k, v)
+WHERE CASE WHEN pg_catalog.strpos(r.k, '.') > 0 THEN COALESCE(pg_catalog.current_setting(r.k, true), '') = ''
+ELSE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_settings s WHERE s.source = 'session' AND pg_catalog.lower(s.name) = r.k) END`
+
+// captureRestoreLocked is restoreSQL for this client's startup settings;
+// ok is false when it has none to restore. role and session_authorization
+// are left out: they need an order and privileges of their own (syncQueries).
+func (ss *session) captureRestoreLocked() (q pool.ParamQuery, ok bool) {
+	if ss.login == nil || len(ss.login.asked) == 0 {
+		return q, false
+	}
+	var names, values textArray
+	for k, v := range ss.login.asked {
+		if k == "role" || k == "session_authorization" || unsyncable[k] {
+			continue
+		}
+		names.add(k)
+		values.add(v)
+	}
+	if names.n == 0 {
+		return q, false
+	}
+	return pool.ParamQuery{SQL: restoreSQL, Args: []string{names.String(), values.String()}}, true
+}
+
+// textArray builds a text[] literal, every element quoted.
+type textArray struct {
+	b strings.Builder
+	n int
+}
+
+func (a *textArray) add(k string) {
+	if a.n == 0 {
+		a.b.WriteByte('{')
+	} else {
+		a.b.WriteByte(',')
+	}
+	a.n++
+	a.b.WriteByte('"')
+	for i := 0; i < len(k); i++ {
+		if k[i] == '"' || k[i] == '\\' {
+			a.b.WriteByte('\\')
+		}
+		a.b.WriteByte(k[i])
+	}
+	a.b.WriteByte('"')
+}
+
+func (a *textArray) String() string {
+	if a.n == 0 {
+		return "{}"
+	}
+	return a.b.String() + "}"
 }
 
 // captured is a capture's answer.
@@ -372,6 +424,12 @@ func (ss *session) holdForCaptureLocked(z []byte) bool {
 // write completes before mu is released, so none can reach the server
 // before it either.
 func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
+	var out []byte
+	r, restoring := ss.captureRestoreLocked()
+	if restoring {
+		out = pool.AppendParamQueries(out, []pool.ParamQuery{r})
+		out = wire.AppendFrame(out, wire.FeSync)
+	}
 	qs := []pool.ParamQuery{ss.captureQueryLocked()}
 	if ss.st.pins == 0 && ss.pinPolicy() == config.PinRefuse {
 		// Undone in the same round trip: harmless when nothing is there.
@@ -379,8 +437,9 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 			qs = append(qs, pool.ParamQuery{SQL: u})
 		}
 	}
-	out := pool.AppendParamQueries(nil, qs)
+	out = pool.AppendParamQueries(out, qs)
 	out = wire.AppendFrame(out, wire.FeSync)
+	ss.st.restoring = restoring
 	stateOf(sc).unnamed = nil
 	ss.st.capturing = true
 	ss.swmu.Lock()
@@ -399,7 +458,10 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 	}
 	var rows [][]string
 	var async []byte // notifications and notices that arrived meanwhile
-	var serr error
+	var serr, rerr error
+	ss.mu.Lock()
+	restoring := ss.st.restoring // restoreSQL's reply comes first, up to its own ReadyForQuery
+	ss.mu.Unlock()
 	for done := false; !done; {
 		typ, body, err := sc.Reader.ReadMessage(64 << 20)
 		if err != nil {
@@ -415,7 +477,10 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 				rows = append(rows, r)
 			}
 		case wire.BeErrorResponse:
-			if serr == nil {
+			switch {
+			case restoring:
+				rerr = pool.DecodeError(typ, body)
+			case serr == nil:
 				serr = pool.DecodeError(typ, body)
 			}
 		case wire.BeNotification:
@@ -429,8 +494,13 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 			if len(body) > 0 {
 				sc.TxStatus = body[0]
 			}
-			done = true
+			done, restoring = !restoring, false
 		}
+	}
+	if rerr != nil {
+		// The client keeps the server's values for what could not be
+		// set again; the capture below records them.
+		ss.logger().Info().Err(rerr).Uint32("server_pid", sc.PID).Msg("could not set the client's startup settings again after a RESET")
 	}
 	ss.mu.Lock()
 	z := ss.st.heldZ

@@ -625,8 +625,9 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 		ss.view[k] = v
 		fresh[k] = v
 	}
-	pe.welcome.put(welcomeKey(ss.want), fresh)
-	ss.told, ss.welcomeKey = fresh, "" // what the client is told (writeStartupReply)
+	w := &welcome{told: fresh, asked: maps.Clone(ss.want)}
+	pe.welcome.put(welcomeKey(ss.want), w)
+	ss.login, ss.welcomeKey = w, "" // what the client is told (writeStartupReply)
 	s.register(ss)
 	if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 		s.unregister(ss)

@@ -26,24 +26,35 @@ import (
 // welcomeMax bounds the startup-setting sets remembered per pool.
 const welcomeMax = 64
 
-// welcomeCache is safe for concurrent use. Maps it hands out are never
-// changed afterwards: a refresh stores a new map.
-type welcomeCache struct {
-	mu sync.Mutex
-	m  map[string]map[string]string
+// welcome is what a login was told and what it asked for. Never modified
+// once made (sessions share it): a refresh makes a new one.
+type welcome struct {
+	// told: the parameters a server reported to such a login, as the
+	// client was told them.
+	told map[string]string
+	// asked: the client's startup settings (startup packet, options, the
+	// database's client_encoding/datestyle/timezone), by lower-case name:
+	// what RESET and DISCARD ALL return its session to (captureRestore).
+	asked map[string]string
 }
 
-func (w *welcomeCache) get(key string) map[string]string {
+// welcomeCache is safe for concurrent use.
+type welcomeCache struct {
+	mu sync.Mutex
+	m  map[string]*welcome
+}
+
+func (w *welcomeCache) get(key string) *welcome {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.m[key]
 }
 
-func (w *welcomeCache) put(key string, view map[string]string) {
+func (w *welcomeCache) put(key string, view *welcome) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m == nil {
-		w.m = map[string]map[string]string{}
+		w.m = map[string]*welcome{}
 	}
 	if _, ok := w.m[key]; !ok && len(w.m) >= welcomeMax {
 		for k := range w.m { // full: forget one at random
@@ -81,12 +92,13 @@ func (s *Server) welcomeFromCache(ss *session) map[string]string {
 	}
 	key := welcomeKey(ss.want)
 	v := ss.pe.welcome.get(key)
-	if v != nil {
-		// Marked by a leading byte: a client with no startup settings has
-		// the empty key, and is still to be checked.
-		ss.welcomeKey, ss.told = "\x00"+key, v
+	if v == nil {
+		return nil
 	}
-	return v
+	// Marked by a leading byte: a client with no startup settings has
+	// the empty key, and is still to be checked.
+	ss.welcomeKey, ss.login = "\x00"+key, v
+	return v.told
 }
 
 // checkWelcome runs on the first server a client that logged in from the
@@ -95,12 +107,13 @@ func (s *Server) welcomeFromCache(ss *session) map[string]string {
 // cache learns them. Called by the client goroutine before anything of the
 // client's is forwarded, so the messages come before any reply.
 func (ss *session) checkWelcome(sc *pool.Conn) {
-	told := ss.told
+	login := ss.login
 	key := ss.welcomeKey[1:] // welcomeFromCache's mark
 	ss.welcomeKey = ""
-	if told == nil {
+	if login == nil {
 		return
 	}
+	told := login.told
 	var out []byte
 	for k, v := range sc.Params {
 		if told[k] != v {
@@ -114,9 +127,10 @@ func (ss *session) checkWelcome(sc *pool.Conn) {
 	for k, v := range sc.Params {
 		fresh[k] = v
 	}
-	ss.pe.welcome.put(key, fresh)
+	w := &welcome{told: fresh, asked: login.asked}
+	ss.pe.welcome.put(key, w)
 	ss.mu.Lock()
-	ss.told = fresh // what it is told now
+	ss.login = w // what it is told now
 	ss.mu.Unlock()
 	ss.logger().Info().Msg("server parameters changed since they were cached; the client is told the new values")
 	ss.wmu.Lock()

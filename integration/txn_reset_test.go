@@ -1,0 +1,92 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestTxnResetReturnsToStartupSettings: RESET, RESET ALL, SET ... TO DEFAULT
+// and DISCARD ALL return a session to the values its client gave at startup
+// (startup packet parameters, options -c), as PostgreSQL does. pgtide
+// applies startup settings to pooled servers with SET, so on the server
+// these return to the server's defaults instead; before this, the client
+// then ran with the server's search_path, jit and the rest, and was told
+// the server's TimeZone and DateStyle (asyncpg's pool runs RESET ALL each
+// time a connection goes back to it). Each step is compared with the same
+// client against PostgreSQL directly; through pgtide another client uses
+// the one server between steps. Simple and extended protocol.
+func TestTxnResetReturnsToStartupSettings(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		db.PoolSize = 1
+	})
+	steps := []string{
+		"",
+		"SET TimeZone = 'UTC'; SET jit = on; SET search_path = public; SET DateStyle = 'ISO'; SET myapp.tenant = 'b'",
+		"RESET ALL",
+		"SET search_path = public",
+		"RESET search_path",
+		"SET TimeZone = 'UTC'",
+		"SET TimeZone TO DEFAULT",
+		"SET jit = on",
+		"DISCARD ALL",
+		"BEGIN; SET search_path = public; RESET ALL; COMMIT",
+	}
+	run := func(t *testing.T, url string, mode pgx.QueryExecMode, other *pgx.Conn) []string {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams["TimeZone"] = "Asia/Tokyo"
+		cfg.RuntimeParams["DateStyle"] = "German"
+		cfg.RuntimeParams["search_path"] = "foo, public"
+		cfg.RuntimeParams["options"] = "-c jit=off -c myapp.tenant=a"
+		cfg.DefaultQueryExecMode = mode
+		c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		var out []string
+		for _, step := range steps {
+			if step != "" {
+				for _, q := range strings.Split(step, "; ") {
+					if _, err := c.Exec(ctxT(t, 10*time.Second), q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+			}
+			if other != nil { // another client on the one server
+				if _, err := other.Exec(ctxT(t, 10*time.Second), "SELECT 1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var tz, ds, sp, jit, tenant string
+			if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true)").Scan(&tz, &ds, &sp, &jit, &tenant); err != nil {
+				t.Fatal(err)
+			}
+			pc := c.PgConn()
+			out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s; reported TimeZone=%s DateStyle=%s",
+				step, tz, ds, sp, jit, tenant, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle")))
+		}
+		return out
+	}
+	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheDescribe}
+	for name, mode := range modes {
+		t.Run(name, func(t *testing.T) {
+			want := run(t, e.DirectURL(), mode, nil)
+			other := connect(t, e.URL())
+			got := run(t, e.URL(), mode, other)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Errorf("through pgtide: %s\n        PostgreSQL: %s", got[i], want[i])
+				}
+			}
+		})
+	}
+}
