@@ -116,7 +116,7 @@ func (ss *session) captureQueryLocked() pool.ParamQuery {
 // its ReadyForQuery, as from PostgreSQL. One row, which parseCapture skips.
 // pg_settings does not list custom (x.y) settings: one of those counts as
 // reset when it is empty, which is what RESET leaves (a client's own SET
-// to '' is taken for a RESET too).
+// to ” is taken for a RESET too).
 const restoreSQL = `SELECT pg_catalog.count(pg_catalog.set_config(r.k, r.v, false)) FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS r(k, v)
 WHERE CASE WHEN pg_catalog.strpos(r.k, '.') > 0 THEN COALESCE(pg_catalog.current_setting(r.k, true), '') = ''
 ELSE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_settings s WHERE s.source = 'session' AND pg_catalog.lower(s.name) = r.k) END`
