@@ -287,3 +287,34 @@ func TestTxnXdCopyErrors(t *testing.T) {
 		pstep{1, r(1, xq("SELECT a FROM xd_copy ORDER BY a"))},
 	)
 }
+
+// A named Parse pipelined behind something that fails the transaction
+// (a Query, or a Sync ending a failed block): PostgreSQL answers it 25P02
+// and creates nothing. pgtide answered ParseComplete itself when the
+// server already had the statement (42P05 for a name in use), and the
+// client could then bind a statement PostgreSQL never created.
+func TestTxnXdParseAfterPipelinedFailure(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xparse("s1", "SELECT 11 AS v"), xsync)},
+		pstep{0, r(1, xq("BEGIN"))},
+		pstep{0, r(2, xq("SELECT 1/0"), xparse("s2", "SELECT 11 AS v"), xbind("", "s2"), xexec("", 0), xsync)},
+		pstep{0, r(2, xsync, xparse("s3", "SELECT 11 AS v"), xsync)},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xbind("", "s2"), xexec("", 0), xsync)},
+		pstep{0, r(1, xbind("", "s3"), xexec("", 0), xsync)},
+		pstep{1, r(1, xparse("s2", "SELECT 11 AS v"), xbind("", "s2"), xexec("", 0), xsync)},
+		// A duplicate name: 25P02 too, where the transaction is failed.
+		pstep{0, r(1, xq("BEGIN"))},
+		pstep{0, r(2, xq("SELECT 1/0"), xparse("s1", "SELECT 12 AS v"), xsync)},
+		pstep{0, r(2, xq("ROLLBACK"), xparse("s1", "SELECT 12 AS v"), xsync)}, // 42P05
+		// Not failed: what pgtide adds must not show, and must leave the
+		// client's unnamed statement usable.
+		pstep{0, r(1, xparse("", "SELECT 'unnamed' AS u"), xsync)},
+		pstep{0, r(2, xq("SELECT 1"), xparse("s4", "SELECT 11 AS v"), xbind("", "s4"), xexec("", 0), xbind("", ""), xexec("", 0), xsync)},
+		pstep{0, r(1, xq("BEGIN"))},
+		pstep{0, r(1, xq("SELECT 1/0"))},
+		pstep{0, r(2, xq("ROLLBACK"), xparse("s5", "SELECT 11 AS v"), xbind("", "s5"), xexec("", 0), xsync)},
+		pstep{0, r(2, xsync, xparse("s6", "SELECT 11 AS v"), xbind("", ""), xexec("", 0), xsync)},
+		pstep{1, r(1, xbind("", "s2"), xexec("", 0), xsync)},
+	)
+}
