@@ -318,3 +318,35 @@ func TestTxnXdParseAfterPipelinedFailure(t *testing.T) {
 		pstep{1, r(1, xbind("", "s2"), xexec("", 0), xsync)},
 	)
 }
+
+// The unnamed statement after a Parse of it failed: PostgreSQL dropped the
+// old one first, so there is none, on whichever server the client gets
+// next (pgtide parsed the failed text again there, and the client got its
+// syntax error instead of 26000). And an unnamed Parse pipelined after a
+// batch whose error skips an earlier unnamed Parse must stay the client's.
+func TestTxnXdUnnamedAfterFailedParse(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xparse("", "SELECT 1 AS one"), xsync)},
+		pstep{0, r(1, xparse("", "SELEC 2"), xsync)},
+		pstep{1, r(1, xparse("", "SELECT 'B' AS b"), xsync)},
+		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
+		pstep{0, r(1, xdescS(""), xsync)},
+		// Skipped after an error, then parsed again behind the Sync.
+		pstep{0, r(2, xparse("", "SELECT 1/0"), xbind("", ""), xexec("", 0), xparse("", "SELECT 2 AS two"), xsync,
+			xparse("", "SELECT 3 AS three"), xsync)},
+		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
+		pstep{1, r(1, xparse("", "SELECT 'B' AS b"), xsync)},
+		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
+		// A failed Parse, then a good one in the same pipeline.
+		pstep{0, r(2, xparse("", "SELEC 4"), xsync, xparse("", "SELECT 5 AS five"), xsync)},
+		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
+		pstep{1, r(1, xparse("", "SELECT 'B' AS b"), xsync)},
+		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
+		// Failed in a failed transaction block (25P02): dropped all the same.
+		pstep{0, r(1, xq("BEGIN"))},
+		pstep{0, r(1, xq("SELECT 1/0"))},
+		pstep{0, r(1, xparse("", "SELECT 6 AS six"), xsync)},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
+	)
+}

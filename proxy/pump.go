@@ -471,6 +471,11 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				}
 			}
 			ss.undoSkippedLocked(sc, ss.q.dropUntilSync())
+			if e.kind == wire.FeParse && e.st == nil && e.act == actFwd {
+				// The client's unnamed Parse failed: PostgreSQL dropped the
+				// old unnamed statement before parsing, so none is left.
+				ss.dropUnnamedLocked(stateOf(sc))
+			}
 			if ss.mode != config.PoolSession && ss.unsynced && len(ss.q.e) == 0 {
 				// The server skips all up to the client's Sync, which has
 				// not come yet: so does pgtide, before it books anything.
@@ -657,12 +662,11 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 			if e.name != "" && ss.stmts[e.name] == e.st {
 				delete(ss.stmts, e.name)
 			}
-		case e.kind == wire.FeParse: // the unnamed statement
+		case e.kind == wire.FeParse && e.act == actFwd: // the client's unnamed statement
+			ss.dropUnnamedLocked(srv)
+		case e.kind == wire.FeParse: // pgtide's, of an unnamed statement
 			if srv.unnamed == ss || e.act == actSkip {
 				srv.unnamed = nil
-			}
-			if e.act == actFwd {
-				ss.unnamedParse = nil
 			}
 		case e.kind == wire.FeClose && e.act == actFake && e.name != "" && e.st != nil:
 			if _, taken := ss.stmts[e.name]; !taken {
@@ -677,5 +681,23 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 		case e.kind == wire.FeExecute && e.st != nil:
 			srv.remove(e.st) // pgtide's own SQL PREPARE (ensureLocked)
 		}
+	}
+}
+
+// dropUnnamedLocked forgets the client's unnamed statement, on the client
+// and on srv: its Parse failed or was skipped. Not when the client has
+// pipelined another Parse of it that is still queued: that one is the
+// client's unnamed statement once it runs, and was booked as such when it
+// was read (pgtide forgot it before, and the client's next Bind of it got
+// 26000 from pgtide).
+func (ss *session) dropUnnamedLocked(srv *serverState) {
+	for i := range ss.q.e {
+		if e := &ss.q.e[i]; e.kind == wire.FeParse && e.st == nil && e.act == actFwd {
+			return
+		}
+	}
+	ss.unnamedParse = nil
+	if srv.unnamed == ss {
+		srv.unnamed = nil
 	}
 }
