@@ -350,3 +350,27 @@ func TestTxnXdUnnamedAfterFailedParse(t *testing.T) {
 		pstep{0, r(1, xbind("", ""), xexec("", 0), xsync)},
 	)
 }
+
+// Requests pipelined behind DEALLOCATE ALL / DISCARD ALL run after it on
+// the server. pgtide booked what they prepare when it read them, then
+// forgot it all at the DEALLOCATE ALL's reply: the client's names (its
+// next Bind or EXECUTE got 26000 from pgtide), and that the server has the
+// statement (the next client to prepare the same text there got 42P05,
+// and every one after it). A Bind sent under pgtide's name got the
+// server's 26000 naming pgtide's statement.
+func TestTxnXdPipelinedBehindDeallocateAll(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(2, xparse("s1", "SELECT 1 AS one"), xq("PREPARE q1 AS SELECT 2 AS two"), xsync)},
+		pstep{0, r(2, xq("DEALLOCATE ALL"), xbind("", "s1"), xexec("", 0), xsync)},
+		pstep{0, r(2, xq("DEALLOCATE ALL"), xparse("s1", "SELECT 3 AS three"), xbind("", "s1"), xexec("", 0), xsync)},
+		pstep{0, r(1, xbind("", "s1"), xexec("", 0), xsync)},
+		pstep{0, r(2, xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 0), xsync,
+			xparse("s2", "SELECT 6 AS six"), xbind("", "s2"), xexec("", 0), xsync)},
+		pstep{1, r(1, xparse("t6", "SELECT 6 AS six"), xbind("", "t6"), xexec("", 0), xsync)},
+		pstep{0, r(1, xbind("", "s2"), xexec("", 0), xsync)},
+		pstep{0, r(3, xq("DISCARD ALL"), xq("PREPARE q1 AS SELECT 5 AS five"), xq("EXECUTE q1"))},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{0, r(2, xq("DISCARD ALL; SELECT 1"), xq("EXECUTE q1"))}, // refused: q1 stays
+		pstep{0, r(1, xq("EXECUTE q1"))},
+	)
+}
