@@ -374,3 +374,28 @@ func TestTxnXdPipelinedBehindDeallocateAll(t *testing.T) {
 		pstep{0, r(1, xq("EXECUTE q1"))},
 	)
 }
+
+// Transaction-scoped state that must not outlive its transaction nor pin
+// the server (with pool_size 1 a pin would keep client B waiting): cursors
+// without HOLD, ON COMMIT DROP temporary tables, transaction-level advisory
+// locks, LOCK, SET LOCAL, and a SET rolled back with its implicit
+// transaction.
+func TestTxnXdTransactionScopedState(t *testing.T) {
+	xdSteps(t, "DROP TABLE IF EXISTS xd_scoped; CREATE TABLE xd_scoped (a int); INSERT INTO xd_scoped SELECT generate_series(1,5)",
+		pstep{0, r(1, xq("BEGIN; DECLARE c CURSOR FOR SELECT a FROM xd_scoped ORDER BY a"))},
+		pstep{0, r(1, xq("FETCH 2 FROM c"))},
+		pstep{0, r(1, xparse("", "FETCH 2 FROM c"), xbind("", ""), xexec("", 0), xsync)},
+		pstep{0, r(1, xq("COMMIT"))},
+		pstep{1, r(1, xq("FETCH 1 FROM c"))},
+		pstep{0, r(1, xq("BEGIN; CREATE TEMP TABLE xd_tmp (a int) ON COMMIT DROP; INSERT INTO xd_tmp VALUES (1); SELECT pg_advisory_xact_lock(4242); LOCK xd_scoped IN SHARE MODE; SET LOCAL work_mem = '3333kB'; COMMIT"))},
+		pstep{1, r(1, xq("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'; SHOW work_mem; SELECT to_regclass('pg_temp.xd_tmp') IS NULL AS gone"))},
+		pstep{0, r(1, xparse("", "SET work_mem = '4444kB'"), xbind("", ""), xexec("", 0), xparse("", "SELECT 1/0"), xbind("", ""), xexec("", 0), xsync)},
+		pstep{0, r(1, xq("SHOW work_mem"))},
+		pstep{1, r(1, xq("SHOW work_mem"))},
+		pstep{0, r(1, xq("SET work_mem = '5555kB'; SELECT 1/0"))},
+		pstep{0, r(1, xq("SHOW work_mem"))},
+		pstep{0, r(1, xq("BEGIN; SET work_mem = '6666kB'; SAVEPOINT a; SET work_mem = '7777kB'; ROLLBACK TO a; COMMIT"))},
+		pstep{1, r(1, xq("SHOW work_mem"))},
+		pstep{0, r(1, xq("SHOW work_mem"))},
+	)
+}
