@@ -409,6 +409,8 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		return
 	}
 	if _, dup := ss.stmts[string(name)]; dup {
+		p.copyUpTo(off)
+		p.abortCheckLocked(query)
 		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
 		return
 	}
@@ -423,6 +425,8 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		p.local = append(p.local, parseComplete...)
 	case p.srv.has(st):
 		// Already prepared on this server: answered in order with its replies.
+		p.copyUpTo(off)
+		p.abortCheckLocked(query)
 		p.replace(off, n)
 		ss.q.push(entry{kind: wire.FeParse, act: actFake, fake: parseComplete, st: st, name: cname})
 		p.wake = true
@@ -441,6 +445,42 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		ss.unsynced = true
 	}
 }
+
+// abortCheckLocked goes before a named Parse that pgtide answers itself
+// (a statement the server has, or a duplicate name) when the transaction
+// may be failed by the time the Parse is reached: it is failed now, or a
+// request ahead ends at a ReadyForQuery whose status is not known yet (a
+// Query or Sync that may run BEGIN and fail). PostgreSQL answers such a
+// Parse with 25P02, not ParseComplete or 42P05. pgtide cannot know which,
+// so the server decides: an unnamed Parse of a statement that does nothing
+// goes in its place, its ParseComplete swallowed; when it fails, its 25P02
+// is the client's and pgtide's answer is dropped with the rest up to the
+// Sync (undoSkippedLocked takes the name back). The server's unnamed
+// statement is replaced, so the client's is parsed again when it uses it.
+func (p *pooledBatch) abortCheckLocked(query []byte) {
+	ss := p.ss
+	if p.sc == nil || ss.q.empty() || txnExitStmt(query) {
+		return // nothing ahead: parseNamedLocked refused it already if failed
+	}
+	unsure := ss.txStatus == wire.TxFailed
+	for i := 0; !unsure && i < len(ss.q.e); i++ {
+		switch ss.q.e[i].kind {
+		case wire.FeSync, wire.FeQuery, wire.FeFunctionCall:
+			unsure = true
+		}
+	}
+	if !unsure {
+		return
+	}
+	p.out = append(p.out, abortCheckParse...)
+	p.modified = true
+	ss.q.push(entry{kind: wire.FeParse, act: actSkip})
+	p.srv.unnamed = nil
+	ss.unsynced = true
+}
+
+// abortCheckParse is abortCheckLocked's Parse: "SELECT", unnamed.
+var abortCheckParse = wire.AppendFrame(nil, wire.FeParse, []byte{0}, nopBody)
 
 // txnExitStmt reports whether PostgreSQL lets a statement through in a
 // failed transaction block (exec_parse_message, IsTransactionExitStmt):

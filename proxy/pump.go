@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -431,9 +432,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if ss.mode != config.PoolSession && len(body) > 0 && body[0] == 'D' {
 			tag := string(body)
 			if tag == "DISCARD ALL\x00" || tag == "DEALLOCATE ALL\x00" {
-				ss.sqlForgetLocked()
-				clear(ss.stmts)
-				stateOf(sc).clear()
+				ss.forgetAllLocked(sc, h)
 			}
 		}
 		if h != nil && h.kind == wire.FeExecute {
@@ -471,6 +470,11 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				}
 			}
 			ss.undoSkippedLocked(sc, ss.q.dropUntilSync())
+			if e.kind == wire.FeParse && e.st == nil && e.act == actFwd {
+				// The client's unnamed Parse failed: PostgreSQL dropped the
+				// old unnamed statement before parsing, so none is left.
+				ss.dropUnnamedLocked(stateOf(sc))
+			}
 			if ss.mode != config.PoolSession && ss.unsynced && len(ss.q.e) == 0 {
 				// The server skips all up to the client's Sync, which has
 				// not come yet: so does pgtide, before it books anything.
@@ -657,12 +661,11 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 			if e.name != "" && ss.stmts[e.name] == e.st {
 				delete(ss.stmts, e.name)
 			}
-		case e.kind == wire.FeParse: // the unnamed statement
+		case e.kind == wire.FeParse && e.act == actFwd: // the client's unnamed statement
+			ss.dropUnnamedLocked(srv)
+		case e.kind == wire.FeParse: // pgtide's, of an unnamed statement
 			if srv.unnamed == ss || e.act == actSkip {
 				srv.unnamed = nil
-			}
-			if e.act == actFwd {
-				ss.unnamedParse = nil
 			}
 		case e.kind == wire.FeClose && e.act == actFake && e.name != "" && e.st != nil:
 			if _, taken := ss.stmts[e.name]; !taken {
@@ -676,6 +679,104 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 			ss.unnamedParse, srv.unnamed = e.fake, ss
 		case e.kind == wire.FeExecute && e.st != nil:
 			srv.remove(e.st) // pgtide's own SQL PREPARE (ensureLocked)
+		}
+	}
+}
+
+// dropUnnamedLocked forgets the client's unnamed statement, on the client
+// and on srv: its Parse failed or was skipped. Not when the client has
+// pipelined another Parse of it that is still queued: that one is the
+// client's unnamed statement once it runs, and was booked as such when it
+// was read (pgtide forgot it before, and the client's next Bind of it got
+// 26000 from pgtide).
+func (ss *session) dropUnnamedLocked(srv *serverState) {
+	for i := range ss.q.e {
+		if e := &ss.q.e[i]; e.kind == wire.FeParse && e.st == nil && e.act == actFwd {
+			return
+		}
+	}
+	ss.unnamedParse = nil
+	if srv.unnamed == ss {
+		srv.unnamed = nil
+	}
+}
+
+// forgetAllLocked runs at the CommandComplete of the client's DEALLOCATE
+// ALL or DISCARD ALL (h, its request): the server has no prepared
+// statement left and the client none of its names. Requests the client
+// pipelined behind it were booked when pgtide read them, before this
+// reply, and run after it on the server: what they prepare (on the server,
+// under the client's names) is booked again, in their order. Before, it
+// was forgotten with the rest: the server kept a statement pgtide thought
+// it lacked, and the next client to prepare that text there got 42P05.
+func (ss *session) forgetAllLocked(sc *pool.Conn, h *entry) {
+	srv := stateOf(sc)
+	old := ss.stmts
+	ss.stmts = nil
+	srv.clear()
+	later := map[*stmt]bool{}
+	replay := func(fx *sqlFx) {
+		if fx == nil {
+			return
+		}
+		for _, p := range fx.preps { // not confirmed yet: after this one
+			srv.add(p.st)
+			later[p.st] = true
+			if p.name != "" {
+				ss.addStmtLocked(p.name, p.st)
+			}
+		}
+		// A DEALLOCATE of a name from before finds none now: the server
+		// refuses it, and the name must not come back at its ReadyForQuery.
+		fx.deallocs = slices.DeleteFunc(fx.deallocs, func(d sqlPrep) bool { return !later[d.st] })
+		for _, d := range fx.deallocs {
+			delete(ss.stmts, d.name)
+		}
+	}
+	seen := false
+	for i := range ss.q.e {
+		e := &ss.q.e[i]
+		if e == h {
+			seen = true
+			replay(e.sql)
+			continue
+		}
+		if !seen {
+			continue
+		}
+		switch {
+		case e.kind == wire.FeParse && e.st != nil:
+			if e.act != actFake {
+				srv.add(e.st)
+				later[e.st] = true
+			}
+			if e.name != "" {
+				ss.addStmtLocked(e.name, e.st)
+			}
+		case e.kind == wire.FeExecute && e.st != nil && e.act == actSkip: // pgtide's SQL PREPARE
+			srv.add(e.st)
+			later[e.st] = true
+		case e.kind == wire.FeClose && e.st != nil && e.act == actSkip: // an eviction
+			srv.remove(e.st)
+		case e.kind == wire.FeClose && e.st != nil && e.name != "" && ss.stmts[e.name] == e.st:
+			delete(ss.stmts, e.name)
+		case (e.kind == wire.FeBind || e.kind == wire.FeDescribe) && e.st != nil && e.name == "":
+			// Already sent under pgtide's name: the server's 26000 names
+			// the client's (sqlErrorLocked).
+			for cname, st := range old {
+				if st == e.st {
+					e.name = cname
+					break
+				}
+			}
+		}
+		replay(e.sql)
+	}
+	// The client's own SQL statements from before: no one can name them
+	// now; servers that have them close them (sweepLocked).
+	for _, st := range old {
+		if st.prep != nil && !later[st] {
+			markDead(st)
 		}
 	}
 }

@@ -81,8 +81,12 @@ type sessState struct {
 
 // captureSQL asks a server what its session holds beyond the pool's
 // baseline. Every name is schema-qualified: the client may have set
-// search_path to anything.
-const captureSQL = `SELECT 's', name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+// search_path to anything. The transaction_* parameters are left out:
+// SET TRANSACTION marks them source 'session' for good, but each
+// transaction starts them from the default_transaction_* ones, and
+// setting one again on another server fails (25001) once its transaction
+// has run a query.
+const captureSQL = `SELECT 's', name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT IN ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')
 UNION ALL SELECT 's', 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none'
 UNION ALL SELECT 'a', 'session_authorization', pg_catalog.current_setting('session_authorization')
 UNION ALL SELECT 's', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n WHERE pg_catalog.current_setting(n, true) IS NOT NULL

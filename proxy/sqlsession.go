@@ -402,5 +402,8 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 			out, body = r, r[5:]
 		}
 	}
+	if out == nil && h != nil && h.st != nil && (h.kind == wire.FeBind || h.kind == wire.FeDescribe) {
+		out = renameInError(body, h.st.name, h.name) // a name DEALLOCATE ALL took (forgetAllLocked)
+	}
 	return out
 }
