@@ -74,9 +74,11 @@ type sessState struct {
 	// afterCapture), so that it stops the client's request, not the capture.
 	capturing, cancelLater bool
 	// restoring: the capture is preceded by restoreSQL, in a Sync of its
-	// own, so that its failure leaves the capture standing.
-	restoring bool
-	heldZ     []byte // the ReadyForQuery held back while capturing
+	// own, so that its failure leaves the capture standing. mayReset: a
+	// command that can return a setting to its default ran (RESET, SET ...
+	// TO DEFAULT, DISCARD, DO, CALL), so the next capture restores.
+	restoring, mayReset bool
+	heldZ               []byte // the ReadyForQuery held back while capturing
 }
 
 // captureSQL asks a server what its session holds beyond the pool's
@@ -120,16 +122,16 @@ func (ss *session) captureQueryLocked() pool.ParamQuery {
 // its ReadyForQuery, as from PostgreSQL. One row, which parseCapture skips.
 // pg_settings does not list custom (x.y) settings: one of those counts as
 // reset when it is empty, which is what RESET leaves (a client's own SET
-// to ” is taken for a RESET too).
+// to the empty string is taken for a RESET too).
 const restoreSQL = `SELECT pg_catalog.count(pg_catalog.set_config(r.k, r.v, false)) FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS r(k, v)
-WHERE CASE WHEN pg_catalog.strpos(r.k, '.') > 0 THEN COALESCE(pg_catalog.current_setting(r.k, true), '') = ''
-ELSE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_settings s WHERE s.source = 'session' AND pg_catalog.lower(s.name) = r.k) END`
+LEFT JOIN (SELECT pg_catalog.lower(name) AS k FROM pg_catalog.pg_settings WHERE source = 'session') AS s ON s.k = r.k
+WHERE CASE WHEN pg_catalog.strpos(r.k, '.') > 0 THEN COALESCE(pg_catalog.current_setting(r.k, true), '') = '' ELSE s.k IS NULL END`
 
 // captureRestoreLocked is restoreSQL for this client's startup settings;
 // ok is false when it has none to restore. role and session_authorization
 // are left out: they need an order and privileges of their own (syncQueries).
 func (ss *session) captureRestoreLocked() (q pool.ParamQuery, ok bool) {
-	if ss.login == nil || len(ss.login.asked) == 0 {
+	if !ss.st.mayReset || ss.login == nil || len(ss.login.asked) == 0 {
 		return q, false
 	}
 	var names, values textArray
@@ -223,16 +225,16 @@ func (ss *session) noteTagLocked(body []byte) {
 	switch body[0] {
 	case 'S':
 		if bytes.Equal(body, []byte("SET\x00")) {
-			ss.st.check = true
+			ss.st.check, ss.st.mayReset = true, true
 		}
 	case 'R':
 		if bytes.Equal(body, []byte("RESET\x00")) {
-			ss.st.check = true
+			ss.st.check, ss.st.mayReset = true, true
 		}
 	case 'D':
 		switch {
 		case bytes.HasPrefix(body, []byte("DISCARD")), bytes.Equal(body, []byte("DO\x00")):
-			ss.st.check = true
+			ss.st.check, ss.st.mayReset = true, true
 		case bytes.HasPrefix(body, []byte("DROP ")) && ss.st.pins != 0:
 			ss.st.check = true
 		}
@@ -245,8 +247,10 @@ func (ss *session) noteTagLocked(body []byte) {
 			ss.st.check = true
 		}
 	case 'C':
-		if bytes.Equal(body, []byte("CALL\x00")) ||
-			(bytes.HasPrefix(body, []byte("CLOSE CURSOR")) && ss.st.pins != 0) {
+		switch {
+		case bytes.Equal(body, []byte("CALL\x00")):
+			ss.st.check, ss.st.mayReset = true, true
+		case bytes.HasPrefix(body, []byte("CLOSE CURSOR")) && ss.st.pins != 0:
 			ss.st.check = true
 		}
 	}
@@ -443,7 +447,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 	}
 	out = pool.AppendParamQueries(out, qs)
 	out = wire.AppendFrame(out, wire.FeSync)
-	ss.st.restoring = restoring
+	ss.st.restoring, ss.st.mayReset = restoring, false
 	stateOf(sc).unnamed = nil
 	ss.st.capturing = true
 	ss.swmu.Lock()
