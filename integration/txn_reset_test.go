@@ -90,3 +90,13 @@ func TestTxnResetReturnsToStartupSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestTxnAsyncpgPoolKeepsServerSettings: an asyncpg pool created with
+// server_settings (search_path, jit, TimeZone, sent at connect time) runs
+// RESET ALL at each release; its connections keep those settings, as
+// against PostgreSQL directly. Before, after the first release an
+// unqualified table name no longer found the table in the pool's schema.
+func TestTxnAsyncpgPoolKeepsServerSettings(t *testing.T) {
+	py := needPython(t, "asyncpg", "python3-asyncpg")
+	txnPyAgainstBoth(t, py, "txn_asyncpg_reset.py", 1)
+}
