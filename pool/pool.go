@@ -599,10 +599,11 @@ func (p *Pool) check(ctx context.Context, c *Conn, opts Options, now time.Time) 
 func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 	p.mu.Lock()
 	if retry := p.opts.LoginRetry; retry > 0 && p.dialErr != nil && time.Since(p.dialErrAt) < retry {
-		err := p.dialErr
+		// Both under mu: another dial's failure rewrites them.
+		err, until := p.dialErr, p.dialErrAt.Add(retry)
 		p.mu.Unlock()
 		p.releaseSlot(nil)
-		return nil, &RetryLaterError{Err: err, Until: p.dialErrAt.Add(retry)}
+		return nil, &RetryLaterError{Err: err, Until: until}
 	}
 	connectQuery, timeout := p.opts.ConnectQuery, p.opts.CheckTimeout
 	p.mu.Unlock()

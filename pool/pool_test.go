@@ -930,3 +930,53 @@ func TestAcquireAtReportsWaits(t *testing.T) {
 	}
 	p.Release(r.c)
 }
+
+// TestLoginRetryConcurrentDials: with server_login_retry set and the
+// server refusing, borrows that get the last failure again (RetryLaterError)
+// run while other borrows' dials fail and record theirs. Before the fix
+// the former read the failure's time after unlocking the pool, a data race
+// with the latter's write (seen by -race in the fault mix,
+// integration.TestFaultMixLedger, while PostgreSQL restarted).
+func TestLoginRetryConcurrentDials(t *testing.T) {
+	t.Parallel()
+	refused := errors.New("connection refused")
+	d := &fakeDialer{fail: func(int64) error { return refused }}
+	p := newTestPool(t, Options{LoginRetry: 50 * time.Microsecond}, d)
+	var wg sync.WaitGroup
+	var retried, failed atomic.Int64
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				c, err := p.Acquire(ctx)
+				cancel()
+				var rl *RetryLaterError
+				switch {
+				case c != nil:
+					t.Errorf("a dial that always fails lent a connection")
+					return
+				case errors.As(err, &rl):
+					if !errors.Is(err, refused) || rl.Until.IsZero() {
+						t.Errorf("RetryLaterError %v: not the last failure, or no time", err)
+						return
+					}
+					retried.Add(1)
+				case errors.Is(err, refused):
+					failed.Add(1)
+				default:
+					t.Errorf("Acquire: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if retried.Load() == 0 || failed.Load() == 0 {
+		t.Fatalf("%d dials failed and %d borrows got the failure again: want both", failed.Load(), retried.Load())
+	}
+	if st := p.Stats(); st.Open != 0 {
+		t.Errorf("%d slots still open after every dial failed", st.Open)
+	}
+}

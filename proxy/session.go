@@ -193,6 +193,9 @@ func (ss *session) drainedLocked() bool {
 func (ss *session) run() (err error) {
 	defer func() {
 		if err != errParked {
+			if errors.Is(err, errServerGone) {
+				ss.awaitPump()
+			}
 			ss.finish()
 		}
 	}()
@@ -766,6 +769,25 @@ func (ss *session) giveBack(sc *pool.Conn) {
 		return
 	}
 	sc.Pool().Release(sc)
+}
+
+// awaitPump waits, for a second at most, for the pump to end after a
+// write to the server failed: it reads the server's end and tells the
+// client why (serverStopped: the server's own FATAL, or 08006), which
+// finish would otherwise cut off by closing the client's connection first.
+func (ss *session) awaitPump() {
+	ss.mu.Lock()
+	done := ss.pumpDone
+	ss.mu.Unlock()
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // finish runs when the client goroutine ends: it drains or cancels what the
