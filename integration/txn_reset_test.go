@@ -100,3 +100,75 @@ func TestTxnAsyncpgPoolKeepsServerSettings(t *testing.T) {
 	py := needPython(t, "asyncpg", "python3-asyncpg")
 	txnPyAgainstBoth(t, py, "txn_asyncpg_reset.py", 1)
 }
+
+// TestSessionResetReturnsToStartupSettings: session mode, where pgtide also
+// applies connect-time settings with SET: RESET, RESET ALL and DISCARD ALL
+// return to them, as against PostgreSQL directly (simple and extended
+// protocol); and an asyncpg pool with server_settings keeps them across its
+// RESET ALL at each release.
+func TestSessionResetReturnsToStartupSettings(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "session"
+		db.PoolSize = 3
+	})
+	steps := []string{
+		"",
+		"SET TimeZone = 'UTC'; SET jit = on; SET search_path = public; SET DateStyle = 'ISO'; SET myapp.tenant = 'b'",
+		"RESET ALL",
+		"SET search_path = public",
+		"RESET search_path",
+		"SET jit = on",
+		"DISCARD ALL",
+		"SET TimeZone = 'UTC'; RESET TimeZone",
+	}
+	run := func(t *testing.T, url string, mode pgx.QueryExecMode) []string {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams["TimeZone"] = "Asia/Tokyo"
+		cfg.RuntimeParams["DateStyle"] = "German"
+		cfg.RuntimeParams["search_path"] = "foo, public"
+		cfg.RuntimeParams["options"] = "-c jit=off -c myapp.tenant=a"
+		cfg.DefaultQueryExecMode = mode
+		c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		var out []string
+		for _, step := range steps {
+			if step != "" {
+				for _, q := range strings.Split(step, "; ") {
+					if _, err := c.Exec(ctxT(t, 10*time.Second), q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+			}
+			var tz, ds, sp, jit, tenant string
+			if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true)").Scan(&tz, &ds, &sp, &jit, &tenant); err != nil {
+				t.Fatal(err)
+			}
+			pc := c.PgConn()
+			out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s; reported TimeZone=%s DateStyle=%s",
+				step, tz, ds, sp, jit, tenant, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle")))
+		}
+		return out
+	}
+	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheDescribe}
+	for name, mode := range modes {
+		t.Run(name, func(t *testing.T) {
+			want := run(t, e.DirectURL(), mode)
+			got := run(t, e.URL(), mode)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Errorf("through pgtide: %s\n        PostgreSQL: %s", got[i], want[i])
+				}
+			}
+		})
+	}
+	t.Run("asyncpg", func(t *testing.T) {
+		py := needPython(t, "asyncpg", "python3-asyncpg")
+		runTxnPy(t, py, "txn_asyncpg_reset.py", e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass)
+	})
+}

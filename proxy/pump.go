@@ -23,6 +23,7 @@ const (
 	evStmtTxn   // statement mode: the client opened a transaction block
 	evCopyAbort // COPY IN started for a client that is gone: end it
 	evSettle    // a transaction that may have changed the session ended: capture it (sessionstate.go)
+	evRestore   // session mode: a RESET may have undone startup settings: set them again (sessionstate.go)
 )
 
 // pump is the server side of an attachment: it forwards what the server
@@ -142,6 +143,8 @@ func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 		switch ev {
 		case evSettle:
 			capErr = ss.sendCaptureLocked(sc) // under mu: see sendCaptureLocked
+		case evRestore:
+			capErr = ss.sendRestoreLocked(sc) // under mu, as the capture
 		case evStmtTxn:
 			// Under mu, as the capture: a statement the client pipelined
 			// behind the one that opened the transaction is queued after
@@ -184,6 +187,10 @@ func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 			}
 		case evSettle:
 			if ss.settle(sc, capErr) {
+				return true
+			}
+		case evRestore:
+			if ss.restored(sc, capErr) {
 				return true
 			}
 		}
@@ -395,6 +402,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			return false, evStmtTxn, nil
 		}
 		ss.settleTimersLocked()
+		if ss.mode == config.PoolSession && status == wire.TxIdle && ss.holdForRestoreLocked(heldZ(sk, status)) {
+			return false, evRestore, nil
+		}
 		if ss.releasableLocked() {
 			ev = evBoundary
 			if ss.holdForCaptureLocked(heldZ(sk, status)) {

@@ -225,7 +225,10 @@ func (ss *session) noteTagLocked(body []byte) {
 	switch body[0] {
 	case 'S':
 		if bytes.Equal(body, []byte("SET\x00")) {
-			ss.st.check, ss.st.mayReset = true, true
+			// Session mode restores after RESET and DISCARD only: there a
+			// restore is a round trip of its own, too dear for every SET
+			// (SET ... TO DEFAULT is the rare one that resets).
+			ss.st.check, ss.st.mayReset = true, ss.mode != config.PoolSession
 		}
 	case 'R':
 		if bytes.Equal(body, []byte("RESET\x00")) {
@@ -233,8 +236,10 @@ func (ss *session) noteTagLocked(body []byte) {
 		}
 	case 'D':
 		switch {
-		case bytes.HasPrefix(body, []byte("DISCARD")), bytes.Equal(body, []byte("DO\x00")):
+		case bytes.HasPrefix(body, []byte("DISCARD")):
 			ss.st.check, ss.st.mayReset = true, true
+		case bytes.Equal(body, []byte("DO\x00")):
+			ss.st.check, ss.st.mayReset = true, ss.mode != config.PoolSession
 		case bytes.HasPrefix(body, []byte("DROP ")) && ss.st.pins != 0:
 			ss.st.check = true
 		}
@@ -249,7 +254,7 @@ func (ss *session) noteTagLocked(body []byte) {
 	case 'C':
 		switch {
 		case bytes.Equal(body, []byte("CALL\x00")):
-			ss.st.check, ss.st.mayReset = true, true
+			ss.st.check, ss.st.mayReset = true, ss.mode != config.PoolSession
 		case bytes.HasPrefix(body, []byte("CLOSE CURSOR")) && ss.st.pins != 0:
 			ss.st.check = true
 		}
@@ -425,6 +430,93 @@ func (ss *session) holdForCaptureLocked(z []byte) bool {
 	}
 	ss.st.heldZ = append(ss.st.heldZ[:0], z...)
 	return true
+}
+
+// holdForRestoreLocked is holdForCaptureLocked for session mode, where no
+// capture runs (the server is the client's alone) but a RESET, RESET ALL,
+// SET ... TO DEFAULT or DISCARD ALL still returns the settings pgtide SET at
+// login to the server's defaults: at a ReadyForQuery outside a transaction
+// with nothing else outstanding, after such a command, it holds the
+// ReadyForQuery back and reports that the pump must set them again first
+// (sendRestoreLocked, restored). With requests pipelined behind, nothing
+// is done: they are on the server already, ahead of anything pgtide sends.
+func (ss *session) holdForRestoreLocked(z []byte) bool {
+	if !ss.st.mayReset || ss.gone || !ss.q.empty() || ss.unsynced || ss.copyIn {
+		return false
+	}
+	if _, ok := ss.captureRestoreLocked(); !ok {
+		ss.st.mayReset = false
+		return false
+	}
+	ss.st.heldZ = append(ss.st.heldZ[:0], z...)
+	return true
+}
+
+// sendRestoreLocked writes restoreSQL to the server, under mu at a
+// boundary as sendCaptureLocked, so nothing of the client's can reach the
+// server before it.
+func (ss *session) sendRestoreLocked(sc *pool.Conn) error {
+	r, _ := ss.captureRestoreLocked()
+	out := pool.AppendParamQueries(nil, []pool.ParamQuery{r})
+	out = wire.AppendFrame(out, wire.FeSync)
+	stateOf(sc).unnamed = nil
+	ss.st.capturing, ss.st.mayReset = true, false
+	ss.swmu.Lock()
+	_, err := sc.Net.Write(out)
+	ss.swmu.Unlock()
+	return err
+}
+
+// restored reads restoreSQL's replies (session mode), passes on the
+// ParameterStatus, notices and notifications among them, then the held
+// ReadyForQuery. It reports whether the pump is done with sc.
+func (ss *session) restored(sc *pool.Conn, werr error) bool {
+	if werr != nil {
+		ss.serverStopped(sc, werr)
+		return true
+	}
+	var out []byte
+	var rerr error
+	for done := false; !done; {
+		typ, body, err := sc.Reader.ReadMessage(64 << 20)
+		if err != nil {
+			if ss.woken(err) {
+				continue
+			}
+			ss.serverStopped(sc, err)
+			return true
+		}
+		switch typ {
+		case wire.BeErrorResponse:
+			rerr = pool.DecodeError(typ, body)
+		case wire.BeParameterStatus:
+			ss.mu.Lock()
+			ss.parameterStatusLocked(sc, body)
+			ss.mu.Unlock()
+			out = wire.AppendFrame(out, typ, body)
+		case wire.BeNoticeResponse, wire.BeNotification:
+			out = wire.AppendFrame(out, typ, body)
+		case wire.BeReadyForQuery:
+			if len(body) > 0 {
+				sc.TxStatus = body[0]
+			}
+			done = true
+		}
+	}
+	if rerr != nil {
+		ss.logger().Info().Err(rerr).Uint32("server_pid", sc.PID).Msg("could not set the client's startup settings again after a RESET")
+	}
+	ss.mu.Lock()
+	z := ss.st.heldZ
+	ss.st.heldZ = nil
+	later := ss.st.cancelLater
+	ss.st.capturing, ss.st.cancelLater = false, false
+	ss.mu.Unlock()
+	ss.toClient(append(out, z...))
+	if later {
+		go ss.cancel() // sent only if a request of the client's is still owed
+	}
+	return false
 }
 
 // sendCaptureLocked writes the capture to the server. It runs under mu,
