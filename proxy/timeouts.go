@@ -82,6 +82,16 @@ func (ss *session) stopTimersLocked() {
 func (ss *session) queryTimedOut() {
 	ss.mu.Lock()
 	busy := !ss.q.empty() && !ss.gone
+	if d := ss.srv.Config().QueryTimeout.Duration; busy && d > 0 && !ss.queryStart.IsZero() {
+		if left := d - time.Since(ss.queryStart); left > 0 {
+			// The query running now started after this timer was armed: it
+			// fired for one that ended as the next was queued (Stop came
+			// too late), or a pipelined request started since. Its turn
+			// comes when it has run query_timeout itself.
+			ss.queryTimer.Reset(left)
+			busy = false
+		}
+	}
 	ss.mu.Unlock()
 	if busy {
 		ss.logger().Warn().Msg("query_timeout: cancelling the running query")
