@@ -557,6 +557,7 @@ func (p *pooledBatch) queuedLocked() {
 			break
 		}
 	}
+	ss.backlog = len(ss.q.e) > queueHigh // holdBack
 	ss.armTimersLocked(p.wasEmpty)
 	ss.requestsQueuedLocked(p.wasEmpty, p.now)
 	if idleWrite {
