@@ -398,7 +398,11 @@ func negotiateProtocol(nc net.Conn, minor uint32, params map[string]string) erro
 		}
 	}
 	if minor > 0 || len(unknown) > 0 {
-		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}).Encode(nil)
+		// The version field is the whole version negotiated down to, 3.0,
+		// as PostgreSQL sends it (FrontendProtocol): libpq compares it with
+		// the whole version it asked for, so a 0 reads as "up to 0.0" (pgx
+		// takes the low half, which is 0 either way).
+		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: pgproto3.ProtocolVersion30, UnrecognizedOptions: unknown}).Encode(nil)
 		if _, err := nc.Write(msg); err != nil {
 			return errClientGone
 		}

@@ -1,0 +1,87 @@
+package integration
+
+// The startup exchange byte for byte against PostgreSQL: protocol version
+// negotiation and repeated encryption requests.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// startupBytes is a startup packet with the given version code and
+// parameters (none at all, not even the terminator, for nil: a request).
+func startupBytes(code uint32, params [][2]string) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{0, 0, 0, 0}, code)
+	for _, p := range params {
+		b = append(append(append(append(b, p[0]...), 0), p[1]...), 0)
+	}
+	if params != nil {
+		b = append(b, 0)
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)))
+	return b
+}
+
+// firstReply sends pkt on a new connection to addr and returns the first
+// message of the reply (a whole typed message, or the one-byte answer to an
+// encryption request).
+func firstReply(t *testing.T, addr string, pkt []byte) []byte {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	m, err := fe.Receive()
+	if err != nil {
+		return []byte("error: " + err.Error())
+	}
+	out, _ := m.Encode(nil)
+	return out
+}
+
+// hostPort is the address of a postgres:// URL.
+func hostPort(url string) string { return strings.Split(strings.Split(url, "@")[1], "/")[0] }
+
+// TestProtocolNegotiationAsPostgreSQL: a client asking for a newer minor
+// version (3.2 of PostgreSQL 18, 3.9999 of libpq's "grease") or for _pq_
+// options gets NegotiateProtocolVersion naming the version it is downgraded
+// to, 3.0, whole (0x00030000), as PostgreSQL's FrontendProtocol. Before the
+// fix pgtide sent 0, which libpq, comparing it with the whole version it
+// asked for, takes as a server that supports nothing.
+func TestProtocolNegotiationAsPostgreSQL(t *testing.T) {
+	r := newRelEnv(t, nil)
+	user := [][2]string{{"user", r.User}, {"database", r.DB}}
+	cases := []struct {
+		name  string
+		code  uint32
+		extra [][2]string
+	}{
+		{"3.2", 3<<16 | 2, nil},
+		{"3.9999_grease", 3<<16 | 9999, [][2]string{{"_pq_.test_protocol_negotiation", ""}}},
+		{"3.0_pq_option", 3 << 16, [][2]string{{"_pq_.foo", "1"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pkt := startupBytes(tc.code, append(append([][2]string{}, user...), tc.extra...))
+			direct, through := firstReply(t, hostPort(r.DirectURL()), pkt), firstReply(t, hostPort(r.URL()), pkt)
+			if direct[0] != 'v' {
+				t.Fatalf("PostgreSQL answered %q, not NegotiateProtocolVersion", direct)
+			}
+			if !bytes.Equal(direct, through) {
+				t.Errorf("NegotiateProtocolVersion\nthrough pgtide: % x\ndirect:         % x", through, direct)
+			}
+		})
+	}
+}
