@@ -190,6 +190,11 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 		useTLS(tc, endPoint)
 	}
 	var body []byte
+	// One SSLRequest and one GSSENCRequest per connection, as PostgreSQL
+	// (ProcessStartupPacket's ssl_done, gss_done): one more is read as a
+	// startup packet of protocol 1234.5679 (5680) and refused, where it
+	// was answered 'N' for as long as the client sent them.
+	sslDone, gssDone := false, false
 	for {
 		var err error
 		body, err = readStartupPacket(rd)
@@ -199,7 +204,12 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 		code := binary.BigEndian.Uint32(body)
 		_, isTLS := nc.(*tls.Conn)
 		switch {
-		case (code == codeSSLRequest || code == codeGSSENCRequest) && !isTLS:
+		case (code == codeSSLRequest && !sslDone || code == codeGSSENCRequest && !gssDone) && !isTLS:
+			if code == codeSSLRequest {
+				sslDone = true
+			} else {
+				gssDone = true
+			}
 			// Bytes after the request would be read in the clear and
 			// trusted as if they came over TLS (CVE-2021-23222 style).
 			if rd.Len() > 0 {
