@@ -257,3 +257,56 @@ func TestTxnCopyStreamCutByServerError(t *testing.T) {
 		})
 	}
 }
+
+// TestTxnSyncInCopyInHoldsNoServer: PostgreSQL ignores a Sync (or Flush)
+// that arrives during COPY IN (CopyGetData), as libpq may send one without
+// noticing its command was a COPY: it gets no ReadyForQuery. In transaction
+// mode pgtide queued one as owed, so after the COPY the client, idle
+// outside any transaction, held its server forever: with pool_size 1 every
+// other client waited until query_wait_timeout. The replies must be
+// PostgreSQL's, and the server must go back to the pool.
+func TestTxnSyncInCopyInHoldsNoServer(t *testing.T) {
+	r := newRelEnv(t, func(c *tideConf, db *dbConf) {
+		db.PoolSize = 1
+		c.Extra += "query_wait_timeout = \"3s\"\n"
+	})
+	setup := connect(t, r.DirectURL())
+	if _, err := setup.Exec(ctxT(t, 5*time.Second), "CREATE TABLE synccopy (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	var got [2][]string
+	for i, url := range []string{r.DirectURL(), r.URL()} {
+		conn, fe := rawLogin(t, url)
+		send(t, conn, &pgproto3.Query{String: "COPY synccopy FROM STDIN"})
+		if _, err := readUntil(t, conn, fe, 5*time.Second, 'G'); err != nil {
+			t.Fatal(err)
+		}
+		send(t, conn, &pgproto3.Sync{}, &pgproto3.CopyData{Data: []byte("1\n")}, &pgproto3.Sync{}, &pgproto3.CopyDone{})
+		out, err := readToZ(conn, fe, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%d: %v after %v", i, err, out)
+		}
+		got[i] = out
+		// The extended protocol: the client's Sync after Execute reaches
+		// the server during its COPY IN, one more inside it.
+		send(t, conn, &pgproto3.Parse{Query: "COPY synccopy FROM STDIN"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+		if _, err := readUntil(t, conn, fe, 5*time.Second, 'G'); err != nil {
+			t.Fatal(err)
+		}
+		send(t, conn, &pgproto3.CopyData{Data: []byte("2\n")}, &pgproto3.Sync{}, &pgproto3.CopyDone{}, &pgproto3.Sync{})
+		out, err = readToZ(conn, fe, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%d: %v after %v", i, err, out)
+		}
+		got[i] = append(got[i], out...)
+	}
+	t.Logf("direct: %v", got[0])
+	if fmt.Sprint(got[0]) != fmt.Sprint(got[1]) {
+		t.Errorf("through pgtide: %v\ndirect:        %v", got[1], got[0])
+	}
+	// The client is idle outside a transaction: its server is the pool's.
+	v := connect(t, r.URL())
+	if n := queryInt(t, v, "SELECT count(*) FROM synccopy"); n != 4 {
+		t.Errorf("%d rows, want 4", n)
+	}
+}

@@ -323,6 +323,12 @@ var refusedDescribe = wire.AppendFrame(nil, wire.FeDescribe, []byte{wire.ObjStat
 // pgtide answers it: nothing before it needed one.
 func (p *pooledBatch) syncLocked(off, n int) {
 	ss := p.ss
+	if ss.copyIn {
+		// PostgreSQL ignores a Sync during COPY IN (CopyGetData): no
+		// ReadyForQuery is owed, and one booked would hold the server
+		// after the COPY forever. It goes through, as session mode's (book).
+		return
+	}
 	ss.clientSkip = false
 	if p.sc != nil {
 		ss.q.push(entry{kind: wire.FeSync, sql: ss.takeSQLPendingLocked()})
@@ -644,6 +650,7 @@ func (p *pooledBatch) queuedLocked() {
 			break
 		}
 	}
+	ss.backlog = len(ss.q.e) > queueHigh // holdBack
 	ss.armTimersLocked(p.wasEmpty)
 	ss.requestsQueuedLocked(p.wasEmpty, p.now)
 	if idleWrite {

@@ -495,6 +495,7 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 	case wire.BeCopyInResponse:
 		ss.copyIn = true
 		ss.q.copyStarted()
+		ss.q.wake() // what is queued behind the COPY waits for its data: holdBack reads on
 		if ss.gone {
 			// The client left before the server asked for its data (a
 			// cancel does not end a COPY waiting for input): fail the COPY

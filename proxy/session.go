@@ -88,6 +88,11 @@ type session struct {
 	// heldIdle: pumpPending inside a transaction, for the sweeper (park.go).
 	heldIdle atomic.Bool
 	wake     bool // the client goroutine queued fake replies for the pump
+	// backlog: the last batch left more than queueHigh requests queued
+	// (holdBack); client goroutine only. passDrop is the stream's (below),
+	// here in wake's padding to keep the record in its size class.
+	backlog  bool
+	passDrop bool // the rest of the streamed message is dropped, not forwarded
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
 	queryStart, xactStart time.Time   // for the pool's counters
@@ -115,11 +120,10 @@ type session struct {
 	welcomeKey string
 	login      *welcome
 
-	// A large message being forwarded in pieces (stream.go); client
-	// goroutine only.
+	// A large message being forwarded in pieces (stream.go), with
+	// passDrop above; client goroutine only.
 	passTo     *pool.Conn
 	passRemain int
-	passDrop   bool // the rest of the message is dropped, not forwarded
 	// msgReserved is this session's share of max_message_buffer: its read
 	// buffer's size once grown past the initial one (buffer.go).
 	msgReserved int64
@@ -228,6 +232,11 @@ func (ss *session) run() (err error) {
 			var n int
 			var term bool
 			var err error
+			if ss.backlog && ss.passRemain == 0 {
+				if err := ss.holdBack(); err != nil {
+					return err
+				}
+			}
 			if ss.passRemain > 0 {
 				if n, _, err = ss.passOn(); err != nil {
 					return err
@@ -258,6 +267,39 @@ func (ss *session) run() (err error) {
 		}
 	}
 }
+
+// holdBack waits, before the client is read again, while more than
+// queueLow of its requests are unanswered (reqQueue.wait): backpressure on
+// a client that does not read its replies, which never holds one that
+// does, or one whose replies wait for what it has not sent (COPY IN). A
+// server holds back replies to an extended batch until Sync or Flush: a
+// Flush is sent for them, between two messages, as no stream is open.
+func (ss *session) holdBack() error {
+	ss.backlog = false
+	ss.startPump() // the replies are read by a pump goroutine while we wait
+	flushed := false
+	ss.mu.Lock()
+	for len(ss.q.e) > queueLow && !ss.copyIn && ss.over == nil && !ss.gone {
+		w := make(chan struct{})
+		ss.q.wait = w
+		sc := ss.sc
+		flush := !flushed && ss.unsynced && sc != nil
+		ss.mu.Unlock()
+		if flush {
+			flushed = true
+			if err := ss.toAttached(sc, flushMsg); err != nil {
+				return err
+			}
+		}
+		<-w
+		ss.mu.Lock()
+	}
+	ss.mu.Unlock()
+	return nil
+}
+
+// flushMsg is the Flush holdBack sends: it gets no reply.
+var flushMsg = []byte{wire.FeFlush, 0, 0, 0, 4}
 
 // nextFrame returns the type and length of the complete message at b[off:],
 // growing the read buffer for a message larger than it. n == 0 means the
@@ -420,6 +462,7 @@ func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
 		ss.q.push(entry{kind: t})
 	}
 	ss.unsynced = unsynced
+	ss.backlog = len(ss.q.e) > queueHigh // holdBack
 	ss.armTimersLocked(wasEmpty)
 	ss.requestsQueuedLocked(wasEmpty, now)
 	return sc, nil
@@ -435,6 +478,7 @@ func (ss *session) endLocked(why error) {
 	if ss.over == nil {
 		ss.over = why
 		(*sessionEnd)(ss).end() // waitctx.go
+		ss.q.wake()             // a holdBack sees it is over
 	}
 }
 
@@ -715,6 +759,7 @@ func (ss *session) toClient(b []byte) {
 	if err != nil {
 		ss.mu.Lock()
 		ss.gone = true
+		ss.q.wake() // a holdBack sees the client gone
 		ss.mu.Unlock()
 		_ = ss.conn.Close() // wakes the client goroutine, which cleans up
 	}

@@ -190,6 +190,11 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 		useTLS(tc, endPoint)
 	}
 	var body []byte
+	// One SSLRequest and one GSSENCRequest per connection, as PostgreSQL
+	// (ProcessStartupPacket's ssl_done, gss_done): one more is read as a
+	// startup packet of protocol 1234.5679 (5680) and refused, where it
+	// was answered 'N' for as long as the client sent them.
+	sslDone, gssDone := false, false
 	for {
 		var err error
 		body, err = readStartupPacket(rd)
@@ -199,7 +204,12 @@ func (s *Server) startup(ncp *net.Conn, rdp **wire.Reader, cfg *config.Config, l
 		code := binary.BigEndian.Uint32(body)
 		_, isTLS := nc.(*tls.Conn)
 		switch {
-		case (code == codeSSLRequest || code == codeGSSENCRequest) && !isTLS:
+		case (code == codeSSLRequest && !sslDone || code == codeGSSENCRequest && !gssDone) && !isTLS:
+			if code == codeSSLRequest {
+				sslDone = true
+			} else {
+				gssDone = true
+			}
 			// Bytes after the request would be read in the clear and
 			// trusted as if they came over TLS (CVE-2021-23222 style).
 			if rd.Len() > 0 {
@@ -398,7 +408,11 @@ func negotiateProtocol(nc net.Conn, minor uint32, params map[string]string) erro
 		}
 	}
 	if minor > 0 || len(unknown) > 0 {
-		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}).Encode(nil)
+		// The version field is the whole version negotiated down to, 3.0,
+		// as PostgreSQL sends it (FrontendProtocol): libpq compares it with
+		// the whole version it asked for, so a 0 reads as "up to 0.0" (pgx
+		// takes the low half, which is 0 either way).
+		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: pgproto3.ProtocolVersion30, UnrecognizedOptions: unknown}).Encode(nil)
 		if _, err := nc.Write(msg); err != nil {
 			return errClientGone
 		}

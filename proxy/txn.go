@@ -39,6 +39,31 @@ type reqQueue struct {
 	e     []entry
 	nreqs int     // entries other than copy markers
 	buf   []entry // the largest backing array so far, reused once e is empty
+	// wait is closed (wake) once at most queueLow entries are left, or the
+	// session can no longer drain them: the client goroutine waits on it
+	// while it does not read its client (session.holdBack).
+	wait chan struct{}
+}
+
+// Backpressure on the queue: a client that pipelines requests without
+// reading their replies is not read while more than queueHigh of them are
+// unanswered, until the pump has brought them down to queueLow, as
+// PostgreSQL stops reading a client whose replies back up. Without it,
+// requests pgtide answers itself (a Close of a named statement inside a
+// transaction) were queued without end (32 MiB of them: +740 MiB RSS),
+// and 5-byte Syncs cost an 80-byte entry each for as many as the sockets
+// held (16 MiB of them: +450 MiB).
+const (
+	queueHigh = 4096
+	queueLow  = 2048
+)
+
+// wake releases a client goroutine waiting in holdBack.
+func (q *reqQueue) wake() {
+	if q.wait != nil {
+		close(q.wait)
+		q.wait = nil
+	}
 }
 
 func (q *reqQueue) push(e entry) {
@@ -69,6 +94,9 @@ func (q *reqQueue) pop() entry {
 		// Only stale copy markers can remain: drop them.
 		clear(q.e)
 		q.e = q.e[:0:0]
+	}
+	if q.wait != nil && len(q.e) <= queueLow {
+		q.wake()
 	}
 	return e
 }

@@ -3,8 +3,11 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -363,4 +366,37 @@ func TestUnitQueueReusesArray(t *testing.T) {
 	if !q.empty() || len(q.e) != 0 {
 		t.Fatalf("queue not empty: %q", kinds(q))
 	}
+}
+
+// TestUnitStmtRegistryFreesUnused: the registry keeps a statement only
+// while something refers to it. Before the fix every distinct text stayed
+// for the pool's life.
+func TestUnitStmtRegistryFreesUnused(t *testing.T) {
+	r := newStmtRegistry()
+	kept := r.get([]byte("SELECT 'kept'"), nil)
+	kept.validated.Store(true)
+	for i := 0; i < 1000; i++ {
+		r.get([]byte(fmt.Sprintf("SELECT %d", i)), nil)
+	}
+	size := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.byKey)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for size() > 1 && time.Now().Before(deadline) {
+		runtime.GC() // the cleanups run after a collection
+		time.Sleep(time.Millisecond)
+	}
+	if n := size(); n != 1 {
+		t.Fatalf("%d statements in the registry, want 1 (the one still referred to)", n)
+	}
+	if got := r.get([]byte("SELECT 'kept'"), nil); got != kept || !got.validated.Load() {
+		t.Fatalf("a statement still referred to was replaced: %p %q, want %p %q", got, got.name, kept, kept.name)
+	}
+	// A text whose statement was freed gets a new one, never validated.
+	if st := r.get([]byte("SELECT 7"), nil); st.validated.Load() {
+		t.Fatal("a new statement is validated")
+	}
+	runtime.KeepAlive(kept)
 }
