@@ -433,10 +433,9 @@ func (c *Conn) Cancel(ctx context.Context) error {
 	}
 	var b [1]byte
 	n, err := nc.Read(b[:]) // the server closes the connection when done
-	var ne net.Error
 	switch {
-	case n == 0 && err != nil && !(errors.As(err, &ne) && ne.Timeout()):
-		return nil // closed (EOF, or a reset): the request was acted on
+	case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		return nil // closed: the request was acted on
 	case err == nil:
 		err = errors.New("the server answered a cancel request")
 	}

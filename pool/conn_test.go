@@ -357,3 +357,30 @@ func TestPartialMessageNotReused(t *testing.T) {
 		t.Fatal("a connection with a message written in part was lent again")
 	}
 }
+
+// TestCancelResetNotConfirmed: a cancel connection the far end resets
+// (a network fault; PostgreSQL itself closes it cleanly once it has read
+// the request) says nothing of whether the request arrived, so the server
+// is not lent again: the request may still stop another client's query.
+func TestCancelResetNotConfirmed(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		var req [16]byte
+		_, _ = io.ReadFull(c, req[:])
+		_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+		c.Close()
+	}()
+	c := &Conn{Addr: ln.Addr(), PID: 42, Secret: []byte{1, 2, 3, 4}}
+	if err := c.Cancel(context.Background()); err == nil || c.Reusable() {
+		t.Fatalf("reset cancel connection: err %v, reusable %v; want an error, not reusable", err, c.Reusable())
+	}
+}
