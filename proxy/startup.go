@@ -378,6 +378,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 		ss.finish()
 		return nil, err
 	}
+	if ce := ss.loginOver(); ce != nil { // killed while logging in: its FATAL
+		ss.finish()
+		return nil, ce
+	}
 	pe.counters.Logins.Add(1)
 	if o := s.obs(); o != nil {
 		o.Login(dbName, user, true)
@@ -611,8 +615,16 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 	// A waitCtx, as a borrow's (waitctx.go): one that gets an idle server
 	// at once makes no timer, and leaves no context behind in the session.
 	ctx := &waitCtx{parent: ss.ended, deadline: time.Now().Add(ss.waitTimeout())}
+	s.setLoginWait(ss, true)           // SHOW CLIENTS lists it meanwhile (KILL_CLIENT ends it)
 	sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
+	s.setLoginWait(ss, false)
 	ctx.stop()
+	if ce := ss.loginKilled(); ce != nil {
+		if err == nil {
+			ss.releaseOrDiscard(sc)
+		}
+		return ce
+	}
 	if err != nil {
 		return err
 	}
