@@ -574,7 +574,10 @@ func (ss *session) borrow(now *time.Time, intr bool) (*pool.Conn, error) {
 			o.Waited(ss.dbName, ss.userName, d)
 		}
 	}()
-	gate, err := ss.srv.enterBorrow(ctx, ss, start) // admin PAUSE
+	gate, blocked, err := ss.srv.enterBorrow(ctx, ss, start) // admin PAUSE
+	// A wait at PAUSE is a wait for a server (total_wait_time), as PgBouncer
+	// counts it, and not part of the query's time.
+	waited = blocked
 	if err != nil {
 		if ctx.cancelled.Load() {
 			return nil, errWaitCancelled
