@@ -129,11 +129,15 @@ func (ss *session) snapshot() sessionSnapshot {
 	return snap
 }
 
-// snapshots returns a snapshot of every logged-in session.
+// snapshots returns a snapshot of every logged-in session and of every
+// login waiting for its server (setLoginWait).
 func (s *Server) snapshots() []sessionSnapshot {
 	s.mu.Lock()
-	list := make([]*session, 0, len(s.sessions))
+	list := make([]*session, 0, len(s.sessions)+len(s.loginWaits))
 	for _, ss := range s.sessions {
+		list = append(list, ss)
+	}
+	for ss := range s.loginWaits { // waiting in their login, as PgBouncer lists them
 		list = append(list, ss)
 	}
 	s.mu.Unlock()

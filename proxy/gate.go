@@ -109,9 +109,10 @@ func (g *gate) setPaused(db string, on bool) {
 }
 
 // enterBorrow is the gate of every borrow: it marks the session as waiting
-// and blocks while its database is paused. The caller must call leave on
-// the result once its Acquire has returned.
-func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) (*dbControl, error) {
+// and blocks while its database is paused (blocked: it did, so the borrow
+// waited, and its wait time counts). The caller must call leave on the
+// result once its Acquire has returned.
+func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) (_ *dbControl, blocked bool, _ error) {
 	c := ss.gate.ctl
 	if c == nil {
 		c = s.gate.db(ss.dbName)
@@ -123,12 +124,13 @@ func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) 
 		// inflight to drain, so one of the two sees the other.
 		c.inflight.Add(1)
 		if !s.gateClosed(c) {
-			return c, nil
+			return c, blocked, nil
 		}
 		c.leave(nil)
+		blocked = true
 		if err := s.waitResume(ctx, c); err != nil {
 			ss.gate.waitStart.Store(0)
-			return nil, err
+			return nil, blocked, err
 		}
 	}
 }
@@ -174,20 +176,20 @@ func (s *Server) waitResume(ctx context.Context, c *dbControl) error {
 
 // loginAcquire borrows the server a login needs: refused for a disabled
 // database, waiting while it is paused. Errors are for the client.
-func (s *Server) loginAcquire(ctx context.Context, ss *session) (*pool.Conn, error) {
+func (s *Server) loginAcquire(ctx context.Context, ss *session) (_ *pool.Conn, waited bool, _ error) {
 	if err := s.loginAllowed(ss); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	g, err := s.enterBorrow(ctx, ss, time.Now())
+	g, blocked, err := s.enterBorrow(ctx, ss, time.Now())
 	if err != nil {
-		return nil, err
+		return nil, blocked, err
 	}
-	sc, _, err := acquire(ctx, ss.pe.pool, time.Now())
+	sc, w, err := acquire(ctx, ss.pe.pool, time.Now())
 	g.leave(ss)
 	if err != nil {
-		return nil, acquireError(err)
+		return nil, blocked || w, acquireError(err)
 	}
-	return sc, nil
+	return sc, blocked || w, nil
 }
 
 // loginAllowed refuses a login to a database DISABLEd by the admin.

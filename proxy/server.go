@@ -55,6 +55,9 @@ type Server struct {
 	dbLimit  map[string]*pool.Limiter
 	usrLimit map[string]*pool.Limiter
 	sessions map[uint32]*session // by the cancel key's process ID
+	// Logins waiting for the server they need (joinWithServer), not yet
+	// in sessions: SHOW CLIENTS lists them as waiting, as PgBouncer does.
+	loginWaits map[*session]struct{}
 	// Logged-in clients by database and by user name, for
 	// max_db_client_connections and max_user_client_connections (limits.go).
 	clientsByDB, clientsByUser map[string]int
@@ -125,6 +128,7 @@ func New(cfg *config.Config, log zerolog.Logger) *Server {
 		dbLimit:       map[string]*pool.Limiter{},
 		usrLimit:      map[string]*pool.Limiter{},
 		sessions:      map[uint32]*session{},
+		loginWaits:    map[*session]struct{}{},
 		clientsByDB:   map[string]int{},
 		clientsByUser: map[string]int{},
 		done:          make(chan struct{}),
@@ -532,6 +536,18 @@ func (s *Server) register(ss *session) {
 	}
 	s.mu.Unlock()
 	s.susp.arm(ss.conn) // SUSPEND stops its reads from now on (suspend.go)
+}
+
+// setLoginWait adds a login waiting for its server to SHOW CLIENTS, or
+// takes it off.
+func (s *Server) setLoginWait(ss *session, on bool) {
+	s.mu.Lock()
+	if on {
+		s.loginWaits[ss] = struct{}{}
+	} else {
+		delete(s.loginWaits, ss)
+	}
+	s.mu.Unlock()
 }
 
 func (s *Server) unregister(ss *session) {

@@ -60,10 +60,14 @@ type session struct {
 	unsynced    bool // extended-protocol messages sent since the last Sync
 	copyIn      bool // the server is in COPY IN for this client
 	txStatus    byte
-	closing     bool   // shutdown: end the session at the next boundary
-	gone        bool   // client gone: the pump discards instead of writing
-	serverFatal bool   // the server's own FATAL reached the client
-	closeMsg    string // why, when not shutdown (reload.go)
+	closing     bool // shutdown: end the session at the next boundary
+	gone        bool // client gone: the pump discards instead of writing
+	serverFatal bool // the server's own FATAL reached the client
+	// loggingIn: the login goroutine still owns the socket (until the
+	// startup reply is written); a kill meanwhile only ends the session,
+	// with its FATAL in over for the login to write (loginOver).
+	loggingIn bool
+	closeMsg  string // why, when not shutdown (reload.go)
 	// over is why the session ended (its server was lost, it was killed):
 	// once set, nothing the client sent reaches any server and no server
 	// is borrowed for it (invariant 9). Set once; see endLocked.
@@ -156,6 +160,7 @@ func newSession(s *Server, nc net.Conn, rd *wire.Reader, pe *poolEntry, cfg *con
 		ss.maxBody = 1 << 30
 	}
 	ss.ended = (*sessionEnd)(ss) // waitctx.go
+	ss.loggingIn = true
 	ss.id, ss.connected = s.nextSessionID.Add(1), time.Now().UnixNano()
 	return ss
 }
@@ -616,7 +621,10 @@ func (ss *session) borrow(now *time.Time, intr bool) (*pool.Conn, error) {
 			o.Waited(ss.dbName, ss.userName, d)
 		}
 	}()
-	gate, err := ss.srv.enterBorrow(ctx, ss, start) // admin PAUSE
+	gate, blocked, err := ss.srv.enterBorrow(ctx, ss, start) // admin PAUSE
+	// A wait at PAUSE is a wait for a server (total_wait_time), as PgBouncer
+	// counts it, and not part of the query's time.
+	waited = blocked
 	if err != nil {
 		if ctx.cancelled.Load() {
 			return nil, errWaitCancelled
@@ -980,6 +988,12 @@ func (ss *session) releaseOrDiscard(sc *pool.Conn) {
 // than once and from any goroutine.
 func (ss *session) kill(code, msg string) {
 	ss.mu.Lock()
+	if ss.loggingIn { // the login writes it (loginOver)
+		ss.endLocked(fmt.Errorf("%w: closed by pgtide: %w", errClientGone, &clientError{code, msg}))
+		ss.mu.Unlock()
+		ss.srv.logPoolerError(*ss.logger(), code, msg)
+		return
+	}
 	ss.endLocked(fmt.Errorf("%w: closed by pgtide: %s", errClientGone, msg))
 	ss.mu.Unlock()
 	ss.srv.logPoolerError(*ss.logger(), code, msg)
@@ -997,6 +1011,30 @@ func (ss *session) kill(code, msg string) {
 		_ = ss.conn.Close()
 	}
 	ss.srv.unpark(ss) // a parked session needs a goroutine to end
+}
+
+// loginOver ends the login phase: from now on kill writes to the client
+// itself. It returns what a kill during the login left for it to send.
+func (ss *session) loginOver() *clientError {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.loggingIn = false
+	return ss.loginKilledLocked()
+}
+
+// loginKilled returns what a kill during the login left, if any.
+func (ss *session) loginKilled() *clientError {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.loginKilledLocked()
+}
+
+func (ss *session) loginKilledLocked() *clientError {
+	var ce *clientError
+	if ss.over != nil && errors.As(ss.over, &ce) {
+		return ce
+	}
+	return nil
 }
 
 // lingerFor bounds how long a killed client's socket is read, and what it

@@ -388,6 +388,10 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 		ss.finish()
 		return nil, err
 	}
+	if ce := ss.loginOver(); ce != nil { // killed while logging in: its FATAL
+		ss.finish()
+		return nil, ce
+	}
 	pe.counters.Logins.Add(1)
 	if o := s.obs(); o != nil {
 		o.Login(dbName, user, true)
@@ -624,11 +628,31 @@ func (s *Server) joinFromCache(cfg *config.Config, ss *session, view map[string]
 func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) error {
 	// A waitCtx, as a borrow's (waitctx.go): one that gets an idle server
 	// at once makes no timer, and leaves no context behind in the session.
-	ctx := &waitCtx{parent: ss.ended, deadline: time.Now().Add(ss.waitTimeout())}
-	sc, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
+	start := time.Now()
+	ctx := &waitCtx{parent: ss.ended, deadline: start.Add(ss.waitTimeout())}
+	s.setLoginWait(ss, true)                   // SHOW CLIENTS lists it meanwhile (KILL_CLIENT ends it)
+	sc, waited, err := s.loginAcquire(ctx, ss) // acquire, after admin DISABLE and PAUSE
+	s.setLoginWait(ss, false)
 	ctx.stop()
+	if ce := ss.loginKilled(); ce != nil {
+		if err == nil {
+			ss.releaseOrDiscard(sc)
+		}
+		return ce
+	}
 	if err != nil {
 		return err
+	}
+	// A server assignment, as a borrow's (session.borrow): PgBouncer counts
+	// every link of a server to a client, a login's included.
+	var d time.Duration
+	if waited {
+		d = time.Since(start)
+	}
+	pe.counters.Waits.Add(1)
+	pe.counters.WaitNanos.Add(int64(d))
+	if o := s.obs(); o != nil {
+		o.Waited(ss.dbName, ss.userName, d)
 	}
 	if _, err := ss.syncParams(sc); err != nil {
 		ss.releaseOrDiscard(sc)

@@ -376,6 +376,11 @@ func (ac *conn) exec(cmd command) error {
 			return err
 		}
 	case "RESUME":
+		// As PgBouncer: a RESUME cannot undo a shutdown, so it says so
+		// rather than answer as if the pooler were running again.
+		if !b.State().Running {
+			return errShutdown
+		}
 		b.Resume(cmd.Arg)
 	case "DISABLE", "ENABLE":
 		b.SetDisabled(cmd.Arg, cmd.Verb == "DISABLE")

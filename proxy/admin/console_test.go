@@ -665,3 +665,26 @@ func TestSuspendCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeDuringShutdown: as PgBouncer's test_resume_during_shutdown,
+// RESUME once a shutdown has begun is refused ("pgtide is shutting down"):
+// it cannot undo the shutdown, and an operator must not be told it did.
+func TestResumeDuringShutdown(t *testing.T) {
+	f := newFake()
+	f.state.Running = false // a shutdown has begun (SHOW STATE shutting_down)
+	c, _ := serve(t, f, "adm")
+	c.until(&pgproto3.ReadyForQuery{})
+	c.fe.Send(&pgproto3.Query{String: "RESUME"})
+	if err := c.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var code, msg string
+	for _, m := range c.until(&pgproto3.ReadyForQuery{}) {
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			code, msg = e.Code, e.Message
+		}
+	}
+	if code != codeAdminShutdown || msg != "pgtide is shutting down" || len(f.calls) != 0 {
+		t.Fatalf("RESUME during shutdown: error %q %q, calls %v; want 57P01 and no resume", code, msg, f.calls)
+	}
+}
