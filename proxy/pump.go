@@ -388,10 +388,19 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		if ss.mode != config.PoolSession {
 			ss.sqlReadyLocked(sc)
 		}
+		rk := ss.q.readyKind()
 		sk, _ := ss.q.popReady()
 		ss.txStatus, sc.TxStatus = status, status
 		ss.readyLocked(status, sk)
 		ss.copyIn = false
+		if (rk == wire.FeQuery || rk == wire.FeFunctionCall) && ss.unsynced && ss.q.empty() && ss.mode != config.PoolSession {
+			// A Query (or FunctionCall) after extended messages with no
+			// Sync (asyncpg's Parse/Describe/Flush, then COPY as a simple
+			// Query): the server ran it, so nothing before it failed, and
+			// its end ended their implicit transaction: as after a Sync.
+			// Nothing the client sent after it waits for a reply.
+			ss.unsynced = false
+		}
 		if ss.mode == config.PoolStatement && status != wire.TxIdle && !sk && ss.q.empty() && !ss.unsynced {
 			// Statement mode: the statement opened a transaction block.
 			// Roll it back unseen and tell the client.

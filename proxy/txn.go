@@ -142,6 +142,18 @@ func (q *reqQueue) popReady() (skip bool, ok bool) {
 	return false, false
 }
 
+// readyKind is the kind of the request the next ReadyForQuery answers
+// (the one popReady consumes), or 0.
+func (q *reqQueue) readyKind() byte {
+	for i := range q.e {
+		switch k := q.e[i].kind; k {
+		case wire.FeSync, wire.FeQuery, wire.FeFunctionCall:
+			return k
+		}
+	}
+	return 0
+}
+
 // dropUntilSync removes what the server skips after an error in the
 // extended protocol: everything before the next Sync, a Query or
 // FunctionCall sent before it included (PostgreSQL discards every message
