@@ -112,6 +112,25 @@ func (ss *session) captureQueryLocked() pool.ParamQuery {
 	return pool.ParamQuery{SQL: captureSQL, Args: []string{a.String()}}
 }
 
+// captureGuardSQL runs first in the capture's round trip (its implicit
+// transaction): it reports the client's statement_timeout ('t') and lifts
+// it until the Sync. Otherwise a client's short timeout (1ms always, 3-5ms
+// often on a busy machine) failed the capture, and the server was closed
+// with the settings the client had just made: its SET statement_timeout was
+// silently forgotten. It must stay this cheap (no pg_settings), as it still
+// runs under the client's timeout. captureDefaultSQL, which runs lifted,
+// formats the server's default ('d') so parseCapture can tell a value of the
+// client's from it; the capture's own statement_timeout row shows the
+// lifted value and is ignored. restoreSQL is not lifted: a lift makes
+// statement_timeout look set, so a reset one would not be restored; under a
+// client's very short timeout the restore may fail instead (logged; the
+// capture then records the server's values, as before restoreSQL).
+const (
+	captureGuardSQL   = `SELECT 't', pg_catalog.current_setting('statement_timeout'), pg_catalog.set_config('statement_timeout', '0', true)`
+	captureDefaultSQL = `SELECT 'd', s.name, pg_catalog.set_config(s.name, s.reset_val, true) FROM pg_catalog.pg_settings s WHERE s.name = 'statement_timeout'
+UNION ALL SELECT 'u', '', pg_catalog.set_config('statement_timeout', '0', true)`
+)
+
 // restoreSQL sets again each of the client's startup settings ($1 names,
 // $2 values) that is no longer set on the server's session. pgtide applies
 // them with SET, so a RESET, RESET ALL, SET ... TO DEFAULT or DISCARD ALL
@@ -187,13 +206,22 @@ type captured struct {
 
 func parseCapture(rows [][]string, loginUser string) captured {
 	c := captured{settings: map[string]string{}}
+	guarded := false // captureGuardSQL ran first
+	var clientST, defaultST string
 	for _, r := range rows {
 		if len(r) != 3 {
 			continue
 		}
 		switch r[0] {
 		case "s":
+			if guarded && r[1] == "statement_timeout" {
+				continue // lifted by captureGuardSQL
+			}
 			c.settings[strings.ToLower(r[1])] = r[2]
+		case "t":
+			guarded, clientST = true, r[1]
+		case "d":
+			defaultST = r[2]
 		case "a":
 			if r[2] != loginUser {
 				c.settings["session_authorization"] = r[2]
@@ -205,6 +233,9 @@ func parseCapture(rows [][]string, loginUser string) captured {
 				c.pins |= 1 << (r[1][0] - '0')
 			}
 		}
+	}
+	if guarded && clientST != defaultST {
+		c.settings["statement_timeout"] = clientST
 	}
 	return c
 }
@@ -530,7 +561,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 		out = pool.AppendParamQueries(out, []pool.ParamQuery{r})
 		out = wire.AppendFrame(out, wire.FeSync)
 	}
-	qs := []pool.ParamQuery{ss.captureQueryLocked()}
+	qs := []pool.ParamQuery{{SQL: captureGuardSQL}, {SQL: captureDefaultSQL}, ss.captureQueryLocked()}
 	if ss.st.pins == 0 && ss.pinPolicy() == config.PinRefuse {
 		// Undone in the same round trip: harmless when nothing is there.
 		for _, u := range pinUndo {

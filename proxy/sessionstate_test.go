@@ -83,6 +83,19 @@ func TestParseCapture(t *testing.T) {
 	if got.settings["session_authorization"] != "other" || !got.prepared {
 		t.Errorf("got %+v", got)
 	}
+
+	// captureGuardSQL lifted statement_timeout: the capture's own row is the
+	// lifted value; the guard's is the client's, kept unless it is the
+	// server's default (captureDefaultSQL).
+	for _, c := range []struct{ client, def, want string }{{"5ms", "0", "5ms"}, {"0", "0", ""}, {"0", "1s", "0"}} {
+		got = parseCapture([][]string{
+			{"t", c.client, "0"}, {"d", "statement_timeout", c.def}, {"u", "", "0"},
+			{"s", "statement_timeout", "0"}, {"s", "work_mem", "8MB"},
+		}, "login")
+		if got.settings["statement_timeout"] != c.want || got.settings["work_mem"] != "8MB" {
+			t.Errorf("client %q, default %q: got %+v", c.client, c.def, got.settings)
+		}
+	}
 }
 
 // TestSyncQueries: values travel as parameters; resets and sets in the
