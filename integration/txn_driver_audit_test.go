@@ -175,7 +175,6 @@ func TestTxnShortStatementTimeoutKept(t *testing.T) {
 	}
 }
 
-
 // resetView is what a client sees of its settings: each value its queries
 // run with, and each reported parameter as it was last told (ParameterStatus).
 func resetView(ctx context.Context, t *testing.T, c *pgx.Conn) string {
@@ -265,4 +264,3 @@ func TestTxnResetRestoresStartupSettings(t *testing.T) {
 		}
 	}
 }
-
