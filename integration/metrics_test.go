@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtide/pgtide/integration/pgtest"
 )
@@ -231,5 +234,67 @@ func TestMetrics(t *testing.T) {
 	if resp, err := http.Get(base + "/healthz"); err == nil {
 		resp.Body.Close()
 		t.Fatalf("metrics endpoint still answering after pgtide exited")
+	}
+}
+
+// TestMetricsClientsWaitingAtPause: pgtide_pool_clients{state="waiting"}
+// and pgtide_pool_max_wait_seconds count the clients SHOW POOLS counts in
+// cl_waiting: one whose query waits at PAUSE and one whose login does. They
+// came from the pool's own wait queue, which neither is in, and read 0.
+func TestMetricsClientsWaitingAtPause(t *testing.T) {
+	mport, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", mport)
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	admPass := "Adm-" + stamp
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\nadmin_users = [\"adm\"]\n", mport)
+		c.Users["adm"] = admPass
+	})
+	a := connect(t, e.URL()) // logged in; its pool exists
+	if _, err := a.Exec(ctxT(t, 10*time.Second), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	adm := console(t, e.tide.ConnString("pgtide", "adm", admPass))
+	mustAdmin(t, adm, "PAUSE "+e.DB)
+	queryDone := make(chan error, 1)
+	go func() {
+		_, err := a.Exec(context.Background(), "SELECT 1")
+		queryDone <- err
+	}()
+	loginDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, e.URL()+"&application_name=metricswait") // new settings: its login needs a server
+		if err == nil {
+			c.Close(context.Background())
+		}
+		loginDone <- err
+	}()
+	db, user := `database="`+e.DB+`"`, `user="`+e.User+`"`
+	var w, mw float64
+	if !pgtest.Eventually(10*time.Second, func() bool {
+		s := scrapeMetrics(t, base)
+		w, _ = s.get("pgtide_pool_clients", db, user, `state="waiting"`)
+		mw, _ = s.get("pgtide_pool_max_wait_seconds", db, user)
+		return w == 2 && mw > 0
+	}) {
+		t.Fatalf(`at PAUSE with a query and a login waiting: pgtide_pool_clients{state="waiting"} = %v, pgtide_pool_max_wait_seconds = %v; want 2 and > 0`, w, mw)
+	}
+	mustAdmin(t, adm, "RESUME "+e.DB)
+	for _, ch := range []chan error{queryDone, loginDone} {
+		if err := <-ch; err != nil {
+			t.Fatalf("after RESUME: %v", err)
+		}
+	}
+	if !pgtest.Eventually(10*time.Second, func() bool {
+		w, _ = scrapeMetrics(t, base).get("pgtide_pool_clients", db, user, `state="waiting"`)
+		return w == 0
+	}) {
+		t.Fatalf(`after RESUME: pgtide_pool_clients{state="waiting"} = %v; want 0`, w)
 	}
 }

@@ -401,23 +401,52 @@ type PoolStats struct {
 	Mode           config.PoolMode
 	pool.Stats
 	Counters *PoolCounters
-	Clients  int // logged-in clients of this pool (Stats.Waiting of them wait for a server)
-	Used     int // idle servers due for server_check_query (console.go needsCheck)
+	Clients  int // clients of this pool, logged in or logging in while they wait for a server
+	// ClientsWaiting of them wait for a server, the longest for MaxClientWait:
+	// in the pool's queue, at PAUSE or SUSPEND, or in their login (SHOW
+	// POOLS' cl_waiting and maxwait). Stats.Waiting counts the pool's queue only.
+	ClientsWaiting int
+	MaxClientWait  time.Duration
+	Used           int // idle servers due for server_check_query (console.go needsCheck)
 }
 
 // Pools returns a snapshot of every pool.
 func (s *Server) Pools() []PoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	clients := make(map[poolKey]int, len(s.pools))
+	type agg struct {
+		clients, waiting int
+		maxWait          time.Duration
+	}
+	byPool := make(map[poolKey]*agg, len(s.pools))
+	now := time.Now().UnixNano()
+	count := func(ss *session) {
+		k := poolKey{ss.dbName, ss.userName} // the pool key; both fixed at login
+		a := byPool[k]
+		if a == nil {
+			a = &agg{}
+			byPool[k] = a
+		}
+		a.clients++
+		if w := ss.gate.waitStart.Load(); w != 0 {
+			a.waiting++
+			a.maxWait = max(a.maxWait, time.Duration(now-w))
+		}
+	}
 	for _, ss := range s.sessions {
-		clients[poolKey{ss.dbName, ss.userName}]++ // the pool key; both fixed at login
+		count(ss)
+	}
+	for ss := range s.loginWaits {
+		count(ss)
 	}
 	out := make([]PoolStats, 0, len(s.pools))
 	for k, e := range s.pools {
 		st := e.pool.Stats()
-		out = append(out, PoolStats{Database: k.db, User: k.user, Mode: e.poolMode(), Stats: st, Counters: e.counters, Clients: clients[k],
-			Used: s.usedServers(e, st)})
+		ps := PoolStats{Database: k.db, User: k.user, Mode: e.poolMode(), Stats: st, Counters: e.counters, Used: s.usedServers(e, st)}
+		if a := byPool[k]; a != nil {
+			ps.Clients, ps.ClientsWaiting, ps.MaxClientWait = a.clients, a.waiting, a.maxWait
+		}
+		out = append(out, ps)
 	}
 	return out
 }

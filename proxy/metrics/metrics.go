@@ -185,14 +185,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, p := range c.src.Pools() {
 		db, u := p.Database, p.User
-		gauge(descClients, float64(max(p.Clients-p.Waiting, 0)), db, u, "active")
-		gauge(descClients, float64(p.Waiting), db, u, "waiting")
+		gauge(descClients, float64(max(p.Clients-p.ClientsWaiting, 0)), db, u, "active")
+		gauge(descClients, float64(p.ClientsWaiting), db, u, "waiting")
 		gauge(descServers, float64(p.Lent), db, u, "active")
 		gauge(descServers, float64(max(p.Idle-p.Used, 0)), db, u, "idle")
 		gauge(descServers, float64(p.Used), db, u, "used")
 		gauge(descServers, 0, db, u, "testing")
 		gauge(descServers, float64(max(p.Open-p.Idle-p.Lent, 0)), db, u, "login")
-		gauge(descMaxWait, p.MaxWait.Seconds(), db, u)
+		gauge(descMaxWait, p.MaxClientWait.Seconds(), db, u)
 		counter(descDials, p.Dialed, db, u)
 		counter(descDialErrors, p.DialErrors, db, u)
 		counter(descWaitTimeout, p.WaitTimeouts, db, u)

@@ -42,10 +42,12 @@ func newFake() *fakeSource {
 	f := &fakeSource{
 		pools: []proxy.PoolStats{{
 			Database: "app", User: "alice",
-			Stats:    pool.Stats{Open: 5, Idle: 2, Lent: 2, Waiting: 1, Dialed: 6, DialErrors: 1, MaxWait: 1500 * time.Millisecond},
-			Counters: pc,
-			Clients:  4,
-			Used:     1,
+			Stats:          pool.Stats{Open: 5, Idle: 2, Lent: 2, Waiting: 1, Dialed: 6, DialErrors: 1, MaxWait: 1500 * time.Millisecond},
+			Counters:       pc,
+			Clients:        4,
+			ClientsWaiting: 1,
+			MaxClientWait:  1500 * time.Millisecond,
+			Used:           1,
 		}},
 		clients:  6,
 		parked:   4,
