@@ -874,6 +874,12 @@ func (ss *session) finish() {
 		ss.copyIn = false
 		ss.unsynced = false
 	} else if ss.unsynced {
+		// An extended batch without its Sync: PostgreSQL ends such a
+		// session with the batch's implicit transaction rolled back, where
+		// a Sync alone would commit what its Executes did. A Parse that
+		// cannot succeed fails the batch first (or is skipped, after an
+		// error), so the Sync rolls it back.
+		extra = append(extra, abortParse...)
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
 		ss.q.push(entry{kind: wire.FeSync})
 		ss.unsynced = false
@@ -918,6 +924,10 @@ func (ss *session) finish() {
 	ss.cancelMu.Unlock()
 	ss.releaseClean(sc)
 }
+
+// abortParse is finish's failing Parse: a syntax error, which leaves every
+// statement as it was (a named Parse fails before it replaces anything).
+var abortParse = wire.AppendFrame(nil, wire.FeParse, []byte("pgtide_abort\x00pgtide: client gone\x00"), []byte{0, 0})
 
 // releaseClean rolls back an open transaction and runs server_reset_query
 // (session mode, or always when configured), then returns the server; on
