@@ -111,3 +111,51 @@ func TestLeaveMidExtendedBatchRollsBack(t *testing.T) {
 		})
 	}
 }
+
+// TestTerminateLetsPipelinedQueryFinish: a client that writes a statement
+// and Terminate behind it, without waiting for the reply (a fire-and-forget
+// INSERT, a driver closed while its query runs). PostgreSQL runs the
+// statement to its end, then reads the Terminate: the row is committed.
+// Before, pgtide cancelled the statement when it read the Terminate, as for
+// a client that vanished: the row never came. Simple and extended protocol.
+func TestTerminateLetsPipelinedQueryFinish(t *testing.T) {
+	for _, mode := range []string{"session", "transaction"} {
+		t.Run(mode, func(t *testing.T) {
+			e, mon := leaveEnv(t, mode)
+			id := 0
+			for _, proto := range []string{"simple", "extended"} {
+				for _, target := range []string{"direct", "pgtide"} {
+					id++
+					url := e.URL()
+					if target == "direct" {
+						url = e.DirectURL()
+					}
+					c, _ := backendPID(t, url)
+					fr := c.Frontend()
+					// The statement is still running when the Terminate arrives.
+					q := fmt.Sprintf("INSERT INTO left_rows SELECT %d FROM pg_sleep(0.3)", id)
+					if proto == "simple" {
+						fr.Send(&pgproto3.Query{String: q})
+					} else {
+						fr.Send(&pgproto3.Parse{Query: q})
+						fr.Send(&pgproto3.Bind{})
+						fr.Send(&pgproto3.Execute{})
+						fr.Send(&pgproto3.Sync{})
+					}
+					fr.Send(&pgproto3.Terminate{})
+					if err := fr.Flush(); err != nil {
+						t.Fatal(err)
+					}
+					_ = c.Conn().Close()
+					if !pgtest.Eventually(10*time.Second, func() bool {
+						var n int
+						err := mon.QueryRow(context.Background(), "SELECT count(*) FROM left_rows WHERE id = $1", id).Scan(&n)
+						return err == nil && n == 1
+					}) {
+						t.Errorf("%s, %s protocol: the statement sent before Terminate never committed its row", target, proto)
+					}
+				}
+			}
+		})
+	}
+}

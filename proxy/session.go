@@ -200,7 +200,7 @@ func (ss *session) run() (err error) {
 			if errors.Is(err, errServerGone) {
 				ss.awaitPump()
 			}
-			ss.finish()
+			ss.finish(err == nil) // nil: the client sent Terminate
 		}
 	}()
 	for {
@@ -837,7 +837,9 @@ func (ss *session) awaitPump() {
 
 // finish runs when the client goroutine ends: it drains or cancels what the
 // server still owes, then cleans the server and returns it, or closes it.
-func (ss *session) finish() {
+// terminated: the client ended with Terminate, after what it sent before
+// it, which runs to its end as PostgreSQL runs it (no cancel).
+func (ss *session) finish(terminated bool) {
 	defer ss.dropPins() // sessionstate.go
 	defer ss.releaseLarge()
 	ss.startPump() // what the server still owes is read by the pump
@@ -892,7 +894,7 @@ func (ss *session) finish() {
 			_ = sc.Net.SetReadDeadline(time.Now())
 		}
 	}
-	if busy {
+	if busy && !terminated {
 		ss.cancel()
 	}
 	if !busy || cut {

@@ -385,7 +385,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 	err = writeStartupReply(nc, ss, final)
 	final = nil // written, or the client is gone
 	if err != nil {
-		ss.finish()
+		ss.finish(false)
 		return nil, err
 	}
 	pe.counters.Logins.Add(1)
