@@ -527,7 +527,7 @@ func (ss *session) server(now *time.Time, intr bool) (*pool.Conn, error) {
 		}
 		var ce *clientError
 		if errors.As(err, &ce) {
-			ss.kill(ce.Code, ce.Msg)
+			ss.killWith(fatalFrame(err, ce), ce.Code, ce.Msg)
 		}
 		return nil, err
 	}
@@ -991,13 +991,18 @@ func (ss *session) releaseOrDiscard(sc *pool.Conn) {
 // kill tells the client why and closes its connection. Safe to call more
 // than once and from any goroutine.
 func (ss *session) kill(code, msg string) {
+	ss.killWith(wire.ErrorFrame("FATAL", code, msg), code, msg)
+}
+
+// killWith is kill with the ErrorResponse to send, frame.
+func (ss *session) killWith(frame []byte, code, msg string) {
 	ss.mu.Lock()
 	ss.endLocked(fmt.Errorf("%w: closed by pgtide: %s", errClientGone, msg))
 	ss.mu.Unlock()
 	ss.srv.logPoolerError(*ss.logger(), code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, werr := ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
+	_, werr := ss.conn.Write(frame)
 	ss.wmu.Unlock()
 	ss.mu.Lock()
 	// A session that holds a server closes at once, so the server goes

@@ -69,7 +69,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			return
 		}
 		if errors.As(err, &ce) {
-			_, _ = nc.Write(wire.ErrorFrame("FATAL", ce.Code, ce.Msg))
+			_, _ = nc.Write(fatalFrame(err, ce))
 			s.loginFailures.Add(1)
 			if o := s.obs(); o != nil {
 				o.Login("", "", false)
