@@ -2,6 +2,11 @@ package proxy
 
 import (
 	"errors"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtide/pgtide/pool"
+	"github.com/pgtide/pgtide/proxy/wire"
 )
 
 // SQLSTATE codes pgtide itself reports to clients.
@@ -39,3 +44,38 @@ type clientError struct {
 }
 
 func (e *clientError) Error() string { return e.Msg + " (SQLSTATE " + e.Code + ")" }
+
+// settingRefused is a server's refusal of a setting the client asked for
+// (syncParams). PostgreSQL refuses such a startup setting with its error
+// whole, detail and hint included, as FATAL: frame is the server's
+// ErrorResponse made so.
+type settingRefused struct {
+	*clientError
+	frame []byte
+}
+
+func (e *settingRefused) Unwrap() error { return e.clientError }
+
+func newSettingRefused(se *pool.ServerError) error {
+	ce := &clientError{se.Code, se.Message}
+	var er pgproto3.ErrorResponse
+	if len(se.Raw) < wire.HeaderLen || er.Decode(se.Raw[wire.HeaderLen:]) != nil {
+		return ce
+	}
+	er.Severity, er.SeverityUnlocalized = "FATAL", "FATAL"
+	frame, err := er.Encode(nil)
+	if err != nil {
+		return ce
+	}
+	return &settingRefused{clientError: ce, frame: frame}
+}
+
+// fatalFrame is the FATAL ErrorResponse that tells the client err, whose
+// clientError is ce.
+func fatalFrame(err error, ce *clientError) []byte {
+	var sr *settingRefused
+	if errors.As(err, &sr) {
+		return sr.frame
+	}
+	return wire.ErrorFrame("FATAL", ce.Code, ce.Msg)
+}

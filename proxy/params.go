@@ -229,7 +229,7 @@ func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 	if err := sc.ExecParams(ctx, qs); err != nil {
 		var se *pool.ServerError
 		if errors.As(err, &se) && sc.TxStatus == wire.TxIdle {
-			return true, &clientError{se.Code, se.Message}
+			return true, newSettingRefused(se) // its detail and hint too, as PostgreSQL's
 		}
 		return true, err
 	}

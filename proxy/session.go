@@ -205,7 +205,7 @@ func (ss *session) run() (err error) {
 			if errors.Is(err, errServerGone) {
 				ss.awaitPump()
 			}
-			ss.finish()
+			ss.finish(err == nil) // nil: the client sent Terminate
 		}
 	}()
 	for {
@@ -532,7 +532,7 @@ func (ss *session) server(now *time.Time, intr bool) (*pool.Conn, error) {
 		}
 		var ce *clientError
 		if errors.As(err, &ce) {
-			ss.kill(ce.Code, ce.Msg)
+			ss.killWith(fatalFrame(err, ce), ce.Code, ce.Msg)
 		}
 		return nil, err
 	}
@@ -845,7 +845,9 @@ func (ss *session) awaitPump() {
 
 // finish runs when the client goroutine ends: it drains or cancels what the
 // server still owes, then cleans the server and returns it, or closes it.
-func (ss *session) finish() {
+// terminated: the client ended with Terminate, after what it sent before
+// it, which runs to its end as PostgreSQL runs it (no cancel).
+func (ss *session) finish(terminated bool) {
 	defer ss.dropPins() // sessionstate.go
 	defer ss.releaseLarge()
 	ss.startPump() // what the server still owes is read by the pump
@@ -882,6 +884,12 @@ func (ss *session) finish() {
 		ss.copyIn = false
 		ss.unsynced = false
 	} else if ss.unsynced {
+		// An extended batch without its Sync: PostgreSQL ends such a
+		// session with the batch's implicit transaction rolled back, where
+		// a Sync alone would commit what its Executes did. A Parse that
+		// cannot succeed fails the batch first (or is skipped, after an
+		// error), so the Sync rolls it back.
+		extra = append(extra, abortParse...)
 		extra, _ = (&pgproto3.Sync{}).Encode(extra)
 		ss.q.push(entry{kind: wire.FeSync})
 		ss.unsynced = false
@@ -894,7 +902,7 @@ func (ss *session) finish() {
 			_ = sc.Net.SetReadDeadline(time.Now())
 		}
 	}
-	if busy {
+	if busy && !terminated {
 		ss.cancel()
 	}
 	if !busy || cut {
@@ -926,6 +934,10 @@ func (ss *session) finish() {
 	ss.cancelMu.Unlock()
 	ss.releaseClean(sc)
 }
+
+// abortParse is finish's failing Parse: a syntax error, which leaves every
+// statement as it was (a named Parse fails before it replaces anything).
+var abortParse = wire.AppendFrame(nil, wire.FeParse, []byte("pgtide_abort\x00pgtide: client gone\x00"), []byte{0, 0})
 
 // releaseClean rolls back an open transaction and runs server_reset_query
 // (session mode, or always when configured), then returns the server; on
@@ -987,6 +999,11 @@ func (ss *session) releaseOrDiscard(sc *pool.Conn) {
 // kill tells the client why and closes its connection. Safe to call more
 // than once and from any goroutine.
 func (ss *session) kill(code, msg string) {
+	ss.killWith(wire.ErrorFrame("FATAL", code, msg), code, msg)
+}
+
+// killWith is kill with the ErrorResponse to send, frame.
+func (ss *session) killWith(frame []byte, code, msg string) {
 	ss.mu.Lock()
 	if ss.loggingIn { // the login writes it (loginOver)
 		ss.endLocked(fmt.Errorf("%w: closed by pgtide: %w", errClientGone, &clientError{code, msg}))
@@ -999,7 +1016,7 @@ func (ss *session) kill(code, msg string) {
 	ss.srv.logPoolerError(*ss.logger(), code, msg)
 	ss.wmu.Lock()
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, werr := ss.conn.Write(wire.ErrorFrame("FATAL", code, msg))
+	_, werr := ss.conn.Write(frame)
 	ss.wmu.Unlock()
 	ss.mu.Lock()
 	// A session that holds a server closes at once, so the server goes

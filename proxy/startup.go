@@ -69,7 +69,7 @@ func (s *Server) handleConn(nc net.Conn) {
 			return
 		}
 		if errors.As(err, &ce) {
-			_, _ = nc.Write(wire.ErrorFrame("FATAL", ce.Code, ce.Msg))
+			_, _ = nc.Write(fatalFrame(err, ce))
 			s.loginFailures.Add(1)
 			if o := s.obs(); o != nil {
 				o.Login("", "", false)
@@ -385,7 +385,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 	err = writeStartupReply(nc, ss, final)
 	final = nil // written, or the client is gone
 	if err != nil {
-		ss.finish()
+		ss.finish(false)
 		return nil, err
 	}
 	if ce := ss.loginOver(); ce != nil { // killed while logging in: its FATAL

@@ -1,0 +1,52 @@
+package integration
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TestLoginSettingRefusedAsPostgreSQL: a startup setting the server refuses
+// (an invalid DateStyle, whose error has a detail; a work_mem with a bad
+// unit, whose error has a hint; an unknown parameter) fails the login with
+// PostgreSQL's error whole: FATAL, its code and message, and its detail and
+// hint. Before, pgtide told only the code and message.
+func TestLoginSettingRefusedAsPostgreSQL(t *testing.T) {
+	e := newEnv(t, nil)
+	cases := []struct{ name, key, value string }{
+		{"detail", "DateStyle", "bogus"},
+		{"hint", "work_mem", "1XB"},
+		{"unknown", "no_such_setting", "1"},
+	}
+	login := func(t *testing.T, url, key, value string) *pgconn.PgError {
+		cfg, err := pgconn.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams[key] = value
+		c, err := pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+		if err == nil {
+			c.Close(ctxT(t, 5*time.Second))
+			t.Fatalf("login with %s=%s succeeded", key, value)
+		}
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) {
+			t.Fatalf("login with %s=%s: %v, not a server error", key, value, err)
+		}
+		return pe
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want := login(t, e.DirectURL(), tc.key, tc.value)
+			got := login(t, e.URL(), tc.key, tc.value)
+			type fields struct{ Severity, Code, Message, Detail, Hint string }
+			w := fields{want.Severity, want.Code, want.Message, want.Detail, want.Hint}
+			g := fields{got.Severity, got.Code, got.Message, got.Detail, got.Hint}
+			if g != w {
+				t.Errorf("through pgtide: %+v\n        PostgreSQL: %+v", g, w)
+			}
+		})
+	}
+}
