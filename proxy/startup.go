@@ -389,7 +389,7 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 		return nil, err
 	}
 	if ce := ss.loginOver(); ce != nil { // killed while logging in: its FATAL
-		ss.finish()
+		ss.finish(false)
 		return nil, ce
 	}
 	pe.counters.Logins.Add(1)
