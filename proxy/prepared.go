@@ -114,14 +114,26 @@ func (ss *session) answerCancelled(b []byte) (int, bool, error) {
 	if last != 0 {
 		reply = append(reply, readyIdle...)
 	}
-	ss.wmu.Lock()
-	_, err := ss.conn.Write(reply)
-	ss.wmu.Unlock()
-	if err != nil {
-		return 0, false, fmt.Errorf("%w: %w", errClientGone, err)
+	if err := ss.writeClient(reply); err != nil {
+		return 0, false, err
 	}
 	ss.rd.Discard(cut)
 	return cut, false, nil
+}
+
+// writeClient writes pgtide's own reply b to the client (the client
+// goroutine, with no server attached).
+func (ss *session) writeClient(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	ss.wmu.Lock()
+	_, err := ss.conn.Write(b)
+	ss.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	return nil
 }
 
 // cancelledError is PostgreSQL's reply to a cancelled query.

@@ -65,10 +65,38 @@ func (ss *session) startStream(typ byte, n int) (int, bool, error) {
 		unsynced = true
 	}
 	sc, err := ss.book(kinds, unsynced)
+	if errors.Is(err, errWaitCancelled) { // only for a Query or FunctionCall (book)
+		return ss.cancelStreamed(n, true)
+	}
 	if err != nil {
 		return 0, false, err
 	}
 	ss.passTo, ss.passRemain, ss.passDrop = sc, n, sc == nil // nil: the COPY ended (book)
+	return ss.passOn()
+}
+
+// cancelStreamed is answerCancelled for a message of n bytes being
+// streamed, of which only the start has arrived, whose wait for a server
+// the client's cancel request ended: the client gets 57014 (unless it was
+// already skipping to a Sync), with a ReadyForQuery when the message is a
+// request of its own (ends: a Query or FunctionCall), else what follows up
+// to the Sync is skipped; the whole message is dropped as it arrives.
+func (ss *session) cancelStreamed(n int, ends bool) (int, bool, error) {
+	ss.mu.Lock()
+	skipping := ss.clientSkip
+	ss.clientSkip = !ends
+	ss.mu.Unlock()
+	var reply []byte
+	if !skipping {
+		reply = append(reply, cancelledError...)
+	}
+	if ends {
+		reply = append(reply, readyIdle...)
+	}
+	if err := ss.writeClient(reply); err != nil {
+		return 0, false, err
+	}
+	ss.passTo, ss.passRemain, ss.passDrop = nil, n, true
 	return ss.passOn()
 }
 
@@ -167,6 +195,9 @@ func (ss *session) bindStream(n int) (int, bool, error) {
 	head := wire.HeaderLen + len(portal) + 1 + len(name) + 1
 	now := time.Now()
 	sc, err := ss.lockBatchServer(true, &now) // mu held from here
+	if errors.Is(err, errWaitCancelled) {
+		return ss.cancelStreamed(n, false)
+	}
 	if err != nil {
 		return 0, false, err
 	}
