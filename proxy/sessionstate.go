@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -485,12 +487,21 @@ func (ss *session) holdForRestoreLocked(z []byte) bool {
 
 // sendRestoreLocked writes restoreSQL to the server, under mu at a
 // boundary as sendCaptureLocked, so nothing of the client's can reach the
-// server before it.
+// server before it. In session mode nothing re-parses the client's unnamed
+// statement, which outlives a Sync: the restore is prepared under a name
+// of pgtide's own, never used before, and closed in the same round trip.
 func (ss *session) sendRestoreLocked(sc *pool.Conn) error {
 	r, _ := ss.captureRestoreLocked()
-	out := pool.AppendParamQueries(nil, []pool.ParamQuery{r})
+	name := newStmtName() // stmt.go
+	out, _ := (&pgproto3.Parse{Name: name, Query: r.SQL}).Encode(nil)
+	b := pgproto3.Bind{PreparedStatement: name, Parameters: make([][]byte, len(r.Args))}
+	for i, a := range r.Args {
+		b.Parameters[i] = []byte(a)
+	}
+	out, _ = b.Encode(out)
+	out, _ = (&pgproto3.Execute{}).Encode(out)
+	out, _ = (&pgproto3.Close{ObjectType: 'S', Name: name}).Encode(out)
 	out = wire.AppendFrame(out, wire.FeSync)
-	stateOf(sc).unnamed = nil
 	ss.st.capturing, ss.st.mayReset = true, false
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(out)
