@@ -191,6 +191,33 @@ func TestCancelWhileWaitingForServer(t *testing.T) {
 	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != "[E(ERROR 57014 canceling statement due to user request)]" {
 		t.Fatalf("flushed request cancelled while waiting: %s", got)
 	}
+	send(t, tb, &pgproto3.Sync{})
+	if got, err := readToZ(tb, fb, 20*time.Second); err != nil || fmt.Sprint(got) != "[Z(I)]" {
+		t.Fatalf("Sync after the flushed request: %v %v; want [Z(I)]", got, err)
+	}
+
+	// Extended messages, then a Query, no Sync: the error is the extended
+	// messages', and the Query is skipped up to the Sync with them, as
+	// PostgreSQL skips it after an error: no ReadyForQuery for it.
+	send(t, tb,
+		&pgproto3.Parse{Query: "INSERT INTO cw VALUES ($1)"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("before query")}},
+		&pgproto3.Execute{},
+		&pgproto3.Query{String: "INSERT INTO cw VALUES ('query')"})
+	replies = make(chan []string, 1)
+	go func() {
+		_ = tb.SetReadDeadline(time.Now().Add(20 * time.Second))
+		m, err := fb.Receive()
+		if er, ok := m.(*pgproto3.ErrorResponse); ok && err == nil {
+			replies <- []string{"E(" + er.Severity + " " + er.Code + " " + er.Message + ")"}
+			return
+		}
+		replies <- []string{fmt.Sprintf("%T %v", m, err)}
+	}()
+	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != "[E(ERROR 57014 canceling statement due to user request)]" {
+		t.Fatalf("extended messages and a Query cancelled while waiting: %s", got)
+	}
+
 	if err := tx.Commit(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}

@@ -99,8 +99,12 @@ func (ss *session) answerCancelled(b []byte) (int, bool, error) {
 	cut, last := len(b), byte(0)
 	for off := 0; off < len(b); {
 		typ, n := wire.Header(b[off:])
+		// A Query or FunctionCall is the request only when it comes
+		// first: after extended messages, the error is theirs, and
+		// PostgreSQL skips a Query up to the Sync as it skips them.
+		first := off == 0 && !skipping
 		off += n
-		if typ == wire.FeSync || !skipping && (typ == wire.FeQuery || typ == wire.FeFunctionCall) {
+		if typ == wire.FeSync || first && (typ == wire.FeQuery || typ == wire.FeFunctionCall) {
 			cut, last = off, typ
 			break
 		}

@@ -367,7 +367,7 @@ func (ss *session) scanSession() (int, bool, error) {
 	var kinds [32]byte
 	k := kinds[:0]
 	unsynced := ss.unsynced // only this goroutine writes unsynced
-	term := false
+	term, firstReq := false, false
 scan:
 	for {
 		typ, n, err := ss.nextFrame(&b, off)
@@ -379,6 +379,9 @@ scan:
 		}
 		if n == 0 {
 			break
+		}
+		if off == 0 {
+			firstReq = typ == wire.FeQuery || typ == wire.FeFunctionCall
 		}
 		switch typ {
 		case wire.FeQuery, wire.FeFunctionCall, wire.FeCopyDone, wire.FeCopyFail:
@@ -400,7 +403,7 @@ scan:
 	if off == 0 {
 		return 0, term, nil
 	}
-	sc, err := ss.book(k, unsynced)
+	sc, err := ss.book(k, unsynced, firstReq || slices.Contains(k, wire.FeSync))
 	if errors.Is(err, errWaitCancelled) {
 		return ss.answerCancelled(b[:off])
 	}
@@ -417,8 +420,12 @@ scan:
 // book gets the server for a batch in session mode (or a streamed
 // message) and queues the requests whose replies it owes: kinds are the
 // batch's Query, FunctionCall, Sync and copy-end messages, unsynced whether
-// an extended batch is open after it.
-func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
+// an extended batch is open after it. intr: a cancel request may end a
+// wait for a server (errWaitCancelled; the caller answers, answerCancelled):
+// in session mode only when the request it ends also ends within what the
+// caller has read (a first Query or FunctionCall, or a Sync), since session
+// mode has no skipping to a later Sync.
+func (ss *session) book(kinds []byte, unsynced, intr bool) (*pool.Conn, error) {
 	now := time.Now()
 	// Transaction and statement mode book only a streamed CopyData here
 	// (no kinds), for the COPY of the server attached: none is borrowed
@@ -434,12 +441,6 @@ func (ss *session) book(kinds []byte, unsynced bool) (*pool.Conn, error) {
 		}
 	} else {
 		var err error
-		// A cancel request may end a wait for the first server in session
-		// mode too, when the batch has a request to answer it at: no
-		// skipping to a later Sync is needed then (answerCancelled).
-		intr := slices.ContainsFunc(kinds, func(k byte) bool {
-			return k == wire.FeQuery || k == wire.FeFunctionCall || k == wire.FeSync
-		})
 		if sc, err = ss.server(&now, intr); err != nil {
 			return nil, err
 		}

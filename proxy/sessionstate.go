@@ -466,8 +466,8 @@ func (ss *session) holdForCaptureLocked(z []byte) bool {
 }
 
 // holdForRestoreLocked is holdForCaptureLocked for session mode, where no
-// capture runs (the server is the client's alone) but a RESET, RESET ALL,
-// SET ... TO DEFAULT or DISCARD ALL still returns the settings pgtide SET at
+// capture runs (the server is the client's alone) but a RESET, RESET ALL
+// or DISCARD ALL still returns the settings pgtide SET at
 // login to the server's defaults: at a ReadyForQuery outside a transaction
 // with nothing else outstanding, after such a command, it holds the
 // ReadyForQuery back and reports that the pump must set them again first

@@ -64,8 +64,8 @@ func (ss *session) startStream(typ byte, n int) (int, bool, error) {
 	case wire.FeParse, wire.FeBind:
 		unsynced = true
 	}
-	sc, err := ss.book(kinds, unsynced)
-	if errors.Is(err, errWaitCancelled) { // only for a Query or FunctionCall (book)
+	sc, err := ss.book(kinds, unsynced, len(kinds) > 0) // a streamed message starts its batch
+	if errors.Is(err, errWaitCancelled) {               // only for a Query or FunctionCall
 		return ss.cancelStreamed(n, true)
 	}
 	if err != nil {

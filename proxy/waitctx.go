@@ -69,6 +69,11 @@ func (w *waitCtx) Interrupt() <-chan struct{} {
 	if w.ss == nil {
 		return nil
 	}
+	if w.cancelled.Load() {
+		// The cancel came between two waits of this borrow (the gate's,
+		// then the pool's; retries): it ends the next one too.
+		return closedIntr
+	}
 	(*sessionEnd)(w.ss).real() // makes endCtx, where the wait is found
 	ec := w.ss.endCtx.Load()
 	ec.mu.Lock()
@@ -79,6 +84,9 @@ func (w *waitCtx) Interrupt() <-chan struct{} {
 	ec.waiting = w
 	return ec.intr
 }
+
+// closedIntr is the Interrupt of a borrow already cancelled.
+var closedIntr = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // interrupt ends the session's waiting borrow, if one waits: its client's
 // cancel request arrived (session.cancel). It reports whether one did.
