@@ -770,6 +770,7 @@ func (ss *session) toClient(b []byte) {
 		ss.q.wake() // a holdBack sees the client gone
 		ss.mu.Unlock()
 		_ = ss.conn.Close() // wakes the client goroutine, which cleans up
+		ss.srv.unpark(ss)   // or a parked session: a closed socket leaves the epoll set with no event
 	}
 }
 
@@ -798,7 +799,11 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 	case gone:
 	case told:
 		// The client already has the server's own FATAL: one error only.
+		// A session-mode client parked since login (its server attached)
+		// must be resumed to end: closing its socket takes it out of the
+		// parker's epoll set without an event (park.go).
 		_ = ss.conn.Close()
+		ss.srv.unpark(ss)
 	default:
 		ss.kill(codeConnectionFailure, "server connection lost")
 	}
