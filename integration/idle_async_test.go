@@ -71,3 +71,53 @@ func TestParkedSessionServerTerminated(t *testing.T) {
 		return findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "parked_victim") == nil
 	})
 }
+
+// A client that stops reading in the middle of a large result leaves the
+// pump blocked writing to it. KILL_CLIENT (and shutdown, which kills every
+// session in turn) must still end it at once: before the fix kill waited
+// for the pump's write to finish before writing its FATAL, so the console
+// command hung for as long as the client did not read, and the client kept
+// its server.
+func TestKillClientNotReading(t *testing.T) {
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) {
+			a := idleAdminEnv(t, mode)
+			adm := console(t, a.adminURL())
+			mon := super(t, a.pg, "postgres")
+			ctx := ctxT(t, 60*time.Second)
+			nc, _ := rawLogin(t, a.URL()+"&application_name=not_reading")
+			// About 200 MB: far more than the socket buffers hold.
+			send(t, nc, &pgproto3.Query{String: "SELECT repeat('x', 2000) FROM generate_series(1, 100000)"})
+			// Every buffer on the way is full: the server waits to write.
+			pgtest.WaitUntil(t, 10*time.Second, "the server to block writing the result", func() bool {
+				var n int
+				err := mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND wait_event = 'ClientWrite'", a.DB).Scan(&n)
+				return err == nil && n == 1
+			})
+			row := findRow(mustAdmin(t, adm, "SHOW CLIENTS"), "application_name", "not_reading")
+			if row == nil {
+				t.Fatal("the client is not in SHOW CLIENTS")
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := adminRun(t, adm, "KILL_CLIENT "+row["id"])
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("KILL_CLIENT: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("KILL_CLIENT of a client that does not read did not return within 10 s")
+			}
+			other := connect(t, a.URL())
+			pgtest.WaitUntil(t, 10*time.Second, "the killed client to leave SHOW CLIENTS", func() bool {
+				return findRow(mustAdmin(t, console(t, a.adminURL()), "SHOW CLIENTS"), "application_name", "not_reading") == nil
+			})
+			if queryInt(t, other, "SELECT 1") != 1 {
+				t.Fatal("SELECT 1")
+			}
+		})
+	}
+}

@@ -1019,8 +1019,11 @@ func (ss *session) killWith(frame []byte, code, msg string) {
 	ss.endLocked(fmt.Errorf("%w: closed by pgtide: %s", errClientGone, msg))
 	ss.mu.Unlock()
 	ss.srv.logPoolerError(*ss.logger(), code, msg)
-	ss.wmu.Lock()
+	// The deadline comes before wmu: a pump blocked writing to a client
+	// that stopped reading holds wmu until its write ends, which this
+	// deadline bounds (the killed client loses the rest of its reply).
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	ss.wmu.Lock()
 	_, werr := ss.conn.Write(frame)
 	ss.wmu.Unlock()
 	ss.mu.Lock()
