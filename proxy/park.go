@@ -100,7 +100,19 @@ func (s *Server) park(ss *session) bool {
 		ss.pumpDone = nil
 	}
 	ss.mu.Unlock()
-	return p.park(ss)
+	if !p.park(ss) {
+		return false
+	}
+	// A kill that came after run found the session parkable saw nothing
+	// parked to resume (kill sets over, then unparks): resume it now, or
+	// it waits parked for a client that may never send or close.
+	ss.mu.Lock()
+	over := ss.over != nil
+	ss.mu.Unlock()
+	if over {
+		s.unpark(ss)
+	}
+	return true
 }
 
 // unpark resumes a parked session at once, so that it sees what was done to

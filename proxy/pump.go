@@ -53,6 +53,7 @@ func (ss *session) runPump(sc *pool.Conn, done chan struct{}, inline bool) (fini
 			ss.mu.Unlock()
 			sc.Pool().Discard(sc)
 			_ = ss.conn.Close()
+			ss.srv.unpark(ss) // a parked session ends only on a goroutine (park.go)
 			finished = true
 		}
 		if finished && done != nil {

@@ -771,6 +771,7 @@ func (ss *session) toClient(b []byte) {
 		ss.q.wake() // a holdBack sees the client gone
 		ss.mu.Unlock()
 		_ = ss.conn.Close() // wakes the client goroutine, which cleans up
+		ss.srv.unpark(ss)   // or a parked session: a closed socket leaves the epoll set with no event
 	}
 }
 
@@ -799,7 +800,11 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 	case gone:
 	case told:
 		// The client already has the server's own FATAL: one error only.
+		// A session-mode client parked since login (its server attached)
+		// must be resumed to end: closing its socket takes it out of the
+		// parker's epoll set without an event (park.go).
 		_ = ss.conn.Close()
+		ss.srv.unpark(ss)
 	default:
 		ss.kill(codeConnectionFailure, "server connection lost")
 	}
@@ -1015,8 +1020,11 @@ func (ss *session) killWith(frame []byte, code, msg string) {
 	ss.endLocked(fmt.Errorf("%w: closed by pgtide: %s", errClientGone, msg))
 	ss.mu.Unlock()
 	ss.srv.logPoolerError(*ss.logger(), code, msg)
-	ss.wmu.Lock()
+	// The deadline comes before wmu: a pump blocked writing to a client
+	// that stopped reading holds wmu until its write ends, which this
+	// deadline bounds (the killed client loses the rest of its reply).
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	ss.wmu.Lock()
 	_, werr := ss.conn.Write(frame)
 	ss.wmu.Unlock()
 	ss.mu.Lock()
