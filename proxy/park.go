@@ -139,10 +139,11 @@ func (ss *session) parkWake(err error) bool {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
+	// Under mu from the check to the clear: kill sets over under mu before
+	// it sets its linger deadline, so the clear cannot erase that deadline.
 	ss.mu.Lock()
-	over := ss.over != nil
-	ss.mu.Unlock()
-	if over {
+	defer ss.mu.Unlock()
+	if ss.over != nil {
 		return false // kill's linger deadline (lingerClose): the read ends here
 	}
 	_ = ss.conn.SetReadDeadline(time.Time{})
