@@ -700,7 +700,13 @@ func writeStartupReply(nc net.Conn, ss *session, final []byte) error {
 	binary.BigEndian.PutUint32(key[:], ss.keySecret)
 	out, _ = (&pgproto3.BackendKeyData{ProcessID: ss.keyPID, SecretKey: key[:]}).Encode(out)
 	out, _ = (&pgproto3.ReadyForQuery{TxStatus: wire.TxIdle}).Encode(out)
-	if _, err := nc.Write(out); err != nil {
+	// Under wmu (invariant 3): in session mode the login's server is
+	// attached and its pump runs already; what the server sends meanwhile
+	// (a FATAL) must not be written into the middle of this reply.
+	ss.wmu.Lock()
+	_, err := nc.Write(out)
+	ss.wmu.Unlock()
+	if err != nil {
 		return errClientGone
 	}
 	return nil
