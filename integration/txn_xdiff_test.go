@@ -399,3 +399,16 @@ func TestTxnXdTransactionScopedState(t *testing.T) {
 		pstep{0, r(1, xq("SHOW work_mem"))},
 	)
 }
+
+// A named Parse skipped after an error, then a Bind and a Describe of its
+// name pipelined behind the Sync: PostgreSQL answers 26000 naming the
+// client's statement. pgtide had sent them under its own name, and the
+// server's 26000 reached the client naming "pgtide_<n>". (Found by
+// TestTxnXFuzz.)
+func TestTxnXdUseAfterSkippedParseNamesClientStmt(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(2, xdescP("nosuch"), xparse("s1", "SELECT 1 AS one"), xsync, xbind("", "s1"), xexec("", 0), xsync)},
+		pstep{0, r(2, xdescP("nosuch"), xparse("s2", "SELECT 2 AS two"), xsync, xdescS("s2"), xsync)},
+		pstep{0, r(1, xparse("s1", "SELECT 3 AS three"), xbind("", "s1"), xexec("", 0), xsync)},
+	)
+}

@@ -580,7 +580,10 @@ func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []
 	p.out = ss.ensureLocked(p.srv, st, p.out)
 	p.out = wire.AppendFrame(p.out, typ, prefix, []byte(st.name), []byte{0}, rest)
 	p.seg, p.modified = off+n, true
-	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st})
+	// The client's name rides along: a server that lacks st (its Parse,
+	// pipelined before a Sync ahead, was skipped after an error) answers
+	// 26000 naming pgtide's statement, which sqlErrorLocked renames.
+	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st, name: string(name)})
 }
 
 // closeLocked answers a Close of a named statement itself: it only forgets
