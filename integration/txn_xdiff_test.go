@@ -412,3 +412,20 @@ func TestTxnXdUseAfterSkippedParseNamesClientStmt(t *testing.T) {
 		pstep{0, r(1, xparse("s1", "SELECT 3 AS three"), xbind("", "s1"), xexec("", 0), xsync)},
 	)
 }
+
+// An error's position in a query text whose statement names pgtide
+// rewrote (PREPARE, EXECUTE, DEALLOCATE name): PostgreSQL counts it in the
+// client's text. pgtide passed on the server's, counted in its rewritten
+// text, where "pgtide_<n>" is longer than the client's name. (Found by
+// TestTxnXFuzz.)
+func TestTxnXdErrorPositionAfterRewrittenName(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xq("PREPARE q1(int) AS SELECT $1 * 5 AS k; SELECT * FROM xd_nosuch"))},
+		pstep{0, r(1, xq("EXECUTE q1(2); EXECUTE q1 (3); SELECT nosuchcol FROM pg_class"))},
+		pstep{0, r(1, xq("EXECUTE q1 q1"))},
+		pstep{0, r(1, xparse("", "EXECUTE q1 q1"), xsync)},
+		pstep{1, r(1, xq("SELECT 1"))},
+		pstep{0, r(1, xq("DEALLOCATE q1; SELECT 1 +"))},
+		pstep{0, r(1, xq("PREPARE \"qé\" AS SELECT 1; EXECUTE \"qé\"; SELECT 'é' + "))},
+	)
+}

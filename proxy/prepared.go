@@ -382,15 +382,16 @@ func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
 	ss := p.ss
 	ss.noteUnnamedParseLocked(query) // sessionstate.go
 	msg := p.b[off : off+n]
+	var pos *sqlFx
 	if mayNameStmts(query) { // sqlsession.go
 		p.copyUpTo(off)
-		msg, p.out = ss.sqlParseLocked(p.srv, msg, query, types, p.out)
+		msg, p.out, pos = ss.sqlParseLocked(p.srv, msg, query, types, p.out)
 		p.out = append(p.out, msg...)
 		p.seg, p.modified = off+n, true
 	}
 	ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
 	p.srv.unnamed = ss
-	ss.q.push(entry{kind: wire.FeParse})
+	ss.q.push(entry{kind: wire.FeParse, sql: pos})
 	ss.unsynced = true
 }
 

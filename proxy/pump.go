@@ -476,6 +476,17 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			// PostgreSQL names the statement in some errors: use the
 			// client's name, never pgtide's (sqlsession.go).
 			repl = ss.sqlErrorLocked(body, h)
+			if h != nil && h.sql != nil && len(h.sql.edits) > 0 && (h.kind == wire.FeQuery || h.kind == wire.FeParse) {
+				// The error's position counts in the text pgtide sent,
+				// whose statement names it rewrote: the client's counts.
+				src := body
+				if repl != nil {
+					src = repl[5:]
+				}
+				if r := unshiftPosition(src, h.sql.edits); r != nil {
+					repl = r
+				}
+			}
 		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
