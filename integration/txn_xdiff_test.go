@@ -429,3 +429,22 @@ func TestTxnXdErrorPositionAfterRewrittenName(t *testing.T) {
 		pstep{0, r(1, xq("PREPARE \"qé\" AS SELECT 1; EXECUTE \"qé\"; SELECT 'é' + "))},
 	)
 }
+
+// An EXECUTE of a SQL-prepared statement the server lacks (another client
+// ran DISCARD ALL there), pipelined behind a Query that fails the
+// transaction: pgtide prepares the statement again first, in a batch of
+// its own that fails with 25P02 too. PostgreSQL sends one 25P02 for the
+// EXECUTE; the client got two. (Found by TestTxnXFuzz.)
+func TestTxnXdReprepareInFailedTxnOneError(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xq("PREPARE q3 AS SELECT 3 AS three"))},
+		pstep{1, r(1, xq("DISCARD ALL"))},
+		pstep{0, r(2, xq("BEGIN; SELECT 1/0"), xq("EXECUTE q3"))},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xq("EXECUTE q3"))},
+		pstep{1, r(1, xq("DISCARD ALL"))},
+		pstep{0, r(3, xq("BEGIN"), xq("SELECT 1/0"), xq("EXECUTE q3; SELECT 1"))},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xq("EXECUTE q3"))},
+	)
+}

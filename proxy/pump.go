@@ -499,7 +499,17 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 					delete(ss.stmts, e.name)
 				}
 			}
-			ss.undoSkippedLocked(sc, ss.q.dropUntilSync())
+			dropped := ss.q.dropUntilSync()
+			ss.undoSkippedLocked(sc, dropped)
+			if e.act == actSkip && errorCode(body) == codeInFailedTxn && pgtideOnly(dropped) &&
+				len(ss.q.e) > 0 && ss.q.e[0].kind == wire.FeSync && ss.q.e[0].act == actSkip {
+				// pgtide's own batch ahead of a client's Query (a statement
+				// prepared again for its EXECUTE) ran in a transaction that a
+				// request pipelined before it had failed: the Query gets its
+				// own 25P02, and PostgreSQL sends one (skipInjectLocked, when
+				// the failure was known in time).
+				return false, evNone, nil
+			}
 			if e.kind == wire.FeParse && e.st == nil && e.act == actFwd {
 				// The client's unnamed Parse failed: PostgreSQL dropped the
 				// old unnamed statement before parsing, so none is left.
@@ -554,6 +564,16 @@ func renameInError(body []byte, ours, theirs string) []byte {
 		return nil
 	}
 	return out
+}
+
+// pgtideOnly reports whether every entry is a request pgtide made itself.
+func pgtideOnly(es []entry) bool {
+	for _, e := range es {
+		if e.act != actSkip {
+			return false
+		}
+	}
+	return true
 }
 
 func isExtended(k byte) bool {
