@@ -399,3 +399,52 @@ func TestTxnXdTransactionScopedState(t *testing.T) {
 		pstep{0, r(1, xq("SHOW work_mem"))},
 	)
 }
+
+// A named Parse skipped after an error, then a Bind and a Describe of its
+// name pipelined behind the Sync: PostgreSQL answers 26000 naming the
+// client's statement. pgtide had sent them under its own name, and the
+// server's 26000 reached the client naming "pgtide_<n>". (Found by
+// TestTxnXFuzz.)
+func TestTxnXdUseAfterSkippedParseNamesClientStmt(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(2, xdescP("nosuch"), xparse("s1", "SELECT 1 AS one"), xsync, xbind("", "s1"), xexec("", 0), xsync)},
+		pstep{0, r(2, xdescP("nosuch"), xparse("s2", "SELECT 2 AS two"), xsync, xdescS("s2"), xsync)},
+		pstep{0, r(1, xparse("s1", "SELECT 3 AS three"), xbind("", "s1"), xexec("", 0), xsync)},
+	)
+}
+
+// An error's position in a query text whose statement names pgtide
+// rewrote (PREPARE, EXECUTE, DEALLOCATE name): PostgreSQL counts it in the
+// client's text. pgtide passed on the server's, counted in its rewritten
+// text, where "pgtide_<n>" is longer than the client's name. (Found by
+// TestTxnXFuzz.)
+func TestTxnXdErrorPositionAfterRewrittenName(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xq("PREPARE q1(int) AS SELECT $1 * 5 AS k; SELECT * FROM xd_nosuch"))},
+		pstep{0, r(1, xq("EXECUTE q1(2); EXECUTE q1 (3); SELECT nosuchcol FROM pg_class"))},
+		pstep{0, r(1, xq("EXECUTE q1 q1"))},
+		pstep{0, r(1, xparse("", "EXECUTE q1 q1"), xsync)},
+		pstep{1, r(1, xq("SELECT 1"))},
+		pstep{0, r(1, xq("DEALLOCATE q1; SELECT 1 +"))},
+		pstep{0, r(1, xq("PREPARE \"qé\" AS SELECT 1; EXECUTE \"qé\"; SELECT 'é' + "))},
+	)
+}
+
+// An EXECUTE of a SQL-prepared statement the server lacks (another client
+// ran DISCARD ALL there), pipelined behind a Query that fails the
+// transaction: pgtide prepares the statement again first, in a batch of
+// its own that fails with 25P02 too. PostgreSQL sends one 25P02 for the
+// EXECUTE; the client got two. (Found by TestTxnXFuzz.)
+func TestTxnXdReprepareInFailedTxnOneError(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xq("PREPARE q3 AS SELECT 3 AS three"))},
+		pstep{1, r(1, xq("DISCARD ALL"))},
+		pstep{0, r(2, xq("BEGIN; SELECT 1/0"), xq("EXECUTE q3"))},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xq("EXECUTE q3"))},
+		pstep{1, r(1, xq("DISCARD ALL"))},
+		pstep{0, r(3, xq("BEGIN"), xq("SELECT 1/0"), xq("EXECUTE q3; SELECT 1"))},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xq("EXECUTE q3"))},
+	)
+}

@@ -21,6 +21,7 @@ const (
 	codeAdminShutdown       = "57P01"
 	codeCannotConnectNow    = "57P03"
 	codeFeatureNotSupported = "0A000"
+	codeInFailedTxn         = "25P02"
 	codeConnectionFailure   = "08006"
 	codeServerUnavailable   = "08001"
 )

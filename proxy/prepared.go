@@ -398,15 +398,16 @@ func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
 	ss := p.ss
 	ss.noteUnnamedParseLocked(query) // sessionstate.go
 	msg := p.b[off : off+n]
+	var pos *sqlFx
 	if mayNameStmts(query) { // sqlsession.go
 		p.copyUpTo(off)
-		msg, p.out = ss.sqlParseLocked(p.srv, msg, query, types, p.out)
+		msg, p.out, pos = ss.sqlParseLocked(p.srv, msg, query, types, p.out)
 		p.out = append(p.out, msg...)
 		p.seg, p.modified = off+n, true
 	}
 	ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
 	p.srv.unnamed = ss
-	ss.q.push(entry{kind: wire.FeParse})
+	ss.q.push(entry{kind: wire.FeParse, sql: pos})
 	ss.unsynced = true
 }
 
@@ -596,7 +597,10 @@ func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []
 	p.out = ss.ensureLocked(p.srv, st, p.out)
 	p.out = wire.AppendFrame(p.out, typ, prefix, []byte(st.name), []byte{0}, rest)
 	p.seg, p.modified = off+n, true
-	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st})
+	// The client's name rides along: a server that lacks st (its Parse,
+	// pipelined before a Sync ahead, was skipped after an error) answers
+	// 26000 naming pgtide's statement, which sqlErrorLocked renames.
+	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe, st: st, name: string(name)})
 }
 
 // closeLocked answers a Close of a named statement itself: it only forgets

@@ -477,6 +477,17 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 			// PostgreSQL names the statement in some errors: use the
 			// client's name, never pgtide's (sqlsession.go).
 			repl = ss.sqlErrorLocked(body, h)
+			if h != nil && h.sql != nil && len(h.sql.edits) > 0 && (h.kind == wire.FeQuery || h.kind == wire.FeParse) {
+				// The error's position counts in the text pgtide sent,
+				// whose statement names it rewrote: the client's counts.
+				src := body
+				if repl != nil {
+					src = repl[5:]
+				}
+				if r := unshiftPosition(src, h.sql.edits); r != nil {
+					repl = r
+				}
+			}
 		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
@@ -489,7 +500,17 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 					delete(ss.stmts, e.name)
 				}
 			}
-			ss.undoSkippedLocked(sc, ss.q.dropUntilSync())
+			dropped := ss.q.dropUntilSync()
+			ss.undoSkippedLocked(sc, dropped)
+			if e.act == actSkip && errorCode(body) == codeInFailedTxn && pgtideOnly(dropped) &&
+				len(ss.q.e) > 0 && ss.q.e[0].kind == wire.FeSync && ss.q.e[0].act == actSkip {
+				// pgtide's own batch ahead of a client's Query (a statement
+				// prepared again for its EXECUTE) ran in a transaction that a
+				// request pipelined before it had failed: the Query gets its
+				// own 25P02, and PostgreSQL sends one (skipInjectLocked, when
+				// the failure was known in time).
+				return false, evNone, nil
+			}
 			if e.kind == wire.FeParse && e.st == nil && e.act == actFwd {
 				// The client's unnamed Parse failed: PostgreSQL dropped the
 				// old unnamed statement before parsing, so none is left.
@@ -544,6 +565,16 @@ func renameInError(body []byte, ours, theirs string) []byte {
 		return nil
 	}
 	return out
+}
+
+// pgtideOnly reports whether every entry is a request pgtide made itself.
+func pgtideOnly(es []entry) bool {
+	for _, e := range es {
+		if e.act != actSkip {
+			return false
+		}
+	}
+	return true
 }
 
 func isExtended(k byte) bool {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/wire"
@@ -46,7 +49,16 @@ import (
 // unmapped again, a DEALLOCATE's mapped again.
 type sqlFx struct {
 	preps, deallocs []sqlPrep
+	// edits are the names rewritten in the request's text, in order: a
+	// server error's position is moved back onto the client's text
+	// (unshiftPosition).
+	edits []posEdit
 }
+
+// posEdit is one statement name pgtide replaced in a query text: where it
+// starts in the text sent and how long it is there and in the client's
+// text, in characters (an error's position counts characters).
+type posEdit struct{ at, newLen, oldLen int }
 
 type sqlPrep struct {
 	name string // "" for a name pgtide does not map (U&"...")
@@ -115,7 +127,9 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 	var nt []byte
 	last := 0
 	put := func(r sqlRef, name string) {
-		nt = append(append(nt, text[last:r.start]...), name...)
+		nt = append(nt, text[last:r.start]...)
+		fx.edits = append(fx.edits, posEdit{at: textChars(nt), newLen: textChars([]byte(name)), oldLen: textChars(text[r.start:r.end])})
+		nt = append(nt, name...)
 		last = r.end
 	}
 	for _, r := range refs {
@@ -177,13 +191,56 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 		}
 	}
 	fxp := &fx
-	if len(fx.preps) == 0 && len(fx.deallocs) == 0 {
+	if len(fx.preps) == 0 && len(fx.deallocs) == 0 && len(fx.edits) == 0 {
 		fxp = nil
 	}
 	if nt == nil {
 		return nil, out, fxp
 	}
 	return append(nt, text[last:]...), out, fxp
+}
+
+// textChars counts the characters of a query text as PostgreSQL counts an
+// error's position: UTF-8 characters, or bytes in a text that is not UTF-8
+// (a single-byte client encoding).
+func textChars(b []byte) int {
+	if utf8.Valid(b) {
+		return utf8.RuneCount(b)
+	}
+	return len(b)
+}
+
+// unshiftPosition returns the ErrorResponse body moved back onto the
+// client's text when its position (P) lies after or inside a statement
+// name pgtide rewrote: a whole frame, or nil when nothing changes.
+func unshiftPosition(body []byte, edits []posEdit) []byte {
+	if len(edits) == 0 || errorField(body, 'P') == "" {
+		return nil
+	}
+	var er pgproto3.ErrorResponse
+	if er.Decode(body) != nil || er.Position <= 0 {
+		return nil
+	}
+	p, shift := int(er.Position)-1, 0 // 0-based, in the text sent
+	for _, e := range edits {
+		if p < e.at {
+			break
+		}
+		if p < e.at+e.newLen {
+			p = e.at // inside the name: its start
+			break
+		}
+		shift += e.newLen - e.oldLen
+	}
+	if shift == 0 && int(er.Position)-1 == p {
+		return nil
+	}
+	er.Position = int32(p - shift + 1)
+	out, err := er.Encode(nil)
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // sqlQueryLocked queues a simple Query (msg, a whole frame) whose text may
@@ -211,21 +268,25 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 }
 
 // sqlParseLocked rewrites an unnamed Parse (msg) whose text may name
-// prepared statements; it returns the Parse to send and out with what the
-// server needs first. The client's PREPAREs wait for its next Sync.
-func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte) {
+// prepared statements; it returns the Parse to send, out with what the
+// server needs first, and the rewrites for the Parse's entry (or nil). The client's PREPAREs wait for its next Sync.
+func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte, *sqlFx) {
 	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
-	if fx != nil {
+	if fx != nil && len(fx.preps)+len(fx.deallocs) > 0 {
 		if ss.sqlPending == nil {
 			ss.sqlPending = &sqlFx{}
 		}
 		ss.sqlPending.preps = append(ss.sqlPending.preps, fx.preps...)
 		ss.sqlPending.deallocs = append(ss.sqlPending.deallocs, fx.deallocs...)
 	}
-	if text == nil {
-		return msg, out
+	var pos *sqlFx // the Parse's own entry: where its text was rewritten
+	if fx != nil && len(fx.edits) > 0 {
+		pos = &sqlFx{edits: fx.edits}
 	}
-	return wire.AppendFrame(nil, wire.FeParse, []byte{0}, text, []byte{0}, types), out
+	if text == nil {
+		return msg, out, pos
+	}
+	return wire.AppendFrame(nil, wire.FeParse, []byte{0}, text, []byte{0}, types), out, pos
 }
 
 // takeSQLPendingLocked hands the pending PREPAREs to the Sync being queued.
