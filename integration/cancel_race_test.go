@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -116,6 +117,22 @@ func cancelUntilAnswered(t *testing.T, addr string, pid uint32, key []byte, repl
 	}
 }
 
+// readOneError reads one message, an ErrorResponse as E(severity code
+// message), anything else by its type, into the channel it returns.
+func readOneError(c net.Conn, fe *pgproto3.Frontend) <-chan []string {
+	ch := make(chan []string, 1)
+	go func() {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		m, err := fe.Receive()
+		if er, ok := m.(*pgproto3.ErrorResponse); ok && err == nil {
+			ch <- []string{"E(" + er.Severity + " " + er.Code + " " + er.Message + ")"}
+			return
+		}
+		ch <- []string{fmt.Sprintf("%T %v", m, err)}
+	}()
+	return ch
+}
+
 // TestCancelWhileWaitingForServer: in transaction mode, a client whose query
 // waits for a server (the pool's one server is in another client's
 // transaction) cancels it. PostgreSQL would stop the query; before this,
@@ -178,16 +195,7 @@ func TestCancelWhileWaitingForServer(t *testing.T) {
 		&pgproto3.Bind{Parameters: [][]byte{[]byte("flushed")}},
 		&pgproto3.Execute{},
 		&pgproto3.Flush{})
-	replies := make(chan []string, 1)
-	go func() {
-		_ = tb.SetReadDeadline(time.Now().Add(20 * time.Second))
-		m, err := fb.Receive()
-		if er, ok := m.(*pgproto3.ErrorResponse); ok && err == nil {
-			replies <- []string{"E(" + er.Severity + " " + er.Code + " " + er.Message + ")"}
-			return
-		}
-		replies <- []string{fmt.Sprintf("%T %v", m, err)}
-	}()
+	replies := readOneError(tb, fb)
 	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != "[E(ERROR 57014 canceling statement due to user request)]" {
 		t.Fatalf("flushed request cancelled while waiting: %s", got)
 	}
@@ -204,16 +212,7 @@ func TestCancelWhileWaitingForServer(t *testing.T) {
 		&pgproto3.Bind{Parameters: [][]byte{[]byte("before query")}},
 		&pgproto3.Execute{},
 		&pgproto3.Query{String: "INSERT INTO cw VALUES ('query')"})
-	replies = make(chan []string, 1)
-	go func() {
-		_ = tb.SetReadDeadline(time.Now().Add(20 * time.Second))
-		m, err := fb.Receive()
-		if er, ok := m.(*pgproto3.ErrorResponse); ok && err == nil {
-			replies <- []string{"E(" + er.Severity + " " + er.Code + " " + er.Message + ")"}
-			return
-		}
-		replies <- []string{fmt.Sprintf("%T %v", m, err)}
-	}()
+	replies = readOneError(tb, fb)
 	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != "[E(ERROR 57014 canceling statement due to user request)]" {
 		t.Fatalf("extended messages and a Query cancelled while waiting: %s", got)
 	}

@@ -37,51 +37,12 @@ func TestTxnResetReturnsToStartupSettings(t *testing.T) {
 		"DISCARD ALL",
 		"BEGIN; SET search_path = public; RESET ALL; COMMIT",
 	}
-	run := func(t *testing.T, url string, mode pgx.QueryExecMode, other *pgx.Conn) []string {
-		cfg, err := pgx.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.RuntimeParams["TimeZone"] = "Asia/Tokyo"
-		cfg.RuntimeParams["DateStyle"] = "German"
-		cfg.RuntimeParams["search_path"] = "foo, public"
-		cfg.RuntimeParams["options"] = "-c jit=off -c myapp.tenant=a"
-		cfg.DefaultQueryExecMode = mode
-		c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(context.Background())
-		var out []string
-		for _, step := range steps {
-			if step != "" {
-				for _, q := range strings.Split(step, "; ") {
-					if _, err := c.Exec(ctxT(t, 10*time.Second), q); err != nil {
-						t.Fatalf("%s: %v", q, err)
-					}
-				}
-			}
-			if other != nil { // another client on the one server
-				if _, err := other.Exec(ctxT(t, 10*time.Second), "SELECT 1"); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var tz, ds, sp, jit, tenant string
-			if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true)").Scan(&tz, &ds, &sp, &jit, &tenant); err != nil {
-				t.Fatal(err)
-			}
-			pc := c.PgConn()
-			out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s; reported TimeZone=%s DateStyle=%s",
-				step, tz, ds, sp, jit, tenant, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle")))
-		}
-		return out
-	}
 	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheDescribe}
 	for name, mode := range modes {
 		t.Run(name, func(t *testing.T) {
-			want := run(t, e.DirectURL(), mode, nil)
+			want := resetSteps(t, e.DirectURL(), mode, steps, nil)
 			other := connect(t, e.URL())
-			got := run(t, e.URL(), mode, other)
+			got := resetSteps(t, e.URL(), mode, steps, other)
 			for i := range want {
 				if got[i] != want[i] {
 					t.Errorf("through pgtide: %s\n        PostgreSQL: %s", got[i], want[i])
@@ -121,45 +82,11 @@ func TestSessionResetReturnsToStartupSettings(t *testing.T) {
 		"DISCARD ALL",
 		"SET TimeZone = 'UTC'; RESET TimeZone",
 	}
-	run := func(t *testing.T, url string, mode pgx.QueryExecMode) []string {
-		cfg, err := pgx.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.RuntimeParams["TimeZone"] = "Asia/Tokyo"
-		cfg.RuntimeParams["DateStyle"] = "German"
-		cfg.RuntimeParams["search_path"] = "foo, public"
-		cfg.RuntimeParams["options"] = "-c jit=off -c myapp.tenant=a"
-		cfg.DefaultQueryExecMode = mode
-		c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(context.Background())
-		var out []string
-		for _, step := range steps {
-			if step != "" {
-				for _, q := range strings.Split(step, "; ") {
-					if _, err := c.Exec(ctxT(t, 10*time.Second), q); err != nil {
-						t.Fatalf("%s: %v", q, err)
-					}
-				}
-			}
-			var tz, ds, sp, jit, tenant string
-			if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true)").Scan(&tz, &ds, &sp, &jit, &tenant); err != nil {
-				t.Fatal(err)
-			}
-			pc := c.PgConn()
-			out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s; reported TimeZone=%s DateStyle=%s",
-				step, tz, ds, sp, jit, tenant, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle")))
-		}
-		return out
-	}
 	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheDescribe}
 	for name, mode := range modes {
 		t.Run(name, func(t *testing.T) {
-			want := run(t, e.DirectURL(), mode)
-			got := run(t, e.URL(), mode)
+			want := resetSteps(t, e.DirectURL(), mode, steps, nil)
+			got := resetSteps(t, e.URL(), mode, steps, nil)
 			for i := range want {
 				if got[i] != want[i] {
 					t.Errorf("through pgtide: %s\n        PostgreSQL: %s", got[i], want[i])
@@ -171,4 +98,49 @@ func TestSessionResetReturnsToStartupSettings(t *testing.T) {
 		py := needPython(t, "asyncpg", "python3-asyncpg")
 		runTxnPy(t, py, "txn_asyncpg_reset.py", e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass)
 	})
+}
+
+// resetSteps connects with connect-time settings (TimeZone, DateStyle,
+// search_path, and jit and a custom one through options), runs each step
+// (statements split on "; "), and describes what the client sees after
+// each: the values its queries run with and the reported ones it was told.
+// other, when set, runs a query between steps (on the same server).
+func resetSteps(t *testing.T, url string, mode pgx.QueryExecMode, steps []string, other *pgx.Conn) []string {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["TimeZone"] = "Asia/Tokyo"
+	cfg.RuntimeParams["DateStyle"] = "German"
+	cfg.RuntimeParams["search_path"] = "foo, public"
+	cfg.RuntimeParams["options"] = "-c jit=off -c myapp.tenant=a"
+	cfg.DefaultQueryExecMode = mode
+	c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var out []string
+	for _, step := range steps {
+		if step != "" {
+			for _, q := range strings.Split(step, "; ") {
+				if _, err := c.Exec(ctxT(t, 10*time.Second), q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+		}
+		if other != nil { // another client on the one server
+			if _, err := other.Exec(ctxT(t, 10*time.Second), "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var tz, ds, sp, jit, tenant string
+		if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true)").Scan(&tz, &ds, &sp, &jit, &tenant); err != nil {
+			t.Fatal(err)
+		}
+		pc := c.PgConn()
+		out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s; reported TimeZone=%s DateStyle=%s",
+			step, tz, ds, sp, jit, tenant, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle")))
+	}
+	return out
 }

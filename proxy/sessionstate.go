@@ -502,7 +502,15 @@ func (ss *session) sendRestoreLocked(sc *pool.Conn) error {
 	out, _ = (&pgproto3.Execute{}).Encode(out)
 	out, _ = (&pgproto3.Close{ObjectType: 'S', Name: name}).Encode(out)
 	out = wire.AppendFrame(out, wire.FeSync)
-	ss.st.capturing, ss.st.mayReset = true, false
+	ss.st.mayReset = false
+	return ss.writeCheckLocked(sc, out)
+}
+
+// writeCheckLocked writes pgtide's own state check (the capture, the
+// restore) to sc, under mu at a boundary, and marks it under way: a cancel
+// request is held until its replies are read (session.cancel).
+func (ss *session) writeCheckLocked(sc *pool.Conn, out []byte) error {
+	ss.st.capturing = true
 	ss.swmu.Lock()
 	_, err := sc.Net.Write(out)
 	ss.swmu.Unlock()
@@ -583,11 +591,7 @@ func (ss *session) sendCaptureLocked(sc *pool.Conn) error {
 	out = wire.AppendFrame(out, wire.FeSync)
 	ss.st.restoring, ss.st.mayReset = restoring, false
 	stateOf(sc).unnamed = nil
-	ss.st.capturing = true
-	ss.swmu.Lock()
-	_, err := sc.Net.Write(out)
-	ss.swmu.Unlock()
-	return err
+	return ss.writeCheckLocked(sc, out)
 }
 
 // settle reads the capture's replies (the pump owns the server's reader),
