@@ -117,6 +117,20 @@ func cancelUntilAnswered(t *testing.T, addr string, pid uint32, key []byte, repl
 	}
 }
 
+// readToZAsync reads up to a ReadyForQuery (readToZ, 20 s) into the
+// channel it returns; a read error is the last element.
+func readToZAsync(c net.Conn, fe *pgproto3.Frontend) <-chan []string {
+	ch := make(chan []string, 1)
+	go func() {
+		r, err := readToZ(c, fe, 20*time.Second)
+		if err != nil {
+			r = append(r, "read error: "+err.Error())
+		}
+		ch <- r
+	}()
+	return ch
+}
+
 // readOneError reads one message, an ErrorResponse as E(severity code
 // message), anything else by its type, into the channel it returns.
 func readOneError(c net.Conn, fe *pgproto3.Frontend) <-chan []string {
@@ -161,17 +175,7 @@ func TestCancelWhileWaitingForServer(t *testing.T) {
 	}
 
 	tb, fb, pid, key := rawLoginKey(t, e.URL())
-	read := func() <-chan []string {
-		ch := make(chan []string, 1)
-		go func() {
-			r, err := readToZ(tb, fb, 20*time.Second)
-			if err != nil {
-				r = append(r, "read error: "+err.Error())
-			}
-			ch <- r
-		}()
-		return ch
-	}
+	read := func() <-chan []string { return readToZAsync(tb, fb) }
 	want := "[E(ERROR 57014 canceling statement due to user request) Z(I)]"
 
 	send(t, tb, &pgproto3.Query{String: "INSERT INTO cw VALUES ('simple')"})
@@ -259,15 +263,8 @@ func TestCancelWhileWaitingForServerSessionMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb, fb, pid, key := rawLoginKey(t, e.URL())
-	replies := make(chan []string, 1)
 	send(t, tb, &pgproto3.Query{String: "SELECT 'ran'"})
-	go func() {
-		r, err := readToZ(tb, fb, 20*time.Second)
-		if err != nil {
-			r = append(r, "read error: "+err.Error())
-		}
-		replies <- r
-	}()
+	replies := readToZAsync(tb, fb)
 	want := "[E(ERROR 57014 canceling statement due to user request) Z(I)]"
 	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != want {
 		t.Fatalf("query cancelled while waiting for the first server: %s; want %s", got, want)

@@ -50,16 +50,7 @@ func TestCancelWhileWaitingStreamedBind(t *testing.T) {
 	if _, err := tb.Write(bind[:16<<10]); err != nil {
 		t.Fatal(err)
 	}
-	replies := make(chan []string, 1)
-	go func() {
-		_ = tb.SetReadDeadline(time.Now().Add(20 * time.Second))
-		m, err := fb.Receive()
-		if er, ok := m.(*pgproto3.ErrorResponse); ok && err == nil {
-			replies <- []string{"E(" + er.Severity + " " + er.Code + " " + er.Message + ")"}
-			return
-		}
-		replies <- []string{fmt.Sprintf("%T %v", m, err)}
-	}()
+	replies := readOneError(tb, fb)
 	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != "[E(ERROR 57014 canceling statement due to user request)]" {
 		t.Fatalf("streamed Bind cancelled while waiting: %s", got)
 	}
@@ -100,14 +91,7 @@ func TestCancelWhileWaitingStreamedQuerySessionMode(t *testing.T) {
 	if _, err := tb.Write(q[:16<<10]); err != nil {
 		t.Fatal(err)
 	}
-	replies := make(chan []string, 1)
-	go func() {
-		r, err := readToZ(tb, fb, 20*time.Second)
-		if err != nil {
-			r = append(r, "read error: "+err.Error())
-		}
-		replies <- r
-	}()
+	replies := readToZAsync(tb, fb)
 	want := "[E(ERROR 57014 canceling statement due to user request) Z(I)]"
 	if got := fmt.Sprint(cancelUntilAnswered(t, e.tide.Addr, pid, key, replies)); got != want {
 		t.Fatalf("streamed query cancelled while waiting for the first server: %s; want %s", got, want)
