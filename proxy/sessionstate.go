@@ -490,6 +490,9 @@ func (ss *session) holdForRestoreLocked(z []byte) bool {
 // server before it. In session mode nothing re-parses the client's unnamed
 // statement, which outlives a Sync: the restore is prepared under a name
 // of pgtide's own, never used before, and closed in the same round trip.
+// The Close follows a Sync of its own: when the restore fails, PostgreSQL
+// skips all up to the next Sync, and a Close before it would leave the
+// statement on the client's server. restored reads both ReadyForQuery.
 func (ss *session) sendRestoreLocked(sc *pool.Conn) error {
 	r, _ := ss.captureRestoreLocked()
 	name := newStmtName() // stmt.go
@@ -500,6 +503,7 @@ func (ss *session) sendRestoreLocked(sc *pool.Conn) error {
 	}
 	out, _ = b.Encode(out)
 	out, _ = (&pgproto3.Execute{}).Encode(out)
+	out = wire.AppendFrame(out, wire.FeSync)
 	out, _ = (&pgproto3.Close{ObjectType: 'S', Name: name}).Encode(out)
 	out = wire.AppendFrame(out, wire.FeSync)
 	ss.st.mayReset = false
@@ -517,9 +521,10 @@ func (ss *session) writeCheckLocked(sc *pool.Conn, out []byte) error {
 	return err
 }
 
-// restored reads restoreSQL's replies (session mode), passes on the
-// ParameterStatus, notices and notifications among them, then the held
-// ReadyForQuery. It reports whether the pump is done with sc.
+// restored reads restoreSQL's replies (session mode), up to the second
+// ReadyForQuery (sendRestoreLocked), passes on the ParameterStatus,
+// notices and notifications among them, then the held ReadyForQuery. It
+// reports whether the pump is done with sc.
 func (ss *session) restored(sc *pool.Conn, werr error) bool {
 	if werr != nil {
 		ss.serverStopped(sc, werr)
@@ -527,7 +532,7 @@ func (ss *session) restored(sc *pool.Conn, werr error) bool {
 	}
 	var out []byte
 	var rerr error
-	for done := false; !done; {
+	for ready := 0; ready < 2; {
 		typ, body, err := sc.Reader.ReadMessage(64 << 20)
 		if err != nil {
 			if ss.woken(err) {
@@ -550,7 +555,7 @@ func (ss *session) restored(sc *pool.Conn, werr error) bool {
 			if len(body) > 0 {
 				sc.TxStatus = body[0]
 			}
-			done = true
+			ready++
 		}
 	}
 	if rerr != nil {
