@@ -82,7 +82,8 @@ func (s *Server) runSession(ss *session) {
 
 // park hands an idle session to the parker. It reports false when the
 // session must go on running on the caller's goroutine; true means the
-// caller must not touch the session again.
+// caller must not touch the session again (park itself still looks at
+// over once the parker holds it, and resumes a session ended meanwhile).
 func (s *Server) park(ss *session) bool {
 	p := s.parker
 	if p == nil || parkSocket(ss.conn) == nil {
@@ -183,12 +184,14 @@ func (s *Server) sweepIdle() {
 	}
 	s.mu.Unlock()
 	for _, ss := range ask {
+		// Under mu, with over checked: kill sets over under mu before its
+		// linger deadline, so this past deadline cannot replace that one
+		// (which would close the socket at once, the FATAL perhaps unread).
 		ss.mu.Lock()
-		ok := ss.idleLocked()
-		ss.mu.Unlock()
-		if ok || ss.heldIdle.Load() {
+		if ss.idleLocked() || ss.heldIdle.Load() && ss.over == nil {
 			_ = ss.conn.SetReadDeadline(time.Now())
 		}
+		ss.mu.Unlock()
 	}
 }
 

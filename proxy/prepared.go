@@ -85,8 +85,8 @@ func (ss *session) scanPooled() (int, bool, error) {
 
 // answerCancelled answers the first request of batch b, whose wait for a
 // server the client's cancel request ended, as PostgreSQL answers a
-// cancelled query: 57014, then ReadyForQuery at its end (a Query, a
-// FunctionCall or a Sync). Nothing of it reached a server, and nothing is
+// cancelled query: 57014, then ReadyForQuery at its end (a Query or a
+// FunctionCall that comes first, else the Sync). Nothing of it reached a server, and nothing is
 // booked: it failed at its first message. A request whose Sync has not
 // come yet skips the rest up to it (clientSkip, transaction and statement
 // mode; session mode interrupts only a batch that holds a whole request,

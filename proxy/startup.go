@@ -83,7 +83,6 @@ func (s *Server) handleConn(nc net.Conn) {
 	if ss == nil { // a cancel request, or a client that left during negotiation
 		return
 	}
-	_ = nc.SetDeadline(time.Time{})
 	// The session parks or runs on another worker (park.go, workers.go):
 	// an idle client keeps no goroutine, and this one serves the next
 	// login on the stack this one grew.
@@ -388,6 +387,11 @@ func (s *Server) login(nc net.Conn, rd *wire.Reader, cfg *config.Config, log *lo
 		ss.finish(false)
 		return nil, err
 	}
+	// The login's deadline (client_login_timeout) ends here, before the
+	// session can be killed the ordinary way (loginOver): clearing it after
+	// would erase a kill's linger deadline, and the session would read on
+	// until the client closes.
+	_ = nc.SetDeadline(time.Time{})
 	if ce := ss.loginOver(); ce != nil { // killed while logging in: its FATAL
 		ss.finish(false)
 		return nil, ce
