@@ -448,3 +448,25 @@ func TestTxnXdReprepareInFailedTxnOneError(t *testing.T) {
 		pstep{0, r(1, xq("EXECUTE q3"))},
 	)
 }
+
+// A SQL PREPARE run by an unnamed Parse, Bind and Execute sent with Flush,
+// its Sync sent only after the reply: PostgreSQL has the statement. pgtide
+// saw its PREPARE tag before the Sync was queued, had nothing to confirm
+// it against, and took the name back at the Sync's ReadyForQuery: the
+// client's EXECUTE got 26000 and a second PREPARE of the name ran where
+// PostgreSQL answers 42P05. DEALLOCATE the same way. (Found by
+// TestTxnXFuzz, seed 8012.)
+func TestTxnXdSQLPrepareConfirmedBeforeSync(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, ru("CommandComplete", xparse("", "PREPARE q1 AS SELECT 1 AS one"), xbind("", ""), xexec("", 0), xflush)},
+		pstep{0, r(1, xsync)},
+		pstep{0, r(1, xq("PREPARE q1 AS SELECT 2 AS two"))},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{1, r(1, xq("DISCARD ALL"))},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{0, ru("CommandComplete", xparse("", "DEALLOCATE q1"), xbind("", ""), xexec("", 0), xflush)},
+		pstep{0, r(1, xsync)},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{0, r(1, xq("PREPARE q1 AS SELECT 3 AS three; EXECUTE q1"))},
+	)
+}

@@ -378,23 +378,45 @@ func (ss *session) sqlCompleteLocked(sc *pool.Conn, body []byte, h *entry) {
 	}
 	switch {
 	case string(tag) == "PREPARE":
-		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.preps) > 0 {
-			e.sql.preps = e.sql.preps[1:]
+		if fx := ss.confirmingLocked(h); fx != nil && len(fx.preps) > 0 {
+			fx.preps = fx.preps[1:]
 		}
 	case string(tag) == "DEALLOCATE":
-		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.deallocs) > 0 {
-			d := e.sql.deallocs[0]
+		if fx := ss.confirmingLocked(h); fx != nil && len(fx.deallocs) > 0 {
+			d := fx.deallocs[0]
 			if d.real {
 				stateOf(sc).remove(d.st)
 			}
 			if d.st.prep != nil {
 				markDead(d.st) // copies on other servers
 			}
-			e.sql.deallocs = e.sql.deallocs[1:]
+			fx.deallocs = fx.deallocs[1:]
 		}
 	case bytes.HasPrefix(tag, []byte("ALTER ")), bytes.HasPrefix(tag, []byte("DROP ")), bytes.HasPrefix(tag, []byte("CREATE ")):
 		ss.pe.stmts.flush()
 	}
+}
+
+// confirmingLocked returns the sqlFx that a PREPARE or DEALLOCATE tag of
+// h's request confirms. A Query's is its own. An Execute's (an unnamed
+// Parse's text) waits for its batch's Sync (sqlParseLocked): the first
+// Sync queued, or, when the client has not sent it yet (the batch ended
+// with Flush), sqlPending, which that Sync will take. Looking only at the
+// first request queued, a tag that came before the Sync confirmed nothing,
+// and the Sync's ReadyForQuery took back a PREPARE or DEALLOCATE that ran.
+func (ss *session) confirmingLocked(h *entry) *sqlFx {
+	if h == nil || h.kind != wire.FeExecute {
+		if e := ss.firstRequestLocked(); e != nil {
+			return e.sql
+		}
+		return nil
+	}
+	for i := range ss.q.e {
+		if ss.q.e[i].kind == wire.FeSync {
+			return ss.q.e[i].sql
+		}
+	}
+	return ss.sqlPending
 }
 
 // deadSeq counts statements marked dead, so a server closes its dead
