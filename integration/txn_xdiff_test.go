@@ -470,3 +470,27 @@ func TestTxnXdSQLPrepareConfirmedBeforeSync(t *testing.T) {
 		pstep{0, r(1, xq("PREPARE q1 AS SELECT 3 AS three; EXECUTE q1"))},
 	)
 }
+
+// DEALLOCATE ALL (or DISCARD ALL) and a SQL PREPARE behind it, both run by
+// unnamed Parses in one batch sent with Flush: PostgreSQL has the new
+// statement. At the DEALLOCATE ALL's reply pgtide forgot every name and
+// booked again what the requests queued behind it prepare, but not the
+// PREPAREs still waiting for the batch's Sync, which had not come: the
+// client's EXECUTE got 26000 from pgtide. (Found reading forgetAllLocked
+// while analysing TestTxnXFuzz seed 8012.)
+func TestTxnXdSQLPrepareFlushedBehindDeallocateAll(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xq("PREPARE q0 AS SELECT 0 AS zero"))},
+		pstep{0, ru("CommandComplete PREPARE", xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 0),
+			xparse("", "PREPARE q1 AS SELECT 2 AS two"), xbind("", ""), xexec("", 0), xflush)},
+		pstep{0, r(1, xsync)},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{1, r(1, xq("DISCARD ALL"))},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{0, ru("CommandComplete PREPARE", xparse("", "DISCARD ALL"), xbind("", ""), xexec("", 0),
+			xparse("", "PREPARE q2 AS SELECT 3 AS three"), xbind("", ""), xexec("", 0), xflush)},
+		pstep{0, r(1, xsync)},
+		pstep{0, r(1, xq("EXECUTE q2"))},
+		pstep{0, r(1, xq("EXECUTE q0"))},
+	)
+}

@@ -824,6 +824,9 @@ func (ss *session) forgetAllLocked(sc *pool.Conn, h *entry) {
 		}
 		replay(e.sql)
 	}
+	// PREPAREs of unnamed Parses queued behind it whose batch's Sync has not
+	// come (sent with Flush) wait in sqlPending, not on a queued entry.
+	replay(ss.sqlPending)
 	// The client's own SQL statements from before: no one can name them
 	// now; servers that have them close them (sweepLocked).
 	for _, st := range old {
