@@ -494,3 +494,18 @@ func TestTxnXdSQLPrepareFlushedBehindDeallocateAll(t *testing.T) {
 		pstep{0, r(1, xq("EXECUTE q0"))},
 	)
 }
+
+// Two names for one statement text: a server error about the statement
+// a Bind names (wrong parameter count) must name the statement the client
+// bound. pgtide renamed pgtide's name to whichever of the client's names
+// for it came first in a map walk. (Found by TestTxnXFuzz, seed 12252.)
+func TestTxnXdErrorNamesBoundStmtOfTwo(t *testing.T) {
+	steps := []pstep{{0, r(1, xparse("s3", "SELECT 1 AS one"), xparse("s2", "SELECT 1 AS one"), xsync)}}
+	for range 6 { // map order is random: each round had even odds
+		steps = append(steps,
+			pstep{0, r(1, xbind("", "s2", "1"), xexec("", 0), xsync)},
+			pstep{0, r(1, xbind("", "s3", "1"), xexec("", 0), xsync)},
+			pstep{0, r(1, xdescS("s2"), xbind("", "s2", "1"), xsync)})
+	}
+	xdSteps(t, "", steps...)
+}

@@ -477,16 +477,20 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if !bytes.Contains(body, []byte(`"pgtide_`)) {
 		return nil
 	}
-	// A name the client uses for the statement: the one it bound, unless
-	// it prepared the same text under two names.
+	// The name the client bound or described comes first: with the same
+	// text prepared under two names, a map walk would pick either (and
+	// DEALLOCATE ALL may have taken the name: forgetAllLocked). Then any
+	// name the client uses for another statement in the message.
 	var out []byte
+	if h != nil && h.st != nil && (h.kind == wire.FeBind || h.kind == wire.FeDescribe) {
+		if r := renameInError(body, h.st.name, h.name); r != nil {
+			out, body = r, r[5:]
+		}
+	}
 	for cname, st := range ss.stmts {
 		if r := renameInError(body, st.name, cname); r != nil {
 			out, body = r, r[5:]
 		}
-	}
-	if out == nil && h != nil && h.st != nil && (h.kind == wire.FeBind || h.kind == wire.FeDescribe) {
-		out = renameInError(body, h.st.name, h.name) // a name DEALLOCATE ALL took (forgetAllLocked)
 	}
 	return out
 }
