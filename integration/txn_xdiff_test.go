@@ -509,3 +509,22 @@ func TestTxnXdErrorNamesBoundStmtOfTwo(t *testing.T) {
 	}
 	xdSteps(t, "", steps...)
 }
+
+// A PREPARE of a name the client has (PostgreSQL: 42P05), with a
+// DEALLOCATE or Close of the name pipelined behind it: pgtide let the
+// server answer the PREPARE about its own statement, and renamed the
+// server's error by the client's names, but the DEALLOCATE or Close had
+// already taken the name when pgtide read it: the client saw 42P05 naming
+// "pgtide_<n>". (Found by TestTxnXFuzz, seed 12377.)
+func TestTxnXdDuplicatePrepareBehindDeallocateNamesClientStmt(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xq("PREPARE q1 AS SELECT 1 AS one"))},
+		pstep{0, r(1, xparse("", "PREPARE q1 AS SELECT 2 AS two"), xbind("", ""), xexec("", 0), xparse("", "DEALLOCATE q1"), xsync)},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{0, r(2, xq("PREPARE q1 AS SELECT 3 AS three"), xq("DEALLOCATE q1"))},
+		pstep{0, r(1, xq("EXECUTE q1"))},
+		pstep{0, r(1, xparse("s1", "SELECT 4 AS four"), xsync)},
+		pstep{0, r(2, xq("PREPARE s1 AS SELECT 5 AS five"), xcloseS("s1"), xsync)},
+		pstep{0, r(1, xbind("", "s1"), xexec("", 0), xsync)},
+	)
+}

@@ -492,5 +492,31 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 			out, body = r, r[5:]
 		}
 	}
+	// A name a DEALLOCATE or Close pipelined behind took when pgtide read
+	// it (a PREPARE of a name in use gets the server's 42P05 about pgtide's
+	// statement): the client's still, until that runs. Errors only.
+	rename := func(st *stmt, cname string) {
+		if st != nil {
+			if r := renameInError(body, st.name, cname); r != nil {
+				out, body = r, r[5:]
+			}
+		}
+	}
+	for i := range ss.q.e {
+		e := &ss.q.e[i]
+		if e.kind == wire.FeClose && e.act == actFake {
+			rename(e.st, e.name)
+		}
+		if e.sql != nil {
+			for _, d := range e.sql.deallocs {
+				rename(d.st, d.name)
+			}
+		}
+	}
+	if ss.sqlPending != nil {
+		for _, d := range ss.sqlPending.deallocs {
+			rename(d.st, d.name)
+		}
+	}
 	return out
 }
