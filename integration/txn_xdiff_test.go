@@ -528,3 +528,21 @@ func TestTxnXdDuplicatePrepareBehindDeallocateNamesClientStmt(t *testing.T) {
 		pstep{0, r(1, xbind("", "s1"), xexec("", 0), xsync)},
 	)
 }
+
+// A named Parse that fails (a syntax error, or 25P02 behind a Query that
+// found the transaction failed), with a Close of its name behind it in the
+// same batch: PostgreSQL creates nothing and skips the Close. pgtide took
+// the Parse's booking back first, then undid the skipped Close, which put
+// the name back: the client's next Parse of it got 42P05 and a Bind went
+// to a statement PostgreSQL never made. (Found by TestTxnXFuzz, seed 30113.)
+func TestTxnXdFailedParseThenCloseLeavesNoName(t *testing.T) {
+	xdSteps(t, "",
+		pstep{0, r(1, xparse("s1", "SELEC 1"), xcloseS("s1"), xsync)},
+		pstep{0, r(1, xparse("s1", "SELECT 1 AS one"), xbind("", "s1"), xexec("", 0), xsync)},
+		pstep{0, r(1, xq("BEGIN"))},
+		pstep{0, r(1, xq("SELECT 1/0"))},
+		pstep{0, r(2, xq("SELECT 1"), xparse("s2", "SELECT 2 AS two"), xcloseS("s2"), xsync)},
+		pstep{0, r(1, xq("ROLLBACK"))},
+		pstep{0, r(1, xparse("s2", "SELECT 3 AS three"), xbind("", "s2"), xexec("", 0), xsync)},
+	)
+}

@@ -491,6 +491,13 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 		if h != nil && isExtended(h.kind) {
 			e := ss.q.popHead()
+			// What the server skipped behind the failed request is taken
+			// back first, newest first, as undoSkippedLocked does: a
+			// skipped Close of a name this failed Parse booked puts the
+			// name back, so the Parse's own undo must come after it (it
+			// came before, and the name stayed mapped).
+			dropped := ss.q.dropUntilSync()
+			ss.undoSkippedLocked(sc, dropped)
 			if e.kind == wire.FeExecute && e.st != nil {
 				stateOf(sc).remove(e.st) // pgtide's own SQL PREPARE failed
 			}
@@ -500,8 +507,6 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 					delete(ss.stmts, e.name)
 				}
 			}
-			dropped := ss.q.dropUntilSync()
-			ss.undoSkippedLocked(sc, dropped)
 			if e.act == actSkip && errorCode(body) == codeInFailedTxn && pgtideOnly(dropped) &&
 				len(ss.q.e) > 0 && ss.q.e[0].kind == wire.FeSync && ss.q.e[0].act == actSkip {
 				// pgtide's own batch ahead of a client's Query (a statement
