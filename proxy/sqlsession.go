@@ -376,21 +376,30 @@ func (ss *session) sqlCompleteLocked(sc *pool.Conn, body []byte, h *entry) {
 	if i := bytes.IndexByte(tag, 0); i >= 0 {
 		tag = tag[:i]
 	}
+	// The request being answered holds what this confirms. With none
+	// queued, it is an Execute answered after a Flush whose batch has
+	// no Sync yet: its PREPAREs and DEALLOCATEs still wait in sqlPending
+	// for that Sync, and are confirmed there (left unconfirmed, the Sync's
+	// ReadyForQuery would take back a PREPARE the server ran).
+	fx := ss.sqlPending
+	if e := ss.firstRequestLocked(); e != nil {
+		fx = e.sql
+	}
 	switch {
 	case string(tag) == "PREPARE":
-		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.preps) > 0 {
-			e.sql.preps = e.sql.preps[1:]
+		if fx != nil && len(fx.preps) > 0 {
+			fx.preps = fx.preps[1:]
 		}
 	case string(tag) == "DEALLOCATE":
-		if e := ss.firstRequestLocked(); e != nil && e.sql != nil && len(e.sql.deallocs) > 0 {
-			d := e.sql.deallocs[0]
+		if fx != nil && len(fx.deallocs) > 0 {
+			d := fx.deallocs[0]
 			if d.real {
 				stateOf(sc).remove(d.st)
 			}
 			if d.st.prep != nil {
 				markDead(d.st) // copies on other servers
 			}
-			e.sql.deallocs = e.sql.deallocs[1:]
+			fx.deallocs = fx.deallocs[1:]
 		}
 	case bytes.HasPrefix(tag, []byte("ALTER ")), bytes.HasPrefix(tag, []byte("DROP ")), bytes.HasPrefix(tag, []byte("CREATE ")):
 		ss.pe.stmts.flush()

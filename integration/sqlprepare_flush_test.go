@@ -1,0 +1,33 @@
+package integration
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// A PREPARE in an unnamed Parse whose Execute the server answers after a
+// Flush, before the client sent that batch's Sync, must be kept: the client
+// holds the statement, as it does straight on PostgreSQL.
+func TestSQLPrepareAfterFlush(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DEALLOCATE q1"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 'again' AS q1; EXECUTE q1")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
