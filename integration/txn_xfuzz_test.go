@@ -813,7 +813,9 @@ func xfDiverge(t *testing.T, e *env, steps []xfStep, mode xfMode) (sig, report s
 	got, gotDump := xfRun(t, e.URL(), e.DirectURL(), steps, mode)
 	for _, l := range got {
 		if strings.Contains(l, "pgtide_") {
-			return "name " + l, fmt.Sprintf("pgtide's own statement name reached the client: %s\nsequence:\n%s", l, xfRender(steps)), false
+			// The signature leaves out the name, whose number changes
+			// as xfReduce cuts the sequence.
+			return "name " + l[:strings.Index(l, "pgtide_")], fmt.Sprintf("pgtide's own statement name reached the client: %s\nsequence:\n%s", l, xfRender(steps)), false
 		}
 	}
 	if !xequal(want, got) {
@@ -1033,9 +1035,12 @@ func xfFuzz(t *testing.T, mode xfMode, seed uint64, n int) {
 		}
 		if !xfCheck(t, e, seed+uint64(i), mode) {
 			t.Logf("failed at sequence %d: replay with PGTIDE_XFUZZ_SEED=%d PGTIDE_XFUZZ_N=1", i, seed+uint64(i))
-			return
+			if os.Getenv("PGTIDE_XFUZZ_ALL") == "" { // =1: go on to the next sequence
+				return
+			}
+			continue
 		}
 		ran++
 	}
-	t.Logf("%d sequences in %v, all the same", ran, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d of %d sequences in %v the same", ran, n, time.Since(start).Round(time.Millisecond))
 }

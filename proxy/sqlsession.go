@@ -464,16 +464,21 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if !bytes.Contains(body, []byte(`"pgtide_`)) {
 		return nil
 	}
-	// A name the client uses for the statement: the one it bound, unless
-	// it prepared the same text under two names.
+	// A Bind's or Describe's error names the client's name it used: the
+	// same text prepared under two names is one statement of pgtide's, and
+	// a reverse lookup could name the other (and the name may be one that
+	// DEALLOCATE ALL took since: forgetAllLocked).
+	if h != nil && h.st != nil && h.name != "" && (h.kind == wire.FeBind || h.kind == wire.FeDescribe) {
+		if out := renameInError(body, h.st.name, h.name); out != nil {
+			return out
+		}
+	}
+	// Otherwise a name the client uses for the statement.
 	var out []byte
 	for cname, st := range ss.stmts {
 		if r := renameInError(body, st.name, cname); r != nil {
 			out, body = r, r[5:]
 		}
-	}
-	if out == nil && h != nil && h.st != nil && (h.kind == wire.FeBind || h.kind == wire.FeDescribe) {
-		out = renameInError(body, h.st.name, h.name) // a name DEALLOCATE ALL took (forgetAllLocked)
 	}
 	return out
 }

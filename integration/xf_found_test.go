@@ -31,3 +31,27 @@ func TestSQLPrepareAfterFlush(t *testing.T) {
 		})
 	}
 }
+
+// An error about a statement the client prepared under two names with the
+// same text names the one it bound, as PostgreSQL's does.
+func TestSameTextTwoNamesError(t *testing.T) {
+	const q = "SELECT count(*) AS n FROM xf_c"
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("s1", q), xparse("s2", q), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s1", "7"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s2", "7"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xdescS("s1"), xbind("p1", "s1", "7"), xsync}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
