@@ -55,3 +55,27 @@ func TestSameTextTwoNamesError(t *testing.T) {
 		})
 	}
 }
+
+// PREPARE then DEALLOCATE of one name in unnamed Parses that the server
+// skips (an error came first) leave the client without that name, as on
+// PostgreSQL; DEALLOCATE then PREPARE leave it the statement it had.
+func TestSQLPrepareDeallocateSkipped(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xdescP("nosuch"), xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xparse("", "DEALLOCATE q1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 'a9' AS k; EXECUTE q1")}},
+		{0, []pgproto3.FrontendMessage{xdescP("nosuch"), xparse("", "DEALLOCATE q1"), xparse("", "PREPARE q1 AS SELECT 'new' AS q1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}

@@ -63,8 +63,12 @@ type posEdit struct{ at, newLen, oldLen int }
 type sqlPrep struct {
 	name string // "" for a name pgtide does not map (U&"...")
 	st   *stmt
-	real bool // a DEALLOCATE the server runs on st itself
+	real bool   // a DEALLOCATE the server runs on st itself
+	seq  uint64 // booking order (sqlPrepSeq): undoSQLLocked goes backwards
 }
+
+// sqlPrepSeq numbers the PREPAREs and DEALLOCATEs pgtide books.
+var sqlPrepSeq atomic.Uint64
 
 var syncFrame = []byte{wire.FeSync, 0, 0, 0, 4}
 
@@ -147,7 +151,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			st := &stmt{name: newStmtName()}
 			st.prep = append(append([]byte("PREPARE "), st.name...), text[r.end:r.stmtEnd]...)
 			put(r, st.name)
-			p := sqlPrep{st: st}
+			p := sqlPrep{st: st, seq: sqlPrepSeq.Add(1)}
 			if !r.bad {
 				p.name = r.name
 				ss.addStmtLocked(r.name, st)
@@ -175,7 +179,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				continue
 			}
 			st := ss.stmts[r.name]
-			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st)}
+			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st), seq: sqlPrepSeq.Add(1)}
 			fx.deallocs = append(fx.deallocs, d)
 			delete(ss.stmts, r.name)
 			if d.real {
@@ -351,14 +355,26 @@ func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 // server did not confirm: a statement not prepared is not on the server
 // nor under the client's name; a name not deallocated is the client's
 // again.
+//
+// It goes backwards through them in the order they were booked: a PREPARE
+// then a DEALLOCATE of one name, neither run, leave no name (undone the
+// other way round, the DEALLOCATE mapped the name again to the PREPARE's
+// statement, which the server never had: 42P05 on the next PREPARE, and an
+// EXECUTE ran that text); a DEALLOCATE then a PREPARE leave the old one.
 func (ss *session) undoSQLLocked(srv *serverState, fx *sqlFx) {
-	for _, p := range fx.preps {
-		srv.remove(p.st)
-		if p.name != "" && ss.stmts[p.name] == p.st {
-			delete(ss.stmts, p.name)
+	i, j := len(fx.preps)-1, len(fx.deallocs)-1
+	for i >= 0 || j >= 0 {
+		if j < 0 || i >= 0 && fx.preps[i].seq > fx.deallocs[j].seq {
+			p := fx.preps[i]
+			i--
+			srv.remove(p.st)
+			if p.name != "" && ss.stmts[p.name] == p.st {
+				delete(ss.stmts, p.name)
+			}
+			continue
 		}
-	}
-	for _, d := range fx.deallocs {
+		d := fx.deallocs[j]
+		j--
 		if _, taken := ss.stmts[d.name]; !taken {
 			ss.addStmtLocked(d.name, d.st)
 		}
