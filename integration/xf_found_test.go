@@ -79,3 +79,25 @@ func TestSQLPrepareDeallocateSkipped(t *testing.T) {
 		})
 	}
 }
+
+// A DEALLOCATE of a name whose PREPARE the server never ran (parsed in an
+// unnamed Parse, replaced before it was executed) fails naming the
+// client's statement, not pgtide's.
+func TestSQLDeallocateUnranPrepareError(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xparse("", "DEALLOCATE q1"), xbind("", ""), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}

@@ -381,6 +381,19 @@ func (ss *session) undoSQLLocked(srv *serverState, fx *sqlFx) {
 	}
 }
 
+// sqlFxNowLocked is what the reply being read may confirm: the request
+// being answered holds it. With none queued, it is an Execute answered
+// after a Flush whose batch has no Sync yet: its PREPAREs and DEALLOCATEs
+// still wait in sqlPending for that Sync, and are confirmed there (left
+// unconfirmed, the Sync's ReadyForQuery would take back a PREPARE the
+// server ran).
+func (ss *session) sqlFxNowLocked() *sqlFx {
+	if e := ss.firstRequestLocked(); e != nil {
+		return e.sql
+	}
+	return ss.sqlPending
+}
+
 // sqlCompleteLocked looks at a CommandComplete of the client's: a PREPARE
 // or DEALLOCATE is confirmed; DDL may have changed any statement's parameter or result
 // types, so the next Parse of any text goes to a server again.
@@ -392,15 +405,7 @@ func (ss *session) sqlCompleteLocked(sc *pool.Conn, body []byte, h *entry) {
 	if i := bytes.IndexByte(tag, 0); i >= 0 {
 		tag = tag[:i]
 	}
-	// The request being answered holds what this confirms. With none
-	// queued, it is an Execute answered after a Flush whose batch has
-	// no Sync yet: its PREPAREs and DEALLOCATEs still wait in sqlPending
-	// for that Sync, and are confirmed there (left unconfirmed, the Sync's
-	// ReadyForQuery would take back a PREPARE the server ran).
-	fx := ss.sqlPending
-	if e := ss.firstRequestLocked(); e != nil {
-		fx = e.sql
-	}
+	fx := ss.sqlFxNowLocked()
 	switch {
 	case string(tag) == "PREPARE":
 		if fx != nil && len(fx.preps) > 0 {
@@ -494,6 +499,16 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	for cname, st := range ss.stmts {
 		if r := renameInError(body, st.name, cname); r != nil {
 			out, body = r, r[5:]
+		}
+	}
+	if fx := ss.sqlFxNowLocked(); out == nil && fx != nil {
+		// Or one a DEALLOCATE being run took from it before the server
+		// answered: the PREPARE booked ahead of it may never have run (a
+		// Parse of it replaced unexecuted), and the server names pgtide's.
+		for _, d := range fx.deallocs {
+			if r := renameInError(body, d.st.name, d.name); r != nil {
+				out, body = r, r[5:]
+			}
 		}
 	}
 	return out
