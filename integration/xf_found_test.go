@@ -101,3 +101,29 @@ func TestSQLDeallocateUnranPrepareError(t *testing.T) {
 		})
 	}
 }
+
+// An EXECUTE behind a DEALLOCATE ALL in one simple Query, or one batch,
+// fails naming the client's statement, not pgtide's.
+func TestSQLExecuteAfterDeallocateAllError(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a7' AS k")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; DEALLOCATE ALL; EXECUTE q3")}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a8' AS k")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; EXECUTE q3")}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a9' AS k")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 0),
+			xparse("", "EXECUTE q3"), xbind("", ""), xexec("", 0), xsync}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}

@@ -49,6 +49,10 @@ import (
 // unmapped again, a DEALLOCATE's mapped again.
 type sqlFx struct {
 	preps, deallocs []sqlPrep
+	// execs are the statements its EXECUTEs name, under the client's
+	// names: a DEALLOCATE ALL ahead of one in the same request drops
+	// the statement, and the server's 26000 names pgtide's.
+	execs []sqlPrep
 	// edits are the names rewritten in the request's text, in order: a
 	// server error's position is moved back onto the client's text
 	// (unshiftPosition).
@@ -171,6 +175,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				out = ss.ensureLocked(srv, st, out)
 			}
 			put(r, st.name)
+			fx.execs = append(fx.execs, sqlPrep{name: r.name, st: st})
 		case sqlDeallocate:
 			if r.bad || ss.stmts[r.name] == nil {
 				if strings.HasPrefix(r.name, "pgtide_") {
@@ -276,12 +281,13 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 // server needs first, and the rewrites for the Parse's entry (or nil). The client's PREPAREs wait for its next Sync.
 func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte, *sqlFx) {
 	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
-	if fx != nil && len(fx.preps)+len(fx.deallocs) > 0 {
+	if fx != nil && len(fx.preps)+len(fx.deallocs)+len(fx.execs) > 0 {
 		if ss.sqlPending == nil {
 			ss.sqlPending = &sqlFx{}
 		}
 		ss.sqlPending.preps = append(ss.sqlPending.preps, fx.preps...)
 		ss.sqlPending.deallocs = append(ss.sqlPending.deallocs, fx.deallocs...)
+		ss.sqlPending.execs = append(ss.sqlPending.execs, fx.execs...)
 	}
 	var pos *sqlFx // the Parse's own entry: where its text was rewritten
 	if fx != nil && len(fx.edits) > 0 {
@@ -504,8 +510,9 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if fx := ss.sqlFxNowLocked(); out == nil && fx != nil {
 		// Or one a DEALLOCATE being run took from it before the server
 		// answered: the PREPARE booked ahead of it may never have run (a
-		// Parse of it replaced unexecuted), and the server names pgtide's.
-		for _, d := range fx.deallocs {
+		// Parse of it replaced unexecuted), and the server names pgtide's;
+		// or one an EXECUTE names behind a DEALLOCATE ALL.
+		for _, d := range append(fx.deallocs[:len(fx.deallocs):len(fx.deallocs)], fx.execs...) {
 			if r := renameInError(body, d.st.name, d.name); r != nil {
 				out, body = r, r[5:]
 			}
