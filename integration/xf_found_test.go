@@ -102,8 +102,8 @@ func TestSQLDeallocateUnranPrepareError(t *testing.T) {
 	}
 }
 
-// An EXECUTE behind a DEALLOCATE ALL in one simple Query, or one batch,
-// fails naming the client's statement, not pgtide's.
+// An EXECUTE or DEALLOCATE behind a DEALLOCATE ALL in one simple Query, or
+// one batch, fails naming the client's statement, not pgtide's.
 func TestSQLExecuteAfterDeallocateAllError(t *testing.T) {
 	steps := []xfStep{
 		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a7' AS k")}},
@@ -113,6 +113,8 @@ func TestSQLExecuteAfterDeallocateAllError(t *testing.T) {
 		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a9' AS k")}},
 		{0, []pgproto3.FrontendMessage{xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 0),
 			xparse("", "EXECUTE q3"), xbind("", ""), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a10' AS k")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; DEALLOCATE q3")}},
 	}
 	for _, mode := range []xfMode{xfTxn, xfStatement} {
 		t.Run(string(mode), func(t *testing.T) {

@@ -49,9 +49,10 @@ import (
 // unmapped again, a DEALLOCATE's mapped again.
 type sqlFx struct {
 	preps, deallocs []sqlPrep
-	// execs are the statements its EXECUTEs name, under the client's
-	// names: a DEALLOCATE ALL ahead of one in the same request drops
-	// the statement, and the server's 26000 names pgtide's.
+	// execs are the statements its EXECUTEs and DEALLOCATEs name, under
+	// the client's names: a DEALLOCATE ALL ahead of one in the same
+	// request drops the statement (and takes the DEALLOCATE out of
+	// deallocs), and the server's 26000 names pgtide's.
 	execs []sqlPrep
 	// edits are the names rewritten in the request's text, in order: a
 	// server error's position is moved back onto the client's text
@@ -186,6 +187,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			st := ss.stmts[r.name]
 			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st), seq: sqlPrepSeq.Add(1)}
 			fx.deallocs = append(fx.deallocs, d)
+			fx.execs = append(fx.execs, sqlPrep{name: r.name, st: st})
 			delete(ss.stmts, r.name)
 			if d.real {
 				put(r, st.name) // out of srv once the server confirms it
@@ -508,11 +510,11 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 		}
 	}
 	if fx := ss.sqlFxNowLocked(); out == nil && fx != nil {
-		// Or one a DEALLOCATE being run took from it before the server
-		// answered: the PREPARE booked ahead of it may never have run (a
-		// Parse of it replaced unexecuted), and the server names pgtide's;
-		// or one an EXECUTE names behind a DEALLOCATE ALL.
-		for _, d := range append(fx.deallocs[:len(fx.deallocs):len(fx.deallocs)], fx.execs...) {
+		// Or one that an EXECUTE or DEALLOCATE being run names and that
+		// left the map before the server answered: a DEALLOCATE of it
+		// (whose PREPARE, booked ahead, may never have run: a Parse of it
+		// replaced unexecuted), or a DEALLOCATE ALL ahead of it.
+		for _, d := range fx.execs {
 			if r := renameInError(body, d.st.name, d.name); r != nil {
 				out, body = r, r[5:]
 			}
