@@ -49,6 +49,11 @@ import (
 // unmapped again, a DEALLOCATE's mapped again.
 type sqlFx struct {
 	preps, deallocs []sqlPrep
+	// execs are the statements its EXECUTEs and DEALLOCATEs name, under
+	// the client's names: a DEALLOCATE ALL ahead of one in the same
+	// request drops the statement (and takes the DEALLOCATE out of
+	// deallocs), and the server's 26000 names pgtide's.
+	execs []sqlPrep
 	// edits are the names rewritten in the request's text, in order: a
 	// server error's position is moved back onto the client's text
 	// (unshiftPosition).
@@ -63,8 +68,12 @@ type posEdit struct{ at, newLen, oldLen int }
 type sqlPrep struct {
 	name string // "" for a name pgtide does not map (U&"...")
 	st   *stmt
-	real bool // a DEALLOCATE the server runs on st itself
+	real bool   // a DEALLOCATE the server runs on st itself
+	seq  uint64 // booking order (sqlPrepSeq): undoSQLLocked goes backwards
 }
+
+// sqlPrepSeq numbers the PREPAREs and DEALLOCATEs pgtide books.
+var sqlPrepSeq atomic.Uint64
 
 var syncFrame = []byte{wire.FeSync, 0, 0, 0, 4}
 
@@ -147,7 +156,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			st := &stmt{name: newStmtName()}
 			st.prep = append(append([]byte("PREPARE "), st.name...), text[r.end:r.stmtEnd]...)
 			put(r, st.name)
-			p := sqlPrep{st: st}
+			p := sqlPrep{st: st, seq: sqlPrepSeq.Add(1)}
 			if !r.bad {
 				p.name = r.name
 				ss.addStmtLocked(r.name, st)
@@ -167,6 +176,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				out = ss.ensureLocked(srv, st, out)
 			}
 			put(r, st.name)
+			fx.execs = append(fx.execs, sqlPrep{name: r.name, st: st})
 		case sqlDeallocate:
 			if r.bad || ss.stmts[r.name] == nil {
 				if strings.HasPrefix(r.name, "pgtide_") {
@@ -175,8 +185,9 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 				continue
 			}
 			st := ss.stmts[r.name]
-			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st)}
+			d := sqlPrep{name: r.name, st: st, real: st.prep != nil && srv.has(st), seq: sqlPrepSeq.Add(1)}
 			fx.deallocs = append(fx.deallocs, d)
+			fx.execs = append(fx.execs, sqlPrep{name: r.name, st: st})
 			delete(ss.stmts, r.name)
 			if d.real {
 				put(r, st.name) // out of srv once the server confirms it
@@ -272,12 +283,13 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 // server needs first, and the rewrites for the Parse's entry (or nil). The client's PREPAREs wait for its next Sync.
 func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte, *sqlFx) {
 	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
-	if fx != nil && len(fx.preps)+len(fx.deallocs) > 0 {
+	if fx != nil && len(fx.preps)+len(fx.deallocs)+len(fx.execs) > 0 {
 		if ss.sqlPending == nil {
 			ss.sqlPending = &sqlFx{}
 		}
 		ss.sqlPending.preps = append(ss.sqlPending.preps, fx.preps...)
 		ss.sqlPending.deallocs = append(ss.sqlPending.deallocs, fx.deallocs...)
+		ss.sqlPending.execs = append(ss.sqlPending.execs, fx.execs...)
 	}
 	var pos *sqlFx // the Parse's own entry: where its text was rewritten
 	if fx != nil && len(fx.edits) > 0 {
@@ -351,18 +363,43 @@ func (ss *session) sqlReadyLocked(sc *pool.Conn) {
 // server did not confirm: a statement not prepared is not on the server
 // nor under the client's name; a name not deallocated is the client's
 // again.
+//
+// It goes backwards through them in the order they were booked: a PREPARE
+// then a DEALLOCATE of one name, neither run, leave no name (undone the
+// other way round, the DEALLOCATE mapped the name again to the PREPARE's
+// statement, which the server never had: 42P05 on the next PREPARE, and an
+// EXECUTE ran that text); a DEALLOCATE then a PREPARE leave the old one.
 func (ss *session) undoSQLLocked(srv *serverState, fx *sqlFx) {
-	for _, p := range fx.preps {
-		srv.remove(p.st)
-		if p.name != "" && ss.stmts[p.name] == p.st {
-			delete(ss.stmts, p.name)
+	i, j := len(fx.preps)-1, len(fx.deallocs)-1
+	for i >= 0 || j >= 0 {
+		if j < 0 || i >= 0 && fx.preps[i].seq > fx.deallocs[j].seq {
+			p := fx.preps[i]
+			i--
+			srv.remove(p.st)
+			if p.name != "" && ss.stmts[p.name] == p.st {
+				delete(ss.stmts, p.name)
+			}
+			continue
 		}
-	}
-	for _, d := range fx.deallocs {
+		d := fx.deallocs[j]
+		j--
 		if _, taken := ss.stmts[d.name]; !taken {
 			ss.addStmtLocked(d.name, d.st)
 		}
 	}
+}
+
+// sqlFxNowLocked is what the reply being read may confirm: the request
+// being answered holds it. With none queued, it is an Execute answered
+// after a Flush whose batch has no Sync yet: its PREPAREs and DEALLOCATEs
+// still wait in sqlPending for that Sync, and are confirmed there (left
+// unconfirmed, the Sync's ReadyForQuery would take back a PREPARE the
+// server ran).
+func (ss *session) sqlFxNowLocked() *sqlFx {
+	if e := ss.firstRequestLocked(); e != nil {
+		return e.sql
+	}
+	return ss.sqlPending
 }
 
 // sqlCompleteLocked looks at a CommandComplete of the client's: a PREPARE
@@ -516,6 +553,17 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if ss.sqlPending != nil {
 		for _, d := range ss.sqlPending.deallocs {
 			rename(d.st, d.name)
+		}
+	}
+	if fx := ss.sqlFxNowLocked(); out == nil && fx != nil {
+		// Or one that an EXECUTE or DEALLOCATE being run names and that
+		// left the map before the server answered: a DEALLOCATE of it
+		// (whose PREPARE, booked ahead, may never have run: a Parse of it
+		// replaced unexecuted), or a DEALLOCATE ALL ahead of it.
+		for _, d := range fx.execs {
+			if r := renameInError(body, d.st.name, d.name); r != nil {
+				out, body = r, r[5:]
+			}
 		}
 	}
 	return out

@@ -1,0 +1,131 @@
+package integration
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// A PREPARE in an unnamed Parse whose Execute the server answers after a
+// Flush, before the client sent that batch's Sync, must be kept: the client
+// holds the statement, as it does straight on PostgreSQL.
+func TestSQLPrepareAfterFlush(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DEALLOCATE q1"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 'again' AS q1; EXECUTE q1")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
+
+// An error about a statement the client prepared under two names with the
+// same text names the one it bound, as PostgreSQL's does.
+func TestSameTextTwoNamesError(t *testing.T) {
+	const q = "SELECT count(*) AS n FROM xf_c"
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("s1", q), xparse("s2", q), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s1", "7"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s2", "7"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xdescS("s1"), xbind("p1", "s1", "7"), xsync}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
+
+// PREPARE then DEALLOCATE of one name in unnamed Parses that the server
+// skips (an error came first) leave the client without that name, as on
+// PostgreSQL; DEALLOCATE then PREPARE leave it the statement it had.
+func TestSQLPrepareDeallocateSkipped(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xdescP("nosuch"), xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xparse("", "DEALLOCATE q1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 'a9' AS k; EXECUTE q1")}},
+		{0, []pgproto3.FrontendMessage{xdescP("nosuch"), xparse("", "DEALLOCATE q1"), xparse("", "PREPARE q1 AS SELECT 'new' AS q1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
+
+// A DEALLOCATE of a name whose PREPARE the server never ran (parsed in an
+// unnamed Parse, replaced before it was executed) fails naming the
+// client's statement, not pgtide's.
+func TestSQLDeallocateUnranPrepareError(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xparse("", "DEALLOCATE q1"), xbind("", ""), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
+
+// An EXECUTE or DEALLOCATE behind a DEALLOCATE ALL in one simple Query, or
+// one batch, fails naming the client's statement, not pgtide's.
+func TestSQLExecuteAfterDeallocateAllError(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a7' AS k")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; DEALLOCATE ALL; EXECUTE q3")}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a8' AS k")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; EXECUTE q3")}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a9' AS k")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 0),
+			xparse("", "EXECUTE q3"), xbind("", ""), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a10' AS k")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; DEALLOCATE q3")}},
+	}
+	for _, mode := range []xfMode{xfTxn, xfStatement} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
+			})
+			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
+			got, _ := xfRun(t, e.URL(), "", steps, mode)
+			if !xequal(want, got) {
+				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
+			}
+		})
+	}
+}
