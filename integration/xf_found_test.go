@@ -18,18 +18,7 @@ func TestSQLPrepareAfterFlush(t *testing.T) {
 		{0, []pgproto3.FrontendMessage{xsync}},
 		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 'again' AS q1; EXECUTE q1")}},
 	}
-	for _, mode := range []xfMode{xfTxn, xfStatement} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := newEnv(t, func(c *tideConf, db *dbConf) {
-				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
-			})
-			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
-			got, _ := xfRun(t, e.URL(), "", steps, mode)
-			if !xequal(want, got) {
-				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
-			}
-		})
-	}
+	xfCompareModes(t, steps)
 }
 
 // An error about a statement the client prepared under two names with the
@@ -42,18 +31,7 @@ func TestSameTextTwoNamesError(t *testing.T) {
 		{0, []pgproto3.FrontendMessage{xbind("", "s2", "7"), xexec("", 0), xsync}},
 		{0, []pgproto3.FrontendMessage{xdescS("s1"), xbind("p1", "s1", "7"), xsync}},
 	}
-	for _, mode := range []xfMode{xfTxn, xfStatement} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := newEnv(t, func(c *tideConf, db *dbConf) {
-				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
-			})
-			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
-			got, _ := xfRun(t, e.URL(), "", steps, mode)
-			if !xequal(want, got) {
-				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
-			}
-		})
-	}
+	xfCompareModes(t, steps)
 }
 
 // PREPARE then DEALLOCATE of one name in unnamed Parses that the server
@@ -66,18 +44,7 @@ func TestSQLPrepareDeallocateSkipped(t *testing.T) {
 		{0, []pgproto3.FrontendMessage{xdescP("nosuch"), xparse("", "DEALLOCATE q1"), xparse("", "PREPARE q1 AS SELECT 'new' AS q1"), xsync}},
 		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
 	}
-	for _, mode := range []xfMode{xfTxn, xfStatement} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := newEnv(t, func(c *tideConf, db *dbConf) {
-				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
-			})
-			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
-			got, _ := xfRun(t, e.URL(), "", steps, mode)
-			if !xequal(want, got) {
-				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
-			}
-		})
-	}
+	xfCompareModes(t, steps)
 }
 
 // A DEALLOCATE of a name whose PREPARE the server never ran (parsed in an
@@ -88,18 +55,7 @@ func TestSQLDeallocateUnranPrepareError(t *testing.T) {
 		{0, []pgproto3.FrontendMessage{xparse("", "PREPARE q1 AS SELECT 'ext' AS q1"), xparse("", "DEALLOCATE q1"), xbind("", ""), xexec("", 0), xsync}},
 		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
 	}
-	for _, mode := range []xfMode{xfTxn, xfStatement} {
-		t.Run(string(mode), func(t *testing.T) {
-			e := newEnv(t, func(c *tideConf, db *dbConf) {
-				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
-			})
-			want, _ := xfRun(t, e.DirectURL(), "", steps, mode)
-			got, _ := xfRun(t, e.URL(), "", steps, mode)
-			if !xequal(want, got) {
-				t.Errorf("pgtide's replies differ from PostgreSQL's (- PostgreSQL only, + pgtide only):\n%s", xdiff(want, got))
-			}
-		})
-	}
+	xfCompareModes(t, steps)
 }
 
 // An EXECUTE or DEALLOCATE behind a DEALLOCATE ALL in one simple Query, or
@@ -116,6 +72,13 @@ func TestSQLExecuteAfterDeallocateAllError(t *testing.T) {
 		{0, []pgproto3.FrontendMessage{xq("PREPARE q3 AS SELECT 'a10' AS k")}},
 		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL; DEALLOCATE q3")}},
 	}
+	xfCompareModes(t, steps)
+}
+
+// xfCompareModes runs steps against PostgreSQL and through pgtide (pool
+// size 1) in transaction and in statement mode, and compares the replies.
+func xfCompareModes(t *testing.T, steps []xfStep) {
+	t.Helper()
 	for _, mode := range []xfMode{xfTxn, xfStatement} {
 		t.Run(string(mode), func(t *testing.T) {
 			e := newEnv(t, func(c *tideConf, db *dbConf) {
