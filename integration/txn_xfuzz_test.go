@@ -157,7 +157,7 @@ func (g *xfGen) simpleStmt1() string {
 	case 14:
 		return fmt.Sprintf("SELECT set_config('work_mem', '%dkB', %v) AS wm", 3000+n*64, g.rnd.IntN(2) == 0)
 	case 15:
-		return fmt.Sprintf("SELECT current_setting('work_mem') AS wm, current_setting('application_name') AS an, current_setting('TimeZone') AS tz")
+		return "SELECT current_setting('work_mem') AS wm, current_setting('application_name') AS an, current_setting('TimeZone') AS tz"
 	case 16, 17:
 		if g.rnd.IntN(2) == 0 {
 			return fmt.Sprintf("PREPARE %s AS SELECT '%c%d' AS k", q, g.who, n)
