@@ -62,6 +62,11 @@ func adminRun(t *testing.T, c *pgconn.PgConn, sql string) ([]adminRow, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rowsByName(res), nil
+}
+
+// rowsByName is each row of res by column name.
+func rowsByName(res []*pgconn.Result) []adminRow {
 	var out []adminRow
 	for _, r := range res {
 		for _, row := range r.Rows {
@@ -72,7 +77,7 @@ func adminRun(t *testing.T, c *pgconn.PgConn, sql string) ([]adminRow, error) {
 			out = append(out, m)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func mustAdmin(t *testing.T, c *pgconn.PgConn, sql string) []adminRow {

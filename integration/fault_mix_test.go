@@ -290,18 +290,27 @@ func resetConn(nc net.Conn) {
 	_ = nc.Close()
 }
 
+// flHijack takes conn's socket over for raw messages, under ctx's deadline.
+func flHijack(ctx context.Context, conn *pgx.Conn) (*pgconn.HijackedConn, error) {
+	hc, err := conn.PgConn().Hijack()
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = hc.Conn.SetDeadline(dl)
+	}
+	return hc, nil
+}
+
 // flPipelined writes BEGIN, the statements and COMMIT as separate Query
 // messages in one write, then reads their replies. It reports whether
 // COMMIT was answered COMMIT with status I and nothing failed.
 func flPipelined(ctx context.Context, conn *pgx.Conn, stmts []string) bool {
-	hc, err := conn.PgConn().Hijack()
+	hc, err := flHijack(ctx, conn)
 	if err != nil {
 		return false
 	}
 	defer hc.Conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = hc.Conn.SetDeadline(dl)
-	}
 	all := append(append([]string{"BEGIN"}, stmts...), "COMMIT")
 	for _, s := range all {
 		hc.Frontend.Send(&pgproto3.Query{String: s})
@@ -346,14 +355,11 @@ func flReplies(fe *pgproto3.Frontend, n int) (okAll bool, tag string, status byt
 // was, until the connection ends: a client that ignores errors must still
 // never have a statement run outside its transaction.
 func flStubborn(ctx context.Context, conn *pgx.Conn, stmts []string) bool {
-	hc, err := conn.PgConn().Hijack()
+	hc, err := flHijack(ctx, conn)
 	if err != nil {
 		return false
 	}
 	defer hc.Conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = hc.Conn.SetDeadline(dl)
-	}
 	all := append(append([]string{"BEGIN"}, stmts...), "COMMIT")
 	okAll := true
 	for i, s := range all {
@@ -544,17 +550,7 @@ func (f *flEnv) flAdmin(sql string, d time.Duration) ([]adminRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []adminRow
-	for _, r := range res {
-		for _, row := range r.Rows {
-			m := adminRow{}
-			for i, fd := range r.FieldDescriptions {
-				m[fd.Name] = string(row[i])
-			}
-			out = append(out, m)
-		}
-	}
-	return out, nil
+	return rowsByName(res), nil
 }
 
 // faultLog is when each fault was injected.
