@@ -50,3 +50,45 @@ func TestLoginSettingRefusedAsPostgreSQL(t *testing.T) {
 		})
 	}
 }
+
+// TestStartupParamOverridesOptions: a parameter sent both in the startup
+// packet and as "-c" in options takes the startup packet's value, as
+// PostgreSQL applies options first and the other startup parameters after
+// them (lib/pq's own TestRuntimeParameters sends client_encoding=UTF8 with
+// options='-c client_encoding=SQL_ASCII' and expects UTF8). Before, pgtide
+// let options win, in every pool mode.
+func TestStartupParamOverridesOptions(t *testing.T) {
+	params := map[string]string{
+		"client_encoding": "UTF8",
+		"work_mem":        "3MB",
+		"options":         "-c client_encoding=SQL_ASCII -c work_mem=5MB -c jit=off",
+	}
+	show := func(t *testing.T, url string) string {
+		cfg, err := pgconn.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+		c, err := pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctxT(t, 5*time.Second))
+		res, err := c.Exec(ctxT(t, 10*time.Second), "SELECT current_setting('client_encoding') || ' ' || current_setting('work_mem') || ' ' || current_setting('jit')").ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(res[0].Rows[0][0]) + " told " + c.ParameterStatus("client_encoding")
+	}
+	for _, mode := range []string{"session", "transaction"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, _ *dbConf) { c.PoolMode = mode })
+			want := show(t, e.DirectURL())
+			if got := show(t, e.URL()); got != want {
+				t.Errorf("through pgtide: %q, PostgreSQL: %q", got, want)
+			}
+		})
+	}
+}

@@ -23,7 +23,8 @@ import (
 var notSettings = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
 
 // wantFromStartup records the settings the client asked for in its startup
-// packet, including "-c name=value" and "--name=value" in options, less
+// packet, including "-c name=value" and "--name=value" in options (which
+// the packet's own parameters override, as in PostgreSQL), less
 // those ignore_startup_parameters names (PgBouncer's list of parameters it
 // accepts without applying; pgtide accepts every parameter anyway, so the
 // list only keeps values off the servers). db's client_encoding, datestyle
@@ -36,11 +37,6 @@ func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, param
 			}
 		}
 		return false
-	}
-	for k, v := range params {
-		if lk := strings.ToLower(k); !notSettings[k] && !ignored(lk) {
-			ss.setWant(lk, v)
-		}
 	}
 	var opts []string
 	if !ignored("options") {
@@ -66,6 +62,13 @@ func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, param
 		}
 		if name = strings.ToLower(strings.ReplaceAll(name, "-", "_")); !ignored(name) {
 			ss.setWant(name, val)
+		}
+	}
+	// After options, as PostgreSQL applies them (process_startup_options):
+	// a parameter sent both ways takes the startup packet's own value.
+	for k, v := range params {
+		if lk := strings.ToLower(k); !notSettings[k] && !ignored(lk) {
+			ss.setWant(lk, v)
 		}
 	}
 	for _, d := range [...][2]string{{"client_encoding", db.ClientEncoding}, {"datestyle", db.DateStyle}, {"timezone", db.TimeZone}} {
