@@ -207,13 +207,13 @@ host     %[2]s,pgtide  all          127.0.0.0/8   scram-sha-256
 	})
 	t.Run("reject", func(t *testing.T) {
 		_, err := pgx.Connect(ctxT(t, 10*time.Second), tlsURL(e.tide.Port, e.DB, "rejected", "x", "sslmode", "disable"))
-		if sqlState(err) != "28000" || !strings.Contains(err.Error(), `pg_hba.conf rejects connection for host "127.0.0.1", user "rejected", database "`+e.DB+`", SSL off`) {
+		if sqlState(err) != "28000" || !strings.Contains(err.Error(), `pg_hba.conf rejects connection for host "127.0.0.1", user "rejected", database "`+e.DB+`", no encryption`) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("no entry", func(t *testing.T) {
 		_, err := pgx.Connect(ctxT(t, 10*time.Second), tlsURL(e.tide.Port, "otherdb", e.User, e.Pass, "sslmode", "disable"))
-		if sqlState(err) != "28000" || !strings.Contains(err.Error(), `no pg_hba.conf entry for host "127.0.0.1", user "`+e.User+`", database "otherdb", SSL off`) {
+		if sqlState(err) != "28000" || !strings.Contains(err.Error(), `no pg_hba.conf entry for host "127.0.0.1", user "`+e.User+`", database "otherdb", no encryption`) {
 			t.Fatalf("got %v", err)
 		}
 		if !strings.Contains(e.tide.Logs(), `"user":"`+e.User+`"`) {

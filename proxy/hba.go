@@ -397,17 +397,18 @@ func (s *Server) clientAuthMethod(cfg *config.Config, nc net.Conn, user, db stri
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		hc.ip, host = ta.IP, ta.IP.String()
 	}
-	sslWord := "off"
+	// PostgreSQL 12 and later name the encryption, not "SSL on/off".
+	sslWord := "no encryption"
 	if ssl {
-		sslWord = "on"
+		sslWord = "SSL encryption"
 	}
 	r := sec.hba.match(hc)
 	if r == nil {
-		return 0, &clientError{codeInvalidAuthSpec, fmt.Sprintf("no pg_hba.conf entry for host %q, user %q, database %q, SSL %s", host, user, db, sslWord)}
+		return 0, &clientError{codeInvalidAuthSpec, fmt.Sprintf("no pg_hba.conf entry for host %q, user %q, database %q, %s", host, user, db, sslWord)}
 	}
 	switch r.method {
 	case hbaReject:
-		return 0, &clientError{codeInvalidAuthSpec, fmt.Sprintf("pg_hba.conf rejects connection for host %q, user %q, database %q, SSL %s", host, user, db, sslWord)}
+		return 0, &clientError{codeInvalidAuthSpec, fmt.Sprintf("pg_hba.conf rejects connection for host %q, user %q, database %q, %s", host, user, db, sslWord)}
 	case hbaCert:
 		if !hasCert {
 			return 0, &clientError{codeInvalidAuthSpec, "connection requires a valid client certificate"}
