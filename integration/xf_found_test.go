@@ -75,6 +75,21 @@ func TestSQLExecuteAfterDeallocateAllError(t *testing.T) {
 	xfCompareModes(t, steps)
 }
 
+// A Close the server skipped (an error came first) of a statement that a
+// DISCARD ALL ahead of it in the same batch had dropped leaves the name
+// dropped, as on PostgreSQL: pgtide gave the name back (the undo of a
+// skipped Close), and a later Bind of it ran the DISCARD ALL again where
+// PostgreSQL answers 26000. Found by the random tester (seed 700027).
+func TestSkippedCloseAfterDiscardAll(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("s2", "DISCARD ALL"), xbind("", "s2"), xexec("", 2),
+			xparse("s1", "COMMIT"), xbind("", "s1", "1"), xcloseS("s2"), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s2"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xdescS("s1"), xsync}},
+	}
+	xfCompareModes(t, steps)
+}
+
 // xfCompareModes runs steps against PostgreSQL and through pgtide (pool
 // size 1) in transaction and in statement mode, and compares the replies.
 func xfCompareModes(t *testing.T, steps []xfStep) {

@@ -815,6 +815,11 @@ func (ss *session) forgetAllLocked(sc *pool.Conn, h *entry) {
 			later[e.st] = true
 		case e.kind == wire.FeClose && e.st != nil && e.act == actSkip: // an eviction
 			srv.remove(e.st)
+		case e.kind == wire.FeClose && e.act == actFake && e.st != nil && !later[e.st]:
+			// A Close of a statement from before: this took it, and a
+			// skip of the Close must not give the name back
+			// (undoSkippedLocked).
+			e.st, e.name = nil, ""
 		case e.kind == wire.FeClose && e.st != nil && e.name != "" && ss.stmts[e.name] == e.st:
 			delete(ss.stmts, e.name)
 		case (e.kind == wire.FeBind || e.kind == wire.FeDescribe) && e.st != nil && e.name == "":
