@@ -94,7 +94,13 @@ func TestSkippedCloseAfterDiscardAll(t *testing.T) {
 // size 1) in transaction and in statement mode, and compares the replies.
 func xfCompareModes(t *testing.T, steps []xfStep) {
 	t.Helper()
-	for _, mode := range []xfMode{xfTxn, xfStatement} {
+	xfCompareIn(t, steps, xfTxn, xfStatement)
+}
+
+// xfCompareIn is xfCompareModes in the given modes.
+func xfCompareIn(t *testing.T, steps []xfStep, modes ...xfMode) {
+	t.Helper()
+	for _, mode := range modes {
 		t.Run(string(mode), func(t *testing.T) {
 			e := newEnv(t, func(c *tideConf, db *dbConf) {
 				c.PoolMode, db.PoolMode, db.PoolSize = string(mode), string(mode), 1
@@ -106,4 +112,27 @@ func xfCompareModes(t *testing.T, steps []xfStep) {
 			}
 		})
 	}
+}
+
+// A Close of a statement name the client does not have, then Flush, inside
+// a failed transaction block, is answered at the Flush, as PostgreSQL
+// answers it. Found by the random tester (seed 700112): pgtide sent nothing
+// and the client waited for good.
+func TestCloseUnknownFlushInFailedBlock(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xq("BEGIN")}},
+		{0, []pgproto3.FrontendMessage{xq("SELECT 1/0")}},
+		{0, []pgproto3.FrontendMessage{xcloseS("s2"), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("ROLLBACK")}},
+		// The same in a transaction that did not fail, of a statement the
+		// client has, then of the one it just closed.
+		{0, []pgproto3.FrontendMessage{xq("BEGIN")}},
+		{0, []pgproto3.FrontendMessage{xparse("s1", "SELECT 1 AS one"), xsync}},
+		{0, []pgproto3.FrontendMessage{xcloseS("s1"), xflush}},
+		{0, []pgproto3.FrontendMessage{xcloseS("s1"), xflush}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s1"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("COMMIT")}},
+	}
+	xfCompareIn(t, steps, xfTxn) // statement mode has no transaction blocks
 }

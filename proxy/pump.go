@@ -224,11 +224,38 @@ func (ss *session) drivePump(w []byte, now time.Time) error {
 	}
 	ss.mu.Lock()
 	sc := ss.sc
+	// pgtide's own replies at the head of the queue (a Close it answers,
+	// then Flush) owe nothing to the server, and no pump runs yet to write
+	// them: write them now, or a server that is sent nothing to answer
+	// would keep them from the client for good.
+	var fakes []byte
+	if sc != nil && ss.over == nil {
+		fakes = ss.takeFakesLocked(nil)
+		if len(fakes) > 0 {
+			ss.wake = false
+		}
+	}
+	idleAfter := len(fakes) > 0 && ss.q.empty() && !ss.copyIn && ss.txStatus != wire.TxIdle
 	inline := sc != nil && !ss.q.empty() && !ss.unsynced && !ss.copyIn && ss.over == nil
 	ss.pumpInline = inline
 	ss.mu.Unlock()
 	if sc == nil {
 		return nil
+	}
+	if len(fakes) > 0 {
+		_ = sc.Net.SetReadDeadline(time.Time{}) // the wake queuedLocked set for a pump
+		ss.toClient(fakes)
+	}
+	if idleAfter && ss.srv.parker != nil {
+		// Nothing owed inside a transaction: the server waits unread for
+		// the client's next statement, as below (heldIdle).
+		var err error
+		if len(w) > 0 {
+			err = ss.toServer(sc, w)
+		}
+		ss.pumpPending = true
+		ss.heldIdle.Store(true)
+		return err
 	}
 	if !inline {
 		ss.goPump(sc)
