@@ -123,6 +123,19 @@ func (p *chaosPair) close(rst bool) {
 	})
 }
 
+// pickBackend returns the live pair whose PostgreSQL side is the backend
+// connected from local port port (pg_stat_activity.client_port), or nil.
+func (r *chaosRelay) pickBackend(port int) *chaosPair {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.pairs {
+		if a, ok := p.s.LocalAddr().(*net.TCPAddr); ok && a.Port == port {
+			return p
+		}
+	}
+	return nil
+}
+
 // pick returns a random live pair (any one when rng is nil), or nil.
 func (r *chaosRelay) pick(rng *rand.Rand) *chaosPair {
 	r.mu.Lock()

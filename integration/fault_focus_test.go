@@ -68,14 +68,17 @@ func TestFaultResetWhileHeldIdle(t *testing.T) {
 		if st, pe, err := r.untilReady(); err != nil || pe != nil || st != 'T' {
 			t.Fatalf("BEGIN: status %c, error %v, %v", st, pe, err)
 		}
-		var pid int
-		if err := mon.QueryRow(ctxT(t, 10*time.Second), `SELECT pid FROM pg_stat_activity
-			WHERE datname = $1 AND state = 'idle in transaction'`, e.DB).Scan(&pid); err != nil {
+		var pid, port int
+		if err := mon.QueryRow(ctxT(t, 10*time.Second), `SELECT pid, client_port FROM pg_stat_activity
+			WHERE datname = $1 AND state = 'idle in transaction'`, e.DB).Scan(&pid, &port); err != nil {
 			t.Fatalf("the client's backend: %v", err)
 		}
-		p := relay.pick(nil)
+		// That backend's own connection: another one through the relay (a
+		// cancel request's, the last server's not yet torn down) would
+		// leave it untouched.
+		p := relay.pickBackend(port)
 		if p == nil {
-			t.Fatal("no connection through the relay")
+			t.Fatalf("the backend's connection (port %d) is not through the relay", port)
 		}
 		p.reset()
 		// The reset reached both ends once the backend is gone.
