@@ -197,3 +197,25 @@ func TestNotifyPIDAsyncpg(t *testing.T) {
 		runTxnPy(t, py, "asyncpg_notify_pid.py", te.tide.Host, te.tide.Port, te.DB, te.User, te.Pass, "PGT_CROSS=0")
 	})
 }
+
+// TestNotifyPIDPsycopg2: psycopg2's Notify.pid is the notifier's
+// get_backend_pid(), as psycopg2's own test_notify checks with a notifier
+// process that exits right after its NOTIFY: straight against PostgreSQL,
+// through pgtide in session mode, and (the listener notifying itself)
+// through pgtide in transaction mode.
+func TestNotifyPIDPsycopg2(t *testing.T) {
+	py := needPython(t, "psycopg2", "python3-psycopg2")
+	e := newEnv(t, nil)
+	directDB := e.DB + "_direct"
+	e.pg.Exec(t, fmt.Sprintf("CREATE DATABASE %s OWNER %s", directDB, e.User))
+	t.Run("direct", func(t *testing.T) {
+		runTxnPy(t, py, "psycopg2_notify_pid.py", e.pg.Host, e.pg.Port, directDB, e.User, e.Pass, "PGT_CROSS=1")
+	})
+	t.Run("session", func(t *testing.T) {
+		runTxnPy(t, py, "psycopg2_notify_pid.py", e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass, "PGT_CROSS=1")
+	})
+	t.Run("transaction", func(t *testing.T) {
+		te := txnPyEnv(t, 2)
+		runTxnPy(t, py, "psycopg2_notify_pid.py", te.tide.Host, te.tide.Port, te.DB, te.User, te.Pass, "PGT_CROSS=0")
+	})
+}
