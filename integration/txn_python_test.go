@@ -27,8 +27,9 @@ func txnPyEnv(t *testing.T, poolSize int) *env {
 
 // runTxnPy runs testdata/<name> with /usr/bin/python3 against host:port
 // and fails the test unless it exits 0 with "OK" as its last line; anything
-// else the script printed is logged.
-func runTxnPy(t *testing.T, py, name, host string, port int, db, user, password string) {
+// else the script printed is logged. extra is more of the script's
+// environment, "KEY=value" each.
+func runTxnPy(t *testing.T, py, name, host string, port int, db, user, password string, extra ...string) {
 	t.Helper()
 	src, err := pyScripts.ReadFile("testdata/" + name)
 	if err != nil {
@@ -48,6 +49,7 @@ func runTxnPy(t *testing.T, py, name, host string, port int, db, user, password 
 	cmd.Env = append(env,
 		"PGT_HOST="+host, fmt.Sprintf("PGT_PORT=%d", port),
 		"PGT_DB="+db, "PGT_USER="+user, "PGT_PASSWORD="+password, "PGT_ROLE="+user+"_r")
+	cmd.Env = append(cmd.Env, extra...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()

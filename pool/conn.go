@@ -93,6 +93,11 @@ type Conn struct {
 	// rest, so nothing can be sent to clean it, and it is never lent in
 	// that state (Reusable).
 	partial atomic.Bool
+	// holder is the borrower's name for whom the connection was last lent
+	// to (SetHolder); 0 for none. It outlives the loan: the pool keeps it
+	// until the next borrower sets it again, and drops it with the
+	// connection.
+	holder atomic.Uint32
 
 	created  time.Time
 	lifetime time.Duration // jittered server_lifetime, 0 = none
@@ -118,6 +123,15 @@ type Conn struct {
 
 // AppliedParam is a parameter pgtide set on a server for a client.
 type AppliedParam struct{ Want, Got string }
+
+// SetHolder records for whom the connection is lent, as a number the
+// borrower chooses (the proxy: the cancel-key process ID pgtide minted for
+// a session-mode client, 0 otherwise); HolderOf finds it by backend PID.
+// Any goroutine; it stays until set again or the connection closes.
+func (c *Conn) SetHolder(h uint32) { c.holder.Store(h) }
+
+// Holder is what SetHolder last recorded.
+func (c *Conn) Holder() uint32 { return c.holder.Load() }
 
 // Pool returns the pool the connection belongs to.
 func (c *Conn) Pool() *Pool { return c.pool }

@@ -191,6 +191,8 @@ type Pool struct {
 	closeBefore atomic.Int64
 	// conns are the open connections this pool dialed (MarkedOpen).
 	conns map[*Conn]struct{}
+	// byPID is conns by backend PID (HolderOf).
+	byPID map[uint32]*Conn
 	// changed is closed and dropped when a connection comes back or
 	// closes (Changed); nil while nobody waits.
 	changed chan struct{}
@@ -633,6 +635,10 @@ func (p *Pool) dialOne(ctx context.Context) (*Conn, error) {
 		p.conns = map[*Conn]struct{}{}
 	}
 	p.conns[c] = struct{}{}
+	if p.byPID == nil {
+		p.byPID = map[uint32]*Conn{}
+	}
+	p.byPID[c.PID] = c
 	if lt := p.opts.Lifetime; lt > 0 {
 		// Up to 10% jitter so connections opened together do not all
 		// expire together.
@@ -680,6 +686,9 @@ func (p *Pool) releaseSlot(c *Conn) {
 	p.mu.Lock()
 	if c != nil {
 		delete(p.conns, c)
+		if p.byPID[c.PID] == c {
+			delete(p.byPID, c.PID)
+		}
 	}
 	p.notifyLocked()
 	p.open--
@@ -689,6 +698,19 @@ func (p *Pool) releaseSlot(c *Conn) {
 	if w != nil {
 		w.ch <- grant{dial: true}
 	}
+}
+
+// HolderOf returns the Holder of this pool's open connection to the
+// backend with process ID pid, idle or lent; 0 when the pool has none.
+// (The proxy uses it for the process ID of a NotificationResponse.)
+func (p *Pool) HolderOf(pid uint32) uint32 {
+	p.mu.Lock()
+	c := p.byPID[pid]
+	p.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	return c.Holder()
 }
 
 // Release returns a clean, idle connection (invariant 1: the caller has

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -385,10 +386,43 @@ func heldZ(skip bool, status byte) []byte {
 // needsBody lists the server messages the pump must see whole.
 func needsBody(typ byte) bool {
 	switch typ {
-	case wire.BeReadyForQuery, wire.BeParameterStatus, wire.BeCommandComplete, wire.BeErrorResponse:
+	case wire.BeReadyForQuery, wire.BeParameterStatus, wire.BeCommandComplete, wire.BeErrorResponse,
+		wire.BeNotification: // small: at most a channel name and an 8000-byte payload
 		return true
 	}
 	return false
+}
+
+// notifyPID rewrites, in place, the process ID of a NotificationResponse
+// (body, its message body) to the cancel-key process ID pgtide minted for
+// the client that sent the NOTIFY, where pgtide knows exactly which client
+// that was, so that it equals what that client was told is its backend's
+// (BackendKeyData: PQbackendPID, asyncpg's get_server_pid(), psycopg's
+// info.backend_pid), as it does straight against PostgreSQL:
+//   - the notifying backend is sc, this client's own server: this client;
+//   - session mode: a server of the same pool whose last loan was to a
+//     session-mode client (pool.Conn.SetHolder, attachLocked), lent to it
+//     now or since it left, and not lent again: that client.
+//
+// Otherwise the server's PID stays, as PgBouncer leaves it: in transaction
+// mode a server moves to another client at every transaction's end, and
+// may have done so before the listener's backend reads the NOTIFY. Needs
+// neither mu nor any other lock of the session's.
+func (ss *session) notifyPID(sc *pool.Conn, body []byte) {
+	if len(body) < 4 {
+		return
+	}
+	pid := binary.BigEndian.Uint32(body)
+	var to uint32
+	switch {
+	case pid == sc.PID:
+		to = ss.keyPID
+	case ss.mode == config.PoolSession && sc.Pool() != nil:
+		to = sc.Pool().HolderOf(pid)
+	}
+	if to != 0 {
+		binary.BigEndian.PutUint32(body, to)
+	}
 }
 
 // frameReady reports whether b starts with a message the pump can handle
@@ -452,6 +486,11 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 	case wire.BeParameterStatus:
 		ss.parameterStatusLocked(sc, body)
 		return !skip, evNone, nil
+	case wire.BeNotification:
+		// Asynchronous: the client's LISTEN's, whatever request is at
+		// the head (pgtide's own included), so it always reaches the client.
+		ss.notifyPID(sc, body)
+		return true, evNone, nil
 	case wire.BeParseComplete:
 		if h != nil && h.kind == wire.FeParse {
 			e := ss.q.popHead()

@@ -694,9 +694,15 @@ func (ss *session) attachLocked(sc *pool.Conn) {
 	ss.txStatus = sc.TxStatus
 	ss.pumpErr = nil
 	if ss.mode == config.PoolSession {
+		// A NOTIFY sent through sc is this client's until sc is lent to
+		// someone else or closed (notifyPID, pump.go).
+		sc.SetHolder(ss.keyPID)
 		ss.pumpDone = make(chan struct{})
 		go ss.pump(sc, ss.pumpDone)
 		return
+	}
+	if sc.Holder() != 0 {
+		sc.SetHolder(0) // lent in session mode before a reload changed the mode
 	}
 	ss.pumpDone = nil     // made by goPump; none for a round trip pumped inline
 	ss.pumpPending = true // drivePump or startPump (pump.go)

@@ -550,6 +550,9 @@ func (ss *session) restored(sc *pool.Conn, werr error) bool {
 			ss.mu.Unlock()
 			out = wire.AppendFrame(out, typ, body)
 		case wire.BeNoticeResponse, wire.BeNotification:
+			if typ == wire.BeNotification {
+				ss.notifyPID(sc, body)
+			}
 			out = wire.AppendFrame(out, typ, body)
 		case wire.BeReadyForQuery:
 			if len(body) > 0 {
@@ -635,6 +638,7 @@ func (ss *session) settle(sc *pool.Conn, werr error) bool {
 				serr = pool.DecodeError(typ, body)
 			}
 		case wire.BeNotification:
+			ss.notifyPID(sc, body)
 			async = wire.AppendFrame(async, typ, body)
 		case wire.BeParameterStatus:
 			ss.mu.Lock()
