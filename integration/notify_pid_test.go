@@ -219,3 +219,22 @@ func TestNotifyPIDPsycopg2(t *testing.T) {
 		runTxnPy(t, py, "psycopg2_notify_pid.py", te.tide.Host, te.tide.Port, te.DB, te.User, te.Pass, "PGT_CROSS=0")
 	})
 }
+
+// TestMintedPIDPositive: the process ID pgtide gives a client in
+// BackendKeyData is positive as an int32, as PostgreSQL's are (drivers read
+// it signed). Before, about half were negative: 32 logins all positive by
+// chance was a 1 in 4 billion.
+func TestMintedPIDPositive(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := 0; i < 32; i++ {
+		c, err := pgconn.Connect(ctxT(t, 10*time.Second), e.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := int32(c.PID())
+		c.Close(ctxT(t, 5*time.Second))
+		if pid <= 0 {
+			t.Fatalf("login %d was told process ID %d", i, pid)
+		}
+	}
+}

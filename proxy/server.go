@@ -553,7 +553,9 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 func (s *Server) register(ss *session) {
 	s.mu.Lock()
 	for {
-		pid := uint32(randUint64())
+		// Positive as an int32, as PostgreSQL's process IDs are: drivers
+		// read it signed (asyncpg showed a minted one as -1435743495).
+		pid := uint32(randUint64()) & 0x7fffffff
 		if pid == 0 || s.sessions[pid] != nil {
 			continue
 		}
