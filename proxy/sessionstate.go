@@ -646,13 +646,16 @@ func (ss *session) holdForCaptureLocked(z []byte) bool {
 }
 
 // holdForRestoreLocked is holdForCaptureLocked for session mode, where no
-// capture runs (the server is the client's alone) but a RESET, RESET ALL
-// or DISCARD ALL still returns the settings pgtide SET at
-// login to the server's defaults: at a ReadyForQuery outside a transaction
-// with nothing else outstanding, after such a command, it holds the
-// ReadyForQuery back and reports that the pump must set them again first
-// (sendRestoreLocked, restored). With requests pipelined behind, nothing
-// is done: they are on the server already, ahead of anything pgtide sends.
+// capture runs (the server is the client's alone) but a RESET, RESET ALL,
+// DISCARD ALL or SET ... TO DEFAULT (setsDefault) still returns the
+// settings pgtide SET at login to the server's defaults: at a
+// ReadyForQuery outside a transaction with nothing else outstanding, after
+// such a command (inside a transaction block: at its end; after a
+// ROLLBACK the restore finds nothing to set), it holds the ReadyForQuery
+// back and reports that the pump must set them again first
+// (sendRestoreLocked, restored). With requests pipelined behind, it waits
+// for the next such ReadyForQuery: they are on the server already, ahead
+// of anything pgtide sends, and run with the server's defaults.
 func (ss *session) holdForRestoreLocked(z []byte) bool {
 	if !ss.st.mayReset || ss.gone || !ss.q.empty() || ss.unsynced || ss.copyIn {
 		return false
