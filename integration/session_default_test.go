@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // TestSessionSetDefaultReturnsToStartupSettings: session mode, where pgtide
@@ -63,6 +66,45 @@ func TestSessionSetDefaultReturnsToStartupSettings(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestSessionSetDefaultPortalInBlock: in session mode, a SET ... TO DEFAULT
+// prepared and bound to a named portal in one Sync of a transaction block
+// and run by an Execute in a later one (nothing in that Sync names the
+// statement) still returns the connect-time setting at COMMIT, as against
+// PostgreSQL directly; after a ROLLBACK the SET is undone and nothing is
+// set again.
+func TestSessionSetDefaultPortalInBlock(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "session"
+	})
+	run := func(url, end string) []string {
+		tb, fb, _, _ := rawLoginKey(t, url+"&timezone=Asia/Tokyo&options=-c%20work_mem%3D7MB")
+		var out []string
+		step := func(msgs ...pgproto3.FrontendMessage) {
+			send(t, tb, msgs...)
+			got, err := readToZ(tb, fb, 20*time.Second)
+			if err != nil {
+				t.Fatalf("%v: %v", got, err)
+			}
+			out = append(out, fmt.Sprint(got))
+		}
+		step(&pgproto3.Query{String: "SET TimeZone = 'UTC'; SET work_mem = '5MB'; BEGIN"})
+		step(&pgproto3.Parse{Name: "d", Query: "SET work_mem TO DEFAULT"}, &pgproto3.Parse{Name: "z", Query: "SET TIME ZONE LOCAL"},
+			&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "d"}, &pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "z"},
+			&pgproto3.Sync{})
+		step(&pgproto3.Execute{Portal: "p1"}, &pgproto3.Execute{Portal: "p2"}, &pgproto3.Sync{})
+		step(&pgproto3.Query{String: end})
+		step(&pgproto3.Query{String: "SELECT current_setting('work_mem'), current_setting('TimeZone')"})
+		return out
+	}
+	for _, end := range []string{"COMMIT", "ROLLBACK"} {
+		want := run(e.DirectURL(), end)
+		got := run(e.URL(), end)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: through pgtide %v\n        PostgreSQL %v", end, got, want)
 		}
 	}
 }

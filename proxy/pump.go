@@ -394,8 +394,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		ss.txStatus, sc.TxStatus = status, status
 		ss.readyLocked(status, sk)
 		ss.copyIn = false
-		if ss.q.empty() && !ss.unsynced {
-			// All the client sent is answered, with its tags (noteTagLocked).
+		if status == wire.TxIdle && ss.q.empty() && !ss.unsynced {
+			// All the client sent is answered, with its tags
+			// (noteTagLocked), and no portal it bound is left to run.
 			ss.st.setDefault = false
 		}
 		if (rk == wire.FeQuery || rk == wire.FeFunctionCall) && ss.unsynced && ss.q.empty() && ss.mode != config.PoolSession {

@@ -79,8 +79,10 @@ type sessState struct {
 	// TO DEFAULT, DISCARD, DO, CALL), so the next capture restores.
 	restoring, mayReset bool
 	// setDefault (session mode): something the client sent since the
-	// last ReadyForQuery that answered all it had sent may run a SET ...
-	// TO DEFAULT (setsDefault), so a SET tag raises mayReset.
+	// last ReadyForQuery outside a transaction block that answered all it
+	// had sent may run a SET ... TO DEFAULT (setsDefault), so a SET tag
+	// raises mayReset. Inside a block it stays: a portal bound there may
+	// run in a later Sync.
 	setDefault bool
 	customs    map[string]bool // custom (x.y) parameter names seen in the client's SQL
 	flagged    map[*stmt]bool  // the client's statements whose text may change state
