@@ -101,7 +101,7 @@ func TestSessionResetReturnsToStartupSettings(t *testing.T) {
 }
 
 // resetSteps connects with connect-time settings (TimeZone, DateStyle,
-// search_path, and jit and a custom one through options), runs each step
+// search_path, application_name, and jit and a custom one through options), runs each step
 // (statements split on "; "), and describes what the client sees after
 // each: the values its queries run with and the reported ones it was told.
 // other, when set, runs a query between steps (on the same server).
@@ -113,6 +113,7 @@ func resetSteps(t *testing.T, url string, mode pgx.QueryExecMode, steps []string
 	cfg.RuntimeParams["TimeZone"] = "Asia/Tokyo"
 	cfg.RuntimeParams["DateStyle"] = "German"
 	cfg.RuntimeParams["search_path"] = "foo, public"
+	cfg.RuntimeParams["application_name"] = "startup_app"
 	cfg.RuntimeParams["options"] = "-c jit=off -c myapp.tenant=a"
 	cfg.DefaultQueryExecMode = mode
 	c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
@@ -134,13 +135,13 @@ func resetSteps(t *testing.T, url string, mode pgx.QueryExecMode, steps []string
 				t.Fatal(err)
 			}
 		}
-		var tz, ds, sp, jit, tenant string
-		if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true)").Scan(&tz, &ds, &sp, &jit, &tenant); err != nil {
+		var tz, ds, sp, jit, tenant, app string
+		if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('search_path'), current_setting('jit'), current_setting('myapp.tenant', true), current_setting('application_name')").Scan(&tz, &ds, &sp, &jit, &tenant, &app); err != nil {
 			t.Fatal(err)
 		}
 		pc := c.PgConn()
-		out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s; reported TimeZone=%s DateStyle=%s",
-			step, tz, ds, sp, jit, tenant, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle")))
+		out = append(out, fmt.Sprintf("after %q: TimeZone=%s DateStyle=%s search_path=%s jit=%s myapp.tenant=%s application_name=%s; reported TimeZone=%s DateStyle=%s application_name=%s",
+			step, tz, ds, sp, jit, tenant, app, pc.ParameterStatus("TimeZone"), pc.ParameterStatus("DateStyle"), pc.ParameterStatus("application_name")))
 	}
 	return out
 }

@@ -16,6 +16,9 @@ package integration
 //
 // PGTIDE_XFUZZ_SEED=S replays from seed S (sequence i uses seed S+i), or
 // =time picks one; PGTIDE_XFUZZ_N=n runs n sequences (see TestTxnXFuzz).
+// PGTIDE_XFUZZ_PARAMS is added to the clients' connection URL (connect-time
+// settings: options=-c%20work_mem%3D7MB, say), so that RESET, RESET ALL and
+// SET ... TO DEFAULT in the sequences return to them.
 
 import (
 	"context"
@@ -617,6 +620,9 @@ func (c *xfConn) do(msgs []pgproto3.FrontendMessage) (out []string, ok bool) {
 func xfRun(t *testing.T, url, direct string, steps []xfStep, mode xfMode) (out []string, dump []string) {
 	t.Helper()
 	xdExec(t, url, xfSetup)
+	if p := os.Getenv("PGTIDE_XFUZZ_PARAMS"); p != "" {
+		url += "&" + p // both clients' connect-time settings, straight and through pgtide
+	}
 	cs := []*xfConn{{prepConn: prepDial(t, url), status: 'I'}, nil}
 	dialB := func() { cs[1] = &xfConn{prepConn: prepDial(t, url), status: 'I'} }
 	if mode != xfSession {

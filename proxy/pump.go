@@ -455,6 +455,11 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		ss.txStatus, sc.TxStatus = status, status
 		ss.readyLocked(status, sk)
 		ss.copyIn = false
+		if status == wire.TxIdle && ss.q.empty() && !ss.unsynced {
+			// All the client sent is answered, with its tags
+			// (noteTagLocked), and no portal it bound is left to run.
+			ss.st.setDefault = false
+		}
 		if (rk == wire.FeQuery || rk == wire.FeFunctionCall) && ss.unsynced && ss.q.empty() && ss.mode != config.PoolSession {
 			// A Query (or FunctionCall) after extended messages with no
 			// Sync (asyncpg's Parse/Describe/Flush, then COPY as a simple

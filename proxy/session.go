@@ -367,7 +367,7 @@ func (ss *session) scanSession() (int, bool, error) {
 	var kinds [32]byte
 	k := kinds[:0]
 	unsynced := ss.unsynced // only this goroutine writes unsynced
-	term, firstReq := false, false
+	term, firstReq, def := false, false, false
 scan:
 	for {
 		typ, n, err := ss.nextFrame(&b, off)
@@ -384,12 +384,18 @@ scan:
 			firstReq = typ == wire.FeQuery || typ == wire.FeFunctionCall
 		}
 		switch typ {
-		case wire.FeQuery, wire.FeFunctionCall, wire.FeCopyDone, wire.FeCopyFail:
+		case wire.FeQuery:
+			k = append(k, typ)
+			def = ss.noteSessionMsg(typ, b[off+wire.HeaderLen:off+n], true) || def // sessionstate.go
+		case wire.FeFunctionCall, wire.FeCopyDone, wire.FeCopyFail:
 			k = append(k, typ)
 		case wire.FeSync:
 			k = append(k, typ)
 			unsynced = false
-		case wire.FeParse, wire.FeBind, wire.FeDescribe, wire.FeExecute, wire.FeClose, wire.FeFlush:
+		case wire.FeParse, wire.FeBind, wire.FeClose:
+			unsynced = true
+			def = ss.noteSessionMsg(typ, b[off+wire.HeaderLen:off+n], true) || def
+		case wire.FeDescribe, wire.FeExecute, wire.FeFlush:
 			unsynced = true
 		case wire.FeCopyData:
 		case wire.FeTerminate:
@@ -403,7 +409,7 @@ scan:
 	if off == 0 {
 		return 0, term, nil
 	}
-	sc, err := ss.book(k, unsynced, firstReq || slices.Contains(k, wire.FeSync))
+	sc, err := ss.book(k, unsynced, firstReq || slices.Contains(k, wire.FeSync), def)
 	if errors.Is(err, errWaitCancelled) {
 		return ss.answerCancelled(b[:off])
 	}
@@ -424,8 +430,9 @@ scan:
 // wait for a server (errWaitCancelled; the caller answers, answerCancelled):
 // in session mode only when the request it ends also ends within what the
 // caller has read (a first Query or FunctionCall, or a Sync), since session
-// mode has no skipping to a later Sync.
-func (ss *session) book(kinds []byte, unsynced, intr bool) (*pool.Conn, error) {
+// mode has no skipping to a later Sync. def: the batch may run a SET ...
+// TO DEFAULT (session mode: noteSessionMsg).
+func (ss *session) book(kinds []byte, unsynced, intr, def bool) (*pool.Conn, error) {
 	now := time.Now()
 	// Transaction and statement mode book only a streamed CopyData here
 	// (no kinds), for the COPY of the server attached: none is borrowed
@@ -468,6 +475,9 @@ func (ss *session) book(kinds []byte, unsynced, intr bool) (*pool.Conn, error) {
 		ss.q.push(entry{kind: t})
 	}
 	ss.unsynced = unsynced
+	if def {
+		ss.st.setDefault = true // before the server has it: noteTagLocked
+	}
 	ss.backlog = len(ss.q.e) > queueHigh // holdBack
 	ss.armTimersLocked(wasEmpty)
 	ss.requestsQueuedLocked(wasEmpty, now)

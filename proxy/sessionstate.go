@@ -64,11 +64,9 @@ var pinUndo = []string{
 // sessState is the session's bookkeeping of its server-side state, under
 // session.mu.
 type sessState struct {
-	check   bool            // the session may have changed: capture at the next boundary
-	pins    uint8           // pin reasons in force
-	customs map[string]bool // custom (x.y) parameter names seen in the client's SQL
-	flagged map[*stmt]bool  // the client's statements whose text may change state
-	unnamed bool            // the same, for the client's unnamed statement
+	check   bool  // the session may have changed: capture at the next boundary
+	pins    uint8 // pin reasons in force
+	unnamed bool  // flagged (below), for the client's unnamed statement
 	// capturing: the capture is on the server, ahead of anything the
 	// client sent after it (sendCaptureLocked until settle has its
 	// answer). cancelLater: a cancel request of the client's came
@@ -80,7 +78,20 @@ type sessState struct {
 	// command that can return a setting to its default ran (RESET, SET ...
 	// TO DEFAULT, DISCARD, DO, CALL), so the next capture restores.
 	restoring, mayReset bool
-	heldZ               []byte // the ReadyForQuery held back while capturing
+	// setDefault (session mode): something the client sent since the
+	// last ReadyForQuery outside a transaction block that answered all it
+	// had sent may run a SET ... TO DEFAULT (setsDefault), so a SET tag
+	// raises mayReset. Inside a block it stays: a portal bound there may
+	// run in a later Sync.
+	setDefault bool
+	customs    map[string]bool // custom (x.y) parameter names seen in the client's SQL
+	flagged    map[*stmt]bool  // the client's statements whose text may change state
+	// defStmts (session mode): the client's statement names ("" the
+	// unnamed one) whose text may SET ... TO DEFAULT, and defAnyStmt when
+	// one could not be read. Unlike the rest, only whoever runs the
+	// client goroutine uses it (noteSessionMsg), without mu.
+	defStmts map[string]bool
+	heldZ    []byte // the ReadyForQuery held back while capturing
 }
 
 // captureSQL asks a server what its session holds beyond the pool's
@@ -258,10 +269,11 @@ func (ss *session) noteTagLocked(body []byte) {
 	switch body[0] {
 	case 'S':
 		if bytes.Equal(body, []byte("SET\x00")) {
-			// Session mode restores after RESET and DISCARD only: there a
-			// restore is a round trip of its own, too dear for every SET
-			// (SET ... TO DEFAULT is the rare one that resets).
-			ss.st.check, ss.st.mayReset = true, ss.mode != config.PoolSession
+			// Session mode restores after a SET only when the client's
+			// text may have been a SET ... TO DEFAULT (setDefault): there
+			// a restore is a round trip of its own, too dear for every SET.
+			ss.st.check = true
+			ss.st.mayReset = ss.st.mayReset || ss.mode != config.PoolSession || ss.st.setDefault
 		}
 	case 'R':
 		if bytes.Equal(body, []byte("RESET\x00")) {
@@ -272,7 +284,8 @@ func (ss *session) noteTagLocked(body []byte) {
 		case bytes.HasPrefix(body, []byte("DISCARD")):
 			ss.st.check, ss.st.mayReset = true, true
 		case bytes.Equal(body, []byte("DO\x00")):
-			ss.st.check, ss.st.mayReset = true, ss.mode != config.PoolSession
+			ss.st.check = true
+			ss.st.mayReset = ss.st.mayReset || ss.mode != config.PoolSession
 		case bytes.HasPrefix(body, []byte("DROP ")) && ss.st.pins != 0:
 			ss.st.check = true
 		}
@@ -287,7 +300,8 @@ func (ss *session) noteTagLocked(body []byte) {
 	case 'C':
 		switch {
 		case bytes.Equal(body, []byte("CALL\x00")):
-			ss.st.check, ss.st.mayReset = true, ss.mode != config.PoolSession
+			ss.st.check = true
+			ss.st.mayReset = ss.st.mayReset || ss.mode != config.PoolSession
 		case bytes.HasPrefix(body, []byte("CLOSE CURSOR")) && ss.st.pins != 0:
 			ss.st.check = true
 		}
@@ -428,6 +442,174 @@ func firstLiteral(b []byte) string {
 	return string(b[1 : 1+end])
 }
 
+// setsDefault reports whether q may hold a SET that returns a parameter
+// to its default for the session: SET [SESSION] name {TO | =} DEFAULT,
+// SET [SESSION] TIME ZONE {DEFAULT | LOCAL}, SET [SESSION] NAMES DEFAULT
+// (not SET LOCAL: its value ends with the transaction). It does not parse
+// SQL: the words are found in literals and comments too, and UPDATE ...
+// SET col = DEFAULT matches. A false match costs a session a restore's
+// round trip, and only when a SET tag follows (noteTagLocked).
+func setsDefault(q []byte) bool {
+	for i := 0; i < len(q); {
+		c := q[i]
+		if !identStart(c) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(q) && identByte(q[j]) {
+			j++
+		}
+		if j-i == 3 && c|0x20 == 's' && bytes.EqualFold(q[i:j], []byte("set")) && setToDefault(q[j:]) {
+			return true
+		}
+		i = j
+	}
+	return false
+}
+
+// setToDefault is setsDefault for the text after a SET.
+func setToDefault(b []byte) bool {
+	w, b := setToken(b)
+	if isWord(w, "local") {
+		return false
+	}
+	if isWord(w, "session") {
+		w, b = setToken(b)
+	}
+	switch {
+	case isWord(w, "time"):
+		if w, b = setToken(b); !isWord(w, "zone") {
+			return false
+		}
+		w, _ = setToken(b)
+		return isWord(w, "default") || isWord(w, "local")
+	case isWord(w, "names"):
+		w, _ = setToken(b)
+		return isWord(w, "default")
+	}
+	for { // name, dotted parts
+		if len(w) == 0 || (w[0] != '"' && !identStart(w[0])) {
+			return false
+		}
+		if w, b = setToken(b); len(w) != 1 || w[0] != '.' {
+			break
+		}
+		w, b = setToken(b)
+	}
+	if !isWord(w, "to") && !(len(w) == 1 && w[0] == '=') {
+		return false
+	}
+	w, _ = setToken(b)
+	return isWord(w, "default")
+}
+
+// setToken returns the next token of b after blanks and comments: a word,
+// a quoted identifier with its quotes, or one other byte; nil at the end.
+func setToken(b []byte) (tok, rest []byte) {
+	for len(b) > 0 {
+		switch {
+		case b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r' || b[0] == '\f':
+			b = b[1:]
+		case len(b) > 1 && b[0] == '-' && b[1] == '-':
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				return nil, nil
+			}
+			b = b[i+1:]
+		case len(b) > 1 && b[0] == '/' && b[1] == '*':
+			i := bytes.Index(b[2:], []byte("*/"))
+			if i < 0 {
+				return nil, nil
+			}
+			b = b[i+4:]
+		case b[0] == '"':
+			i := bytes.IndexByte(b[1:], '"')
+			if i < 0 {
+				return nil, nil
+			}
+			return b[:i+2], b[i+2:]
+		case identStart(b[0]):
+			j := 1
+			for j < len(b) && identByte(b[j]) {
+				j++
+			}
+			return b[:j], b[j:]
+		default:
+			return b[:1], b[1:]
+		}
+	}
+	return nil, nil
+}
+
+// isWord reports whether token w is the unquoted word kw (lower-case).
+func isWord(w []byte, kw string) bool {
+	return len(w) == len(kw) && bytes.EqualFold(w, []byte(kw))
+}
+
+// defAnyStmt, a name no statement has (names end at a NUL), marks in
+// defStmts a statement pgtide could not read: every Bind counts.
+const defAnyStmt = "\x00"
+
+// defStmtsMax bounds defStmts; past it, defAnyStmt stands for the rest.
+const defStmtsMax = 1000
+
+// noteSessionMsg looks at a message a session-mode client sent (body
+// without its header; for a message streamed in pieces, what has
+// arrived of it, and whole false) and reports whether running it may
+// SET ... TO DEFAULT: a Query whose text may (setsDefault), a Bind of a
+// statement whose text may. It keeps defStmts for the Bind: a statement
+// is parsed once and bound again without its text (pgx's statement
+// cache). Only whoever runs the client goroutine calls it.
+func (ss *session) noteSessionMsg(typ byte, body []byte, whole bool) bool {
+	switch typ {
+	case wire.FeQuery:
+		delete(ss.st.defStmts, "") // a simple query drops the unnamed statement
+		return !whole || setsDefault(body)
+	case wire.FeParse:
+		name, query, ok := cstring(body)
+		def := !whole || !ok || setsDefault(query)
+		switch {
+		case !ok:
+			ss.noteDefStmt(defAnyStmt, true)
+		default:
+			ss.noteDefStmt(string(name), def)
+		}
+	case wire.FeBind:
+		m := ss.st.defStmts
+		if m == nil {
+			return false
+		}
+		_, rest, ok := cstring(body) // the portal
+		name, _, ok2 := cstring(rest)
+		return !ok || !ok2 || m[string(name)] || m[defAnyStmt]
+	case wire.FeClose:
+		if len(body) > 0 && body[0] == 'S' && ss.st.defStmts != nil {
+			if name, _, ok := cstring(body[1:]); ok {
+				delete(ss.st.defStmts, string(name))
+			}
+		}
+	}
+	return false
+}
+
+// noteDefStmt records whether the statement name may SET ... TO DEFAULT.
+func (ss *session) noteDefStmt(name string, def bool) {
+	m := ss.st.defStmts
+	if !def {
+		delete(m, name)
+		return
+	}
+	if m == nil {
+		m = map[string]bool{}
+		ss.st.defStmts = m
+	}
+	if _, ok := m[name]; !ok && len(m) >= defStmtsMax {
+		name = defAnyStmt
+	}
+	m[name] = true
+}
+
 // noteParseLocked records a Parse of a named statement; noteBindLocked
 // raises the check when a statement that may change state runs.
 func (ss *session) noteParseLocked(st *stmt, query []byte) {
@@ -466,13 +648,16 @@ func (ss *session) holdForCaptureLocked(z []byte) bool {
 }
 
 // holdForRestoreLocked is holdForCaptureLocked for session mode, where no
-// capture runs (the server is the client's alone) but a RESET, RESET ALL
-// or DISCARD ALL still returns the settings pgtide SET at
-// login to the server's defaults: at a ReadyForQuery outside a transaction
-// with nothing else outstanding, after such a command, it holds the
-// ReadyForQuery back and reports that the pump must set them again first
-// (sendRestoreLocked, restored). With requests pipelined behind, nothing
-// is done: they are on the server already, ahead of anything pgtide sends.
+// capture runs (the server is the client's alone) but a RESET, RESET ALL,
+// DISCARD ALL or SET ... TO DEFAULT (setsDefault) still returns the
+// settings pgtide SET at login to the server's defaults: at a
+// ReadyForQuery outside a transaction with nothing else outstanding, after
+// such a command (inside a transaction block: at its end; after a
+// ROLLBACK the restore finds nothing to set), it holds the ReadyForQuery
+// back and reports that the pump must set them again first
+// (sendRestoreLocked, restored). With requests pipelined behind, it waits
+// for the next such ReadyForQuery: they are on the server already, ahead
+// of anything pgtide sends, and run with the server's defaults.
 func (ss *session) holdForRestoreLocked(z []byte) bool {
 	if !ss.st.mayReset || ss.gone || !ss.q.empty() || ss.unsynced || ss.copyIn {
 		return false

@@ -3,6 +3,8 @@ package proxy
 import (
 	"reflect"
 	"testing"
+
+	"github.com/pgtide/pgtide/proxy/config"
 )
 
 // TestNoteQuery: which statement texts raise the state check, and which
@@ -134,5 +136,123 @@ func BenchmarkNoteQuery(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		ss.noteQueryLocked(q)
+	}
+}
+
+// TestSetsDefault: which statement texts may return a parameter to its
+// default for the session (session mode restores after them).
+func TestSetsDefault(t *testing.T) {
+	for q, want := range map[string]bool{
+		"SET TimeZone TO DEFAULT":                             true,
+		"set timezone to default":                             true,
+		"SET search_path = DEFAULT":                           true,
+		"SET search_path=DEFAULT;":                            true,
+		"SET SESSION jit TO DEFAULT":                          true,
+		"SET myapp.tenant = DEFAULT":                          true,
+		"SET \"MyApp\".\"tenant\" TO DEFAULT":                 true,
+		"SET /* c */ TimeZone -- c\n TO DEFAULT":              true,
+		"SET TIME ZONE DEFAULT":                               true,
+		"SET TIME ZONE LOCAL":                                 true,
+		"SET SESSION TIME ZONE DEFAULT":                       true,
+		"SET NAMES DEFAULT":                                   true,
+		"SELECT 1; SET jit = on; SET jit TO DEFAULT\x00":      true,
+		"UPDATE t SET a = DEFAULT":                            true, // a false match: harmless
+		"SET TimeZone = 'UTC'":                                false,
+		"SET TimeZone TO 'default'":                           false,
+		"SET TimeZone TO \"default\"":                         false,
+		"SET LOCAL TimeZone TO DEFAULT":                       false,
+		"SET TIME ZONE 'UTC'":                                 false,
+		"SET SESSION AUTHORIZATION DEFAULT":                   false,
+		"ALTER TABLE t ALTER COLUMN c SET DEFAULT 1":          false,
+		"INSERT INTO t DEFAULT VALUES":                        false,
+		"RESET ALL":                                           false,
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 1": false,
+		"SET":      false,
+		"SET x TO": false,
+		"SET \"x":  false,
+	} {
+		if got := setsDefault([]byte(q)); got != want {
+			t.Errorf("setsDefault(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
+// TestNoteSessionMsg: a session-mode statement that may SET ... TO DEFAULT
+// counts when it is bound again without its text, until it is closed or
+// parsed again with another text; a simple query drops the unnamed one.
+func TestNoteSessionMsg(t *testing.T) {
+	ss := &session{}
+	parse := func(name, q string) bool {
+		return ss.noteSessionMsg('P', []byte(name+"\x00"+q+"\x00\x00\x00"), true)
+	}
+	bind := func(name string) bool {
+		return ss.noteSessionMsg('B', []byte("\x00"+name+"\x00\x00\x00\x00\x00\x00\x00"), true)
+	}
+	parse("s1", "SET TimeZone TO DEFAULT")
+	parse("s2", "SET TimeZone = 'UTC'")
+	parse("", "SET jit = DEFAULT")
+	if !bind("s1") || bind("s2") || !bind("") {
+		t.Fatalf("binds: s1 %v s2 %v unnamed %v", bind("s1"), bind("s2"), bind(""))
+	}
+	ss.noteSessionMsg('C', []byte("Ss1\x00"), true)
+	if bind("s1") {
+		t.Error("s1 counts after its Close")
+	}
+	parse("", "SELECT 1")
+	if bind("") {
+		t.Error("the unnamed statement counts after another Parse")
+	}
+	parse("", "SET jit = DEFAULT")
+	if ss.noteSessionMsg('Q', []byte("SELECT 1\x00"), true) || bind("") {
+		t.Error("the unnamed statement counts after a simple query")
+	}
+	if !ss.noteSessionMsg('Q', []byte("SET jit TO DEFAULT\x00"), true) {
+		t.Error("a simple query that sets a default does not count")
+	}
+	// A streamed message: only its start was read.
+	if !ss.noteSessionMsg('Q', []byte("SELECT"), false) {
+		t.Error("a streamed Query does not count")
+	}
+	ss.noteSessionMsg('P', []byte("s3\x00SELECT"), false)
+	if !bind("s3") || bind("s2") {
+		t.Error("a streamed Parse: s3 should count, s2 not")
+	}
+	ss.noteSessionMsg('P', []byte("s4"), false) // not even its name
+	if !bind("s2") {
+		t.Error("after a Parse whose name was not read, every Bind should count")
+	}
+}
+
+// BenchmarkSetsDefault is the per-Query cost every session-mode client
+// pays for the text scan (pgbench -S's statement).
+func BenchmarkSetsDefault(b *testing.B) {
+	q := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;\x00")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		setsDefault(q)
+	}
+}
+
+// TestNoteTagMayReset: in session mode a SET tag raises mayReset only
+// after a text that may SET ... TO DEFAULT, and no tag lowers it (before,
+// an ordinary SET after a RESET in the same transaction block lowered it,
+// and the startup settings were not restored at its COMMIT).
+func TestNoteTagMayReset(t *testing.T) {
+	ss := &session{mode: config.PoolSession}
+	ss.noteTagLocked([]byte("SET\x00"))
+	if ss.st.mayReset {
+		t.Error("an ordinary SET raised mayReset")
+	}
+	ss.st.setDefault = true
+	ss.noteTagLocked([]byte("SET\x00"))
+	if !ss.st.mayReset {
+		t.Error("a SET ... TO DEFAULT did not raise mayReset")
+	}
+	ss = &session{mode: config.PoolSession}
+	for _, tag := range []string{"RESET", "SET", "DO", "CALL", "SELECT 1"} {
+		ss.noteTagLocked([]byte(tag + "\x00"))
+		if !ss.st.mayReset {
+			t.Errorf("mayReset lowered by %q after a RESET", tag)
+		}
 	}
 }

@@ -64,8 +64,15 @@ func (ss *session) startStream(typ byte, n int) (int, bool, error) {
 	case wire.FeParse, wire.FeBind:
 		unsynced = true
 	}
-	sc, err := ss.book(kinds, unsynced, len(kinds) > 0) // a streamed message starts its batch
-	if errors.Is(err, errWaitCancelled) {               // only for a Query or FunctionCall
+	def := false
+	if ss.mode == config.PoolSession {
+		// Only the start of it is here: noteSessionMsg assumes the worst.
+		def = ss.noteSessionMsg(typ, ss.rd.Buffered()[wire.HeaderLen:], false) // sessionstate.go
+	}
+	// A streamed message starts its batch; only a Query or FunctionCall
+	// may have its wait for a server cancelled.
+	sc, err := ss.book(kinds, unsynced, len(kinds) > 0, def)
+	if errors.Is(err, errWaitCancelled) {
 		return ss.cancelStreamed(n, true)
 	}
 	if err != nil {
