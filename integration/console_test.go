@@ -241,7 +241,9 @@ func TestConsoleSet(t *testing.T) {
 	// A client logging in now gets the mode SET chose, and works.
 	c2 := connect(t, a.URL())
 	queryInt(t, c2, "select 1")
-	if !strings.Contains(a.tide.Logs(), `"pool_mode":"session"`) {
+	// The log line is written after the login was answered and reaches the
+	// harness through a pipe: wait for it rather than look once.
+	if !pgtest.Eventually(5*time.Second, func() bool { return strings.Contains(a.tide.Logs(), `"pool_mode":"session"`) }) {
 		t.Errorf("no client logged in with pool_mode session after SET")
 	}
 	mustAdmin(t, adm, "RELOAD")
