@@ -136,3 +136,43 @@ func TestCloseUnknownFlushInFailedBlock(t *testing.T) {
 	}
 	xfCompareIn(t, steps, xfTxn) // statement mode has no transaction blocks
 }
+
+// Statement names used behind a DEALLOCATE ALL or DISCARD ALL that the
+// server has not answered yet resolve as PostgreSQL resolves them, after it
+// ran: a Parse of a name it dropped succeeds, a Bind or Describe of one
+// fails with 26000, a second Parse of a name made again fails with 42P05.
+// Before, pgtide decided when it read them, as if the drop had not run: a
+// Parse was refused with 42P05, and a Bind ran the dropped statement. Found
+// by the random tester (seeds 701628, 703651, 702572).
+func TestNamesBehindPendingDrop(t *testing.T) {
+	steps := []xfStep{
+		// A named statement that runs DEALLOCATE ALL, then a Parse of its own name.
+		{0, []pgproto3.FrontendMessage{xparse("s2", "DEALLOCATE ALL"), xbind("", "s2"), xexec("", 1), xparse("s2", "SELECT 2 AS two"), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s2"), xexec("", 0), xsync}},
+		// DISCARD ALL in an unnamed statement, then two Parses of one name.
+		{0, []pgproto3.FrontendMessage{xparse("s3", "SELECT 3 AS three"), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DISCARD ALL"), xbind("", ""), xexec("", 0),
+			xparse("s3", "SELECT 33 AS n"), xparse("s3", "SELECT 333 AS n"), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s3"), xexec("", 0), xsync}},
+		// A Bind and a Describe of a statement behind a DEALLOCATE ALL: 26000.
+		{0, []pgproto3.FrontendMessage{xparse("s1", "SELECT 1 AS one"), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("d", "DEALLOCATE ALL"), xbind("", "d"), xexec("", 0), xdescS("s1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("s1", "SELECT 1 AS one"), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 0), xbind("", "s1"), xexec("", 0), xsync}},
+		// The same behind a simple Query pipelined ahead, and behind an
+		// open extended batch (no Sync yet: pgtide flushes to get the reply).
+		{0, []pgproto3.FrontendMessage{xparse("s4", "SELECT 4 AS four"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL"), xparse("s4", "SELECT 44 AS n"), xbind("", "s4"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("", "DISCARD ALL"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xparse("s4", "SELECT 444 AS n"), xbind("", "s4"), xexec("", 0), xsync}},
+		// A DEALLOCATE ALL that fails leaves the names: the Parse behind it
+		// is skipped, and the name still holds its statement.
+		{0, []pgproto3.FrontendMessage{xq("BEGIN")}},
+		{0, []pgproto3.FrontendMessage{xq("SELECT 1/0")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE ALL"), xparse("s4", "SELECT 4444 AS n"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("ROLLBACK")}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s4"), xexec("", 0), xsync}},
+	}
+	xfCompareIn(t, steps, xfTxn)
+	xfCompareIn(t, steps[:13], xfStatement) // statement mode has no transaction blocks
+}

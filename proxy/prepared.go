@@ -27,15 +27,27 @@ var (
 // queue and rewrite every message under mu (pooledBatch), then write to the
 // server and the client without it (send).
 func (ss *session) scanPooled() (int, bool, error) {
+	for {
+		n, term, again, err := ss.scanPooledOnce()
+		if !again {
+			return n, term, err
+		}
+	}
+}
+
+// scanPooledOnce is one pass of scanPooled; again says it stopped at a
+// drops barrier before reading anything, and waited: read again.
+func (ss *session) scanPooledOnce() (int, bool, bool, error) {
 	b := ss.rd.Buffered()
 	end, term, need := 0, false, false
 	for {
 		typ, n, err := ss.nextFrame(&b, end)
 		if errors.Is(err, errStream) {
-			return ss.startStream(typ, n)
+			n, term, err := ss.startStream(typ, n)
+			return n, term, false, err
 		}
 		if err != nil {
-			return 0, false, err
+			return 0, false, false, err
 		}
 		if n == 0 {
 			break
@@ -50,15 +62,16 @@ func (ss *session) scanPooled() (int, bool, error) {
 		end += n
 	}
 	if end == 0 {
-		return 0, term, nil
+		return 0, term, false, nil
 	}
 	now := time.Now() // the batch's one clock read, unless its borrow waits
 	sc, err := ss.lockBatchServer(need, &now)
 	if errors.Is(err, errWaitCancelled) {
-		return ss.answerCancelled(b[:end])
+		n, term, err := ss.answerCancelled(b[:end])
+		return n, term, false, err
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	op, lp := takeScratch(), takeScratch()
 	p := pooledBatch{ss: ss, b: b, end: end, sc: sc, out: *op, local: *lp, now: now}
@@ -74,13 +87,21 @@ func (ss *session) scanPooled() (int, bool, error) {
 	giveScratch(op, p.out)
 	giveScratch(lp, p.local)
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	if p.bad != 0 {
-		return 0, false, ss.badMessage(p.bad)
+		return 0, false, false, ss.badMessage(p.bad)
 	}
 	ss.rd.Discard(p.end)
-	return p.end, term, nil
+	if p.barrier {
+		// What follows the cut (a Terminate too) is read again once the
+		// requests that may drop names were answered.
+		if err := ss.awaitDrops(); err != nil {
+			return 0, false, false, err
+		}
+		return p.end, false, p.end == 0, nil
+	}
+	return p.end, term, false, nil
 }
 
 // answerCancelled answers the first request of batch b, whose wait for a
@@ -201,6 +222,40 @@ type pooledBatch struct {
 
 	deferred []byte    // what drivePump writes to a server borrowed for this batch
 	now      time.Time // the batch's clock: when its requests were queued
+	// barrier: the batch ends before a message that names a statement
+	// the client has while a request that may drop its names is still
+	// unanswered (dropsBarrierLocked); scanPooled waits for that answer.
+	barrier bool
+}
+
+// dropsBarrierLocked ends the batch before the message at off when a
+// request queued ahead of it (this batch's or an earlier one's) may drop
+// the client's statement names: a DEALLOCATE or DISCARD ALL, in a Query
+// or run by an Execute. pgtide books names as it reads them, so a name
+// used behind one would resolve as if it had not run (a Parse refused
+// with 42P05, a Bind or Describe of a statement the server dropped run
+// anyway) where PostgreSQL runs them in order. The message is read again
+// once the reply came (scanPooled), with the names as the server left
+// them. Nothing of the sort is queued in ordinary traffic: no cost then.
+func (p *pooledBatch) dropsBarrierLocked(off int) bool {
+	if !p.ss.q.dropsAhead() {
+		return false
+	}
+	p.end, p.barrier = off, true
+	return true
+}
+
+// parseQuery returns the query text of a whole Parse frame.
+func parseQuery(frame []byte) []byte {
+	if len(frame) < wire.HeaderLen {
+		return nil
+	}
+	_, rest, ok := cstring(frame[wire.HeaderLen:])
+	if !ok {
+		return nil
+	}
+	q, _, _ := cstring(rest)
+	return q
 }
 
 // startLocked notes the queue as it was before this batch and closes the
@@ -245,7 +300,7 @@ func (p *pooledBatch) rewriteLocked() {
 			ss.q.push(entry{kind: wire.FeFunctionCall})
 			ss.st.check = true // a function call may change anything
 		case wire.FeExecute:
-			ss.q.push(entry{kind: wire.FeExecute})
+			ss.q.push(entry{kind: wire.FeExecute, drops: ss.bindDrops && len(ss.stmts) > 0})
 			ss.unsynced = true
 		case wire.FeCopyData, wire.FeCopyDone, wire.FeCopyFail:
 			if p.sc == nil {
@@ -369,6 +424,9 @@ func (p *pooledBatch) queryLocked(off, n int, body []byte) {
 	} else {
 		ss.q.push(entry{kind: wire.FeQuery})
 	}
+	if len(ss.stmts) > 0 && mayDropStmts(body) {
+		ss.q.markDrops(wire.FeQuery) // dropsBarrier
+	}
 	// A simple query destroys the unnamed statement, for the
 	// server and so for the client.
 	p.srv.unnamed = nil
@@ -415,6 +473,9 @@ func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
 // text, and prepares that on the server only if it lacks it.
 func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 	ss := p.ss
+	if _, dup := ss.stmts[string(name)]; dup && p.dropsBarrierLocked(off) {
+		return
+	}
 	var dep *stmt // an EXECUTE's statement: sqlsession.go
 	if mayNameStmts(query) {
 		var refuse []byte
@@ -577,6 +638,7 @@ func (p *pooledBatch) useUnnamedLocked(typ byte, off, n int) {
 	}
 	if typ == wire.FeBind {
 		ss.noteBindLocked(nil)
+		ss.bindDrops = len(ss.stmts) > 0 && ss.unnamedParse != nil && mayDropStmts(parseQuery(ss.unnamedParse))
 	}
 	ss.q.push(entry{kind: typ, descS: typ == wire.FeDescribe})
 }
@@ -586,12 +648,16 @@ func (p *pooledBatch) useUnnamedLocked(typ byte, off, n int) {
 func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []byte) {
 	ss := p.ss
 	st := ss.stmts[string(name)]
+	if st != nil && p.dropsBarrierLocked(off) {
+		return
+	}
 	if st == nil {
 		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
 		return
 	}
 	if typ == wire.FeBind {
 		ss.noteBindLocked(st)
+		ss.bindDrops = st.drops
 	}
 	p.copyUpTo(off)
 	p.out = ss.ensureLocked(p.srv, st, p.out)

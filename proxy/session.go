@@ -97,6 +97,10 @@ type session struct {
 	// here in wake's padding to keep the record in its size class.
 	backlog  bool
 	passDrop bool // the rest of the streamed message is dropped, not forwarded
+	// bindDrops: the client's last Bind was of a statement that may drop
+	// its statement names (DEALLOCATE, DISCARD), so its Executes are
+	// marked (entry.drops) until the next Bind; under mu.
+	bindDrops bool
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
 	queryStart, xactStart time.Time   // for the pool's counters
@@ -285,6 +289,36 @@ func (ss *session) holdBack() error {
 	flushed := false
 	ss.mu.Lock()
 	for len(ss.q.e) > queueLow && !ss.copyIn && ss.over == nil && !ss.gone {
+		w := make(chan struct{})
+		ss.q.wait = w
+		sc := ss.sc
+		flush := !flushed && ss.unsynced && sc != nil
+		ss.mu.Unlock()
+		if flush {
+			flushed = true
+			if err := ss.toAttached(sc, flushMsg); err != nil {
+				return err
+			}
+		}
+		<-w
+		ss.mu.Lock()
+	}
+	ss.mu.Unlock()
+	return nil
+}
+
+// awaitDrops waits, before the rest of the client's batch is read, until
+// no request that may drop the client's statement names is unanswered
+// (dropsBarrierLocked). As holdBack, it sends the server a Flush when an
+// extended batch is open, since PostgreSQL holds those replies until Sync
+// or Flush. It stops waiting when the session can no longer get the
+// answer, or in COPY IN, which waits for the client's data: the rest is
+// then read as before the barrier.
+func (ss *session) awaitDrops() error {
+	ss.startPump() // the replies are read by a pump goroutine while we wait
+	flushed := false
+	ss.mu.Lock()
+	for ss.q.dropsAhead() && !ss.copyIn && ss.over == nil && !ss.gone {
 		w := make(chan struct{})
 		ss.q.wait = w
 		sc := ss.sc

@@ -53,6 +53,17 @@ func mayNameStmts(q []byte) bool {
 	return false
 }
 
+// mayDropStmts reports whether a statement text may drop the client's
+// prepared statements: it holds DEALLOCATE or DISCARD (DISCARD ALL).
+func mayDropStmts(q []byte) bool {
+	for i := 0; i+7 <= len(q); i++ {
+		if q[i]|0x20 == 'd' && (foldHasPrefix(q[i:], "deallocate") || foldHasPrefix(q[i:], "discard")) {
+			return true
+		}
+	}
+	return false
+}
+
 // kwStart maps the first letters of PREPARE, EXECUTE and DEALLOCATE, in
 // either case, to their lower case.
 var kwStart = [256]byte{'p': 'p', 'P': 'p', 'e': 'e', 'E': 'e', 'd': 'd', 'D': 'd'}

@@ -31,6 +31,10 @@ type stmt struct {
 	// dep is the statement an EXECUTE statement runs (its text names
 	// dep's server-side name): it must exist wherever this one is used.
 	dep *stmt
+	// drops: its text may drop the client's statement names (DEALLOCATE,
+	// DISCARD), so what the client names after running it waits for its
+	// reply (dropsBarrier).
+	drops bool
 }
 
 // stmtRegistry dedupes statements of one pool by text and parameter types.
@@ -70,7 +74,7 @@ func (r *stmtRegistry) getDep(query, types []byte, dep *stmt) *stmt {
 	body = append(append(body, name...), 0)
 	body = append(append(body, query...), 0)
 	body = append(body, types...)
-	st := &stmt{name: name, parse: frame(wire.FeParse, body), dep: dep}
+	st := &stmt{name: name, parse: frame(wire.FeParse, body), dep: dep, drops: mayDropStmts(query)}
 	k := string(key)
 	r.byKey[k] = weak.Make(st)
 	runtime.AddCleanup(st, r.drop, k)

@@ -24,6 +24,10 @@ type entry struct {
 	st    *stmt  // a Parse: the statement being prepared on the server
 	name  string // a named Parse or a Close answered by pgtide: the client's name (undoSkippedLocked)
 	sql   *sqlFx // a Query or Sync: what its SQL PREPAREs do (sqlsession.go)
+	// drops: a Query or Execute that may drop the client's statement
+	// names (DEALLOCATE, DISCARD ALL): a name the client uses after it is
+	// looked up only once it was answered (dropsBarrier).
+	drops bool
 }
 
 // reqQueue tracks, in client order, every request whose reply has not
@@ -95,10 +99,32 @@ func (q *reqQueue) pop() entry {
 		clear(q.e)
 		q.e = q.e[:0:0]
 	}
-	if q.wait != nil && len(q.e) <= queueLow {
-		q.wake()
+	if q.wait != nil && (len(q.e) <= queueLow || e.drops) {
+		q.wake() // holdBack, or awaitDrops
 	}
 	return e
+}
+
+// dropsAhead reports whether a request that may drop the client's
+// statement names is still unanswered.
+func (q *reqQueue) dropsAhead() bool {
+	for i := range q.e {
+		if q.e[i].drops {
+			return true
+		}
+	}
+	return false
+}
+
+// markDrops flags the last queued request of kind as one that may drop
+// the client's statement names.
+func (q *reqQueue) markDrops(kind byte) {
+	for i := len(q.e) - 1; i >= 0; i-- {
+		if q.e[i].kind == kind {
+			q.e[i].drops = true
+			return
+		}
+	}
 }
 
 // head returns the first entry that is not a copy marker, or nil.
