@@ -238,7 +238,11 @@ type pooledBatch struct {
 // once the reply came (scanPooled), with the names as the server left
 // them. Nothing of the sort is queued in ordinary traffic: no cost then.
 func (p *pooledBatch) dropsBarrierLocked(off int) bool {
-	if !p.ss.q.dropsAhead() {
+	ss := p.ss
+	// Not in COPY IN, which waits for the client's data, nor once the
+	// session is over: awaitDrops would not wait, and the batch would be
+	// cut at the same place again.
+	if ss.copyIn || ss.over != nil || !ss.q.dropsAhead() {
 		return false
 	}
 	p.end, p.barrier = off, true

@@ -196,7 +196,10 @@ func (q *reqQueue) dropUntilSync() (dropped []entry) {
 // Sync received in copy-in mode, so Syncs the client sent after the request
 // that started the COPY and before its CopyDone/CopyFail get no
 // ReadyForQuery: drop them.
-func (q *reqQueue) copyStarted() {
+//
+// It reports whether the client has already ended the COPY: its CopyDone
+// or CopyFail is queued (the client pipelined it behind the request).
+func (q *reqQueue) copyStarted() (ended bool) {
 	i := 0
 	if h := q.head(); h != nil && (h.kind == wire.FeQuery || h.kind == wire.FeExecute) {
 		for q.e[i].kind == reqCopyEnd {
@@ -213,9 +216,11 @@ func (q *reqQueue) copyStarted() {
 		}
 		out = append(out, q.e[j])
 	}
+	ended = j < len(q.e)
 	out = append(out, q.e[j:]...)
 	for k := len(out); k < len(q.e); k++ {
 		q.e[k] = entry{}
 	}
 	q.e = out
+	return ended
 }
