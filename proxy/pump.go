@@ -600,12 +600,8 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 		return !ss.gone, evNone, repl // errors reach the client, even for pgtide's requests
 	case wire.BeCopyInResponse:
-		// copyIn: the COPY waits for the client's data. Not when the
-		// client already sent its CopyDone or CopyFail (pipelined behind
-		// the request, read before this reply): then nothing more of the
-		// COPY comes, and a Sync read from now on is a real one, owed a
-		// ReadyForQuery (syncLocked would drop it as one sent during COPY IN).
-		ss.copyIn = !ss.q.copyStarted()
+		ss.copyIn = true
+		ss.q.copyStarted()
 		ss.q.wake() // what is queued behind the COPY waits for its data: holdBack reads on
 		if ss.gone {
 			// The client left before the server asked for its data (a

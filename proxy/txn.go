@@ -196,10 +196,7 @@ func (q *reqQueue) dropUntilSync() (dropped []entry) {
 // Sync received in copy-in mode, so Syncs the client sent after the request
 // that started the COPY and before its CopyDone/CopyFail get no
 // ReadyForQuery: drop them.
-//
-// It reports whether the client has already ended the COPY: its CopyDone
-// or CopyFail is queued (the client pipelined it behind the request).
-func (q *reqQueue) copyStarted() (ended bool) {
+func (q *reqQueue) copyStarted() {
 	i := 0
 	if h := q.head(); h != nil && (h.kind == wire.FeQuery || h.kind == wire.FeExecute) {
 		for q.e[i].kind == reqCopyEnd {
@@ -216,11 +213,20 @@ func (q *reqQueue) copyStarted() (ended bool) {
 		}
 		out = append(out, q.e[j])
 	}
-	ended = j < len(q.e)
 	out = append(out, q.e[j:]...)
 	for k := len(out); k < len(q.e); k++ {
 		q.e[k] = entry{}
 	}
 	q.e = out
-	return ended
+}
+
+// copyEndQueued reports whether a CopyDone or CopyFail of the client's is
+// still queued: the client has ended the COPY the server may still be in.
+func (q *reqQueue) copyEndQueued() bool {
+	for i := range q.e {
+		if q.e[i].kind == reqCopyEnd {
+			return true
+		}
+	}
+	return false
 }
