@@ -439,6 +439,7 @@ func (p *pooledBatch) queryLocked(off, n int, body []byte) {
 	// server and so for the client.
 	p.srv.unnamed = nil
 	ss.unnamedParse = nil
+	ss.newUnnamedLocked()
 }
 
 // parseLocked handles a Parse: the unnamed statement goes to the server
@@ -472,7 +473,8 @@ func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
 		p.seg, p.modified = off+n, true
 	}
 	ss.unnamedParse = append(ss.unnamedParse[:0], msg...)
-	p.srv.unnamed = ss
+	ss.newUnnamedLocked()
+	p.srv.setUnnamed(ss)
 	ss.q.push(entry{kind: wire.FeParse, sql: pos})
 	ss.unsynced = true
 }
@@ -634,7 +636,7 @@ func (p *pooledBatch) bindOrDescribeLocked(typ byte, off, n int, body []byte) {
 // no longer its own.
 func (p *pooledBatch) useUnnamedLocked(typ byte, off, n int) {
 	ss := p.ss
-	if p.srv.unnamed != ss {
+	if !p.srv.holdsUnnamed(ss) {
 		if ss.unnamedParse == nil {
 			p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "26000", "unnamed prepared statement does not exist"))
 			return
@@ -642,7 +644,8 @@ func (p *pooledBatch) useUnnamedLocked(typ byte, off, n int) {
 		p.copyUpTo(off)
 		p.out = append(p.out, ss.unnamedParse...)
 		ss.q.push(entry{kind: wire.FeParse, act: actSkip})
-		p.srv.unnamed, p.modified = ss, true
+		p.srv.setUnnamed(ss)
+		p.modified = true
 	}
 	if typ == wire.FeBind {
 		ss.noteBindLocked(nil)
@@ -699,8 +702,10 @@ func (p *pooledBatch) closeLocked(off, n int, body []byte) {
 	}
 	if len(body) > 1 && body[0] == wire.ObjStatement { // the unnamed statement
 		closed := ss.unnamedParse
+		held := p.sc != nil && p.srv.holdsUnnamed(ss)
 		ss.unnamedParse = nil
-		if p.sc == nil || p.srv.unnamed != ss {
+		ss.newUnnamedLocked()
+		if !held {
 			// None on a server, or the server's is another client's, which
 			// closing would destroy behind pgtide's back: pgtide answers.
 			p.replace(off, n)

@@ -804,7 +804,9 @@ func (ss *session) undoSkippedLocked(sc *pool.Conn, dropped []entry) {
 		case e.kind == wire.FeClose && e.act == actFwd && e.fake != nil:
 			// A Close of the client's unnamed statement (closeLocked): it
 			// is still there, and still the client's.
-			ss.unnamedParse, srv.unnamed = e.fake, ss
+			ss.unnamedParse = e.fake
+			ss.newUnnamedLocked()
+			srv.setUnnamed(ss)
 		case e.kind == wire.FeExecute && e.st != nil:
 			srv.remove(e.st) // pgtide's own SQL PREPARE (ensureLocked)
 		}
@@ -824,6 +826,7 @@ func (ss *session) dropUnnamedLocked(srv *serverState) {
 		}
 	}
 	ss.unnamedParse = nil
+	ss.newUnnamedLocked()
 	if srv.unnamed == ss {
 		srv.unnamed = nil
 	}

@@ -101,6 +101,14 @@ type session struct {
 	// its statement names (DEALLOCATE, DISCARD), so its Executes are
 	// marked (entry.drops) until the next Bind; under mu.
 	bindDrops bool
+	// unnamedGen numbers the client's unnamed statements (under mu, in the
+	// padding above): it changes whenever unnamedParse does, and a server
+	// holds the client's current unnamed statement only when it recorded
+	// this number with it (serverState.holdsUnnamed). A server that got an
+	// older one of the client's keeps the client's pointer after the client
+	// parsed another elsewhere. 32 bits: a claim must go unused for 2^32 of
+	// the client's unnamed Parses to match again by wrapping around.
+	unnamedGen uint32
 
 	queryTimer, idleTimer *time.Timer // query_timeout, idle_transaction_timeout
 	queryStart, xactStart time.Time   // for the pool's counters

@@ -136,7 +136,10 @@ type serverState struct {
 	lru     *list.List // of *stmt, most recently used at the front
 	stmts   map[*stmt]*list.Element
 	unnamed *session // whose unnamed statement the server holds, if any
-	swept   uint64   // deadSeq when dead statements were last closed here
+	// unnamedGen is unnamed's session.unnamedGen when the server got it:
+	// the statement is that client's current one only while they match.
+	unnamedGen uint32
+	swept      uint64 // deadSeq when dead statements were last closed here
 
 	// toldDiff's answer for toldFor (kept, so its address is not reused).
 	toldFor  map[string]string
@@ -151,6 +154,20 @@ func stateOf(sc *pool.Conn) *serverState {
 	sc.Proto = st
 	return st
 }
+
+// holdsUnnamed reports whether the server's unnamed statement is ss's
+// current one: ss's, and not an older one that ss has replaced, closed or
+// lost (a simple query) since, on another server.
+func (s *serverState) holdsUnnamed(ss *session) bool {
+	return s.unnamed == ss && s.unnamedGen == ss.unnamedGen
+}
+
+// setUnnamed records that the server's unnamed statement is ss's current one.
+func (s *serverState) setUnnamed(ss *session) { s.unnamed, s.unnamedGen = ss, ss.unnamedGen }
+
+// newUnnamedLocked starts a new unnamed statement of the client (unnamedParse
+// changed): no server holds it until setUnnamed says so.
+func (ss *session) newUnnamedLocked() { ss.unnamedGen++ }
 
 func (s *serverState) has(st *stmt) bool {
 	if e := s.stmts[st]; e != nil {
