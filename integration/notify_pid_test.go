@@ -182,20 +182,7 @@ func TestNotifyPIDTxnPinnedSelf(t *testing.T) {
 // another client, one that closed right after its NOTIFY), and through
 // pgtide in transaction mode (the listener itself, pinned by its LISTEN).
 func TestNotifyPIDAsyncpg(t *testing.T) {
-	py := needPython(t, "asyncpg", "python3-asyncpg")
-	e := newEnv(t, nil)
-	directDB := e.DB + "_direct"
-	e.pg.Exec(t, fmt.Sprintf("CREATE DATABASE %s OWNER %s", directDB, e.User))
-	t.Run("direct", func(t *testing.T) {
-		runTxnPy(t, py, "asyncpg_notify_pid.py", e.pg.Host, e.pg.Port, directDB, e.User, e.Pass, "PGT_CROSS=1")
-	})
-	t.Run("session", func(t *testing.T) {
-		runTxnPy(t, py, "asyncpg_notify_pid.py", e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass, "PGT_CROSS=1")
-	})
-	t.Run("transaction", func(t *testing.T) {
-		te := txnPyEnv(t, 2)
-		runTxnPy(t, py, "asyncpg_notify_pid.py", te.tide.Host, te.tide.Port, te.DB, te.User, te.Pass, "PGT_CROSS=0")
-	})
+	notifyPIDPy(t, needPython(t, "asyncpg", "python3-asyncpg"), "asyncpg_notify_pid.py")
 }
 
 // TestNotifyPIDPsycopg2: psycopg2's Notify.pid is the notifier's
@@ -204,19 +191,25 @@ func TestNotifyPIDAsyncpg(t *testing.T) {
 // through pgtide in session mode, and (the listener notifying itself)
 // through pgtide in transaction mode.
 func TestNotifyPIDPsycopg2(t *testing.T) {
-	py := needPython(t, "psycopg2", "python3-psycopg2")
+	notifyPIDPy(t, needPython(t, "psycopg2", "python3-psycopg2"), "psycopg2_notify_pid.py")
+}
+
+// notifyPIDPy runs script straight against PostgreSQL, through pgtide in
+// session mode (with clients notifying each other) and in transaction mode
+// (the listener notifying itself).
+func notifyPIDPy(t *testing.T, py, script string) {
 	e := newEnv(t, nil)
 	directDB := e.DB + "_direct"
 	e.pg.Exec(t, fmt.Sprintf("CREATE DATABASE %s OWNER %s", directDB, e.User))
 	t.Run("direct", func(t *testing.T) {
-		runTxnPy(t, py, "psycopg2_notify_pid.py", e.pg.Host, e.pg.Port, directDB, e.User, e.Pass, "PGT_CROSS=1")
+		runTxnPy(t, py, script, e.pg.Host, e.pg.Port, directDB, e.User, e.Pass, "PGT_CROSS=1")
 	})
 	t.Run("session", func(t *testing.T) {
-		runTxnPy(t, py, "psycopg2_notify_pid.py", e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass, "PGT_CROSS=1")
+		runTxnPy(t, py, script, e.tide.Host, e.tide.Port, e.DB, e.User, e.Pass, "PGT_CROSS=1")
 	})
 	t.Run("transaction", func(t *testing.T) {
 		te := txnPyEnv(t, 2)
-		runTxnPy(t, py, "psycopg2_notify_pid.py", te.tide.Host, te.tide.Port, te.DB, te.User, te.Pass, "PGT_CROSS=0")
+		runTxnPy(t, py, script, te.tide.Host, te.tide.Port, te.DB, te.User, te.Pass, "PGT_CROSS=0")
 	})
 }
 

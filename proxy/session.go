@@ -293,40 +293,26 @@ func (ss *session) run() (err error) {
 // Flush is sent for them, between two messages, as no stream is open.
 func (ss *session) holdBack() error {
 	ss.backlog = false
-	ss.startPump() // the replies are read by a pump goroutine while we wait
-	flushed := false
-	ss.mu.Lock()
-	for len(ss.q.e) > queueLow && !ss.copyIn && ss.over == nil && !ss.gone {
-		w := make(chan struct{})
-		ss.q.wait = w
-		sc := ss.sc
-		flush := !flushed && ss.unsynced && sc != nil
-		ss.mu.Unlock()
-		if flush {
-			flushed = true
-			if err := ss.toAttached(sc, flushMsg); err != nil {
-				return err
-			}
-		}
-		<-w
-		ss.mu.Lock()
-	}
-	ss.mu.Unlock()
-	return nil
+	return ss.waitReplies(func() bool { return len(ss.q.e) > queueLow })
 }
 
 // awaitDrops waits, before the rest of the client's batch is read, until
 // no request that may drop the client's statement names is unanswered
-// (dropsBarrierLocked). As holdBack, it sends the server a Flush when an
-// extended batch is open, since PostgreSQL holds those replies until Sync
-// or Flush. It stops waiting when the session can no longer get the
-// answer, or in COPY IN, which waits for the client's data: the rest is
-// then read as before the barrier.
-func (ss *session) awaitDrops() error {
-	ss.startPump() // the replies are read by a pump goroutine while we wait
+// (dropsBarrierLocked). It stops waiting when the session can no longer
+// get the answer, or in COPY IN, which waits for the client's data: the
+// rest is then read as before the barrier.
+func (ss *session) awaitDrops() error { return ss.waitReplies(ss.q.dropsAhead) }
+
+// waitReplies waits while pending (called under mu) holds and the server
+// can answer without the client: not in COPY IN, and not once the session
+// is over. It sends the server a Flush first when an extended batch is
+// open, since PostgreSQL holds those replies until Sync or Flush. The
+// replies are read by a pump goroutine meanwhile.
+func (ss *session) waitReplies(pending func() bool) error {
+	ss.startPump()
 	flushed := false
 	ss.mu.Lock()
-	for ss.q.dropsAhead() && !ss.copyIn && ss.over == nil && !ss.gone {
+	for pending() && !ss.copyIn && ss.over == nil && !ss.gone {
 		w := make(chan struct{})
 		ss.q.wait = w
 		sc := ss.sc

@@ -314,18 +314,9 @@ func (ss *session) noteTagLocked(body []byte) {
 // are remembered for the capture, as pg_settings does not list them.
 func (ss *session) noteQueryLocked(q []byte) bool {
 	flag := false
-	for i := 0; i < len(q); {
-		c := q[i]
-		if !identStart(c) {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(q) && identByte(q[j]) {
-			j++
-		}
+	for i, j := nextWord(q, 0); i < len(q); i, j = nextWord(q, j) {
 		w := q[i:j]
-		switch c | 0x20 {
+		switch w[0] | 0x20 {
 		case 's':
 			switch {
 			case bytes.EqualFold(w, []byte("set")):
@@ -351,9 +342,25 @@ func (ss *session) noteQueryLocked(q []byte) bool {
 				flag = true
 			}
 		}
-		i = j
 	}
 	return flag
+}
+
+// nextWord returns the bounds of the first word (identifier characters)
+// of q at or after from; i == len(q) when there is none.
+func nextWord(q []byte, from int) (i, j int) {
+	i = from
+	for i < len(q) && !identStart(q[i]) {
+		i++
+	}
+	if i == len(q) {
+		return i, i
+	}
+	j = i + 1
+	for j < len(q) && identByte(q[j]) {
+		j++
+	}
+	return i, j
 }
 
 // noteCustomLocked remembers name if it is a custom (x.y) parameter.
@@ -450,20 +457,10 @@ func firstLiteral(b []byte) string {
 // SET col = DEFAULT matches. A false match costs a session a restore's
 // round trip, and only when a SET tag follows (noteTagLocked).
 func setsDefault(q []byte) bool {
-	for i := 0; i < len(q); {
-		c := q[i]
-		if !identStart(c) {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(q) && identByte(q[j]) {
-			j++
-		}
-		if j-i == 3 && c|0x20 == 's' && bytes.EqualFold(q[i:j], []byte("set")) && setToDefault(q[j:]) {
+	for i, j := nextWord(q, 0); i < len(q); i, j = nextWord(q, j) {
+		if j-i == 3 && q[i]|0x20 == 's' && bytes.EqualFold(q[i:j], []byte("set")) && setToDefault(q[j:]) {
 			return true
 		}
-		i = j
 	}
 	return false
 }
