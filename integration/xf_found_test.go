@@ -176,3 +176,20 @@ func TestNamesBehindPendingDrop(t *testing.T) {
 	xfCompareIn(t, steps, xfTxn)
 	xfCompareIn(t, steps[:13], xfStatement) // statement mode has no transaction blocks
 }
+
+// A SET in a simple query whose ReadyForQuery comes while a reply pgtide
+// gives itself is still queued behind it (a Close of the unnamed statement,
+// pipelined with Flush) stays with its client: the next client of the
+// server sees the default. Before, the server went back to the pool when
+// that reply was written, without the check that carries the setting to
+// the client and resets the server: the next client got work_mem 1320kB.
+// Found by the random tester in statement mode (seed 730462).
+func TestSetBeforeQueuedFakeStaysWithClient(t *testing.T) {
+	steps := []xfStep{
+		{1, []pgproto3.FrontendMessage{xq("SET work_mem = '1320kB'; SELECT 9 AS n; PREPARE q2 AS SELECT 'b9' AS k"), xcloseS(""), xflush}},
+		{1, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("SELECT current_setting('work_mem') AS wm")}},
+		{1, []pgproto3.FrontendMessage{xq("SELECT current_setting('work_mem') AS wm")}},
+	}
+	xfCompareModes(t, steps)
+}

@@ -135,6 +135,12 @@ func (ss *session) pumpLoop(sc *pool.Conn, inline bool) bool {
 				out, seg, spliced = append(append(scratch(out), b[seg:off]...), f...), off, true
 				if ev == evNone && ss.releasableLocked() {
 					ev = evBoundary // pgtide's own reply ended the transaction
+					if ss.holdForCaptureLocked(nil) {
+						// The transaction that ended before it changed the
+						// session: capture that first (its ReadyForQuery
+						// has gone to the client already).
+						ev = evSettle
+					}
 				}
 			}
 			if ev != evNone {
@@ -713,6 +719,15 @@ func (ss *session) flushFakes(sc *pool.Conn) bool {
 		return false
 	}
 	ss.toClient(f)
+	ss.mu.Lock()
+	if ss.sc == sc && ss.releasableLocked() && ss.holdForCaptureLocked(nil) {
+		// As in pumpLoop: a transaction that changed the session ended
+		// before these fakes; capture it before the server goes back.
+		err := ss.sendCaptureLocked(sc)
+		ss.mu.Unlock()
+		return ss.settle(sc, err)
+	}
+	ss.mu.Unlock()
 	return ss.atBoundary(sc)
 }
 
