@@ -49,6 +49,11 @@ type flLedger struct {
 	kindOf    map[int64]string
 	errs      map[string]int
 	other     map[string]int
+	// settings: per-connection settings checks; wrongSettings: a client
+	// that saw a value it did not set (another client's, or none after its
+	// SET was acknowledged).
+	settings      int
+	wrongSettings []string
 }
 
 func (l *flLedger) note(m map[int64]bool, id int64) {
@@ -120,6 +125,8 @@ func flClient(ctx context.Context, l *flLedger, url string, c int, seed uint64, 
 		}
 	}()
 	seq := int64(0)
+	conns := 0
+	var owner, workMem string
 	for {
 		select {
 		case <-stop:
@@ -141,6 +148,36 @@ func flClient(ctx context.Context, l *flLedger, url string, c int, seed uint64, 
 			if err != nil {
 				conn = nil
 				time.Sleep(20 * time.Millisecond) // a client's pace between reconnects
+				continue
+			}
+			// Settings of this connection alone: they must follow it to
+			// every server it gets and reach no other client.
+			conns++
+			owner = fmt.Sprintf("c%d.%d", c, conns)
+			workMem = fmt.Sprintf("%dkB", 2048+64*c+conns%64)
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = conn.Exec(sctx, fmt.Sprintf("SET fl.owner = '%s'; SET work_mem = '%s'", owner, workMem))
+			cancel()
+			if err != nil {
+				conn.Close(context.Background())
+				conn = nil
+				continue
+			}
+		}
+		if rng.IntN(3) == 0 {
+			var gotOwner, gotMem string
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := conn.QueryRow(sctx, "SELECT coalesce(current_setting('fl.owner', true), '<null>'), current_setting('work_mem')").Scan(&gotOwner, &gotMem)
+			cancel()
+			if err == nil {
+				l.mu.Lock()
+				l.settings++
+				if gotOwner != owner || gotMem != workMem {
+					l.wrongSettings = append(l.wrongSettings, fmt.Sprintf("client %s (work_mem %s) saw fl.owner %q, work_mem %s", owner, workMem, gotOwner, gotMem))
+				}
+				l.mu.Unlock()
+			} else if conn.IsClosed() {
+				conn = nil
 				continue
 			}
 		}
@@ -840,6 +877,14 @@ func TestFaultMixLedger(t *testing.T) {
 	}
 	if len(l.acked) == 0 {
 		t.Fatal("no transfer was acknowledged: the workload did not run")
+	}
+	t.Logf("%d settings checks", l.settings)
+	for i, w := range l.wrongSettings {
+		if i == 20 {
+			t.Errorf("... %d more", len(l.wrongSettings)-20)
+			break
+		}
+		t.Errorf("settings not the client's own: %s", w)
 	}
 	if v := flCheck(t, direct, l); v > 0 {
 		t.Fatalf("%d ledger violations (seed %d)", v, seed)

@@ -354,3 +354,38 @@ func TestTxnPreparedExecuteOthersStatement(t *testing.T) {
 		t.Errorf("client B ran client A's statement %s: %q (PostgreSQL: 26000, it is not B's)", name, res[0].Rows[0][0])
 	}
 }
+
+// The same through a named Parse whose text is EXECUTE of pgtide's name:
+// the statement's text reached the server unchanged and ran client A's.
+func TestTxnPreparedNamedExecuteOthersStatement(t *testing.T) {
+	e := prepEnv(t, 1, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := pgconn.Connect(ctx, e.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	b, err := pgconn.Connect(ctx, e.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if _, err := a.Exec(ctx, "PREPARE secret AS SELECT 'A-only'::text").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Exec(ctx, "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%A-only%'").ReadAll()
+	if err != nil || len(res) == 0 || len(res[0].Rows) == 0 {
+		t.Fatalf("lookup: %v %v", err, res)
+	}
+	name := string(res[0].Rows[0][0])
+	// PostgreSQL prepares an EXECUTE of a name it lacks (the name is
+	// looked up when it runs).
+	if _, err := b.Prepare(ctx, "peek", "EXECUTE "+name, nil); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	rr := b.ExecPrepared(ctx, "peek", nil, nil, nil).Read()
+	if rr.Err == nil && len(rr.Rows) > 0 {
+		t.Errorf("client B ran client A's statement %s through a named Parse: %q (PostgreSQL: 26000, it is not B's)", name, rr.Rows[0][0])
+	}
+}

@@ -193,3 +193,26 @@ func TestSetBeforeQueuedFakeStaysWithClient(t *testing.T) {
 	}
 	xfCompareModes(t, steps)
 }
+
+// A named statement whose text is EXECUTE of another runs the statement the
+// name has when it is described or run, as PostgreSQL looks it up then: one
+// prepared after the Parse, dropped and prepared again, or dropped (26000).
+// Found by the random tester (seeds 750052, 750333, 750345): pgtide bound
+// the name when it read the Parse.
+func TestNamedExecuteLooksUpAtUse(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("s1", "EXECUTE q1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xdescS("s1"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 1 AS a")}},
+		{0, []pgproto3.FrontendMessage{xdescS("s1"), xbind("", "s1"), xexec("", 0), xsync}},
+		{1, []pgproto3.FrontendMessage{xq("SELECT 'b' AS who")}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE q1; PREPARE q1 AS SELECT 'two' AS b")}},
+		{0, []pgproto3.FrontendMessage{xdescS("s1"), xbind("", "s1"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("q2", "SELECT $1::int * 3 AS k"), xparse("s2", "EXECUTE q2(4)"), xbind("", "s2"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xcloseS("q2"), xparse("q2", "SELECT $1::int * 5 AS k"), xbind("", "s2"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("DEALLOCATE q1")}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s1"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE s2")}},
+	}
+	xfCompareModes(t, steps)
+}

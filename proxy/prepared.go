@@ -487,9 +487,11 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		return
 	}
 	var dep *stmt // an EXECUTE's statement: sqlsession.go
+	var execs bool
+	clientQuery := query
 	if mayNameStmts(query) {
 		var refuse []byte
-		if query, dep, refuse = ss.sqlNamedParseLocked(query); refuse != nil {
+		if query, dep, execs, refuse = ss.sqlNamedParseLocked(query); refuse != nil {
 			p.refuseLocked(off, n, refuse)
 			return
 		}
@@ -508,7 +510,12 @@ func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 		p.refuseLocked(off, n, wire.ErrorFrame("ERROR", "42P05", fmt.Sprintf("prepared statement %q already exists", name)))
 		return
 	}
-	st := ss.pe.stmts.getDep(query, types, dep)
+	var st *stmt
+	if execs {
+		st = newExecStmt(query, types, dep, clientQuery)
+	} else {
+		st = ss.pe.stmts.getDep(query, types, dep)
+	}
 	cname := string(name)
 	ss.addStmtLocked(cname, st)
 	ss.noteParseLocked(st, query)
@@ -669,6 +676,9 @@ func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []
 	if typ == wire.FeBind {
 		ss.noteBindLocked(st)
 		ss.bindDrops = st.drops
+		// A Describe keeps the statement as parsed: PostgreSQL fixed its
+		// result description then.
+		st = ss.execStmtLocked(st)
 	}
 	p.copyUpTo(off)
 	p.out = ss.ensureLocked(p.srv, st, p.out)

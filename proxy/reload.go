@@ -84,9 +84,14 @@ func (ss *session) closeWhyLocked() string {
 // using its statement names, and they are prepared again on the new
 // servers as they are used.
 func (ss *session) moveStmtsLocked(pe *poolEntry) {
+	var execs []string
 	for name, st := range ss.stmts {
 		if st.parse == nil {
 			continue // the client's own SQL PREPARE: in no registry
+		}
+		if st.exec != nil {
+			execs = append(execs, name) // mapped below, once what they EXECUTE is
+			continue
 		}
 		_, rest, ok1 := cstring(st.parse[5:])
 		query, types, ok2 := cstring(rest)
@@ -95,5 +100,10 @@ func (ss *session) moveStmtsLocked(pe *poolEntry) {
 			continue
 		}
 		ss.stmts[name] = pe.stmts.getDep(query, types, st.dep)
+	}
+	for _, name := range execs {
+		x := ss.stmts[name].exec
+		q, dep, _, _ := ss.sqlNamedParseLocked(x.query)
+		ss.stmts[name] = newExecStmt(q, x.types, dep, x.query)
 	}
 }

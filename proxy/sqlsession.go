@@ -168,10 +168,11 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			st := ss.stmts[r.name]
 			if st == nil || r.bad {
 				if strings.HasPrefix(r.name, "pgtide_") {
-					put(r, newStmtName()) // never another client's statement
+					put(r, noStmtName) // never another client's statement
 				}
 				continue // the server says it does not exist
 			}
+			st = ss.execStmtLocked(st)
 			if !skip {
 				out = ss.ensureLocked(srv, st, out)
 			}
@@ -180,7 +181,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 		case sqlDeallocate:
 			if r.bad || ss.stmts[r.name] == nil {
 				if strings.HasPrefix(r.name, "pgtide_") {
-					put(r, newStmtName()) // never another client's statement
+					put(r, noStmtName) // never another client's statement
 				}
 				continue
 			}
@@ -309,30 +310,60 @@ func (ss *session) takeSQLPendingLocked() *sqlFx {
 }
 
 // sqlNamedParseLocked maps the text of a named Parse. An EXECUTE names
-// pgtide's statement, which becomes the new statement's dep. PREPARE and
-// DEALLOCATE of a name would take effect each time the statement runs,
-// later and perhaps elsewhere: they are refused (refuse is the error).
-func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, refuse []byte) {
+// pgtide's statement, which becomes the new statement's dep; a name the
+// client does not hold stays as it is (the server reports it missing when
+// the statement is described or run), unless it is one of pgtide's own,
+// which never reaches another client's statement. PREPARE and DEALLOCATE
+// of a name would take effect each time the statement runs, later and
+// perhaps elsewhere: they are refused (refuse is the error). execs reports
+// an EXECUTE in the text: PostgreSQL looks its name up each time the
+// statement runs, so pgtide maps it again then (execStmtLocked).
+func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, execs bool, refuse []byte) {
 	refs, _ := scanSQL(query, ss.stdStringsLocked())
 	last := 0
 	for _, r := range refs {
 		switch r.kind {
 		case sqlPrepare, sqlDeallocate:
-			return nil, nil, wire.ErrorFrame("ERROR", codeFeatureNotSupported,
+			return nil, nil, false, wire.ErrorFrame("ERROR", codeFeatureNotSupported,
 				"PREPARE and DEALLOCATE cannot be prepared as a named statement in transaction pooling mode; send them unnamed or as a simple query")
 		case sqlExecute:
+			execs = true
 			st := ss.stmts[r.name]
-			if st == nil || r.bad || dep != nil {
+			name := ""
+			switch {
+			case st != nil && !r.bad && dep == nil:
+				name, dep = st.name, st
+			case (st == nil || r.bad) && strings.HasPrefix(r.name, "pgtide_"):
+				name = noStmtName // never another client's statement
+			default:
 				continue
 			}
-			q = append(append(q, query[last:r.start]...), st.name...)
-			last, dep = r.end, st
+			q = append(append(q, query[last:r.start]...), name...)
+			last = r.end
 		}
 	}
-	if dep == nil {
-		return query, nil, nil
+	if q == nil {
+		return query, nil, execs, nil
 	}
-	return append(q, query[last:]...), dep, nil
+	return append(q, query[last:]...), dep, execs, nil
+}
+
+// execStmtLocked returns the statement a Bind (or a SQL EXECUTE) must run
+// for st: st itself, or for a statement whose text EXECUTEs another by the
+// client's name, the pool's statement for that text with the name mapped
+// as it is now. PostgreSQL looks the EXECUTEd name up at each run, so one
+// prepared after the Parse, or dropped and prepared again, is the one that
+// runs, and one dropped since is reported missing. (A Describe of st keeps
+// what the Parse saw, as PostgreSQL's does.)
+func (ss *session) execStmtLocked(st *stmt) *stmt {
+	if st.exec == nil {
+		return st
+	}
+	q, dep, _, refuse := ss.sqlNamedParseLocked(st.exec.query)
+	if refuse != nil || dep == st.dep && bytes.Equal(q, parseQuery(st.parse)) {
+		return st
+	}
+	return ss.pe.stmts.getDep(q, st.exec.types, dep)
 }
 
 // firstRequestLocked returns the queued Query, Sync or FunctionCall that

@@ -35,6 +35,31 @@ type stmt struct {
 	// DISCARD), so what the client names after running it waits for its
 	// reply (dropsBarrier).
 	drops bool
+	// exec is set on a client's named statement whose text EXECUTEs
+	// another by the client's name (newExecStmt): the client's own text,
+	// mapped again at each use (execStmtLocked). Such a statement belongs
+	// to one client and is not in the registry.
+	exec *execText
+}
+
+// execText is the client's Parse of a statement that EXECUTEs another.
+type execText struct{ query, types []byte }
+
+// noStmtName is a server-side name no statement has (stmtSeq starts at 1):
+// an EXECUTE of one of pgtide's names is pointed at it.
+const noStmtName = "pgtide_0"
+
+// newExecStmt is a statement for a named Parse whose text (query, mapped
+// to pgtide's names: dep) EXECUTEs a statement; clientQuery is the text
+// as the client sent it.
+func newExecStmt(query, types []byte, dep *stmt, clientQuery []byte) *stmt {
+	name := newStmtName()
+	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
+	body = append(append(body, name...), 0)
+	body = append(append(body, query...), 0)
+	body = append(body, types...)
+	return &stmt{name: name, parse: frame(wire.FeParse, body), dep: dep,
+		exec: &execText{query: bytes.Clone(clientQuery), types: bytes.Clone(types)}}
 }
 
 // stmtRegistry dedupes statements of one pool by text and parameter types.

@@ -253,6 +253,7 @@ func (p *pooledBatch) bindHeadLocked(n int, prefix, name []byte) (drop bool) {
 		return true
 	}
 	ss.noteBindLocked(st)
+	st = ss.execStmtLocked(st)
 	p.out = ss.ensureLocked(p.srv, st, p.out)
 	// The frame's length field changes with the statement's name.
 	p.out = append(p.out, wire.FeBind)
