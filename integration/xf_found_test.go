@@ -216,3 +216,48 @@ func TestNamedExecuteLooksUpAtUse(t *testing.T) {
 	}
 	xfCompareModes(t, steps)
 }
+
+// A Close of a statement that the server skips (an error came first, up to
+// that batch's Sync) leaves the statement there, so a Parse of the same name
+// pipelined behind the Sync gets 42P05 and a Bind runs the old statement,
+// as PostgreSQL answers. pgtide took the name as gone when it read the Close.
+func TestSkippedCloseThenSameName(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("s1", "SELECT 1 AS a"), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("", "SELECT 1/0"), xbind("", ""), xexec("", 0), xcloseS("s1"), xsync,
+			xparse("s1", "SELECT 2 AS b"), xbind("", "s1"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s1"), xexec("", 0), xsync}},
+		{1, []pgproto3.FrontendMessage{xq("SELECT 'b' AS who")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "SELECT 1/0"), xbind("", ""), xexec("", 0), xcloseS("s1"), xsync,
+			xbind("", "s1"), xexec("", 0), xdescS("s1"), xsync}},
+		// Not skipped: the name is gone, and a Parse of it is a new statement.
+		{0, []pgproto3.FrontendMessage{xparse("", "SELECT 1"), xbind("", ""), xexec("", 0), xcloseS("s1"), xsync,
+			xparse("s1", "SELECT 3 AS c"), xbind("", "s1"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xcloseS("s1"), xparse("s1", "SELECT 4 AS d"), xbind("", "s1"), xexec("", 0), xsync}},
+	}
+	xfCompareModes(t, steps)
+}
+
+// A failed transaction block ended (or rolled back to a savepoint) by an
+// Execute, with no Sync yet: a named Parse the client sends then is not in
+// a failed block. pgtide, still reading the last ReadyForQuery's 'E',
+// answered 25P02 where PostgreSQL answers 42P05 or parses it (random
+// tester, seed 710691).
+func TestParseAfterExecuteEndsFailedBlock(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xparse("s1", "SELECT 1 AS a"), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("BEGIN")}},
+		{0, []pgproto3.FrontendMessage{xq("SELECT 1/0")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "COMMIT"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xparse("s1", "SELECT 2 AS b"), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("BEGIN; SAVEPOINT sp")}},
+		{0, []pgproto3.FrontendMessage{xq("SELECT 1/0")}},
+		{0, []pgproto3.FrontendMessage{xparse("", "ROLLBACK TO SAVEPOINT sp"), xbind("", ""), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xparse("s2", "SELECT 5 AS e"), xbind("", "s2"), xexec("", 0), xflush}},
+		{0, []pgproto3.FrontendMessage{xsync}},
+		{0, []pgproto3.FrontendMessage{xq("COMMIT")}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s2"), xexec("", 0), xsync}},
+	}
+	xfCompareIn(t, steps, xfTxn) // statement mode has no transaction blocks
+}

@@ -253,6 +253,25 @@ func (p *pooledBatch) dropsBarrierLocked(off int) bool {
 	return true
 }
 
+// closeBarrierLocked is dropsBarrierLocked for a Parse, Bind or Describe of
+// a name the client has closed in a request still unanswered behind
+// another: if the server skips that Close (an error ahead, up to its
+// Sync), the statement is still there, and PostgreSQL answers the Parse
+// with 42P05 and runs the Bind. The Close counts as a drop until answered.
+func (p *pooledBatch) closeBarrierLocked(off int, name string) bool {
+	ss := p.ss
+	if ss.copyIn || ss.over != nil || ss.q.copyEndQueued() {
+		return false
+	}
+	i := ss.q.closeQueued(name)
+	if i < 0 {
+		return false
+	}
+	ss.q.e[i].drops = true
+	p.end, p.barrier = off, true
+	return true
+}
+
 // parseQuery returns the query text of a whole Parse frame.
 func parseQuery(frame []byte) []byte {
 	if len(frame) < wire.HeaderLen {
@@ -483,7 +502,7 @@ func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
 // text, and prepares that on the server only if it lacks it.
 func (p *pooledBatch) parseNamedLocked(off, n int, name, query, types []byte) {
 	ss := p.ss
-	if _, dup := ss.stmts[string(name)]; dup && p.dropsBarrierLocked(off) {
+	if _, dup := ss.stmts[string(name)]; dup && p.dropsBarrierLocked(off) || !dup && p.closeBarrierLocked(off, string(name)) {
 		return
 	}
 	var dep *stmt // an EXECUTE's statement: sqlsession.go
@@ -666,7 +685,7 @@ func (p *pooledBatch) useUnnamedLocked(typ byte, off, n int) {
 func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []byte) {
 	ss := p.ss
 	st := ss.stmts[string(name)]
-	if st != nil && p.dropsBarrierLocked(off) {
+	if st != nil && p.dropsBarrierLocked(off) || st == nil && p.closeBarrierLocked(off, string(name)) {
 		return
 	}
 	if st == nil {

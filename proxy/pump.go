@@ -534,6 +534,13 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 		}
 		if h != nil && h.kind == wire.FeExecute {
 			ss.q.popHead()
+			if ss.txStatus == wire.TxFailed && (string(body) == "ROLLBACK\x00" || string(body) == "COMMIT\x00") {
+				// The failed block ended (ROLLBACK, or COMMIT, whose tag is
+				// then ROLLBACK), or ROLLBACK TO SAVEPOINT left it going:
+				// before the Sync's ReadyForQuery says which, what the
+				// client sends next is not refused as in a failed block.
+				ss.txStatus = wire.TxInTx
+			}
 		}
 	case wire.BeEmptyQueryResponse, wire.BePortalSuspended:
 		if h != nil && h.kind == wire.FeExecute {

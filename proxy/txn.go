@@ -116,6 +116,19 @@ func (q *reqQueue) dropsAhead() bool {
 	return false
 }
 
+// closeQueued returns the index of an unanswered Close (pgtide's answer
+// to it, queued: closeLocked) of the client's statement name behind another
+// request that may fail, which would make the server skip it; -1 if none.
+func (q *reqQueue) closeQueued(name string) int {
+	for i := range q.e {
+		e := &q.e[i]
+		if e.kind == wire.FeClose && e.act == actFake && e.name == name && i > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
 // markDrops flags the last queued request of kind as one that may drop
 // the client's statement names.
 func (q *reqQueue) markDrops(kind byte) {
