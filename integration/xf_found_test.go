@@ -261,3 +261,19 @@ func TestParseAfterExecuteEndsFailedBlock(t *testing.T) {
 	}
 	xfCompareIn(t, steps, xfTxn) // statement mode has no transaction blocks
 }
+
+// A named statement whose text EXECUTEs another, bound behind a DEALLOCATE
+// ALL that a pipelined COPY keeps pgtide from waiting for: the server's
+// 26000 names the client's statement, never pgtide's (random tester, seed
+// 710740: "pgtide_<n>" reached the client).
+func TestExecuteBehindDeallocateAllNamesClientStmt(t *testing.T) {
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q1 AS SELECT 'a7' AS k")}},
+		{0, []pgproto3.FrontendMessage{xparse("s1", "EXECUTE q1"), xbind("", "s1"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xparse("", "COPY xf_c FROM STDIN"), xbind("", ""), xexec("", 0), xcopy("39\ta39\n"), xcopyDone,
+			xparse("", "DEALLOCATE ALL"), xbind("", ""), xexec("", 1), xparse("s2", "EXECUTE q1"), xbind("", "s2"), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s2"), xexec("", 2), xsync}},
+		{0, []pgproto3.FrontendMessage{xbind("", "s1"), xexec("", 2), xsync}},
+	}
+	xfCompareIn(t, steps, xfTxn)
+}

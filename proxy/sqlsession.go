@@ -348,6 +348,18 @@ func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, execs
 	return append(q, query[last:]...), dep, execs, nil
 }
 
+// execName returns the client's name of the statement a text EXECUTEs
+// (the first), or "".
+func execName(query []byte, stdStrings bool) string {
+	refs, _ := scanSQL(query, stdStrings)
+	for _, r := range refs {
+		if r.kind == sqlExecute && !r.bad {
+			return r.name
+		}
+	}
+	return ""
+}
+
 // execStmtLocked returns the statement a Bind (or a SQL EXECUTE) must run
 // for st: st itself, or for a statement whose text EXECUTEs another by the
 // client's name, the pool's statement for that text with the name mapped
@@ -584,6 +596,16 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 	if ss.sqlPending != nil {
 		for _, d := range ss.sqlPending.deallocs {
 			rename(d.st, d.name)
+		}
+	}
+	for _, st := range ss.stmts {
+		// A statement whose text EXECUTEs another the server no longer
+		// has (a DEALLOCATE ALL ran ahead of it): the client's name for
+		// that one is in the client's text.
+		if st.exec != nil && st.dep != nil {
+			if cname := execName(st.exec.query, ss.stdStringsLocked()); cname != "" {
+				rename(st.dep, cname)
+			}
 		}
 	}
 	if fx := ss.sqlFxNowLocked(); out == nil && fx != nil {
