@@ -33,8 +33,17 @@ const maxServerMsg = 64 << 20
 
 // DialConfig says where and as whom to open server connections.
 type DialConfig struct {
-	Host     string // host name, IP, or a unix socket directory (starts with "/")
-	Port     int
+	// Host is a host name, an IP address or a unix socket directory (starts
+	// with "/"), or several, comma-separated (hosts.go).
+	Host string
+	Port int // the port of every host (unless Ports)
+	// Ports, when set, gives each host of Host its own port: as many,
+	// comma-separated, in the same order ("5432,5433"). A string keeps
+	// DialConfig comparable.
+	Ports string
+	// First picks the host of a list a dial tries first: First modulo the
+	// number of hosts (Balancer.First); the others follow in list order.
+	First    int
 	Database string
 	User     string
 	Password string
