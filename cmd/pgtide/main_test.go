@@ -61,7 +61,7 @@ func TestCheckConfigVerbose(t *testing.T) {
 		rt := reflect.TypeOf(typ)
 		for i := 0; i < rt.NumField(); i++ {
 			key := strings.Split(rt.Field(i).Tag.Get("toml"), ",")[0]
-			if key == "" || key == "databases" || key == "users" {
+			if key == "" || key == "-" || key == "databases" || key == "users" {
 				continue
 			}
 			if !strings.Contains(s, "\n"+key+" = ") && !strings.Contains(s, "\n# "+key+" = ") {
