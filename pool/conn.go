@@ -41,9 +41,10 @@ type DialConfig struct {
 	// comma-separated, in the same order ("5432,5433"). A string keeps
 	// DialConfig comparable.
 	Ports string
-	// First picks the host of a list a dial tries first: First modulo the
-	// number of hosts (Balancer.First); the others follow in list order.
-	First    int
+	// Balancer, when set, orders the hosts of a list for each dial
+	// (load_balance_hosts; hosts.go); nil: the list's order. A pointer
+	// keeps DialConfig comparable; it is set per dial, not configured.
+	Balancer *Balancer
 	Database string
 	User     string
 	Password string

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -15,8 +16,8 @@ import (
 //
 // A DialConfig's Host may list several hosts, comma-separated as libpq and
 // PgBouncer write them, each with the one Port or with its own from Ports.
-// One dial (Login) tries them in turn, starting at the host First names and
-// wrapping around, until one logs in: a host that refuses the connection,
+// One dial (Login) tries them in turn, in the order its Balancer gives
+// (load_balance_hosts; hosts that just failed last), until one logs in: a host that refuses the connection,
 // does not answer, or answers with anything but a refusal of the login
 // itself is skipped, so one dead host never fails a login another could
 // serve. The dial's timeout (server_connect_timeout) is shared: each attempt
@@ -85,15 +86,27 @@ func PortList(ports []int) string {
 	return strings.Join(s, ",")
 }
 
-// Balancer chooses the host a new server connection tries first
-// (load_balance_hosts): with round robin each dial starts at the next host of
-// the list, else every dial starts at the first. One Balancer is shared by
-// the pools of a database, so that their connections together go round the
-// list. Safe for concurrent use; the mode may change at any time (reload).
+// Balancer chooses the order in which a new server connection tries the
+// hosts of a list (load_balance_hosts): with round robin each dial starts at
+// the next host of the list, else every dial starts at the first. A host
+// that just failed (refused, timed out) goes to the back of the order for
+// HostDownFor, so that a dead host, above all one that never answers, does
+// not cost every new connection its part of the timeout; it is still tried,
+// last, and is back in its place once it logs a connection in. One Balancer
+// is shared by the pools of a database, so that their connections together
+// go round the list. Safe for concurrent use; the mode may change at any
+// time (reload).
 type Balancer struct {
 	roundRobin atomic.Bool
 	next       atomic.Uint32
+
+	mu   sync.Mutex
+	down map[Target]time.Time // host -> until when it goes last
 }
+
+// HostDownFor is how long a host that failed a dial is tried after the
+// others.
+const HostDownFor = 10 * time.Second
 
 // NewBalancer returns a Balancer in round-robin mode or not.
 func NewBalancer(roundRobin bool) *Balancer {
@@ -108,26 +121,67 @@ func (b *Balancer) SetRoundRobin(on bool) { b.roundRobin.Store(on) }
 // RoundRobin reports the mode.
 func (b *Balancer) RoundRobin() bool { return b.roundRobin.Load() }
 
-// First is the DialConfig.First of the next dial: a number that goes up by
-// one per call in round-robin mode (Login takes it modulo the host count),
-// 0 otherwise. A nil Balancer always gives 0.
-func (b *Balancer) First() int {
-	if b == nil || !b.roundRobin.Load() {
-		return 0
+// order returns the targets in the order the next dial tries them: from
+// the next host in turn (round robin) or the first, then wrapping around;
+// hosts that failed within HostDownFor after the others. A nil Balancer
+// keeps the list's order.
+func (b *Balancer) order(targets []Target) []Target {
+	if b == nil {
+		return targets
 	}
-	return int((b.next.Add(1) - 1) & (1<<31 - 1))
-}
-
-// loginHosts is Login over every target, from the one dc.First names.
-func loginHosts(ctx context.Context, dc DialConfig, sec LoginSecret, targets []Target) (*Conn, error) {
 	n := len(targets)
-	start := dc.First % n
-	if start < 0 {
-		start += n
+	start := 0
+	if b.roundRobin.Load() {
+		start = int(b.next.Add(1)-1) % n
 	}
-	errs := make([]error, 0, n)
+	out := make([]Target, 0, n)
+	var last []Target
+	now := time.Now()
+	b.mu.Lock()
 	for i := range n {
 		tg := targets[(start+i)%n]
+		if until, ok := b.down[tg]; ok {
+			if now.Before(until) {
+				last = append(last, tg)
+				continue
+			}
+			delete(b.down, tg)
+		}
+		out = append(out, tg)
+	}
+	b.mu.Unlock()
+	return append(out, last...)
+}
+
+// failed puts tg at the back of the order for HostDownFor.
+func (b *Balancer) failed(tg Target) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	if b.down == nil {
+		b.down = map[Target]time.Time{}
+	}
+	b.down[tg] = time.Now().Add(HostDownFor)
+	b.mu.Unlock()
+}
+
+// ok puts tg back in its place.
+func (b *Balancer) ok(tg Target) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	delete(b.down, tg)
+	b.mu.Unlock()
+}
+
+// loginHosts is Login over every target, in the order dc.Balancer gives.
+func loginHosts(ctx context.Context, dc DialConfig, sec LoginSecret, targets []Target) (*Conn, error) {
+	targets = dc.Balancer.order(targets)
+	n := len(targets)
+	errs := make([]error, 0, n)
+	for i, tg := range targets {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if dl, ok := ctx.Deadline(); ok && i < n-1 {
 			// An equal part of what is left; the last host gets the rest.
@@ -136,12 +190,17 @@ func loginHosts(ctx context.Context, dc DialConfig, sec LoginSecret, targets []T
 		c, err := loginTarget(actx, dc, sec, tg)
 		cancel()
 		if err == nil {
+			dc.Balancer.ok(tg)
 			return c, nil
 		}
 		errs = append(errs, &HostError{Target: tg, Err: err})
-		if finalForHosts(err) || ctx.Err() != nil {
-			break
+		if finalForHosts(err) {
+			break // the host answered: it is not down
 		}
+		if ctx.Err() != nil {
+			break // the dial's own time is up (or its caller left): no verdict on the host
+		}
+		dc.Balancer.failed(tg)
 	}
 	return nil, errors.Join(errs...)
 }

@@ -119,33 +119,78 @@ func TestLoginHostsSkipsDeadHosts(t *testing.T) {
 	}
 }
 
-// First picks the host a dial starts at; the others follow in list order.
-func TestLoginHostsFirst(t *testing.T) {
+// Round robin starts each dial at the next host; without it (or without a
+// Balancer) every dial starts at the first. A host that just failed is
+// tried after the others until it works again.
+func TestLoginHostsOrder(t *testing.T) {
 	a, b, c := newHostFake(t, ""), newHostFake(t, ""), newHostFake(t, "")
-	dc := hostList(a.port, b.port, c.port)
-	for first, want := range []int{a.port, b.port, c.port, a.port, b.port} {
-		dc.First = first
+	dial := func(dc DialConfig) int {
+		t.Helper()
 		conn, err := Dial(context.Background(), dc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if remotePort(conn) != want {
-			t.Errorf("First %d: connected to %d, want %d", first, remotePort(conn), want)
-		}
 		conn.Close()
+		return remotePort(conn)
 	}
-	// Starting at a dead host moves on to the one after it, not to the first.
+	dc := hostList(a.port, b.port, c.port)
+	if got := dial(dc); got != a.port {
+		t.Errorf("no Balancer: connected to %d, want the first host %d", got, a.port)
+	}
+	dc.Balancer = NewBalancer(true)
+	for i, want := range []int{a.port, b.port, c.port, a.port, b.port} {
+		if got := dial(dc); got != want {
+			t.Errorf("round robin dial %d: connected to %d, want %d", i, got, want)
+		}
+	}
+	dc.Balancer.SetRoundRobin(false)
+	for i := range 3 {
+		if got := dial(dc); got != a.port {
+			t.Errorf("disable dial %d: connected to %d, want the first host %d", i, got, a.port)
+		}
+	}
+
+	// A silent first host costs the first dial its part of the timeout,
+	// then goes last: the next dials do not wait for it.
+	silent := newHostFake(t, "silent")
+	dc = hostList(silent.port, b.port)
+	dc.Timeout = 2 * time.Second
+	dc.Balancer = NewBalancer(false)
+	for i := range 3 {
+		if got := dial(dc); got != b.port {
+			t.Errorf("dial %d: connected to %d, want %d", i, got, b.port)
+		}
+	}
+	if n := silent.accepted.Load(); n != 1 {
+		t.Errorf("the silent host was tried %d times, want once (then last)", n)
+	}
+	// Round robin skips it too, and a host that failed is back in its place
+	// once it works.
 	dead := refusingPort(t)
 	dc = hostList(a.port, dead, c.port)
-	dc.First = 1
-	conn, err := Dial(context.Background(), dc)
+	dc.Balancer = NewBalancer(true)
+	for i, want := range []int{a.port, c.port, c.port, a.port} { // start at a, at dead (-> c), at c, at a
+		if got := dial(dc); got != want {
+			t.Errorf("round robin with a dead host, dial %d: connected to %d, want %d", i, got, want)
+		}
+	}
+	dc.Balancer.SetRoundRobin(false)
+	if got := dc.Balancer.order(dc.mustTargets(t)); got[1].Port != c.port || got[2].Port != dead {
+		t.Errorf("order %v: the dead host is not last", got)
+	}
+	dc.Balancer.ok(Target{"127.0.0.1", dead})
+	if got := dc.Balancer.order(dc.mustTargets(t)); got[1].Port != dead {
+		t.Errorf("order %v: the host is not back in its place after it worked", got)
+	}
+}
+
+func (dc DialConfig) mustTargets(t *testing.T) []Target {
+	t.Helper()
+	ts, err := dc.Targets()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	if remotePort(conn) != c.port {
-		t.Errorf("from the dead second host: connected to %d, want the third, %d", remotePort(conn), c.port)
-	}
+	return ts
 }
 
 // A refusal the next host would repeat ends the dial at once; one that is
@@ -241,19 +286,23 @@ func TestTargets(t *testing.T) {
 }
 
 func TestBalancer(t *testing.T) {
+	ts := []Target{{"a", 1}, {"b", 1}, {"c", 1}}
 	b := NewBalancer(true)
-	for i := range 5 {
-		if got := b.First(); got != i {
-			t.Errorf("round robin call %d: First() = %d", i, got)
+	for i := range 4 {
+		if got := b.order(ts)[0]; got != ts[i%3] {
+			t.Errorf("round robin call %d starts at %v", i, got)
 		}
 	}
 	b.SetRoundRobin(false)
-	for range 3 {
-		if got := b.First(); got != 0 {
-			t.Errorf("disable: First() = %d, want 0", got)
-		}
+	b.failed(ts[0])
+	if got := b.order(ts); got[0] != ts[1] || got[2] != ts[0] {
+		t.Errorf("disable with the first host down: %v", got)
 	}
-	if (*Balancer)(nil).First() != 0 {
-		t.Errorf("nil Balancer")
+	b.ok(ts[0])
+	if got := b.order(ts); got[0] != ts[0] {
+		t.Errorf("disable: %v", got)
+	}
+	if got := (*Balancer)(nil).order(ts); got[0] != ts[0] {
+		t.Errorf("nil Balancer: %v", got)
 	}
 }

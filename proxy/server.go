@@ -373,7 +373,7 @@ func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Data
 	log := s.logger().With().Str("database", dbName).Str("user", userName).Logger()
 	dial := func(ctx context.Context) (*pool.Conn, error) {
 		d := dc
-		d.First = hosts.First()           // load_balance_hosts (pool/hosts.go)
+		d.Balancer = hosts                // load_balance_hosts (pool/hosts.go)
 		c, err := s.dialServer(ctx, k, d) // pool.Dial, or pool.Login for passthrough (authquery.go)
 		if err != nil {
 			ev := log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port)
