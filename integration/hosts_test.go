@@ -30,6 +30,7 @@ type hostRelay struct {
 	port                  int
 	target                string
 	logins, cancels, open atomic.Int32
+	silent                atomic.Bool // accept, then never answer: a host that hangs
 }
 
 func startHostRelay(t *testing.T, target string) *hostRelay {
@@ -66,6 +67,10 @@ func (r *hostRelay) serve(c net.Conn) {
 		r.cancels.Add(1)
 	} else {
 		r.logins.Add(1)
+	}
+	if r.silent.Load() {
+		_, _ = io.Copy(io.Discard, c) // until pgtide gives up
+		return
 	}
 	s, err := net.Dial("tcp", r.target)
 	if err != nil {
@@ -220,6 +225,21 @@ func TestHostListFirstDown(t *testing.T) {
 			}
 		})
 	}
+	t.Run("psql", func(t *testing.T) {
+		psql := needBinary(t, "psql", "postgresql-client")
+		dead, r2 := startHostRelay(t, pg.Addr()), startHostRelay(t, pg.Addr())
+		dead.down()
+		e := newEnv(t, func(c *tideConf, db *dbConf) { db.Server = hostsSection("round-robin", dead, r2) })
+		for i := range 2 {
+			r := runPsql(t, psql, urlNoPassword("127.0.0.1", e.tide.Port, e.DB, e.User), e.Pass, "-At", "-c", "select 40 + 2")
+			if r.code != 0 || r.stdout != "42\n" {
+				t.Fatalf("psql %d: exit %d, stdout %q, stderr %q", i, r.code, r.stdout, r.stderr)
+			}
+		}
+		if got := r2.logins.Load(); got != 1 { // the second psql reuses the first one's server
+			t.Errorf("logins through the live host = %d, want 1", got)
+		}
+	})
 	t.Run("unix socket", func(t *testing.T) {
 		if pg.SocketDir == "" {
 			t.Fatal("the test PostgreSQL has no socket directory")
@@ -234,6 +254,58 @@ func TestHostListFirstDown(t *testing.T) {
 			t.Errorf("server address = %q, want the unix socket", got)
 		}
 	})
+}
+
+// A host that accepts connections and never answers costs one dial its
+// share of server_connect_timeout, then goes last: logins go on through the
+// other host, and the next dials do not try it first.
+func TestHostListHungHost(t *testing.T) {
+	pg := pgtest.Shared(t)
+	hung, r2 := startHostRelay(t, pg.Addr()), startHostRelay(t, pg.Addr())
+	hung.silent.Store(true)
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.Extra = "server_connect_timeout = \"2s\"\n"
+		db.Server = hostsSection("disable", hung, r2)
+	})
+	holdClients(t, e.URL(), 3)
+	if got := logins(hung, r2); got[0] != 1 || got[1] != 3 {
+		t.Errorf("connections per host = %v, want [1 3]: the hung host tried once, then last", got)
+	}
+}
+
+// A server's refusal of the login (wrong password, no such database) is not
+// tried again at the next host: the client gets the server's error, as with
+// one host.
+func TestHostListLoginRefusalNotRetried(t *testing.T) {
+	pg := pgtest.Shared(t)
+	for _, tc := range []struct {
+		name, code string
+		modify     func(e *dbConf, user string)
+	}{
+		{"wrong password", "28P01", func(d *dbConf, user string) { d.User, d.Password = user, "not-the-password" }},
+		{"no such database", "3D000", func(d *dbConf, _ string) { d.DBName = "no_such_db_hosts" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r1, r2 := startHostRelay(t, pg.Addr()), startHostRelay(t, pg.Addr())
+			var user string
+			e := newEnv(t, func(c *tideConf, db *dbConf) {
+				db.Server = hostsSection("disable", r1, r2)
+				user = "u_refused_" + strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+				tc.modify(db, user)
+			})
+			if tc.code == "28P01" {
+				pgtest.CreateRole(t, pg, user, "the-real-password")
+			}
+			_, err := pgx.Connect(ctxT(t, 15*time.Second), e.URL())
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != tc.code {
+				t.Fatalf("login: %v, want the server's %s", err, tc.code)
+			}
+			if got := logins(r1, r2); got[0] != 1 || got[1] != 0 {
+				t.Errorf("connections per host = %v, want [1 0]: a refused login is not tried at the next host", got)
+			}
+		})
+	}
 }
 
 // A cancel request reaches the backend through the host that backend was
