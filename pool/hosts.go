@@ -102,7 +102,16 @@ type Balancer struct {
 
 	mu   sync.Mutex
 	down map[Target]time.Time // host -> until when it goes last
+
+	// skipped, when set, is told of each host a dial gave up on before
+	// trying the next one (for the log: a dial that succeeds at another
+	// host returns no error). Set before the first dial.
+	skipped func(Target, error)
 }
+
+// OnSkip sets the function told of each host a dial moves on from. Call
+// it before the Balancer is used.
+func (b *Balancer) OnSkip(f func(Target, error)) { b.skipped = f }
 
 // HostDownFor is how long a host that failed a dial is tried after the
 // others.
@@ -201,6 +210,9 @@ func loginHosts(ctx context.Context, dc DialConfig, sec LoginSecret, targets []T
 			break // the dial's own time is up (or its caller left): no verdict on the host
 		}
 		dc.Balancer.failed(tg)
+		if b := dc.Balancer; b != nil && b.skipped != nil && i < n-1 {
+			b.skipped(tg, err)
+		}
 	}
 	return nil, errors.Join(errs...)
 }

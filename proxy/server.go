@@ -367,6 +367,10 @@ func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Data
 	hosts := s.dbHosts[dbName]
 	if hosts == nil {
 		hosts = pool.NewBalancer(cfg.EffectiveLoadBalanceHosts(db) == config.LoadBalanceRoundRobin)
+		dblog := s.logger().With().Str("database", dbName).Logger()
+		hosts.OnSkip(func(tg pool.Target, err error) {
+			dblog.Warn().Err(err).Stringer("server", tg).Msg("server host failed; trying the next host of the list")
+		})
 		s.dbHosts[dbName] = hosts
 	}
 	dc := s.dialConfig(cfg, db, u, userName)
