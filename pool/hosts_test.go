@@ -169,10 +169,15 @@ func TestLoginHostsOrder(t *testing.T) {
 	dead := refusingPort(t)
 	dc = hostList(a.port, dead, c.port)
 	dc.Balancer = NewBalancer(true)
+	var skipped []Target
+	dc.Balancer.OnSkip(func(tg Target, err error) { skipped = append(skipped, tg) })
 	for i, want := range []int{a.port, c.port, c.port, a.port} { // start at a, at dead (-> c), at c, at a
 		if got := dial(dc); got != want {
 			t.Errorf("round robin with a dead host, dial %d: connected to %d, want %d", i, got, want)
 		}
+	}
+	if len(skipped) != 1 || skipped[0].Port != dead {
+		t.Errorf("hosts reported skipped: %v, want the dead one once", skipped)
 	}
 	dc.Balancer.SetRoundRobin(false)
 	if got := dc.Balancer.order(dc.mustTargets(t)); got[1].Port != c.port || got[2].Port != dead {
