@@ -17,10 +17,10 @@ import (
 // A DialConfig's Host may list several hosts, comma-separated as libpq and
 // PgBouncer write them, each with the one Port or with its own from Ports.
 // One dial (Login) tries them in turn, in the order its Balancer gives
-// (load_balance_hosts; hosts that just failed last), until one logs in: a host that refuses the connection,
-// does not answer, or answers with anything but a refusal of the login
-// itself is skipped, so one dead host never fails a login another could
-// serve. The dial's timeout (server_connect_timeout) is shared: each attempt
+// (load_balance_hosts; hosts that just failed last), until one logs in: a
+// host that refuses the connection, does not answer, or answers with
+// anything but a refusal of the login itself is skipped, so one dead host
+// never fails a login another could serve. The dial's timeout (server_connect_timeout) is shared: each attempt
 // gets an equal part of what is left, the last one all of it. A refusal that
 // another host of the same database would repeat (a wrong password, no such
 // database or role, no permission: finalForHosts) ends the dial at once.
