@@ -57,7 +57,9 @@ GRANT EXECUTE ON FUNCTION lookup.get_auth(text) TO pgb_auth;`)
 	}
 	hba := write("pg_hba.conf", "hostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n")
 	write("userlist.txt", fmt.Sprintf("%q %q\n", authUser, authPass))
-	// A host list: pgtide keeps the first host (the one that works).
+	// A host list whose second host has no server (nothing listens on
+	// 127.0.0.2): it carries over, and logins that start there (round robin)
+	// go on to the first.
 	write("databases.ini", fmt.Sprintf("appdb = host=127.0.0.1,127.0.0.2 port=%d dbname=appdb\nauthdb = host=127.0.0.1 port=%d\n", pg.Port, pg.Port))
 	sock := t.TempDir()
 	ini := write("pgbouncer.ini", fmt.Sprintf(`;; hardened pgbouncer.ini
@@ -110,7 +112,7 @@ pidfile = /var/run/pgbouncer/pgbouncer.pid
 		t.Fatal(err)
 	}
 	text := string(data)
-	for _, want := range []string{"# not converted: logfile", "# not converted: databases.appdb.host = 127.0.0.1,127.0.0.2"} {
+	for _, want := range []string{"# not converted: logfile", `host = "127.0.0.1,127.0.0.2"`} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -132,6 +134,20 @@ pidfile = /var/run/pgbouncer/pgbouncer.pid
 	var ssl bool
 	if err := c.QueryRow(ctxT(t, 10*time.Second), "select ssl from pg_stat_ssl where pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
 		t.Fatalf("server connection ssl = %v (%v), want true (server_tls_sslmode = verify-full)", ssl, err)
+	}
+	// A second server while c holds the first: round robin starts this dial
+	// at 127.0.0.2, where nothing listens, and it goes on to 127.0.0.1.
+	tx, err := c.Begin(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := connect(t, tlsURL(tide.Port, "appdb", appUser, appPass, "sslmode", "verify-full", "sslrootcert", certs.CAFile))
+	if err := c2.QueryRow(ctxT(t, 10*time.Second), "select ssl from pg_stat_ssl where pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+		t.Fatalf("second server connection: ssl = %v (%v), want true", ssl, err)
+	}
+	_ = tx.Rollback(ctxT(t, 10*time.Second))
+	if !strings.Contains(tide.Logs(), "server host failed; trying the next host of the list") {
+		t.Errorf("the second dial did not start at 127.0.0.2 (round robin)")
 	}
 	// client_tls_sslmode = require (and the HBA reject rule) refuse plain TCP.
 	if _, err := pgx.Connect(ctxT(t, 10*time.Second), tlsURL(tide.Port, "appdb", appUser, appPass, "sslmode", "disable")); err == nil {

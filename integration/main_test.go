@@ -28,6 +28,9 @@ type dbConf struct {
 	PoolMode string // "" = not set
 	User     string // "" = not set (client's own credentials)
 	Password string
+	// Server, when set, is TOML lines that stand for the section's host and
+	// port lines (several hosts: hosts_test.go).
+	Server string
 }
 
 // tideConf is a pgtide configuration; TOML renders it.
@@ -67,7 +70,11 @@ func (c tideConf) TOML(pgPort int) string {
 	b.WriteString(c.Extra)
 	for _, d := range c.Databases {
 		fmt.Fprintf(&b, "\n[databases.%s]\n", d.Name)
-		fmt.Fprintf(&b, "host = \"127.0.0.1\"\nport = %d\n", pgPort)
+		if d.Server != "" {
+			b.WriteString(d.Server)
+		} else {
+			fmt.Fprintf(&b, "host = \"127.0.0.1\"\nport = %d\n", pgPort)
+		}
 		dbname := d.DBName
 		if dbname == "" {
 			dbname = d.Name

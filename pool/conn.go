@@ -33,8 +33,18 @@ const maxServerMsg = 64 << 20
 
 // DialConfig says where and as whom to open server connections.
 type DialConfig struct {
-	Host     string // host name, IP, or a unix socket directory (starts with "/")
-	Port     int
+	// Host is a host name, an IP address or a unix socket directory (starts
+	// with "/"), or several, comma-separated (hosts.go).
+	Host string
+	Port int // the port of every host (unless Ports)
+	// Ports, when set, gives each host of Host its own port: as many,
+	// comma-separated, in the same order ("5432,5433"). A string keeps
+	// DialConfig comparable.
+	Ports string
+	// Balancer, when set, orders the hosts of a list for each dial
+	// (load_balance_hosts; hosts.go); nil: the list's order. A pointer
+	// keeps DialConfig comparable; it is set per dial, not configured.
+	Balancer *Balancer
 	Database string
 	User     string
 	Password string

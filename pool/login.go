@@ -79,7 +79,7 @@ var ErrVerifierMismatch = errors.New("the server's SCRAM verifier differs from p
 // settings (sslrootcert, sslcert, sslkey, verify-ca/full); for "prefer" and
 // "allow" the second attempt is made as pgconn makes it.
 func Login(ctx context.Context, dc DialConfig, sec LoginSecret) (*Conn, error) {
-	pc, err := dc.pgconnConfig()
+	targets, err := dc.Targets()
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +87,19 @@ func Login(ctx context.Context, dc DialConfig, sec LoginSecret) (*Conn, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, dc.Timeout)
 		defer cancel()
+	}
+	if len(targets) > 1 {
+		return loginHosts(ctx, dc, sec, targets) // hosts.go
+	}
+	return loginTarget(ctx, dc, sec, targets[0])
+}
+
+// loginTarget logs in at one host: with TLS as dc.SSLMode says, and for
+// "prefer" and "allow" the second attempt pgconn would make.
+func loginTarget(ctx context.Context, dc DialConfig, sec LoginSecret, tg Target) (*Conn, error) {
+	pc, err := dc.pgconnConfig(tg)
+	if err != nil {
+		return nil, err
 	}
 	type target struct {
 		host string
@@ -144,11 +157,11 @@ func (dc DialConfig) requireAuth(method, reason string) error {
 	return &AuthError{fmt.Sprintf("authentication method requirement %q failed: %s", dc.RequireAuth, reason)}
 }
 
-// pgconnConfig parses the same connection string Dial uses, for its host,
-// port and TLS settings.
-func (dc DialConfig) pgconnConfig() (*pgconn.Config, error) {
+// pgconnConfig parses the connection string of one host of dc, for its
+// host, port and TLS settings (the TLS server name is that host's).
+func (dc DialConfig) pgconnConfig(tg Target) (*pgconn.Config, error) {
 	cs := fmt.Sprintf("host=%s port=%d dbname=%s user=%s",
-		quoteConnValue(dc.Host), dc.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User)) + dc.tlsConnString()
+		quoteConnValue(tg.Host), tg.Port, quoteConnValue(dc.Database), quoteConnValue(dc.User)) + dc.tlsConnString()
 	cfg, err := pgconn.ParseConfig(cs)
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)

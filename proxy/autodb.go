@@ -95,6 +95,7 @@ func (s *Server) freePoolLocked(k poolKey, e *poolEntry) *pool.Pool {
 	}
 	if _, explicit := s.Config().Databases[k.db]; !explicit {
 		delete(s.dbLimit, k.db)
+		delete(s.dbHosts, k.db)
 	}
 	if c := s.gate.peek(k.db); c != nil && !c.paused.Load() && !c.disabled.Load() && c.inflight.Load() == 0 {
 		s.gate.dbs.CompareAndDelete(k.db, c)

@@ -53,6 +53,7 @@ type Server struct {
 	mu       sync.Mutex // guards pools, limits, sessions
 	pools    map[poolKey]*poolEntry
 	dbLimit  map[string]*pool.Limiter
+	dbHosts  map[string]*pool.Balancer // load_balance_hosts, per database like dbLimit
 	usrLimit map[string]*pool.Limiter
 	sessions map[uint32]*session // by the cancel key's process ID
 	// Logins waiting for the server they need (joinWithServer), not yet
@@ -126,6 +127,7 @@ func New(cfg *config.Config, log zerolog.Logger) *Server {
 	s := &Server{
 		pools:         map[poolKey]*poolEntry{},
 		dbLimit:       map[string]*pool.Limiter{},
+		dbHosts:       map[string]*pool.Balancer{},
 		usrLimit:      map[string]*pool.Limiter{},
 		sessions:      map[uint32]*session{},
 		loginWaits:    map[*session]struct{}{},
@@ -277,6 +279,11 @@ func (s *Server) Reload(cfg *config.Config) {
 			l.SetMax(pick(db.MaxDBConnections, cfg.MaxDBConnections))
 		}
 	}
+	for name, b := range s.dbHosts {
+		if db, ok := cfg.ResolveDatabase(name); ok {
+			b.SetRoundRobin(cfg.EffectiveLoadBalanceHosts(db) == config.LoadBalanceRoundRobin)
+		}
+	}
 	for name, l := range s.usrLimit {
 		l.SetMax(pick(cfg.Users[name].MaxUserConnections, cfg.MaxUserConnections))
 	}
@@ -302,7 +309,7 @@ func pick(v, def int) int {
 
 func (s *Server) dialConfig(cfg *config.Config, db config.Database, u config.User, user string) pool.DialConfig {
 	dc := pool.DialConfig{
-		Host: db.Host, Port: db.Port, Database: db.DBName,
+		Host: db.Host, Port: db.Port, Ports: pool.PortList(db.Ports), Database: db.DBName,
 		User: user, Timeout: cfg.ServerConnectTimeout.Duration,
 	}
 	if db.User != "" {
@@ -357,16 +364,31 @@ func (s *Server) poolForLocked(cfg *config.Config, dbName string, db config.Data
 	if s.usrLimit[userName] == nil {
 		s.usrLimit[userName] = pool.NewLimiter(pick(u.MaxUserConnections, cfg.MaxUserConnections))
 	}
+	hosts := s.dbHosts[dbName]
+	if hosts == nil {
+		hosts = pool.NewBalancer(cfg.EffectiveLoadBalanceHosts(db) == config.LoadBalanceRoundRobin)
+		dblog := s.logger().With().Str("database", dbName).Logger()
+		hosts.OnSkip(func(tg pool.Target, err error) {
+			dblog.Warn().Err(err).Stringer("server", tg).Msg("server host failed; trying the next host of the list")
+		})
+		s.dbHosts[dbName] = hosts
+	}
 	dc := s.dialConfig(cfg, db, u, userName)
 	log := s.logger().With().Str("database", dbName).Str("user", userName).Logger()
 	dial := func(ctx context.Context) (*pool.Conn, error) {
-		c, err := s.dialServer(ctx, k, dc) // pool.Dial, or pool.Login for passthrough (authquery.go)
+		d := dc
+		d.Balancer = hosts                // load_balance_hosts (pool/hosts.go)
+		c, err := s.dialServer(ctx, k, d) // pool.Dial, or pool.Login for passthrough (authquery.go)
 		if err != nil {
-			log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port).Msg("server connection failed")
+			ev := log.Warn().Err(err).Str("host", dc.Host).Int("port", dc.Port)
+			if dc.Ports != "" {
+				ev = ev.Str("ports", dc.Ports)
+			}
+			ev.Msg("server connection failed")
 			return nil, err
 		}
 		tuneTCP(c.Net, s.Config()) // tcp.go
-		log.Debug().Uint32("server_pid", c.PID).Msg("server connection opened")
+		log.Debug().Uint32("server_pid", c.PID).Stringer("server", c.Addr).Msg("server connection opened")
 		return c, nil
 	}
 	e := &poolEntry{

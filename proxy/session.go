@@ -838,7 +838,7 @@ func (ss *session) serverStopped(sc *pool.Conn, err error) {
 	gone, told := ss.gone, ss.serverFatal
 	ss.stopTimersLocked()
 	ss.mu.Unlock()
-	ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg("server connection lost")
+	ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Stringer("server", sc.Addr).Msg("server connection lost")
 	sc.Pool().Discard(sc)
 	switch {
 	case gone:
@@ -1205,6 +1205,6 @@ func (ss *session) cancel() {
 			// is done with it, never lent again (pool.Conn.Cancel).
 			msg = "cancel request to server not confirmed; the server will be closed, not reused"
 		}
-		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Msg(msg)
+		ss.logger().Warn().Err(err).Uint32("server_pid", sc.PID).Stringer("server", sc.Addr).Msg(msg)
 	}
 }

@@ -692,7 +692,7 @@ var dbKeys = map[string]string{
 	"pool_size": "int", "min_pool_size": "int", "pool_mode": "mode", "max_db_connections": "int",
 	"max_db_client_connections": "int", "connect_query": "string",
 	"client_encoding": "string", "datestyle": "string", "timezone": "string",
-	"reserve_pool_size": "int", "reserve_pool": "int",
+	"reserve_pool_size": "int", "reserve_pool": "int", "load_balance_hosts": "string",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -704,6 +704,7 @@ func (c *converter) convertDatabase(e iniEntry) {
 	}
 	var kvs []tomlKV
 	hasHost := false
+	hosts, portList := 1, 0 // the host list's length; the port list's (0: one port)
 	for _, p := range params {
 		kind, ok := dbKeys[p.Key]
 		if !ok {
@@ -715,8 +716,6 @@ func (c *converter) convertDatabase(e iniEntry) {
 				reason = "pgtide has auth_user, auth_query and auth_dbname only globally: users of this database who are not in [users] are looked up with the global ones, or cannot log in"
 			case "server_lifetime":
 				reason = "pgtide has only the global server_lifetime"
-			case "load_balance_hosts":
-				reason = "pgtide connects to one host per database"
 			}
 			kvs = append(kvs, c.dropped(e, where+"."+p.Key, p.Value, "%s", reason))
 			continue
@@ -724,15 +723,34 @@ func (c *converter) convertDatabase(e iniEntry) {
 		val := p.Value
 		if p.Key == "host" {
 			hasHost = true
-			if hosts := strings.Split(val, ","); len(hosts) > 1 {
-				val = strings.TrimSpace(hosts[0])
-				kvs = append(kvs, c.dropped(e, where+".host", p.Value, "pgtide connects to one host per database; using the first, %s", val))
-			}
+			hosts = len(config.SplitHosts(val))
 		}
 		if p.Key == "port" && strings.Contains(val, ",") {
-			first := strings.TrimSpace(strings.Split(val, ",")[0])
-			kvs = append(kvs, c.dropped(e, where+".port", val, "pgtide connects to one host per database; using the first port, %s", first))
-			val = first
+			// A port per host: an array in pgtide (checked against the host
+			// count below, once both are known).
+			ports := config.SplitHosts(val)
+			bad := false
+			for _, s := range ports {
+				if _, err := strconv.Atoi(s); err != nil {
+					bad = true
+				}
+			}
+			if bad {
+				kvs = append(kvs, c.dropped(e, where+".port", val, "%q is not a list of port numbers", val))
+				continue
+			}
+			portList = len(ports)
+			kvs = append(kvs, tomlKV{Key: "port", Value: "[" + strings.Join(ports, ", ") + "]"})
+			continue
+		}
+		if p.Key == "load_balance_hosts" {
+			v := strings.ToLower(strings.TrimSpace(val))
+			if v != config.LoadBalanceRoundRobin && v != config.LoadBalanceDisable {
+				kvs = append(kvs, c.dropped(e, where+".load_balance_hosts", val, "%q is neither round-robin nor disable", val))
+				continue
+			}
+			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(v)})
+			continue
 		}
 		switch kind {
 		case "int":
@@ -750,6 +768,14 @@ func (c *converter) convertDatabase(e iniEntry) {
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(strings.ToLower(val))})
 		default:
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(val)})
+		}
+	}
+	if portList > 0 && portList != hosts {
+		// pgtide would not load it (databases.NAME.port names the mismatch).
+		for i := range kvs {
+			if kvs[i].Key == "port" {
+				kvs[i] = c.dropped(e, where+".port", strings.Trim(kvs[i].Value, "[]"), "%d ports for %d hosts: give one port, or one per host; using pgtide's default port %d", portList, hosts, config.DefaultServerPort)
+			}
 		}
 	}
 	if !hasHost {

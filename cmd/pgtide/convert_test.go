@@ -297,12 +297,12 @@ admin_users = pgb_auth, ops
 		check(db+".server_tls_sslmode", cfg.Databases[db].ServerTLSSSLMode, "verify-full")
 		check(db+".server_tls_ca_file", cfg.Databases[db].ServerTLSCAFile, certs.CAFile)
 	}
-	check("app.host", cfg.Databases["app"].Host, "10.0.0.1")
+	check("app.host", cfg.Databases["app"].Host, "10.0.0.1,10.0.0.2")
+	check("app.port", cfg.Databases["app"].Port, 5433)
+	check("app.load_balance_hosts", cfg.Databases["app"].LoadBalanceHosts, "disable")
 	check("app.connect_query", cfg.Databases["app"].ConnectQuery, "SET x = 1")
 	for _, want := range []string{
 		"# not converted: logfile = /var/log/pgbouncer.log (pgbouncer.ini:",
-		"# not converted: databases.app.host = 10.0.0.1,10.0.0.2 (dbs.ini:1)",
-		"# not converted: databases.app.load_balance_hosts = disable (dbs.ini:1)",
 		"# not converted: databases.other.auth_user = someone (dbs.ini:2)",
 		"# not converted: client_tls_ecdhcurve = auto",
 	} {
@@ -311,11 +311,14 @@ admin_users = pgb_auth, ops
 		}
 	}
 	// The comment sits in the section it is about.
-	if i, j := strings.Index(out, "[databases.app]"), strings.Index(out, "databases.app.load_balance_hosts"); i < 0 || j < i {
-		t.Errorf("load_balance_hosts comment is not in [databases.app]:\n%s", out)
+	if i, j := strings.Index(out, "[databases.other]"), strings.Index(out, "databases.other.auth_user"); i < 0 || j < i {
+		t.Errorf("auth_user comment is not in [databases.other]:\n%s", out)
 	}
 	notes := strings.Join(res.Notes, "\n")
-	for _, want := range []string{"dbs.ini:1: databases.app.host: not converted", "client_tls_ciphers: not converted: left out ECDHE-RSA-AES256-SHA384"} {
+	if strings.Contains(notes, "databases.app.host") || strings.Contains(notes, "load_balance_hosts") {
+		t.Errorf("the host list or load_balance_hosts is reported as not converted:\n%s", notes)
+	}
+	for _, want := range []string{"client_tls_ciphers: not converted: left out ECDHE-RSA-AES256-SHA384"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("notes lack %q:\n%s", want, notes)
 		}
@@ -462,5 +465,50 @@ new = host=h reserve_pool_size=4
 	}
 	if len(notes) != 0 {
 		t.Errorf("notes = %q", notes)
+	}
+}
+
+// Host lists, port lists and load_balance_hosts carry over; a port list
+// that does not match its hosts, or an unknown mode, is reported.
+func TestConvertHostLists(t *testing.T) {
+	cfg, out, notes := convertString(t, `[databases]
+rr = host=h1,h2 port=5433,5434 load_balance_hosts=round-robin
+pin = host=/var/run/postgresql,10.0.0.2 load_balance_hosts=DISABLE
+odd = host=h1,h2,h3 port=5433,5434
+bad = host=h1,h2 load_balance_hosts=random
+[pgbouncer]
+listen_addr = 127.0.0.1
+`, "")
+	check := func(what string, got, want any) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s = %v, want %v\n%s", what, got, want, out)
+		}
+	}
+	rr, pin, odd, bad := cfg.Databases["rr"], cfg.Databases["pin"], cfg.Databases["odd"], cfg.Databases["bad"]
+	check("rr.host", rr.Host, "h1,h2")
+	check("rr targets", rr.Targets(), []config.Target{{Host: "h1", Port: 5433}, {Host: "h2", Port: 5434}})
+	check("rr.load_balance_hosts", rr.LoadBalanceHosts, "round-robin")
+	check("pin targets", pin.Targets(), []config.Target{{Host: "/var/run/postgresql", Port: 5432}, {Host: "10.0.0.2", Port: 5432}})
+	check("pin.load_balance_hosts", pin.LoadBalanceHosts, "disable")
+	check("odd.host", odd.Host, "h1,h2,h3")
+	check("odd targets", odd.Targets(), []config.Target{{Host: "h1", Port: 5432}, {Host: "h2", Port: 5432}, {Host: "h3", Port: 5432}})
+	check("bad.load_balance_hosts", bad.LoadBalanceHosts, "")
+	all := strings.Join(notes, "\n")
+	for _, want := range []string{
+		"databases.odd.port: not converted: 2 ports for 3 hosts",
+		`databases.bad.load_balance_hosts: not converted: "random" is neither round-robin nor disable`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("notes lack %q:\n%s", want, all)
+		}
+	}
+	for _, quiet := range []string{"databases.rr", "databases.pin"} {
+		if strings.Contains(all, quiet) {
+			t.Errorf("notes mention %s, which converted as is:\n%s", quiet, all)
+		}
+	}
+	if !strings.Contains(out, "port = [5433, 5434]") {
+		t.Errorf("output lacks the port list:\n%s", out)
 	}
 }

@@ -42,7 +42,11 @@ func printEffectiveRaw(w io.Writer, cfg *config.Config, raw map[string]any) {
 	for _, name := range sortedKeys(cfg.Databases) {
 		db := cfg.Databases[name]
 		fmt.Fprintf(w, "\n[databases.%s]\n", tomlKey(name))
-		writeFieldsWith(w, reflect.ValueOf(db), nil, map[string]string{"server_tls_sslmode": tomlString(db.EffectiveServerTLSSSLMode())})
+		override := map[string]string{"server_tls_sslmode": tomlString(db.EffectiveServerTLSSSLMode())}
+		if len(db.Ports) > 1 {
+			override["port"] = tomlValue(reflect.ValueOf(db.Ports)) // one per host
+		}
+		writeFieldsWith(w, reflect.ValueOf(db), nil, override)
 		if db.DBName == "" {
 			fmt.Fprintln(w, "# dbname \"\" = the database name the client asks for")
 		}
@@ -85,8 +89,16 @@ func printPools(w io.Writer, cfg *config.Config) {
 			if dbName == "*" && cfg.Databases["*"].DBName == "" {
 				dbname = "(the name the client asks for)"
 			}
-			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s:%d dbname %s, server_tls_sslmode %q\n",
-				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, db.Host, db.Port, dbname, db.EffectiveServerTLSSSLMode())
+			server := db.Targets()[0].String()
+			if ts := db.Targets(); len(ts) > 1 {
+				list := make([]string, len(ts))
+				for i, t := range ts {
+					list[i] = t.String()
+				}
+				server = fmt.Sprintf("%s (load_balance_hosts %q)", strings.Join(list, ", "), cfg.EffectiveLoadBalanceHosts(db))
+			}
+			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s dbname %s, server_tls_sslmode %q\n",
+				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, server, dbname, db.EffectiveServerTLSSSLMode())
 		}
 	}
 }

@@ -61,7 +61,7 @@ func TestCheckConfigVerbose(t *testing.T) {
 		rt := reflect.TypeOf(typ)
 		for i := 0; i < rt.NumField(); i++ {
 			key := strings.Split(rt.Field(i).Tag.Get("toml"), ",")[0]
-			if key == "" || key == "databases" || key == "users" {
+			if key == "" || key == "-" || key == "databases" || key == "users" {
 				continue
 			}
 			if !strings.Contains(s, "\n"+key+" = ") && !strings.Contains(s, "\n# "+key+" = ") {
@@ -176,5 +176,36 @@ func TestCheckConfigSyntaxErrorHidesPassword(t *testing.T) {
 	}
 	if strings.Contains(errb.String(), secret[:2]) {
 		t.Fatalf("stderr shows part of the password: %q", errb.String())
+	}
+}
+
+// -check-config -v shows a host list's ports and, per pool, every host and
+// load_balance_hosts; the output parses back.
+func TestCheckConfigVerboseHostList(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	src := "load_balance_hosts = \"disable\"\n[databases.app]\nhost = \"a,b\"\nport = [5433, 5434]\n[users.u]\npassword = \"pw-not-shown\"\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := runIO([]string{"-check-config", path, "-v"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s := out.String()
+	for _, want := range []string{
+		"[databases.app]\nhost = \"a,b\"\nport = [5433, 5434]\nload_balance_hosts = \"\"",
+		`load_balance_hosts = "disable"`,
+		`#   app x u: pool_mode "session", pool_size 20, max_db_connections 0, server a:5433, b:5434 (load_balance_hosts "disable") dbname "app"`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("-v output lacks %q:\n%s", want, s)
+		}
+	}
+	cfg, err := config.Parse("effective", out.Bytes()[bytes.IndexByte(out.Bytes(), '\n')+1:])
+	if err != nil {
+		t.Fatalf("-v output does not parse: %v\n%s", err, s)
+	}
+	if ts := cfg.Databases["app"].Targets(); len(ts) != 2 || ts[1].Port != 5434 {
+		t.Errorf("parsed back: %v", ts)
 	}
 }

@@ -261,16 +261,28 @@ func (c *Console) showPools(now time.Time) table {
 			a.linked++
 		}
 	}
+	cfg := c.b.Config()
 	for _, p := range sortedPools(c.b.PoolRows()) {
 		a := byPool[poolKey{p.Database, p.User}]
 		if a == nil {
 			a = &agg{}
 		}
 		login := max(p.Lent-a.linked, 0)
+		db, _ := cfg.ResolveDatabase(p.Database)
 		t.add(p.Database, p.User, a.active, a.waiting, 0, 0, a.linked, 0, 0, max(p.Idle-p.Used, 0), p.Used, 0, login,
-			int64(a.maxWait/time.Second), int64(a.maxWait%time.Second/time.Microsecond), p.Mode, nil)
+			int64(a.maxWait/time.Second), int64(a.maxWait%time.Second/time.Microsecond), p.Mode, loadBalanceHosts(cfg, db))
 	}
 	return t
+}
+
+// loadBalanceHosts is the load_balance_hosts column of SHOW DATABASES and
+// SHOW POOLS: the mode in effect for a database whose host is a list, NULL
+// for one host (as PgBouncer shows it).
+func loadBalanceHosts(cfg *config.Config, db config.Database) any {
+	if !strings.Contains(db.Host, ",") {
+		return nil
+	}
+	return cfg.EffectiveLoadBalanceHosts(db)
 }
 
 func sortedPools(ps []Pool) []Pool {
@@ -503,7 +515,7 @@ func (c *Console) showDatabases() table {
 		paused, disabled := b.DBState(name)
 		t.add(name, db.Host, db.Port, db.DBName, nullIfEmpty(db.User), cfg.EffectivePoolSize(db, config.User{}),
 			pick(db.MinPoolSize, cfg.MinPoolSize), pick(db.ReservePoolSize, cfg.ReservePoolSize), int64(cfg.ServerLifetime.Duration/time.Second),
-			nullIfEmpty(string(db.PoolMode)), nil, pick(db.MaxDBConnections, cfg.MaxDBConnections),
+			nullIfEmpty(string(db.PoolMode)), loadBalanceHosts(cfg, db), pick(db.MaxDBConnections, cfg.MaxDBConnections),
 			open[name], pick(db.MaxDBClientConnections, cfg.MaxDBClientConnections), clients[name], paused || pausedAll, disabled)
 	}
 	return t

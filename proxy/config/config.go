@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -106,6 +107,7 @@ type Config struct {
 	ServerCheckDelay         Duration  `toml:"server_check_delay"`          // 30s; idle longer than this: server_check_query runs before lending
 	ServerCheckQuery         string    `toml:"server_check_query"`          // "" = no query (a non-blocking liveness read only)
 	ServerLoginRetry         Duration  `toml:"server_login_retry"`          // 0 = off; after a failed server dial, new dials fail at once with its error this long
+	LoadBalanceHosts         string    `toml:"load_balance_hosts"`          // "round-robin" (default) | "disable"; which host of a database's host list a new server connection tries first
 	ClientLoginTimeout       Duration  `toml:"client_login_timeout"`        // 60s
 	ShutdownTimeout          Duration  `toml:"shutdown_timeout"`            // 30s (0 = wait forever)
 	QueryTimeout             Duration  `toml:"query_timeout"`               // 0 = off
@@ -161,8 +163,10 @@ type Config struct {
 // Database is one [databases.NAME] section. The name "*" is the fallback
 // for any database a client asks for that has no section of its own.
 type Database struct {
-	Host                   string    `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory
-	Port                   int       `toml:"port"`                      // default 5432
+	Host                   string    `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
+	Port                   int       `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
+	Ports                  []int     `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
+	LoadBalanceHosts       string    `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
 	DBName                 string    `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
 	User                   string    `toml:"user"`                      // optional: connect to the server as this user instead of the client's
 	Password               string    `toml:"password"`                  // optional: password for User (or for the client's user)
@@ -204,13 +208,15 @@ type User struct {
 
 // Defaults that are referred to in more than one place.
 const (
-	DefaultListen      = "127.0.0.1:6432"
-	DefaultPort        = 6432
-	DefaultServerHost  = "127.0.0.1"
-	DefaultServerPort  = 5432
-	MinMaxPacketSize   = 16384
-	AdminDatabaseName  = "pgtide"
-	defaultPoolSizeVal = 20
+	DefaultListen         = "127.0.0.1:6432"
+	DefaultPort           = 6432
+	DefaultServerHost     = "127.0.0.1"
+	DefaultServerPort     = 5432
+	LoadBalanceRoundRobin = "round-robin" // load_balance_hosts: each new server connection starts at the next host of the list
+	LoadBalanceDisable    = "disable"     // load_balance_hosts: each new server connection starts at the first host
+	MinMaxPacketSize      = 16384
+	AdminDatabaseName     = "pgtide"
+	defaultPoolSizeVal    = 20
 )
 
 // Default returns a Config with every default filled in and no databases/users
@@ -233,6 +239,7 @@ func Default() *Config {
 		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		LoadBalanceHosts:      LoadBalanceRoundRobin,
 		UnixSocketMode:        "0777",
 		TCPKeepalive:          true,
 		TCPDeferAccept:        true,
@@ -311,6 +318,60 @@ func (c *Config) ResolveDatabase(name string) (Database, bool) {
 		db.Port = DefaultServerPort
 	}
 	return db, true
+}
+
+// Target is one address a database's server connections may go to: a host
+// name, an IP address or a unix socket directory, and a port.
+type Target struct {
+	Host string
+	Port int
+}
+
+// String writes t as "host:port" ("[::1]:5432"; a unix socket directory as
+// "/dir:5432"), for logs and messages.
+func (t Target) String() string {
+	if strings.HasPrefix(t.Host, "/") {
+		return t.Host + ":" + strconv.Itoa(t.Port)
+	}
+	return net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+}
+
+// SplitHosts splits a host value at its commas, as libpq and PgBouncer do,
+// trimming the spaces around each entry. An empty entry stays (as "") for
+// validation to report.
+func SplitHosts(host string) []string {
+	parts := strings.Split(host, ",")
+	for i, h := range parts {
+		parts[i] = strings.TrimSpace(h)
+	}
+	return parts
+}
+
+// Targets lists the addresses of db in the order written: each host of
+// Host with its port (Ports[i], or Port for every host).
+func (db Database) Targets() []Target {
+	hosts := SplitHosts(db.Host)
+	out := make([]Target, len(hosts))
+	for i, h := range hosts {
+		port := db.Port
+		if i < len(db.Ports) {
+			port = db.Ports[i]
+		}
+		out[i] = Target{h, port}
+	}
+	return out
+}
+
+// EffectiveLoadBalanceHosts returns the database's load_balance_hosts, else
+// the global one.
+func (c *Config) EffectiveLoadBalanceHosts(db Database) string {
+	switch {
+	case db.LoadBalanceHosts != "":
+		return db.LoadBalanceHosts
+	case c.LoadBalanceHosts != "":
+		return c.LoadBalanceHosts
+	}
+	return LoadBalanceRoundRobin
 }
 
 // EffectivePoolMode returns the user's pool_mode, else the database's, else

@@ -77,6 +77,7 @@ func TestDefaults(t *testing.T) {
 		AutodbIdleTimeout:     Duration{3600 * time.Second},
 		ServerResetQuery:      "DISCARD ALL",
 		ServerCheckDelay:      Duration{30 * time.Second},
+		LoadBalanceHosts:      "round-robin",
 		UnixSocketMode:        "0777",
 		TCPKeepalive:          true,
 		TCPDeferAccept:        true,
@@ -192,6 +193,7 @@ log_format = "json"
 metrics_listen = "127.0.0.1:9127"
 so_reuseport = true
 stats_period = "0"
+load_balance_hosts = "disable"
 log_connections = false
 log_disconnections = false
 log_pooler_errors = false
@@ -221,7 +223,7 @@ max_user_connections = 4
 		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxMessageBuffer: 4194304, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
-		SoReuseport: true, StatsPeriod: Duration{0},
+		SoReuseport: true, StatsPeriod: Duration{0}, LoadBalanceHosts: "disable",
 		Databases: map[string]Database{"app": {Host: "127.0.0.1", Port: 5432, DBName: "app"}},
 		Users: map[string]User{"alice": {Password: "secret", PoolMode: PoolStatement, PinPolicy: PinKeep, PoolSize: 3,
 			MaxUserConnections: 4}},
@@ -516,7 +518,7 @@ pool_size = 4
 	}
 	for _, tt := range tests {
 		got, ok := c.ResolveDatabase(tt.name)
-		if ok != tt.ok || got != tt.want {
+		if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("ResolveDatabase(%q) = %+v, %v; want %+v, %v", tt.name, got, ok, tt.want, tt.ok)
 		}
 	}
@@ -537,7 +539,7 @@ pool_size = 4
 	// A Config built in code (not parsed) gets the same defaults.
 	code := Default()
 	code.Databases["d"] = Database{}
-	if db, ok := code.ResolveDatabase("d"); !ok || db != (Database{Host: "127.0.0.1", Port: 5432, DBName: "d"}) {
+	if db, ok := code.ResolveDatabase("d"); !ok || !reflect.DeepEqual(db, Database{Host: "127.0.0.1", Port: 5432, DBName: "d"}) {
 		t.Errorf("ResolveDatabase on a code-built config = %+v, %v", db, ok)
 	}
 }

@@ -233,6 +233,10 @@ func (d *decoder) walkStruct(path toml.Key, children map[string]toml.Primitive, 
 			d.fail(kp, "", unknownKeyReason(path, k, names))
 			continue
 		}
+		if k == "port" && rv.Type() == reflect.TypeFor[Database]() {
+			d.decodePort(kp, children[k], rv.Addr().Interface().(*Database))
+			continue
+		}
 		d.decodeValue(kp, children[k], rv.Field(i))
 	}
 }
@@ -381,6 +385,52 @@ func (d *decoder) decodeValue(kp toml.Key, p toml.Primitive, fv reflect.Value) {
 		}
 	default:
 		d.fail(kp, "", fmt.Sprintf("internal error: cannot decode into %s", fv.Type()))
+	}
+}
+
+// decodePort decodes a database's port: an integer (the port of every
+// host), or an array of integers, one per host of its host list (Ports).
+// An array of one is the same as the integer.
+func (d *decoder) decodePort(kp toml.Key, p toml.Primitive, db *Database) {
+	var raw any
+	if err := d.md.PrimitiveDecode(p, &raw); err != nil {
+		d.fail(kp, "", err.Error())
+		return
+	}
+	const want = "an integer, or an array of integers with one port per host (port = [5432, 5433])"
+	switch v := raw.(type) {
+	case int64: // its range is validated with the rest
+		db.Port, db.Ports = int(v), nil
+	case []any:
+		if len(v) == 0 {
+			d.fail(kp, "", "expected "+want+", got an empty array")
+			return
+		}
+		ports := make([]int, len(v))
+		for i, e := range v {
+			n, ok := e.(int64)
+			if !ok {
+				d.fail(kp, fmt.Sprintf("[%d]", i), fmt.Sprintf("expected an integer, got %s", describe(e, false)))
+				return
+			}
+			if n < 1 || n > 65535 {
+				d.fail(kp, fmt.Sprintf("[%d]", i), fmt.Sprintf("must be between 1 and 65535, got %d", n))
+				return
+			}
+			ports[i] = int(n)
+		}
+		db.Port, db.Ports = ports[0], ports
+		if len(ports) == 1 {
+			db.Ports = nil
+		}
+	case string:
+		reason := fmt.Sprintf("expected %s, got %s", want, describe(v, false))
+		if strings.Contains(v, ",") {
+			reason += fmt.Sprintf(" (PgBouncer's port=%s is written port = [%s] here)", v, strings.Join(SplitHosts(v), ", "))
+		}
+		d.fail(kp, "", reason)
+	default:
+		d.fail(kp, "", fmt.Sprintf("expected %s, got %s", want, describe(raw, false)))
 	}
 }
 

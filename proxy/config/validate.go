@@ -17,6 +17,7 @@ var (
 	logFormats  = []string{"auto", "json", "console"}
 	poolModes   = []string{string(PoolSession), string(PoolTransaction), string(PoolStatement)}
 	pinPolicies = []string{string(PinKeep), string(PinRefuse)}
+	loadBalance = []string{LoadBalanceRoundRobin, LoadBalanceDisable}
 )
 
 func k(parts ...string) toml.Key { return toml.Key(parts) }
@@ -28,6 +29,7 @@ func (d *decoder) validate(c *Config) {
 	d.checkEnum(k("auth_type"), c.AuthType, authTypes)
 	d.checkEnum(k("log_level"), c.LogLevel, logLevels)
 	d.checkEnum(k("log_format"), c.LogFormat, logFormats)
+	d.checkEnum(k("load_balance_hosts"), c.LoadBalanceHosts, loadBalance)
 
 	if c.DefaultPoolSize < 1 {
 		d.fail(k("default_pool_size"), "", fmt.Sprintf("must be at least 1, got %d", c.DefaultPoolSize))
@@ -173,11 +175,9 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	case AdminDatabaseName:
 		d.fail(k("databases", name), "", fmt.Sprintf("the database name %q is reserved for the admin console", AdminDatabaseName))
 	}
-	if db.Host == "" {
-		d.fail(key("host"), "", "must not be empty")
-	}
-	if db.Port < 1 || db.Port > 65535 {
-		d.fail(key("port"), "", fmt.Sprintf("must be between 1 and 65535, got %d", db.Port))
+	d.validateHosts(key, db)
+	if db.LoadBalanceHosts != "" {
+		d.checkEnum(key("load_balance_hosts"), db.LoadBalanceHosts, loadBalance)
 	}
 	if db.DBName == "" && name != "*" {
 		d.fail(key("dbname"), "", "must not be empty (leave it out to use the section name)")
@@ -217,6 +217,35 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 		case db.PoolSize > 0:
 			d.fail(key("pool_size"), "", fmt.Sprintf("%d is less than min_pool_size (%d)", size, minSize))
 		}
+	}
+}
+
+// validateHosts checks a database's host list and its port (or ports).
+func (d *decoder) validateHosts(key func(string) toml.Key, db Database) {
+	hosts := SplitHosts(db.Host)
+	switch {
+	case db.Host == "":
+		d.fail(key("host"), "", "must not be empty")
+	case len(hosts) > 1:
+		for i, h := range hosts {
+			if h == "" {
+				d.fail(key("host"), "", fmt.Sprintf("entry %d of the host list %q is empty (hosts are separated by single commas)", i+1, db.Host))
+				break
+			}
+		}
+	}
+	if d.bad[key("port").String()] {
+		return // decodePort said why
+	}
+	if db.Port < 1 || db.Port > 65535 {
+		d.fail(key("port"), "", fmt.Sprintf("must be between 1 and 65535, got %d", db.Port))
+	}
+	if n := len(db.Ports); n > 1 && n != len(hosts) {
+		nh := fmt.Sprintf("%d hosts", len(hosts))
+		if len(hosts) == 1 {
+			nh = "1 host"
+		}
+		d.fail(key("port"), "", fmt.Sprintf("lists %d ports for %s (host = %q): give one port for every host (port = %d), or one per host in the same order", n, nh, db.Host, db.Port))
 	}
 }
 
