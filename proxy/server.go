@@ -335,7 +335,7 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
 		CheckQuery: cfg.ServerCheckQuery, CheckDelay: cfg.ServerCheckDelay.Duration, CheckTimeout: cfg.ServerConnectTimeout.Duration,
 		LoginRetry: cfg.ServerLoginRetry.Duration, ConnectQuery: db.ConnectQuery,
-		ReserveSize: pick(db.ReservePoolSize, cfg.ReservePoolSize), ReserveTimeout: cfg.ReservePoolTimeout.Duration,
+		ReserveSize: pick(u.ReservePoolSize, pick(db.ReservePoolSize, cfg.ReservePoolSize)), ReserveTimeout: cfg.ReservePoolTimeout.Duration,
 	}
 	if l := s.dbLimit[k.db]; l != nil {
 		opts.Limits = append(opts.Limits, l)

@@ -191,7 +191,7 @@ func (ss *session) logger() *zerolog.Logger {
 }
 
 func (ss *session) waitTimeout() time.Duration {
-	if d := ss.srv.Config().QueryWaitTimeout.Duration; d > 0 {
+	if d := ss.srv.Config().TimeoutsFor(ss.userName).Wait; d > 0 {
 		return d
 	}
 	return 365 * 24 * time.Hour

@@ -19,7 +19,7 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 	if !wasEmpty || ss.q.empty() {
 		return
 	}
-	d := ss.srv.Config().QueryTimeout.Duration
+	d := ss.srv.Config().TimeoutsFor(ss.userName).Query
 	if d <= 0 {
 		return
 	}
@@ -46,10 +46,10 @@ func (ss *session) settleTimersLocked() {
 	if ss.unsynced {
 		return
 	}
-	cfg := ss.srv.Config()
-	d := cfg.IdleTransactionTimeout.Duration
+	t := ss.srv.Config().TimeoutsFor(ss.userName)
+	d := t.IdleTransaction
 	if ss.txStatus == wire.TxIdle {
-		d = cfg.ClientIdleTimeout.Duration
+		d = t.ClientIdle
 	}
 	if d <= 0 {
 		return
@@ -82,7 +82,7 @@ func (ss *session) stopTimersLocked() {
 func (ss *session) queryTimedOut() {
 	ss.mu.Lock()
 	busy := !ss.q.empty() && !ss.gone
-	if d := ss.srv.Config().QueryTimeout.Duration; busy && d > 0 && !ss.queryStart.IsZero() {
+	if d := ss.srv.Config().TimeoutsFor(ss.userName).Query; busy && d > 0 && !ss.queryStart.IsZero() {
 		if left := d - time.Since(ss.queryStart); left > 0 {
 			// The query running now started after this timer was armed: it
 			// fired for one that ended as the next was queued (Stop came

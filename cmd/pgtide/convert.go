@@ -804,7 +804,17 @@ func (c *converter) convertUser(e iniEntry) {
 		switch p.Key {
 		case "pool_mode":
 			kvs = append(kvs, tomlKV{Key: "pool_mode", Value: tomlString(strings.ToLower(p.Value))})
-		case "pool_size", "max_user_connections", "max_user_client_connections":
+		case "query_timeout", "query_wait_timeout", "idle_transaction_timeout", "client_idle_timeout":
+			if strings.TrimSpace(p.Value) == "-1" {
+				continue // PgBouncer's "not set": the global one applies
+			}
+			d, err := pgbDuration(p.Value)
+			if err != nil {
+				kvs = append(kvs, c.dropped(e, where+"."+p.Key, p.Value, "%v", err))
+				continue
+			}
+			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(d)})
+		case "pool_size", "max_user_connections", "max_user_client_connections", "reserve_pool_size":
 			n, err := strconv.Atoi(p.Value)
 			if err != nil {
 				kvs = append(kvs, c.dropped(e, where+"."+p.Key, p.Value, "%q is not an integer", p.Value))

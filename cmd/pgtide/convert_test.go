@@ -512,3 +512,31 @@ listen_addr = 127.0.0.1
 		t.Errorf("output lacks the port list:\n%s", out)
 	}
 }
+
+// User-level timeouts and reserve_pool_size carry over (PgBouncer 1.24+);
+// PgBouncer's -1 ("not set") leaves the user on the global value.
+func TestConvertUserTimeouts(t *testing.T) {
+	ini := `[databases]
+app = host=db
+[users]
+alice = query_timeout=0.3 idle_transaction_timeout=0 client_idle_timeout=60 query_wait_timeout=-1 reserve_pool_size=2
+[pgbouncer]
+listen_addr = *
+auth_type = plain
+auth_file = userlist.txt
+query_timeout = 10
+`
+	cfg, _, notes := convertString(t, ini, "\"alice\" \"a-secret\"\n")
+	a := cfg.Users["alice"]
+	if got := cfg.TimeoutsFor("alice"); got != (config.ClientTimeouts{Query: 300 * time.Millisecond, Wait: cfg.QueryWaitTimeout.Duration, IdleTransaction: 0, ClientIdle: time.Minute}) {
+		t.Errorf("alice's timeouts = %+v", got)
+	}
+	if !a.IdleTransactionTimeout.Set || a.QueryWaitTimeout.Set || a.ReservePoolSize != 2 {
+		t.Errorf("alice = %+v", a)
+	}
+	for _, n := range notes {
+		if strings.Contains(n, "users.alice") {
+			t.Errorf("note about alice: %s", n)
+		}
+	}
+}

@@ -57,7 +57,7 @@ func printEffectiveRaw(w io.Writer, cfg *config.Config, raw map[string]any) {
 		writeFields(w, reflect.ValueOf(u), nil)
 	}
 	if len(cfg.Databases) > 0 || len(cfg.Users) > 0 {
-		fmt.Fprintln(w, "\n# In [databases.*] and [users.*], 0 and \"\" mean: inherit the global setting.")
+		fmt.Fprintln(w, "\n# In [databases.*] and [users.*], 0 and \"\" mean: inherit the global setting (a [users.*] timeout: \"\" inherits, \"0\" turns it off for that user).")
 	}
 	printPools(w, cfg)
 }

@@ -543,7 +543,11 @@ func (c *Console) showUsers() table {
 		if u.PoolSize > 0 {
 			size = strconv.Itoa(u.PoolSize)
 		}
-		t.add(name, size, nil, nullIfEmpty(string(u.PoolMode)), pick(u.MaxUserConnections, cfg.MaxUserConnections),
+		var reserve any
+		if u.ReservePoolSize > 0 {
+			reserve = strconv.Itoa(u.ReservePoolSize)
+		}
+		t.add(name, size, reserve, nullIfEmpty(string(u.PoolMode)), pick(u.MaxUserConnections, cfg.MaxUserConnections),
 			open[name], pick(u.MaxUserClientConnections, cfg.MaxUserClientConnections), clients[name])
 	}
 	return t

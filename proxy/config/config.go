@@ -158,6 +158,10 @@ type Config struct {
 	AuthQuery    string   `toml:"auth_query"`     // DefaultAuthQuery; $1 is the user name
 	AuthDBName   string   `toml:"auth_dbname"`    // the one database it runs in; required with auth_user
 	AuthCacheTTL Duration `toml:"auth_cache_ttl"` // 60s; how long a looked-up secret is reused
+
+	// userTimeouts: some [users.NAME] sets a timeout (TimeoutsFor), found
+	// by validation; without it no client looks its user up.
+	userTimeouts bool
 }
 
 // Database is one [databases.NAME] section. The name "*" is the fallback
@@ -204,6 +208,74 @@ type User struct {
 	PoolSize                 int       `toml:"pool_size"`                   // 0 = inherit
 	MaxUserConnections       int       `toml:"max_user_connections"`        // 0 = global
 	MaxUserClientConnections int       `toml:"max_user_client_connections"` // 0 = global
+	ReservePoolSize          int       `toml:"reserve_pool_size"`           // 0 = the database's, else the global one
+	// Timeouts of this user's clients; unset = the global setting, "0" = off
+	// for this user (as PgBouncer's user-level settings override the global
+	// ones).
+	QueryTimeout           OptDuration `toml:"query_timeout"`
+	QueryWaitTimeout       OptDuration `toml:"query_wait_timeout"`
+	IdleTransactionTimeout OptDuration `toml:"idle_transaction_timeout"`
+	ClientIdleTimeout      OptDuration `toml:"client_idle_timeout"`
+}
+
+// OptDuration is a duration that may be left unset (Set false), for
+// settings that fall back to another one.
+type OptDuration struct {
+	Duration
+	Set bool
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler: "" leaves it unset.
+func (d *OptDuration) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*d = OptDuration{}
+		return nil
+	}
+	if err := d.Duration.UnmarshalText(b); err != nil {
+		return err
+	}
+	d.Set = true
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler: "" when unset.
+func (d OptDuration) MarshalText() ([]byte, error) {
+	if !d.Set {
+		return []byte{}, nil
+	}
+	return d.Duration.MarshalText()
+}
+
+// or returns d if set, else def.
+func (d OptDuration) or(def Duration) time.Duration {
+	if d.Set {
+		return d.Duration.Duration
+	}
+	return def.Duration
+}
+
+func (u User) hasTimeouts() bool {
+	return u.QueryTimeout.Set || u.QueryWaitTimeout.Set || u.IdleTransactionTimeout.Set || u.ClientIdleTimeout.Set
+}
+
+// ClientTimeouts are the timeouts of one user's clients.
+type ClientTimeouts struct {
+	Query, Wait, IdleTransaction, ClientIdle time.Duration
+}
+
+// TimeoutsFor returns the timeouts of user's clients: the user's own where
+// [users.NAME] sets them, else the global ones.
+func (c *Config) TimeoutsFor(user string) ClientTimeouts {
+	t := ClientTimeouts{c.QueryTimeout.Duration, c.QueryWaitTimeout.Duration, c.IdleTransactionTimeout.Duration, c.ClientIdleTimeout.Duration}
+	if !c.userTimeouts {
+		return t
+	}
+	u, ok := c.Users[user]
+	if !ok {
+		return t
+	}
+	return ClientTimeouts{u.QueryTimeout.or(c.QueryTimeout), u.QueryWaitTimeout.or(c.QueryWaitTimeout),
+		u.IdleTransactionTimeout.or(c.IdleTransactionTimeout), u.ClientIdleTimeout.or(c.ClientIdleTimeout)}
 }
 
 // Defaults that are referred to in more than one place.

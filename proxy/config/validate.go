@@ -164,6 +164,9 @@ func (d *decoder) validate(c *Config) {
 	}
 	for _, name := range sortedNames(c.Users) {
 		d.validateUser(name, c.Users[name])
+		if c.Users[name].hasTimeouts() {
+			c.userTimeouts = true
+		}
 	}
 }
 
@@ -266,6 +269,18 @@ func (d *decoder) validateUser(name string, u User) {
 	d.checkNonNegative(key("pool_size"), u.PoolSize)
 	d.checkNonNegative(key("max_user_connections"), u.MaxUserConnections)
 	d.checkNonNegative(key("max_user_client_connections"), u.MaxUserClientConnections)
+	d.checkNonNegative(key("reserve_pool_size"), u.ReservePoolSize)
+	for _, t := range []struct {
+		key string
+		d   OptDuration
+	}{
+		{"query_timeout", u.QueryTimeout}, {"query_wait_timeout", u.QueryWaitTimeout},
+		{"idle_transaction_timeout", u.IdleTransactionTimeout}, {"client_idle_timeout", u.ClientIdleTimeout},
+	} {
+		if t.d.Duration.Duration < 0 {
+			d.fail(key(t.key), "", fmt.Sprintf("must not be negative, got %s", t.d.Duration.Duration))
+		}
+	}
 }
 
 // checkPassword validates the stored forms of a password. The reason never
