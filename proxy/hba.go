@@ -15,8 +15,9 @@ import (
 // used when auth_type = "hba". Supported: connection types local, host,
 // hostssl, hostnossl (hostgssenc never matches, hostnogssenc is host);
 // databases all, sameuser, replication (never matches: pgtide refuses
-// replication connections) and names; users all and names; comma lists
-// and double quotes in both; addresses all, CIDR, or an IP and a netmask;
+// replication connections) and names; users all and names (a name that
+// starts with '/', PostgreSQL 16's regular expression, is refused); comma
+// lists and double quotes in both; addresses all, CIDR, or an IP and a netmask;
 // methods trust, reject, password, md5, scram-sha-256 and cert. The first
 // rule that matches decides; no match means the connection is refused.
 
@@ -213,6 +214,16 @@ func parseHBARule(fields [][]hbaName) (hbaRule, error) {
 		return r, fmt.Errorf("end-of-line before user specification")
 	}
 	r.databases, r.users = rest[0], rest[1]
+	// PostgreSQL 16 reads a name that starts with a slash, quoted or not,
+	// as a regular expression: taken as a literal name, a reject rule for
+	// it would match no one and let the next rule decide (fail open).
+	for _, list := range [][]hbaName{r.databases, r.users} {
+		for _, n := range list {
+			if strings.HasPrefix(n.name, "/") {
+				return r, fmt.Errorf("%q: regular expressions are not supported in database and user names", n.name)
+			}
+		}
+	}
 	for _, n := range r.databases {
 		if n.keyword && (n.name == "samerole" || n.name == "samegroup") {
 			return r, fmt.Errorf("database keyword %q is not supported", n.name)
