@@ -643,3 +643,112 @@ func TestTxnSQLPrepareClientLeaves(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnExecuteOfStateChangeCaptured: a SQL-level prepared statement
+// whose text changes the session (set_config(..., false)) changes it when
+// it runs, not when it is prepared: by EXECUTE in a simple Query, by a
+// protocol Bind of its name, or by a Parse of "EXECUTE name" (unnamed or
+// named) bound later. pgtide looked for the markers only in the text it was sent
+// at that moment ("EXECUTE p"), so the change went unseen: the server went
+// back to the pool with the client's search_path on it, and the next
+// client of the pool got it (invariant 10), while the client itself lost it
+// on its next server. pool_size 1: the second client gets the very server.
+// Each case also runs straight against PostgreSQL, where the first
+// client's setting is its own and a second session has the default.
+func TestTxnExecuteOfStateChangeCaptured(t *testing.T) {
+	prep := func(val string) string {
+		return fmt.Sprintf("PREPARE p AS SELECT pg_catalog.set_config('search_path', '%s', false)", val)
+	}
+	cases := []struct {
+		name string
+		run  func(t *testing.T, c *pgconn.PgConn, val string)
+	}{
+		{"execute", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			execSimple(t, c, "SELECT 1")
+			execSimple(t, c, "EXECUTE p")
+		}},
+		{"bind_of_sql_statement", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			if _, err := c.ExecPrepared(ctxT(t, 10*time.Second), "p", nil, nil, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"unnamed_parse_of_execute", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			// Parse and Describe in one round trip, Bind in the next (pgx's
+			// QueryExecModeDescribeExec).
+			if _, err := c.Prepare(ctxT(t, 10*time.Second), "", "EXECUTE p", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ExecPrepared(ctxT(t, 10*time.Second), "", nil, nil, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"named_parse_of_execute", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			if _, err := c.Prepare(ctxT(t, 10*time.Second), "s", "EXECUTE p", nil); err != nil {
+				t.Fatal(err)
+			}
+			execSimple(t, c, "SELECT 1")
+			if _, err := c.ExecPrepared(ctxT(t, 10*time.Second), "s", nil, nil, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
+			val := "x_" + tc.name
+			// mine is what the client that ran it sees after; other what a
+			// second session sees meanwhile.
+			seen := func(url string) (mine, other string) {
+				a := pgconnT(t, url)
+				tc.run(t, a, val)
+				b := pgconnT(t, url)
+				other = showSimple(t, b, "search_path")
+				mine = showSimple(t, a, "search_path")
+				b.Close(ctxT(t, 5*time.Second))
+				a.Close(ctxT(t, 5*time.Second))
+				return mine, other
+			}
+			wantMine, wantOther := seen(e.DirectURL())
+			if wantMine != val {
+				t.Fatalf("PostgreSQL: the client's search_path is %q, want %q", wantMine, val)
+			}
+			gotMine, gotOther := seen(e.URL())
+			if gotOther != wantOther {
+				t.Errorf("another client got search_path %q (PostgreSQL: %q): the server went back with the first client's setting", gotOther, wantOther)
+			}
+			if gotMine != wantMine {
+				t.Errorf("the client's own search_path is %q, PostgreSQL: %q", gotMine, wantMine)
+			}
+		})
+	}
+}
+
+func pgconnT(t *testing.T, url string) *pgconn.PgConn {
+	t.Helper()
+	c, err := pgconn.Connect(ctxT(t, 10*time.Second), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func execSimple(t *testing.T, c *pgconn.PgConn, sql string) {
+	t.Helper()
+	if _, err := c.Exec(ctxT(t, 10*time.Second), sql).ReadAll(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func showSimple(t *testing.T, c *pgconn.PgConn, name string) string {
+	t.Helper()
+	res, err := c.Exec(ctxT(t, 10*time.Second), "SHOW "+name).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(res[0].Rows[0][0])
+}

@@ -156,6 +156,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			st := &stmt{name: newStmtName()}
 			st.prep = append(append([]byte("PREPARE "), st.name...), text[r.end:r.stmtEnd]...)
 			put(r, st.name)
+			ss.noteParseLocked(st, text[r.end:r.stmtEnd]) // its EXECUTEs raise the check (sessionstate.go)
 			p := sqlPrep{st: st, seq: sqlPrepSeq.Add(1)}
 			if !r.bad {
 				p.name = r.name
@@ -264,6 +265,9 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 	}
 	before := len(out)
 	text, out, fx := ss.rewriteSQLLocked(srv, body[:len(body)-1], out)
+	if ss.execsFlaggedLocked(fx) {
+		ss.st.check = true
+	}
 	if len(out) > before && !ss.unsynced {
 		// What was injected is extended protocol: end it before the
 		// Query (a Sync inside the client's transaction block commits
@@ -283,6 +287,9 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 // server needs first, and the rewrites for the Parse's entry (or nil). The client's PREPAREs wait for its next Sync.
 func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte, *sqlFx) {
 	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
+	if ss.execsFlaggedLocked(fx) {
+		ss.st.unnamed = true // its Bind raises the check (noteBindLocked)
+	}
 	if fx != nil && len(fx.preps)+len(fx.deallocs)+len(fx.execs) > 0 {
 		if ss.sqlPending == nil {
 			ss.sqlPending = &sqlFx{}
