@@ -752,3 +752,60 @@ func showSimple(t *testing.T, c *pgconn.PgConn, name string) string {
 	}
 	return string(res[0].Rows[0][0])
 }
+
+// TestTxnSQLPrepareStdStringsOff: with standard_conforming_strings off, a
+// backslash escapes a quote in a plain string constant, so "SELECT 'it\'s';
+// PREPARE q AS ..." prepares q. pgtide read the setting from the login's
+// parameter view, which it drops after the startup reply, and so lexed
+// every text as if the setting were on: the PREPARE looked like string
+// content and reached the server under the client's own name "q", where a
+// second client of the pool (pool_size 1: the same server) could EXECUTE
+// it; in PostgreSQL q is the first session's alone (26000 for the other).
+// The setting comes from the startup packet, a SET, or the database's
+// default (what the client is told at login).
+func TestTxnSQLPrepareStdStringsOff(t *testing.T) {
+	for _, how := range []string{"startup", "set", "database"} {
+		t.Run(how, func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
+			if how == "database" {
+				e.pg.Exec(t, "ALTER DATABASE "+e.DB+" SET standard_conforming_strings = off")
+			}
+			run := func(url string) (mine, other string) {
+				cfg, err := pgconn.ParseConfig(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if how == "startup" {
+					cfg.RuntimeParams["standard_conforming_strings"] = "off"
+				}
+				a, err := pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer a.Close(context.Background())
+				if how == "set" {
+					execSimple(t, a, "SET standard_conforming_strings = off")
+				}
+				execSimple(t, a, `SELECT 'it\'s'; PREPARE q AS SELECT 42`)
+				b := pgconnT(t, url)
+				defer b.Close(context.Background())
+				res, err := b.Exec(ctxT(t, 10*time.Second), "EXECUTE q").ReadAll()
+				if err != nil {
+					other = "error " + sqlState(err)
+				} else {
+					other = string(res[0].Rows[0][0])
+				}
+				res, err = a.Exec(ctxT(t, 10*time.Second), "EXECUTE q").ReadAll()
+				if err != nil {
+					t.Fatalf("the first client's EXECUTE q: %v", err)
+				}
+				return string(res[0].Rows[0][0]), other
+			}
+			wantMine, wantOther := run(e.DirectURL())
+			gotMine, gotOther := run(e.URL())
+			if gotMine != wantMine || gotOther != wantOther {
+				t.Errorf("through pgtide: EXECUTE q gives %q to its client and %q to another; PostgreSQL: %q and %q", gotMine, gotOther, wantMine, wantOther)
+			}
+		})
+	}
+}

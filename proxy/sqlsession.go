@@ -81,9 +81,21 @@ var syncFrame = []byte{wire.FeSync, 0, 0, 0, 4}
 var nopBody = []byte("SELECT\x00\x00\x00")
 
 // stdStringsLocked reports whether the client's strings treat backslash
-// literally (standard_conforming_strings, on unless it said otherwise).
+// literally (standard_conforming_strings, on unless it said otherwise):
+// the value it wants (in transaction and statement mode every value a
+// server reports to it, parameterStatusLocked), else the one it was told
+// at login. Not ss.view, which is gone after the startup reply: read from
+// there, the setting was always on, and with it off a PREPARE after
+// 'it\'s' passed as string content, unmapped, under the client's own name.
 func (ss *session) stdStringsLocked() bool {
-	return ss.view["standard_conforming_strings"] != "off"
+	if v, ok := ss.want["standard_conforming_strings"]; ok {
+		return v != "off"
+	}
+	if ss.login != nil {
+		v, _ := reportedParam(ss.login.told, "standard_conforming_strings")
+		return v != "off"
+	}
+	return true
 }
 
 // skipInjectLocked reports whether the server is in a failed transaction
