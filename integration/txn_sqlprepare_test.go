@@ -762,9 +762,11 @@ func showSimple(t *testing.T, c *pgconn.PgConn, name string) string {
 // second client of the pool (pool_size 1: the same server) could EXECUTE
 // it; in PostgreSQL q is the first session's alone (26000 for the other).
 // The setting comes from the startup packet, a SET, or the database's
-// default (what the client is told at login).
+// default (what the client is told at login). Case "sjis": the same with
+// the setting on and an escape string E'ソ' in client_encoding SJIS, whose
+// second byte (0x5C) pgtide took for a backslash escaping the quote.
 func TestTxnSQLPrepareStdStringsOff(t *testing.T) {
-	for _, how := range []string{"startup", "set", "database"} {
+	for _, how := range []string{"startup", "set", "database", "sjis"} {
 		t.Run(how, func(t *testing.T) {
 			e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
 			if how == "database" {
@@ -775,8 +777,13 @@ func TestTxnSQLPrepareStdStringsOff(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if how == "startup" {
+				text := `SELECT 'it\'s'; PREPARE q AS SELECT 42`
+				switch how {
+				case "startup":
 					cfg.RuntimeParams["standard_conforming_strings"] = "off"
+				case "sjis":
+					cfg.RuntimeParams["client_encoding"] = "SJIS"
+					text = "SELECT E'\x83\x5c'; PREPARE q AS SELECT 42"
 				}
 				a, err := pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
 				if err != nil {
@@ -786,7 +793,7 @@ func TestTxnSQLPrepareStdStringsOff(t *testing.T) {
 				if how == "set" {
 					execSimple(t, a, "SET standard_conforming_strings = off")
 				}
-				execSimple(t, a, `SELECT 'it\'s'; PREPARE q AS SELECT 42`)
+				execSimple(t, a, text)
 				b := pgconnT(t, url)
 				defer b.Close(context.Background())
 				res, err := b.Exec(ctxT(t, 10*time.Second), "EXECUTE q").ReadAll()

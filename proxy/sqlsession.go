@@ -81,21 +81,32 @@ var syncFrame = []byte{wire.FeSync, 0, 0, 0, 4}
 var nopBody = []byte("SELECT\x00\x00\x00")
 
 // stdStringsLocked reports whether the client's strings treat backslash
-// literally (standard_conforming_strings, on unless it said otherwise):
-// the value it wants (in transaction and statement mode every value a
-// server reports to it, parameterStatusLocked), else the one it was told
-// at login. Not ss.view, which is gone after the startup reply: read from
-// there, the setting was always on, and with it off a PREPARE after
-// 'it\'s' passed as string content, unmapped, under the client's own name.
+// literally (standard_conforming_strings, on unless it said otherwise).
+// Read from ss.view, which is gone after the startup reply, the setting
+// was always on, and with it off a PREPARE after 'it\'s' passed as string
+// content, unmapped, under the client's own name.
 func (ss *session) stdStringsLocked() bool {
-	if v, ok := ss.want["standard_conforming_strings"]; ok {
-		return v != "off"
+	return ss.clientSettingLocked("standard_conforming_strings") != "off"
+}
+
+// mbLenLocked is the client encoding's mbLen (sqlprepare.go), nil for most.
+func (ss *session) mbLenLocked() mbLen {
+	return clientMBLen(ss.clientSettingLocked("client_encoding"))
+}
+
+// clientSettingLocked returns the value of a reported parameter for the
+// client: the one it wants (in transaction and statement mode every value
+// a server reports to it, parameterStatusLocked), else the one it was told
+// at login; "" if neither.
+func (ss *session) clientSettingLocked(name string) string {
+	if v, ok := ss.want[name]; ok {
+		return v
 	}
 	if ss.login != nil {
-		v, _ := reportedParam(ss.login.told, "standard_conforming_strings")
-		return v != "off"
+		v, _ := reportedParam(ss.login.told, name)
+		return v
 	}
-	return true
+	return ""
 }
 
 // skipInjectLocked reports whether the server is in a failed transaction
@@ -139,7 +150,7 @@ func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
 // needs first in out. It returns the new text (nil if unchanged), out, and
 // what the server's reply has to confirm (nil if nothing).
 func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) ([]byte, []byte, *sqlFx) {
-	refs, _ := scanSQL(text, ss.stdStringsLocked())
+	refs, _ := scanSQL(text, ss.stdStringsLocked(), ss.mbLenLocked())
 	if len(refs) == 0 {
 		return nil, out, nil
 	}
@@ -332,7 +343,7 @@ func (ss *session) takeSQLPendingLocked() *sqlFx {
 // DEALLOCATE of a name would take effect each time the statement runs,
 // later and perhaps elsewhere: they are refused (refuse is the error).
 func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, refuse []byte) {
-	refs, _ := scanSQL(query, ss.stdStringsLocked())
+	refs, _ := scanSQL(query, ss.stdStringsLocked(), ss.mbLenLocked())
 	last := 0
 	for _, r := range refs {
 		switch r.kind {
