@@ -816,3 +816,51 @@ func TestTxnSQLPrepareStdStringsOff(t *testing.T) {
 		})
 	}
 }
+
+// TestTxnLostStatementPreparedAgain: the statements pgtide prepares on a
+// server are the pool's, and server-side code run by any client of the
+// pool can drop one behind pgtide's back (a DO block that runs DEALLOCATE
+// with a name from pg_prepared_statements). pgtide went on believing the
+// server had it: every later Bind or Describe of that text on that server,
+// by any client, new ones included, got 26000 until the server was
+// closed. Now the server's 26000 makes pgtide prepare it there again for
+// the next request: the request that met the loss fails (the server said
+// so), the ones after it work, as they do straight against PostgreSQL,
+// where no other session can touch a client's statements.
+func TestTxnLostStatementPreparedAgain(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
+	const text = "SELECT $1::int + 1"
+	exec := func(c *pgconn.PgConn, name string) (string, error) {
+		r := c.ExecPrepared(ctxT(t, 10*time.Second), name, [][]byte{[]byte("41")}, nil, nil).Read()
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return string(r.Rows[0][0]), nil
+	}
+	for _, url := range []string{e.DirectURL(), e.URL()} {
+		a := pgconnT(t, url)
+		if _, err := a.Prepare(ctxT(t, 10*time.Second), "a1", text, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := exec(a, "a1"); got != "42" {
+			t.Fatalf("a1: %q, %v", got, err)
+		}
+		b := pgconnT(t, url)
+		execSimple(t, b, `DO $$DECLARE n text; BEGIN
+  FOR n IN SELECT name FROM pg_catalog.pg_prepared_statements LOOP EXECUTE 'DEALLOCATE ' || pg_catalog.quote_ident(n); END LOOP;
+END$$`)
+		_, first := exec(a, "a1") // through pgtide: the server's 26000
+		if url == e.DirectURL() && first != nil {
+			t.Fatalf("PostgreSQL: a1 after another session's DEALLOCATEs: %v", first)
+		}
+		if got, err := exec(a, "a1"); got != "42" {
+			t.Errorf("%s: a1 again: %q, %v (first try: %v)", redact(url), got, err, first)
+		}
+		c := pgconnT(t, url)
+		if _, err := c.Prepare(ctxT(t, 10*time.Second), "c1", text, nil); err != nil {
+			t.Errorf("%s: a new client's Parse of the same text: %v", redact(url), err)
+		} else if got, err := exec(c, "c1"); got != "42" {
+			t.Errorf("%s: c1: %q, %v", redact(url), got, err)
+		}
+	}
+}

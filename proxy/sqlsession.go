@@ -532,6 +532,33 @@ func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
 	return out
 }
 
+// lostStmtsLocked runs at a server's 26000 (prepared statement does not
+// exist) for request h: the statements h used, which pgtide believed the
+// server held, are gone from it, dropped behind pgtide's back (server-side
+// code of any client of the pool can DEALLOCATE pgtide's names, listed in
+// pg_prepared_statements). The next request that needs one prepares it
+// there again; before, every later use of that text on that server, by
+// any client, got 26000 until the server was closed.
+func (ss *session) lostStmtsLocked(sc *pool.Conn, h *entry) {
+	srv := stateOf(sc)
+	forget := func(st *stmt) {
+		if st != nil {
+			srv.remove(st)
+			if st.dep != nil {
+				srv.remove(st.dep)
+			}
+		}
+	}
+	if h.kind == wire.FeBind || h.kind == wire.FeDescribe {
+		forget(h.st)
+	}
+	if h.sql != nil {
+		for _, e := range h.sql.execs {
+			forget(e.st)
+		}
+	}
+}
+
 // sqlErrorLocked looks at a server error: a statement whose plan may not
 // change result type is dropped from the registry, so a client that
 // prepares its text again gets fresh types. It returns the error renamed
