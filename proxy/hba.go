@@ -86,6 +86,7 @@ type hbaConn struct {
 	ssl   bool
 	user  string
 	db    string
+	alias string // the database's other name ("" none): the admin console has two
 }
 
 // loadHBA reads and parses an HBA file.
@@ -340,7 +341,8 @@ func (rs *hbaRules) match(c hbaConn) *hbaRule {
 		if r.addr != nil && (c.ip == nil || !r.addr.Contains(c.ip)) {
 			continue
 		}
-		if !matchHBADatabase(r.databases, c.db, c.user) || !matchHBAUser(r.users, c.user) {
+		if !matchHBADatabase(r.databases, c.db, c.user) && (c.alias == "" || !matchHBADatabase(r.databases, c.alias, c.user)) ||
+			!matchHBAUser(r.users, c.user) {
 			continue
 		}
 		return r
@@ -404,6 +406,15 @@ func (s *Server) clientAuthMethod(cfg *config.Config, nc net.Conn, user, db stri
 		return m, nil
 	}
 	hc := hbaConn{local: local, ssl: ssl, user: user, db: db}
+	// The console answers to "pgtide" and "pgbouncer" (isConsole): a rule
+	// for either name is a rule for it. Matched by the name given only, a
+	// reject for "pgtide" was passed by logging in as "pgbouncer".
+	switch {
+	case db == config.AdminDatabaseName && isConsole(cfg, pgbouncerDatabase):
+		hc.alias = pgbouncerDatabase
+	case db == pgbouncerDatabase && isConsole(cfg, db):
+		hc.alias = config.AdminDatabaseName
+	}
 	host := "[local]"
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		hc.ip, host = ta.IP, ta.IP.String()

@@ -148,3 +148,19 @@ func TestHBARegexRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestHBAMatchAlias: a database's other name (the admin console's, set by
+// clientAuthMethod) matches a rule as its own name does.
+func TestHBAMatchAlias(t *testing.T) {
+	rs, err := parseHBA("f", "host pgtide all all reject\nhost all all all md5\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := net.ParseIP("10.0.0.1")
+	if r := rs.match(hbaConn{ip: ip, user: "adm", db: "pgbouncer", alias: "pgtide"}); r == nil || r.line != 1 {
+		t.Errorf("pgbouncer with alias pgtide: %+v, want line 1", r)
+	}
+	if r := rs.match(hbaConn{ip: ip, user: "adm", db: "pgbouncer"}); r == nil || r.line != 2 {
+		t.Errorf("pgbouncer without alias: %+v, want line 2", r)
+	}
+}
