@@ -92,3 +92,43 @@ func TestStartupParamOverridesOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestStartupAppNameNotUTF8: an application_name that is not valid UTF-8
+// (a program name or PGAPPNAME in a Latin-1 environment) is accepted by
+// PostgreSQL, which replaces what is not printable ASCII ('?' per byte up
+// to 15, "\xNN" from 16). pgtide sent the bytes as they came and the
+// server refused them (FATAL 22021), so the client could not log in
+// through pgtide at all. The value reported at login and the setting
+// must be PostgreSQL's, twice in a row (the second login of transaction
+// mode comes from the welcome cache).
+func TestStartupAppNameNotUTF8(t *testing.T) {
+	const app = "caf\xe9 \xff\xfe\u00e9 ok"
+	show := func(t *testing.T, url string) string {
+		cfg, err := pgconn.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams["application_name"] = app
+		c, err := pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+		if err != nil {
+			t.Fatalf("login with application_name %q: %v", app, err)
+		}
+		defer c.Close(ctxT(t, 5*time.Second))
+		res, err := c.Exec(ctxT(t, 10*time.Second), "SELECT current_setting('application_name')").ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(res[0].Rows[0][0]) + " told " + c.ParameterStatus("application_name")
+	}
+	for _, mode := range []string{"session", "transaction"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, _ *dbConf) { c.PoolMode = mode })
+			want := show(t, e.DirectURL())
+			for i := 0; i < 2; i++ {
+				if got := show(t, e.URL()); got != want {
+					t.Errorf("login %d through pgtide: %q, PostgreSQL: %q", i+1, got, want)
+				}
+			}
+		})
+	}
+}

@@ -298,3 +298,70 @@ func TestMetricsClientsWaitingAtPause(t *testing.T) {
 		t.Fatalf(`after RESUME: pgtide_pool_clients{state="waiting"} = %v; want 0`, w)
 	}
 }
+
+// TestMetricsNamesNotUTF8: under auth_type "trust" any user name logs in,
+// and with the database's own user and password the server login does not
+// depend on it; a name that is not UTF-8 (a client's Latin-1) made
+// Prometheus panic on the pool's label values. The login panicked after
+// it had borrowed its server, which was never given back (one PostgreSQL
+// connection lost per login, pool after pool), and every scrape answered
+// 500 while the pool lived. Such a client logs in and runs its query, the
+// scrape works and shows the name with U+FFFD, and its server goes back.
+func TestMetricsNamesNotUTF8(t *testing.T) {
+	pg := pgtest.Shared(t)
+	pgtest.BuildPgtide(t)
+	user, db := uniqueName(t, "u"), uniqueName(t, "d")
+	pass := "Pw-" + user + "-" + fmt.Sprint(time.Now().UnixNano())
+	pgtest.CreateRole(t, pg, user, pass)
+	pgtest.CreateDatabase(t, pg, db, user)
+	mport, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tide := pgtest.StartPgtide(t, fmt.Sprintf(`listen = ["127.0.0.1:{{PORT}}"]
+log_format = "json"
+auth_type = "trust"
+pool_mode = "transaction"
+metrics_listen = "127.0.0.1:%d"
+
+[databases.%s]
+host = "127.0.0.1"
+port = %d
+user = %q
+password = %q
+`, mport, db, pg.Port, user, pass))
+	t.Cleanup(func() {
+		if strings.Contains(tide.Logs(), pass) {
+			t.Errorf("pgtide output contains a password")
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", mport)
+	pgtest.WaitUntil(t, 5*time.Second, "metrics endpoint", func() bool { _, _, err := tryHTTPGet(base + "/healthz"); return err == nil })
+	cfg, err := pgx.ParseConfig(tide.ConnString(db, "x", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.User = "caf\xe9"
+	for i := 0; i < 3; i++ {
+		c, err := pgx.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+		if err != nil {
+			t.Fatalf("login %d as %q: %v", i+1, cfg.User, err)
+		}
+		if who := queryString(t, c, "SELECT current_user"); who != user {
+			t.Fatalf("logged in as %s", who)
+		}
+		c.Close(context.Background())
+	}
+	s := scrapeMetrics(t, base) // fails on anything but 200
+	if v, ok := s.get("pgtide_pool_logins_total", `user="caf`+"\uFFFD"+`"`); !ok || v != 3 {
+		t.Errorf("pgtide_pool_logins_total for the pool: %v, %v; want 3", v, ok)
+	}
+	mon := super(t, pg, "postgres")
+	pgtest.WaitUntil(t, 5*time.Second, "no server left lent", func() bool {
+		v, _ := scrapeMetrics(t, base).get("pgtide_pool_servers", `state="active"`)
+		return v == 0
+	})
+	if n := queryInt(t, mon, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state <> 'idle'", user); n != 0 {
+		t.Errorf("%d of the pool's server connections are not idle", n)
+	}
+}

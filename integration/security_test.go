@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -628,4 +629,60 @@ func TestConsoleReserveNotFilledByConsoleLogins(t *testing.T) {
 		t.Fatalf("admin console refused while 16 unauthenticated console logins wait: %v", err)
 	}
 	pc.Close(ctx)
+}
+
+// TestAuthQueryNameNotInEncoding: a login whose user name is not valid
+// UTF-8 (the encoding of pgtide's auth_query connection), such as a name
+// in a client's Latin-1 or a long name cut in the middle of a character,
+// names no role. PostgreSQL runs its mock exchange for it and answers
+// 28P01, as for any unknown user. pgtide's lookup failed on the server
+// (22021) and the client got FATAL 08001 "authentication lookup failed"
+// before any exchange, so such a name looked unlike an unknown user, and
+// each attempt cost a query and a warning (nothing was cached).
+func TestAuthQueryNameNotInEncoding(t *testing.T) {
+	pg := pgtest.Shared(t)
+	stamp := fmt.Sprint(time.Now().UnixNano())
+	authUser, authPass := uniqueName(t, "a"), "Auth-"+stamp
+	user, pass := uniqueName(t, "u"), "Pw-"+stamp
+	db := uniqueName(t, "d")
+	pgtest.CreateRole(t, pg, authUser, authPass)
+	pgtest.CreateRole(t, pg, user, pass)
+	pgtest.CreateDatabase(t, pg, db, user)
+	installLookup(t, pg, db, authUser)
+	tide := pgtest.StartPgtide(t, authQueryTOML(pg, authUser, authPass, fmt.Sprintf("auth_dbname = %q\n", db)))
+	t.Cleanup(func() {
+		for _, s := range []string{authPass, pass} {
+			if strings.Contains(tide.Logs(), s) {
+				t.Errorf("pgtide output contains a secret")
+			}
+		}
+	})
+	login := func(url, name string) error {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.User = name
+		c, err := pgx.ConnectConfig(ctxT(t, 15*time.Second), cfg)
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err
+	}
+	// The second is cut to 63 bytes, 31 and a half characters (by
+	// PostgreSQL and pgtide alike).
+	for _, name := range []string{"caf\xe9", strings.Repeat("\u00e9", 40)} {
+		direct := login(pg.ConnString(db, user, pass), name)
+		through := login(tide.ConnString(db, user, pass), name)
+		if sqlState(direct) != "28P01" {
+			t.Fatalf("PostgreSQL, user %q: %v; want 28P01", name, direct)
+		}
+		if sqlState(through) != sqlState(direct) {
+			t.Errorf("pgtide, user %q: %v; want PostgreSQL's %v", name, through, direct)
+		}
+	}
+	c := connect(t, tide.ConnString(db, user, pass))
+	if who := queryString(t, c, "SELECT current_user"); who != user {
+		t.Fatalf("logged in as %s", who)
+	}
 }

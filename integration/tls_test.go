@@ -295,3 +295,56 @@ server_tls_sslmode = "disable"
 		t.Fatalf("the server did not see the cancel request; logs:\n%s", pg.Logs())
 	}
 }
+
+// TestHBAConsoleUnderBothNames: the admin console answers to "pgtide" and,
+// unless [databases] has a section of that name, "pgbouncer". An HBA rule
+// for either name is a rule for the console: before, a reject for "pgtide"
+// was passed by logging in as "pgbouncer" (and a PgBouncer file's reject
+// for "pgbouncer" by logging in as "pgtide"), which then met the next
+// rule, "all". A "pgbouncer" that is a real database is that database's
+// name only.
+func TestHBAConsoleUnderBothNames(t *testing.T) {
+	const admPass = "AdmPw-console-hba"
+	// realPgbouncer: [databases.pgbouncer] names the env's own database.
+	start := func(t *testing.T, rules string, realPgbouncer bool) *env {
+		hba := filepath.Join(t.TempDir(), "pg_hba.conf")
+		if err := os.WriteFile(hba, []byte(rules), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e := newEnv(t, func(c *tideConf, db *dbConf) {
+			c.Extra = fmt.Sprintf("admin_users = [\"adm\"]\nauth_type = \"hba\"\nauth_hba_file = %q\n", hba)
+			c.Users["adm"] = admPass
+			if realPgbouncer {
+				c.Databases = append(c.Databases, dbConf{Name: "pgbouncer", DBName: db.Name})
+			}
+		})
+		e.secrets = append(e.secrets, admPass)
+		return e
+	}
+	refused := func(t *testing.T, e *env, db string) {
+		t.Helper()
+		err := connectErr(t, e.tide.ConnString(db, "adm", admPass))
+		if sqlState(err) != "28000" || !strings.Contains(err.Error(), "pg_hba.conf rejects connection") {
+			t.Errorf("console as %q: %v; want the reject rule's 28000", db, err)
+		}
+	}
+	for _, name := range []string{"pgtide", "pgbouncer"} {
+		t.Run("reject "+name, func(t *testing.T) {
+			e := start(t, fmt.Sprintf("host %s all 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 scram-sha-256\n", name), false)
+			refused(t, e, "pgtide")
+			refused(t, e, "pgbouncer")
+		})
+	}
+	t.Run("pgbouncer a real database", func(t *testing.T) {
+		e := start(t, "host pgbouncer all 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 scram-sha-256\n", true)
+		c, err := pgx.Connect(ctxT(t, 10*time.Second), e.tide.ConnString("pgtide", "adm", admPass)+"&default_query_exec_mode=simple_protocol")
+		if err != nil {
+			t.Fatalf("console as pgtide, with a real database pgbouncer rejected: %v", err)
+		}
+		c.Close(context.Background())
+		err = connectErr(t, e.tide.ConnString("pgbouncer", e.User, e.Pass))
+		if sqlState(err) != "28000" {
+			t.Errorf("the real database pgbouncer: %v; want 28000", err)
+		}
+	})
+}

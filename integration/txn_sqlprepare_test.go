@@ -643,3 +643,224 @@ func TestTxnSQLPrepareClientLeaves(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnExecuteOfStateChangeCaptured: a SQL-level prepared statement
+// whose text changes the session (set_config(..., false)) changes it when
+// it runs, not when it is prepared: by EXECUTE in a simple Query, by a
+// protocol Bind of its name, or by a Parse of "EXECUTE name" (unnamed or
+// named) bound later. pgtide looked for the markers only in the text it was sent
+// at that moment ("EXECUTE p"), so the change went unseen: the server went
+// back to the pool with the client's search_path on it, and the next
+// client of the pool got it (invariant 10), while the client itself lost it
+// on its next server. pool_size 1: the second client gets the very server.
+// Each case also runs straight against PostgreSQL, where the first
+// client's setting is its own and a second session has the default.
+func TestTxnExecuteOfStateChangeCaptured(t *testing.T) {
+	prep := func(val string) string {
+		return fmt.Sprintf("PREPARE p AS SELECT pg_catalog.set_config('search_path', '%s', false)", val)
+	}
+	cases := []struct {
+		name string
+		run  func(t *testing.T, c *pgconn.PgConn, val string)
+	}{
+		{"execute", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			execSimple(t, c, "SELECT 1")
+			execSimple(t, c, "EXECUTE p")
+		}},
+		{"bind_of_sql_statement", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			if _, err := c.ExecPrepared(ctxT(t, 10*time.Second), "p", nil, nil, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"unnamed_parse_of_execute", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			// Parse and Describe in one round trip, Bind in the next (pgx's
+			// QueryExecModeDescribeExec).
+			if _, err := c.Prepare(ctxT(t, 10*time.Second), "", "EXECUTE p", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ExecPrepared(ctxT(t, 10*time.Second), "", nil, nil, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"named_parse_of_execute", func(t *testing.T, c *pgconn.PgConn, val string) {
+			execSimple(t, c, prep(val))
+			if _, err := c.Prepare(ctxT(t, 10*time.Second), "s", "EXECUTE p", nil); err != nil {
+				t.Fatal(err)
+			}
+			execSimple(t, c, "SELECT 1")
+			if _, err := c.ExecPrepared(ctxT(t, 10*time.Second), "s", nil, nil, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
+			val := "x_" + tc.name
+			// mine is what the client that ran it sees after; other what a
+			// second session sees meanwhile.
+			seen := func(url string) (mine, other string) {
+				a := pgconnT(t, url)
+				tc.run(t, a, val)
+				b := pgconnT(t, url)
+				other = showSimple(t, b, "search_path")
+				mine = showSimple(t, a, "search_path")
+				b.Close(ctxT(t, 5*time.Second))
+				a.Close(ctxT(t, 5*time.Second))
+				return mine, other
+			}
+			wantMine, wantOther := seen(e.DirectURL())
+			if wantMine != val {
+				t.Fatalf("PostgreSQL: the client's search_path is %q, want %q", wantMine, val)
+			}
+			gotMine, gotOther := seen(e.URL())
+			if gotOther != wantOther {
+				t.Errorf("another client got search_path %q (PostgreSQL: %q): the server went back with the first client's setting", gotOther, wantOther)
+			}
+			if gotMine != wantMine {
+				t.Errorf("the client's own search_path is %q, PostgreSQL: %q", gotMine, wantMine)
+			}
+		})
+	}
+}
+
+func pgconnT(t *testing.T, url string) *pgconn.PgConn {
+	t.Helper()
+	c, err := pgconn.Connect(ctxT(t, 10*time.Second), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func execSimple(t *testing.T, c *pgconn.PgConn, sql string) {
+	t.Helper()
+	if _, err := c.Exec(ctxT(t, 10*time.Second), sql).ReadAll(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func showSimple(t *testing.T, c *pgconn.PgConn, name string) string {
+	t.Helper()
+	res, err := c.Exec(ctxT(t, 10*time.Second), "SHOW "+name).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(res[0].Rows[0][0])
+}
+
+// TestTxnSQLPrepareStdStringsOff: with standard_conforming_strings off, a
+// backslash escapes a quote in a plain string constant, so "SELECT 'it\'s';
+// PREPARE q AS ..." prepares q. pgtide read the setting from the login's
+// parameter view, which it drops after the startup reply, and so lexed
+// every text as if the setting were on: the PREPARE looked like string
+// content and reached the server under the client's own name "q", where a
+// second client of the pool (pool_size 1: the same server) could EXECUTE
+// it; in PostgreSQL q is the first session's alone (26000 for the other).
+// The setting comes from the startup packet, a SET, or the database's
+// default (what the client is told at login). Case "sjis": the same with
+// the setting on and an escape string E'ソ' in client_encoding SJIS, whose
+// second byte (0x5C) pgtide took for a backslash escaping the quote.
+func TestTxnSQLPrepareStdStringsOff(t *testing.T) {
+	for _, how := range []string{"startup", "set", "database", "sjis"} {
+		t.Run(how, func(t *testing.T) {
+			e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
+			if how == "database" {
+				e.pg.Exec(t, "ALTER DATABASE "+e.DB+" SET standard_conforming_strings = off")
+			}
+			run := func(url string) (mine, other string) {
+				cfg, err := pgconn.ParseConfig(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				text := `SELECT 'it\'s'; PREPARE q AS SELECT 42`
+				switch how {
+				case "startup":
+					cfg.RuntimeParams["standard_conforming_strings"] = "off"
+				case "sjis":
+					cfg.RuntimeParams["client_encoding"] = "SJIS"
+					text = "SELECT E'\x83\x5c'; PREPARE q AS SELECT 42"
+				}
+				a, err := pgconn.ConnectConfig(ctxT(t, 10*time.Second), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer a.Close(context.Background())
+				if how == "set" {
+					execSimple(t, a, "SET standard_conforming_strings = off")
+				}
+				execSimple(t, a, text)
+				b := pgconnT(t, url)
+				defer b.Close(context.Background())
+				res, err := b.Exec(ctxT(t, 10*time.Second), "EXECUTE q").ReadAll()
+				if err != nil {
+					other = "error " + sqlState(err)
+				} else {
+					other = string(res[0].Rows[0][0])
+				}
+				res, err = a.Exec(ctxT(t, 10*time.Second), "EXECUTE q").ReadAll()
+				if err != nil {
+					t.Fatalf("the first client's EXECUTE q: %v", err)
+				}
+				return string(res[0].Rows[0][0]), other
+			}
+			wantMine, wantOther := run(e.DirectURL())
+			gotMine, gotOther := run(e.URL())
+			if gotMine != wantMine || gotOther != wantOther {
+				t.Errorf("through pgtide: EXECUTE q gives %q to its client and %q to another; PostgreSQL: %q and %q", gotMine, gotOther, wantMine, wantOther)
+			}
+		})
+	}
+}
+
+// TestTxnLostStatementPreparedAgain: the statements pgtide prepares on a
+// server are the pool's, and server-side code run by any client of the
+// pool can drop one behind pgtide's back (a DO block that runs DEALLOCATE
+// with a name from pg_prepared_statements). pgtide went on believing the
+// server had it: every later Bind or Describe of that text on that server,
+// by any client, new ones included, got 26000 until the server was
+// closed. Now the server's 26000 makes pgtide prepare it there again for
+// the next request: the request that met the loss fails (the server said
+// so), the ones after it work, as they do straight against PostgreSQL,
+// where no other session can touch a client's statements.
+func TestTxnLostStatementPreparedAgain(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) { c.PoolMode = "transaction"; db.PoolSize = 1 })
+	const text = "SELECT $1::int + 1"
+	exec := func(c *pgconn.PgConn, name string) (string, error) {
+		r := c.ExecPrepared(ctxT(t, 10*time.Second), name, [][]byte{[]byte("41")}, nil, nil).Read()
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return string(r.Rows[0][0]), nil
+	}
+	for _, url := range []string{e.DirectURL(), e.URL()} {
+		a := pgconnT(t, url)
+		if _, err := a.Prepare(ctxT(t, 10*time.Second), "a1", text, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := exec(a, "a1"); got != "42" {
+			t.Fatalf("a1: %q, %v", got, err)
+		}
+		b := pgconnT(t, url)
+		execSimple(t, b, `DO $$DECLARE n text; BEGIN
+  FOR n IN SELECT name FROM pg_catalog.pg_prepared_statements LOOP EXECUTE 'DEALLOCATE ' || pg_catalog.quote_ident(n); END LOOP;
+END$$`)
+		_, first := exec(a, "a1") // through pgtide: the server's 26000
+		if url == e.DirectURL() && first != nil {
+			t.Fatalf("PostgreSQL: a1 after another session's DEALLOCATEs: %v", first)
+		}
+		if got, err := exec(a, "a1"); got != "42" {
+			t.Errorf("%s: a1 again: %q, %v (first try: %v)", redact(url), got, err, first)
+		}
+		c := pgconnT(t, url)
+		if _, err := c.Prepare(ctxT(t, 10*time.Second), "c1", text, nil); err != nil {
+			t.Errorf("%s: a new client's Parse of the same text: %v", redact(url), err)
+		} else if got, err := exec(c, "c1"); got != "42" {
+			t.Errorf("%s: c1: %q, %v", redact(url), got, err)
+		}
+	}
+}

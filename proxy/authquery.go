@@ -37,6 +37,13 @@ import (
 // authMaxCache bounds the secrets cache (looked-up and unknown users alike).
 const authMaxCache = 10000
 
+// SQLSTATEs of a lookup whose user name is not text in the auth
+// connection's encoding (authQuerySecret).
+const (
+	codeCharacterNotInRepertoire = "22021" // invalid byte sequence
+	codeUntranslatableCharacter  = "22P05" // no such character in the database's encoding
+)
+
 // authPoolSize is the size of each auth_user pool.
 const authPoolSize = 2
 
@@ -131,6 +138,15 @@ func (s *Server) authQuerySecret(cfg *config.Config, dbName, user string, log ze
 		}
 	default:
 		ap.pool.Discard(c)
+	}
+	if errors.As(err, &se) && (se.Code == codeCharacterNotInRepertoire || se.Code == codeUntranslatableCharacter) {
+		// The name is not text in the lookup connection's encoding (a
+		// client's Latin-1, a long name cut inside a character), so no
+		// role has it: PostgreSQL answers such a login as an unknown
+		// user's (its mock exchange, then 28P01), and so does pgtide,
+		// cached as any unknown user. A lookup error (08001 before the
+		// exchange) told these names apart and cost a query every time.
+		err = nil
 	}
 	if err != nil {
 		log.Warn().Err(err).Str("auth_dbname", authDB).Msg("auth_query failed")

@@ -15,8 +15,9 @@ import (
 // used when auth_type = "hba". Supported: connection types local, host,
 // hostssl, hostnossl (hostgssenc never matches, hostnogssenc is host);
 // databases all, sameuser, replication (never matches: pgtide refuses
-// replication connections) and names; users all and names; comma lists
-// and double quotes in both; addresses all, CIDR, or an IP and a netmask;
+// replication connections) and names; users all and names (a name that
+// starts with '/', PostgreSQL 16's regular expression, is refused); comma
+// lists and double quotes in both; addresses all, CIDR, or an IP and a netmask;
 // methods trust, reject, password, md5, scram-sha-256 and cert. The first
 // rule that matches decides; no match means the connection is refused.
 
@@ -85,6 +86,7 @@ type hbaConn struct {
 	ssl   bool
 	user  string
 	db    string
+	alias string // the database's other name ("" none): the admin console has two
 }
 
 // loadHBA reads and parses an HBA file.
@@ -213,6 +215,16 @@ func parseHBARule(fields [][]hbaName) (hbaRule, error) {
 		return r, fmt.Errorf("end-of-line before user specification")
 	}
 	r.databases, r.users = rest[0], rest[1]
+	// PostgreSQL 16 reads a name that starts with a slash, quoted or not,
+	// as a regular expression: taken as a literal name, a reject rule for
+	// it would match no one and let the next rule decide (fail open).
+	for _, list := range [][]hbaName{r.databases, r.users} {
+		for _, n := range list {
+			if strings.HasPrefix(n.name, "/") {
+				return r, fmt.Errorf("%q: regular expressions are not supported in database and user names", n.name)
+			}
+		}
+	}
 	for _, n := range r.databases {
 		if n.keyword && (n.name == "samerole" || n.name == "samegroup") {
 			return r, fmt.Errorf("database keyword %q is not supported", n.name)
@@ -329,7 +341,8 @@ func (rs *hbaRules) match(c hbaConn) *hbaRule {
 		if r.addr != nil && (c.ip == nil || !r.addr.Contains(c.ip)) {
 			continue
 		}
-		if !matchHBADatabase(r.databases, c.db, c.user) || !matchHBAUser(r.users, c.user) {
+		if !matchHBADatabase(r.databases, c.db, c.user) && (c.alias == "" || !matchHBADatabase(r.databases, c.alias, c.user)) ||
+			!matchHBAUser(r.users, c.user) {
 			continue
 		}
 		return r
@@ -393,6 +406,15 @@ func (s *Server) clientAuthMethod(cfg *config.Config, nc net.Conn, user, db stri
 		return m, nil
 	}
 	hc := hbaConn{local: local, ssl: ssl, user: user, db: db}
+	// The console answers to "pgtide" and "pgbouncer" (isConsole): a rule
+	// for either name is a rule for it. Matched by the name given only, a
+	// reject for "pgtide" was passed by logging in as "pgbouncer".
+	switch {
+	case db == config.AdminDatabaseName && isConsole(cfg, pgbouncerDatabase):
+		hc.alias = pgbouncerDatabase
+	case db == pgbouncerDatabase && isConsole(cfg, db):
+		hc.alias = config.AdminDatabaseName
+	}
 	host := "[local]"
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		hc.ip, host = ta.IP, ta.IP.String()

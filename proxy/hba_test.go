@@ -123,3 +123,44 @@ host       all        carol     0.0.0.0/0    reject
 		t.Error("nil rules matched")
 	}
 }
+
+// TestHBARegexRefused: PostgreSQL 16 reads a database or user name that
+// starts with a slash, quoted or not, as a regular expression
+// (regcomp_auth_token). pgtide took it as a literal name that no client
+// has, so a reject rule copied from a PostgreSQL 16 pg_hba.conf never
+// matched and the next rule (trust, say) let those users in. Such a file
+// must fail to load, as other syntax pgtide does not support does.
+func TestHBARegexRefused(t *testing.T) {
+	for _, text := range []string{
+		"host all /^guest all reject\nhost all all all trust\n",
+		"host /^tmp_ all all reject\nhost all all all trust\n",
+		"host all \"/^guest\" all reject\nhost all all all trust\n",
+		"local all alice,/guest$ reject\nlocal all all trust\n",
+	} {
+		rs, err := parseHBA("f", text)
+		if err == nil {
+			r := rs.match(hbaConn{ip: net.ParseIP("127.0.0.1"), local: strings.HasPrefix(text, "local"), user: "guest", db: "tmp_x"})
+			t.Errorf("%q loaded; guest gets rule on line %d (%v)", text, r.line, r.method)
+			continue
+		}
+		if !strings.Contains(err.Error(), "regular expressions are not supported") || !strings.HasPrefix(err.Error(), "auth_hba_file f:1: ") {
+			t.Errorf("%q: error %q, want it to name line 1 and regular expressions", text, err)
+		}
+	}
+}
+
+// TestHBAMatchAlias: a database's other name (the admin console's, set by
+// clientAuthMethod) matches a rule as its own name does.
+func TestHBAMatchAlias(t *testing.T) {
+	rs, err := parseHBA("f", "host pgtide all all reject\nhost all all all md5\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := net.ParseIP("10.0.0.1")
+	if r := rs.match(hbaConn{ip: ip, user: "adm", db: "pgbouncer", alias: "pgtide"}); r == nil || r.line != 1 {
+		t.Errorf("pgbouncer with alias pgtide: %+v, want line 1", r)
+	}
+	if r := rs.match(hbaConn{ip: ip, user: "adm", db: "pgbouncer"}); r == nil || r.line != 2 {
+		t.Errorf("pgbouncer without alias: %+v, want line 2", r)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgtide/pgtide/pool"
 	"github.com/pgtide/pgtide/proxy/config"
@@ -219,8 +221,8 @@ func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 		ss.mu.Unlock()
 		return false, nil
 	}
-	qs := syncQueries(set, reset, want)
-	wants := make(map[string]string, len(set))
+	qs := syncQueries(set, reset, serverValues(sc, want))
+	wants := make(map[string]string, len(set)) // Applied keeps what the client asked for
 	for _, k := range set {
 		wants[k] = want[k]
 	}
@@ -247,6 +249,48 @@ func (ss *session) syncParams(sc *pool.Conn) (synced bool, err error) {
 		sc.Applied[k] = pool.AppliedParam{Want: v, Got: got}
 	}
 	return true, nil
+}
+
+// serverValues returns want as the server can take it: an application_name
+// that is not valid UTF-8 has its invalid bytes replaced as PostgreSQL
+// replaces them when it gets such a name in a startup packet (its check
+// hook, pg_clean_ascii: '?' per byte up to version 15, "\xNN" from 16),
+// where set_config, whose text is checked against the encoding, refused it
+// (22021) and the client could not log in. The server replaces the rest
+// (valid non-ASCII) itself. Other parameters are sent as they came: such
+// bytes in them PostgreSQL keeps as they are, which a bound text cannot.
+func serverValues(sc *pool.Conn, want map[string]string) map[string]string {
+	v, ok := want["application_name"]
+	if !ok || utf8.ValidString(v) {
+		return want
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); {
+		r, n := utf8.DecodeRuneInString(v[i:])
+		switch {
+		case r != utf8.RuneError || n > 1:
+			b.WriteString(v[i : i+n])
+		case serverMajor(sc) >= 16:
+			fmt.Fprintf(&b, `\x%02x`, v[i])
+		default:
+			b.WriteByte('?')
+		}
+		i += n
+	}
+	out := maps.Clone(want)
+	out["application_name"] = b.String()
+	return out
+}
+
+// serverMajor is sc's PostgreSQL major version from its server_version, 0
+// if it reported none it can be read from.
+func serverMajor(sc *pool.Conn) int {
+	v := sc.Params["server_version"]
+	n := 0
+	for i := 0; i < len(v) && v[i] >= '0' && v[i] <= '9'; i++ {
+		n = n*10 + int(v[i]-'0')
+	}
+	return n
 }
 
 // syncQueries builds the statements that reset and set parameters on a

@@ -693,11 +693,11 @@ func (p *pooledBatch) useNamedLocked(typ byte, off, n int, prefix, name, rest []
 		return
 	}
 	if typ == wire.FeBind {
-		ss.noteBindLocked(st)
 		ss.bindDrops = st.drops
 		// A Describe keeps the statement as parsed: PostgreSQL fixed its
 		// result description then.
 		st = ss.execStmtLocked(st)
+		ss.noteBindLocked(st) // what runs now: flaggedLocked looks at its dep
 	}
 	p.copyUpTo(off)
 	p.out = ss.ensureLocked(p.srv, st, p.out)

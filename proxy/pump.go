@@ -557,6 +557,9 @@ func (ss *session) routeLocked(sc *pool.Conn, typ byte, body []byte) (fwd bool, 
 				ss.serverFatal = true // serverStopped sends no second error
 			}
 		}
+		if body != nil && ss.mode != config.PoolSession && h != nil && errorCode(body) == "26000" {
+			ss.lostStmtsLocked(sc, h) // sqlsession.go
+		}
 		if repl == nil && body != nil && ss.mode != config.PoolSession {
 			// PostgreSQL names the statement in some errors: use the
 			// client's name, never pgtide's (sqlsession.go).

@@ -627,9 +627,31 @@ func (ss *session) noteBindLocked(st *stmt) {
 		}
 		return
 	}
-	if ss.st.flagged[st] {
+	if ss.flaggedLocked(st) {
 		ss.st.check = true
 	}
+}
+
+// flaggedLocked reports whether running st may change the session: its
+// text may, or it is an EXECUTE of a statement whose text may (a named
+// Parse of "EXECUTE p", whose dep is p).
+func (ss *session) flaggedLocked(st *stmt) bool {
+	return ss.st.flagged[st] || st.dep != nil && ss.st.flagged[st.dep]
+}
+
+// execsFlaggedLocked reports whether a query text's EXECUTEs (sqlFx.execs)
+// run a statement that may change the session: the markers are in the
+// text the client prepared, not in "EXECUTE p".
+func (ss *session) execsFlaggedLocked(fx *sqlFx) bool {
+	if fx == nil {
+		return false
+	}
+	for _, e := range fx.execs {
+		if ss.flaggedLocked(e.st) {
+			return true
+		}
+	}
+	return false
 }
 
 // holdForCaptureLocked is called at a ReadyForQuery that ends a transaction

@@ -100,7 +100,65 @@ type sqlToken struct {
 type sqlLexer struct {
 	q       []byte
 	i       int
-	stdStrs bool // standard_conforming_strings
+	stdStrs bool  // standard_conforming_strings
+	mb      mbLen // the client encoding's, when a trail byte can be ASCII
+}
+
+// mbLen returns the length of the character that starts at q[i] (a byte
+// >= 0x80) in a client encoding whose multibyte characters can end in an
+// ASCII byte: SJIS, BIG5, GBK, UHC, GB18030 and JOHAB, PostgreSQL's
+// client-only encodings (0x83 0x5C is SJIS "ソ", whose second byte reads
+// as a backslash). PostgreSQL lexes the text after converting it to the
+// server's encoding, so such a byte never escapes a quote there; a lexer
+// that took it for one saw string content where PostgreSQL saw a PREPARE
+// or DEALLOCATE. nil for every other encoding (UTF-8, the single-byte
+// ones, EUC_*), whose multibyte characters are bytes >= 0x80 throughout.
+type mbLen func(q []byte, i int) int
+
+// clientMBLen returns the mbLen of client encoding enc (any spelling
+// PostgreSQL accepts: case and punctuation ignored, WIN932 for SJIS ...),
+// as PostgreSQL's pg_*_mblen (src/common/wchar.c), or nil.
+func clientMBLen(enc string) mbLen {
+	var b []byte
+	for i := 0; i < len(enc); i++ {
+		if c := enc[i] | 0x20; c >= 'a' && c <= 'z' || enc[i] >= '0' && enc[i] <= '9' {
+			b = append(b, c)
+		}
+	}
+	switch string(b) {
+	case "sjis", "shiftjis", "mskanji", "win932", "windows932", "shiftjis2004":
+		return func(q []byte, i int) int {
+			if q[i] >= 0xa1 && q[i] <= 0xdf { // half-width katakana: one byte
+				return 1
+			}
+			return 2
+		}
+	case "big5", "win950", "windows950", "gbk", "win936", "windows936", "cp936", "uhc", "win949", "windows949":
+		return func([]byte, int) int { return 2 }
+	case "gb18030":
+		return func(q []byte, i int) int {
+			if i+1 < len(q) && q[i+1] >= 0x30 && q[i+1] <= 0x39 {
+				return 4
+			}
+			return 2
+		}
+	case "johab":
+		return func(q []byte, i int) int { // pg_euc_mblen
+			if q[i] == 0x8f {
+				return 3
+			}
+			return 2
+		}
+	}
+	return nil
+}
+
+// skipChar returns where the character at q[i] ends.
+func (mb mbLen) skipChar(q []byte, i int) int {
+	if mb == nil || q[i] < 0x80 {
+		return i + 1
+	}
+	return min(i+mb(q, i), len(q))
 }
 
 func isIdentStart(c byte) bool {
@@ -146,7 +204,7 @@ func (l *sqlLexer) next() sqlToken {
 		start := l.i
 		switch {
 		case c == '\'':
-			l.i = skipString(q, l.i, !l.stdStrs)
+			l.i = skipString(q, l.i, !l.stdStrs, l.mb)
 			return sqlToken{tokString, start, l.i}
 		case c == '"':
 			l.i = skipQuoted(q, l.i, '"')
@@ -167,10 +225,10 @@ func (l *sqlLexer) next() sqlToken {
 			if l.i+1 < len(q) && q[l.i+1] == '\'' {
 				switch c | 0x20 {
 				case 'e':
-					l.i = skipString(q, l.i+1, true)
+					l.i = skipString(q, l.i+1, true, l.mb)
 					return sqlToken{tokString, start, l.i}
 				case 'b', 'x', 'n':
-					l.i = skipString(q, l.i+1, !l.stdStrs && c|0x20 == 'n')
+					l.i = skipString(q, l.i+1, !l.stdStrs && c|0x20 == 'n', l.mb)
 					return sqlToken{tokString, start, l.i}
 				}
 			}
@@ -179,11 +237,11 @@ func (l *sqlLexer) next() sqlToken {
 					l.i = skipQuoted(q, l.i+2, '"')
 					return sqlToken{tokUIdent, start, l.i}
 				}
-				l.i = skipString(q, l.i+2, false)
+				l.i = skipString(q, l.i+2, false, l.mb)
 				return sqlToken{tokString, start, l.i}
 			}
 			for l.i < len(q) && isIdentCont(q[l.i]) {
-				l.i++
+				l.i = l.mb.skipChar(q, l.i)
 			}
 			return sqlToken{tokWord, start, l.i}
 		case c == '(':
@@ -203,9 +261,14 @@ func (l *sqlLexer) next() sqlToken {
 }
 
 // skipString returns the end of the string constant whose opening quote is
-// at q[i]; backslash escapes count when esc is set.
-func skipString(q []byte, i int, esc bool) int {
+// at q[i]; backslash escapes count when esc is set. A multibyte character
+// (mb) is skipped whole: its trail byte is no backslash.
+func skipString(q []byte, i int, esc bool, mb mbLen) int {
 	for i++; i < len(q); i++ {
+		if mb != nil && q[i] >= 0x80 {
+			i = mb.skipChar(q, i) - 1
+			continue
+		}
 		switch q[i] {
 		case '\\':
 			if esc {
@@ -263,8 +326,8 @@ func (l *sqlLexer) word(t sqlToken, lower string) bool {
 
 // scanSQL finds the prepared-statement references of a query text, in
 // order, and counts its statements.
-func scanSQL(q []byte, stdStrings bool) (refs []sqlRef, nstmts int) {
-	l := &sqlLexer{q: q, stdStrs: stdStrings}
+func scanSQL(q []byte, stdStrings bool, mb mbLen) (refs []sqlRef, nstmts int) {
+	l := &sqlLexer{q: q, stdStrs: stdStrings, mb: mb}
 	ntok, depth := 0, 0 // top-level tokens of the current statement so far
 	head := 0           // what the statement's head says is still to come
 	var prev sqlToken

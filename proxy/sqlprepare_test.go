@@ -57,20 +57,50 @@ func TestScanSQL(t *testing.T) {
 		{"SELECT foo$bar$ FROM t; EXECUTE x", "X:x@x", 2},
 	}
 	for _, c := range cases {
-		refs, n := scanSQL([]byte(c.q), true)
+		refs, n := scanSQL([]byte(c.q), true, nil)
 		if got := renderRefs(c.q, refs); got != c.want || n != c.stmts {
 			t.Errorf("scanSQL(%q) = %q, %d statements; want %q, %d", c.q, got, n, c.want, c.stmts)
 		}
 	}
 	// standard_conforming_strings off: backslash escapes in plain strings.
 	q := `SELECT '\'; EXECUTE foo'; EXECUTE bar`
-	refs, _ := scanSQL([]byte(q), false)
+	refs, _ := scanSQL([]byte(q), false, nil)
 	if got := renderRefs(q, refs); got != "X:bar@bar" {
 		t.Errorf("scanSQL(%q, scs off) = %q", q, got)
 	}
+	// A client encoding whose trail bytes can be ASCII: SJIS 0x83 0x5C
+	// ("ソ") ends in a byte that is no backslash, in E'' strings and, with
+	// standard_conforming_strings off, in plain ones too.
+	for _, tc := range []struct {
+		q   string
+		std bool
+		enc string
+	}{
+		{"SELECT E'\x83\x5c'; PREPARE q AS SELECT 1", true, "SJIS"},
+		{"SELECT '\x83\x5c'; PREPARE q AS SELECT 1", false, "sjis"},
+		{"SELECT E'\xa4\x5c'; PREPARE q AS SELECT 1", true, "BIG5"},
+		{"SELECT E'\x81\x5c'; PREPARE q AS SELECT 1", true, "WIN936"},
+		{"SELECT E'\x81\x30\x81\x5c'; PREPARE q AS SELECT 1", true, "GB18030"}, // 4 bytes, not 2 + a backslash
+	} {
+		refs, _ := scanSQL([]byte(tc.q), tc.std, clientMBLen(tc.enc))
+		if got := renderRefs(tc.q, refs); got != "P:q@q" {
+			t.Errorf("scanSQL(%q) in %s = %q, want P:q@q", tc.q, tc.enc, got)
+		}
+	}
+	// JOHAB: a trail byte 0x3B is no semicolon, so the PREPARE's text runs
+	// to the end.
+	q = "PREPARE q AS SELECT \x84\x3b1"
+	if refs, _ := scanSQL([]byte(q), true, clientMBLen("JOHAB")); len(refs) != 1 || refs[0].stmtEnd != len(q) {
+		t.Errorf("scanSQL(%q) in JOHAB: %+v, want one PREPARE to the end", q, refs)
+	}
+	for _, enc := range []string{"UTF8", "LATIN1", "EUC_JP", "SQL_ASCII", ""} {
+		if clientMBLen(enc) != nil {
+			t.Errorf("clientMBLen(%q) is not nil", enc)
+		}
+	}
 	// The statement end of a PREPARE is its text's end or its semicolon.
 	q = "PREPARE a (int) AS SELECT $1 ; SELECT 2"
-	refs, _ = scanSQL([]byte(q), true)
+	refs, _ = scanSQL([]byte(q), true, nil)
 	if len(refs) != 1 || q[refs[0].end:refs[0].stmtEnd] != " (int) AS SELECT $1 " {
 		t.Errorf("stmtEnd wrong: %+v", refs)
 	}
@@ -102,7 +132,13 @@ func FuzzScanSQL(f *testing.F) {
 		f.Add(s, true)
 	}
 	f.Fuzz(func(t *testing.T, q string, std bool) {
-		refs, _ := scanSQL([]byte(q), std)
+		mb := mbLen(nil)
+		if std && len(q)%2 == 1 { // some texts read as SJIS, some as GB18030
+			mb = clientMBLen("SJIS")
+		} else if len(q)%3 == 1 {
+			mb = clientMBLen("GB18030")
+		}
+		refs, _ := scanSQL([]byte(q), std, mb)
 		last := 0
 		for _, r := range refs {
 			if r.start < last || r.end <= r.start || r.stmtEnd < r.end || r.stmtEnd > len(q) {

@@ -82,8 +82,31 @@ var nopBody = []byte("SELECT\x00\x00\x00")
 
 // stdStringsLocked reports whether the client's strings treat backslash
 // literally (standard_conforming_strings, on unless it said otherwise).
+// Read from ss.view, which is gone after the startup reply, the setting
+// was always on, and with it off a PREPARE after 'it\'s' passed as string
+// content, unmapped, under the client's own name.
 func (ss *session) stdStringsLocked() bool {
-	return ss.view["standard_conforming_strings"] != "off"
+	return ss.clientSettingLocked("standard_conforming_strings") != "off"
+}
+
+// mbLenLocked is the client encoding's mbLen (sqlprepare.go), nil for most.
+func (ss *session) mbLenLocked() mbLen {
+	return clientMBLen(ss.clientSettingLocked("client_encoding"))
+}
+
+// clientSettingLocked returns the value of a reported parameter for the
+// client: the one it wants (in transaction and statement mode every value
+// a server reports to it, parameterStatusLocked), else the one it was told
+// at login; "" if neither.
+func (ss *session) clientSettingLocked(name string) string {
+	if v, ok := ss.want[name]; ok {
+		return v
+	}
+	if ss.login != nil {
+		v, _ := reportedParam(ss.login.told, name)
+		return v
+	}
+	return ""
 }
 
 // skipInjectLocked reports whether the server is in a failed transaction
@@ -127,7 +150,7 @@ func (ss *session) ensureLocked(srv *serverState, st *stmt, out []byte) []byte {
 // needs first in out. It returns the new text (nil if unchanged), out, and
 // what the server's reply has to confirm (nil if nothing).
 func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) ([]byte, []byte, *sqlFx) {
-	refs, _ := scanSQL(text, ss.stdStringsLocked())
+	refs, _ := scanSQL(text, ss.stdStringsLocked(), ss.mbLenLocked())
 	if len(refs) == 0 {
 		return nil, out, nil
 	}
@@ -156,6 +179,7 @@ func (ss *session) rewriteSQLLocked(srv *serverState, text []byte, out []byte) (
 			st := &stmt{name: newStmtName()}
 			st.prep = append(append([]byte("PREPARE "), st.name...), text[r.end:r.stmtEnd]...)
 			put(r, st.name)
+			ss.noteParseLocked(st, text[r.end:r.stmtEnd]) // its EXECUTEs raise the check (sessionstate.go)
 			p := sqlPrep{st: st, seq: sqlPrepSeq.Add(1)}
 			if !r.bad {
 				p.name = r.name
@@ -265,6 +289,9 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 	}
 	before := len(out)
 	text, out, fx := ss.rewriteSQLLocked(srv, body[:len(body)-1], out)
+	if ss.execsFlaggedLocked(fx) {
+		ss.st.check = true
+	}
 	if len(out) > before && !ss.unsynced {
 		// What was injected is extended protocol: end it before the
 		// Query (a Sync inside the client's transaction block commits
@@ -284,6 +311,9 @@ func (ss *session) sqlQueryLocked(srv *serverState, msg []byte, out []byte) []by
 // server needs first, and the rewrites for the Parse's entry (or nil). The client's PREPAREs wait for its next Sync.
 func (ss *session) sqlParseLocked(srv *serverState, msg, query, types []byte, out []byte) ([]byte, []byte, *sqlFx) {
 	text, out, fx := ss.rewriteSQLLocked(srv, query, out)
+	if ss.execsFlaggedLocked(fx) {
+		ss.st.unnamed = true // its Bind raises the check (noteBindLocked)
+	}
 	if fx != nil && len(fx.preps)+len(fx.deallocs)+len(fx.execs) > 0 {
 		if ss.sqlPending == nil {
 			ss.sqlPending = &sqlFx{}
@@ -319,7 +349,7 @@ func (ss *session) takeSQLPendingLocked() *sqlFx {
 // an EXECUTE in the text: PostgreSQL looks its name up each time the
 // statement runs, so pgtide maps it again then (execStmtLocked).
 func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, execs bool, refuse []byte) {
-	refs, _ := scanSQL(query, ss.stdStringsLocked())
+	refs, _ := scanSQL(query, ss.stdStringsLocked(), ss.mbLenLocked())
 	last := 0
 	for _, r := range refs {
 		switch r.kind {
@@ -350,8 +380,8 @@ func (ss *session) sqlNamedParseLocked(query []byte) (q []byte, dep *stmt, execs
 
 // execName returns the client's name of the statement a text EXECUTEs
 // (the first), or "".
-func execName(query []byte, stdStrings bool) string {
-	refs, _ := scanSQL(query, stdStrings)
+func execName(query []byte, stdStrings bool, mb mbLen) string {
+	refs, _ := scanSQL(query, stdStrings, mb)
 	for _, r := range refs {
 		if r.kind == sqlExecute && !r.bad {
 			return r.name
@@ -545,6 +575,33 @@ func (ss *session) sweepLocked(srv *serverState, out []byte) []byte {
 	return out
 }
 
+// lostStmtsLocked runs at a server's 26000 (prepared statement does not
+// exist) for request h: the statements h used, which pgtide believed the
+// server held, are gone from it, dropped behind pgtide's back (server-side
+// code of any client of the pool can DEALLOCATE pgtide's names, listed in
+// pg_prepared_statements). The next request that needs one prepares it
+// there again; before, every later use of that text on that server, by
+// any client, got 26000 until the server was closed.
+func (ss *session) lostStmtsLocked(sc *pool.Conn, h *entry) {
+	srv := stateOf(sc)
+	forget := func(st *stmt) {
+		if st != nil {
+			srv.remove(st)
+			if st.dep != nil {
+				srv.remove(st.dep)
+			}
+		}
+	}
+	if h.kind == wire.FeBind || h.kind == wire.FeDescribe {
+		forget(h.st)
+	}
+	if h.sql != nil {
+		for _, e := range h.sql.execs {
+			forget(e.st)
+		}
+	}
+}
+
 // sqlErrorLocked looks at a server error: a statement whose plan may not
 // change result type is dropped from the registry, so a client that
 // prepares its text again gets fresh types. It returns the error renamed
@@ -603,7 +660,7 @@ func (ss *session) sqlErrorLocked(body []byte, h *entry) []byte {
 		// has (a DEALLOCATE ALL ran ahead of it): the client's name for
 		// that one is in the client's text.
 		if st.exec != nil && st.dep != nil {
-			if cname := execName(st.exec.query, ss.stdStringsLocked()); cname != "" {
+			if cname := execName(st.exec.query, ss.stdStringsLocked(), ss.mbLenLocked()); cname != "" {
 				rename(st.dep, cname)
 			}
 		}

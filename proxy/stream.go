@@ -252,8 +252,8 @@ func (p *pooledBatch) bindHeadLocked(n int, prefix, name []byte) (drop bool) {
 		p.refuseLocked(0, p.end, wire.ErrorFrame("ERROR", "26000", fmt.Sprintf("prepared statement %q does not exist", name)))
 		return true
 	}
-	ss.noteBindLocked(st)
 	st = ss.execStmtLocked(st)
+	ss.noteBindLocked(st)
 	p.out = ss.ensureLocked(p.srv, st, p.out)
 	// The frame's length field changes with the statement's name.
 	p.out = append(p.out, wire.FeBind)

@@ -15,8 +15,10 @@
 package metrics
 
 import (
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -93,10 +95,11 @@ func (m *Metrics) hist(db, user string) *poolHists {
 	if h, ok := m.hists.Load(k); ok {
 		return h.(*poolHists)
 	}
+	ldb, luser := label(db), label(user)
 	h := &poolHists{
-		wait:  m.wait.WithLabelValues(db, user),
-		xact:  m.xact.WithLabelValues(db, user),
-		query: m.query.WithLabelValues(db, user),
+		wait:  m.wait.WithLabelValues(ldb, luser),
+		xact:  m.xact.WithLabelValues(ldb, luser),
+		query: m.query.WithLabelValues(ldb, luser),
 	}
 	got, _ := m.hists.LoadOrStore(k, h)
 	return got.(*poolHists)
@@ -123,8 +126,19 @@ func (m *Metrics) Waited(db, user string, d time.Duration) {
 func (m *Metrics) PoolRemoved(db, user string) {
 	m.hists.Delete(histKey{db, user})
 	for _, h := range []*prometheus.HistogramVec{m.wait, m.xact, m.query} {
-		h.DeleteLabelValues(db, user)
+		h.DeleteLabelValues(label(db), label(user))
 	}
+}
+
+// label returns s as a label value: Prometheus takes only UTF-8 (invalid
+// label values panic in WithLabelValues and fail the whole scrape), and
+// database and user names come from clients, who may send any bytes (or a
+// name cut to 63 bytes inside a character). Invalid bytes become U+FFFD.
+func label(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // ServerError implements proxy.Observer. Errors are counted by the pools'
@@ -184,7 +198,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), lv...)
 	}
 	for _, p := range c.src.Pools() {
-		db, u := p.Database, p.User
+		db, u := label(p.Database), label(p.User)
 		gauge(descClients, float64(max(p.Clients-p.ClientsWaiting, 0)), db, u, "active")
 		gauge(descClients, float64(p.ClientsWaiting), db, u, "waiting")
 		gauge(descServers, float64(p.Lent), db, u, "active")

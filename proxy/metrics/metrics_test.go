@@ -258,3 +258,48 @@ func TestPoolRemovedDropsHistograms(t *testing.T) {
 	// Observing again after removal starts a fresh series.
 	m.QueryDone("gone", "u", time.Millisecond)
 }
+
+// TestLabelsNotUTF8: database and user names come from clients (a user
+// name under auth_type "trust", a "*" database, a name cut to 63 bytes
+// inside a character) and need not be UTF-8, which Prometheus requires of
+// label values. Before, such a pool made the histograms' WithLabelValues
+// panic in the client's login (which held a server, never given back) and
+// every scrape fail with 500, for all pools. Invalid bytes are shown as
+// U+FFFD; the series is dropped with its pool.
+func TestLabelsNotUTF8(t *testing.T) {
+	f := newFake()
+	f.pools[0].User = "bad\xff"
+	m := New(f, "test")
+	m.Waited("app", "bad\xff", time.Millisecond)
+	m.QueryDone("app\xfe", "bad\xff", time.Millisecond)
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	seen := 0
+	for _, fam := range fams {
+		for _, mt := range fam.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "user" && l.GetValue() == "bad\uFFFD" {
+					seen++
+				}
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal(`no series with user="bad\uFFFD"`)
+	}
+	m.PoolRemoved("app\xfe", "bad\xff")
+	if fams, err = m.Registry().Gather(); err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range fams {
+		for _, mt := range fam.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "database" && l.GetValue() == "app\uFFFD" {
+					t.Errorf("%s: a series of the removed pool is left", fam.GetName())
+				}
+			}
+		}
+	}
+}
