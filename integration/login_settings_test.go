@@ -132,3 +132,23 @@ func TestStartupAppNameNotUTF8(t *testing.T) {
 		})
 	}
 }
+
+// A startup option without "=" gets the SQLSTATE PostgreSQL gives it
+// (42601: "-c work_mem requires a value"); pgtide answered 08P01.
+func TestStartupOptionWithoutValue(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := ctxT(t, 20*time.Second)
+	for _, opt := range []string{"-c%20work_mem", "--work_mem"} {
+		var codes [2]string
+		for i, url := range []string{e.DirectURL(), e.URL()} {
+			c, err := pgconn.Connect(ctx, url+"&options="+opt)
+			if err == nil {
+				c.Close(ctx)
+			}
+			codes[i] = sqlState(err)
+		}
+		if codes[0] != "42601" || codes[1] != codes[0] {
+			t.Errorf("options=%s: PostgreSQL %q, pgtide %q", opt, codes[0], codes[1])
+		}
+	}
+}

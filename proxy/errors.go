@@ -24,6 +24,7 @@ const (
 	codeInFailedTxn         = "25P02"
 	codeConnectionFailure   = "08006"
 	codeServerUnavailable   = "08001"
+	codeSyntaxError         = "42601"
 )
 
 // Error classes at the edge of a session: who ended it decides what is

@@ -62,7 +62,7 @@ func TestWantFromStartup(t *testing.T) {
 			t.Errorf("options %q: err = %v; want a client error", bad, err)
 			continue
 		}
-		if ce.Code != codeFeatureNotSupported && ce.Code != codeProtocolViolation {
+		if ce.Code != codeFeatureNotSupported && ce.Code != codeSyntaxError {
 			t.Errorf("options %q: SQLSTATE %s", bad, ce.Code)
 		}
 	}

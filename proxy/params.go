@@ -60,7 +60,8 @@ func (ss *session) wantFromStartup(cfg *config.Config, db config.Database, param
 		}
 		name, val, ok := strings.Cut(kv, "=")
 		if !ok || name == "" {
-			return &clientError{codeProtocolViolation, "invalid startup option " + quoteIdentForMsg(o)}
+			// PostgreSQL: 42601, "-c NAME requires a value".
+			return &clientError{codeSyntaxError, "invalid startup option " + quoteIdentForMsg(o)}
 		}
 		if name = strings.ToLower(strings.ReplaceAll(name, "-", "_")); !ignored(name) {
 			ss.setWant(name, val)
