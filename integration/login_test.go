@@ -369,3 +369,49 @@ func TestServerRequireAuthRefusesCleartext(t *testing.T) {
 func md5Hex(password, user string) string {
 	return fmt.Sprintf("md5%x", md5.Sum([]byte(password+user)))
 }
+
+// A SCRAM first message with an authorization identity (a=) or a mandatory
+// extension (m=) gets PostgreSQL's 0A000 and message; pgtide said 08P01
+// "invalid authentication response".
+func TestSCRAMAuthzIDAndExtensionRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	refusal := func(addr, first string) *pgproto3.ErrorResponse {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		fe := pgproto3.NewFrontend(nc, nc)
+		fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+			Parameters: map[string]string{"user": e.User, "database": e.DB}})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if msg, err := fe.Receive(); err != nil {
+			t.Fatal(err)
+		} else if _, ok := msg.(*pgproto3.AuthenticationSASL); !ok {
+			t.Fatalf("got %T, want AuthenticationSASL", msg)
+		}
+		fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(first)})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		er, ok := msg.(*pgproto3.ErrorResponse)
+		if !ok {
+			t.Fatalf("%q: got %T, want ErrorResponse", first, msg)
+		}
+		return er
+	}
+	for _, first := range []string{"n,a=" + e.User + ",n=,r=abcdefghijklmnop", "n,,m=ext,n=,r=abcdefghijklmnop"} {
+		want := refusal(e.pg.Addr(), first)
+		got := refusal(e.tide.Addr, first)
+		if got.Code != want.Code || got.Message != want.Message {
+			t.Errorf("%q: pgtide %s %q, PostgreSQL %s %q", first, got.Code, got.Message, want.Code, want.Message)
+		}
+	}
+}

@@ -602,6 +602,10 @@ func authFailure(err error, method auth.Method, user string) error {
 		return lf
 	case errors.Is(err, auth.ErrProtocol):
 		return &clientError{codeProtocolViolation, "invalid authentication response"}
+	case errors.Is(err, auth.ErrAuthzID):
+		return &clientError{codeFeatureNotSupported, "client uses authorization identity, but it is not supported"}
+	case errors.Is(err, auth.ErrSCRAMExtension):
+		return &clientError{codeFeatureNotSupported, "client requires an unsupported SCRAM extension"}
 	}
 	return classifyClientErr(err)
 }

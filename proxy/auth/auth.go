@@ -104,6 +104,18 @@ type Conn interface {
 // authentication exchange, or a malformed one (caller answers SQLSTATE 08P01).
 var ErrProtocol = errors.New("protocol violation")
 
+// UnsupportedError is a SCRAM feature the client asks for that PostgreSQL
+// does not support either (caller answers SQLSTATE 0A000 with its text).
+type UnsupportedError struct{ Msg string }
+
+func (e *UnsupportedError) Error() string { return e.Msg }
+
+// The two SCRAM features PostgreSQL refuses, in its words.
+var (
+	ErrAuthzID        = &UnsupportedError{"client uses authorization identity, but it is not supported"}
+	ErrSCRAMExtension = &UnsupportedError{"client requires an unsupported SCRAM extension"}
+)
+
 // Authenticate runs the exchange with a client whose StartupMessage has been
 // received on be, for user (the startup "user"). It sends the Authentication*
 // requests, calls be.SetAuthType before each read, flushes be before each read,
@@ -316,6 +328,18 @@ func authSCRAM(be Conn, user string, s Secret, opts Options) (Keys, error) {
 	}
 	if offerPlus && strings.HasPrefix(clientFirst, "y,") {
 		return Keys{}, fmt.Errorf("auth: %w: the client supports channel binding but did not see SCRAM-SHA-256-PLUS offered", ErrChannelBindingNegotiation)
+	}
+	// After the GS2 header ("n,," / "y,," / "p=type,"): an authorization
+	// identity ("a=...") or a mandatory extension ("m=...") at the start of
+	// the bare message, which PostgreSQL refuses with 0A000.
+	if _, rest, ok := strings.Cut(clientFirst, ","); ok {
+		authz, bare, _ := strings.Cut(rest, ",")
+		switch {
+		case strings.HasPrefix(authz, "a="):
+			return Keys{}, fmt.Errorf("auth: %w", ErrAuthzID)
+		case strings.HasPrefix(bare, "m="):
+			return Keys{}, fmt.Errorf("auth: %w", ErrSCRAMExtension)
+		}
 	}
 	serverFirst, err := conv.Step(clientFirst)
 	if err != nil {
