@@ -304,11 +304,6 @@ func TestProtocolViolation(t *testing.T) {
 			sendFE(t, fe, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256",
 				Data: []byte("p=tls-server-end-point,,n=,r=abc")})
 		}},
-		{"scram/authzid", SCRAM, func(t *testing.T, fe *pgproto3.Frontend) {
-			receiveFE(t, fe)
-			sendFE(t, fe, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256",
-				Data: []byte("n,a=admin,n=,r=abc")})
-		}},
 		{"scram/wrong-nonce", SCRAM, func(t *testing.T, fe *pgproto3.Frontend) {
 			receiveFE(t, fe)
 			sendFE(t, fe, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abc")})
@@ -713,5 +708,24 @@ func TestPlainCredentialsSaltPerUser(t *testing.T) {
 	}
 	if a1.Salt == b.Salt {
 		t.Errorf("two users with the same password show the same salt")
+	}
+}
+
+// An authorization identity or a mandatory extension in the SCRAM first
+// message is refused as unsupported (the caller answers 0A000, as
+// PostgreSQL does), not as a malformed message.
+func TestSCRAMUnsupportedFeatures(t *testing.T) {
+	for first, want := range map[string]error{
+		"n,a=admin,n=,r=abc": ErrAuthzID,
+		"y,a=admin,n=,r=abc": ErrAuthzID,
+		"n,,m=ext,n=,r=abc":  ErrSCRAMExtension,
+	} {
+		addr, ch := startServer(t, SCRAM, Secret{Kind: SecretPlain, Plain: goodPW})
+		fe, _ := rawClient(t, addr)
+		receiveFE(t, fe)
+		sendFE(t, fe, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(first)})
+		if err := serverErr(t, ch); !errors.Is(err, want) || errors.Is(err, ErrProtocol) {
+			t.Errorf("%q: Authenticate = %v, want %v", first, err, want)
+		}
 	}
 }
