@@ -332,7 +332,7 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 	minSize := pick(db.MinPoolSize, cfg.MinPoolSize)
 	opts := pool.Options{
 		Size: size, MinSize: min(minSize, size),
-		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
+		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.EffectiveServerLifetime(db),
 		CheckQuery: cfg.ServerCheckQuery, CheckDelay: cfg.ServerCheckDelay.Duration, CheckTimeout: cfg.ServerConnectTimeout.Duration,
 		LoginRetry: cfg.ServerLoginRetry.Duration, ConnectQuery: db.ConnectQuery,
 		ReserveSize: pick(db.ReservePoolSize, cfg.ReservePoolSize), ReserveTimeout: cfg.ReservePoolTimeout.Duration,

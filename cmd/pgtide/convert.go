@@ -693,6 +693,7 @@ var dbKeys = map[string]string{
 	"max_db_client_connections": "int", "connect_query": "string",
 	"client_encoding": "string", "datestyle": "string", "timezone": "string",
 	"reserve_pool_size": "int", "reserve_pool": "int", "load_balance_hosts": "string",
+	"server_lifetime": "duration",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -714,8 +715,6 @@ func (c *converter) convertDatabase(e iniEntry) {
 				reason = "pgtide does not force application_name; set it in the client (or with ALTER DATABASE ... SET)"
 			case "auth_user", "auth_query", "auth_dbname":
 				reason = "pgtide has auth_user, auth_query and auth_dbname only globally: users of this database who are not in [users] are looked up with the global ones, or cannot log in"
-			case "server_lifetime":
-				reason = "pgtide has only the global server_lifetime"
 			}
 			kvs = append(kvs, c.dropped(e, where+"."+p.Key, p.Value, "%s", reason))
 			continue
@@ -766,6 +765,18 @@ func (c *converter) convertDatabase(e iniEntry) {
 			kvs = append(kvs, tomlKV{Key: key, Value: strconv.Itoa(n)})
 		case "mode":
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(strings.ToLower(val))})
+		case "duration":
+			d, err := pgbDuration(val)
+			if err != nil {
+				kvs = append(kvs, c.dropped(e, where+"."+p.Key, val, "%v", err))
+				continue
+			}
+			if d == "0" {
+				// PgBouncer's per-database 0 is "the global one", which
+				// leaving the key out says in pgtide too.
+				continue
+			}
+			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(d)})
 		default:
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(val)})
 		}

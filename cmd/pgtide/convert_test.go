@@ -147,6 +147,35 @@ made_up_setting = 1
 	}
 }
 
+// TestConvertDatabaseServerLifetime: a [databases] entry's server_lifetime
+// (seconds) becomes that database's server_lifetime; 0 (PgBouncer: the
+// global one) is left out; a value that is not a duration is reported.
+func TestConvertDatabaseServerLifetime(t *testing.T) {
+	ini := `[databases]
+short = host=db server_lifetime=90
+frac = host=db server_lifetime=0.5
+zero = host=db server_lifetime=0
+bad = host=db server_lifetime=soon
+[pgbouncer]
+listen_addr = *
+server_lifetime = 3600
+`
+	cfg, out, notes := convertString(t, ini, "")
+	for name, want := range map[string]time.Duration{"short": 90 * time.Second, "frac": 500 * time.Millisecond, "zero": time.Hour, "bad": time.Hour} {
+		if got := cfg.EffectiveServerLifetime(cfg.Databases[name]); got != want {
+			t.Errorf("databases.%s: server_lifetime in effect %v, want %v", name, got, want)
+		}
+	}
+	if !strings.Contains(out, "[databases.short]") || !strings.Contains(out, `server_lifetime = "90s"`) {
+		t.Errorf("output:\n%s", out)
+	}
+	all := strings.Join(notes, "\n")
+	if !strings.Contains(all, "databases.bad.server_lifetime: not converted") || strings.Contains(all, "databases.short.server_lifetime") ||
+		strings.Contains(all, "databases.zero.server_lifetime") {
+		t.Errorf("notes:\n%s", all)
+	}
+}
+
 func TestConvertAuthTypes(t *testing.T) {
 	for in, want := range map[string]string{"md5": "md5", "scram-sha-256": "scram-sha-256", "trust": "trust", "plain": "password", "any": "scram-sha-256"} {
 		cfg, _, notes := convertString(t, "[pgbouncer]\nlisten_addr=*\nauth_type = "+in+"\n", "")

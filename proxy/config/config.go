@@ -79,6 +79,28 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(d.Duration.String()), nil
 }
 
+// OptDuration is a Duration in a [databases.NAME] table that may be left
+// out or written "" (and, as in PgBouncer, "0"): zero then means "inherit
+// the global setting". It prints as "" when zero.
+type OptDuration struct{ Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler: "" is zero.
+func (d *OptDuration) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		d.Duration.Duration = 0
+		return nil
+	}
+	return d.Duration.UnmarshalText(b)
+}
+
+// MarshalText implements encoding.TextMarshaler: zero is "".
+func (d OptDuration) MarshalText() ([]byte, error) {
+	if d.Duration.Duration == 0 {
+		return []byte{}, nil
+	}
+	return d.Duration.MarshalText()
+}
+
 // Config is the whole configuration file.
 type Config struct {
 	Listen                   []string  `toml:"listen"`                      // TCP "host:port" list; default ["127.0.0.1:6432"]
@@ -163,21 +185,22 @@ type Config struct {
 // Database is one [databases.NAME] section. The name "*" is the fallback
 // for any database a client asks for that has no section of its own.
 type Database struct {
-	Host                   string    `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
-	Port                   int       `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
-	Ports                  []int     `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
-	LoadBalanceHosts       string    `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
-	DBName                 string    `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
-	User                   string    `toml:"user"`                      // optional: connect to the server as this user instead of the client's
-	Password               string    `toml:"password"`                  // optional: password for User (or for the client's user)
-	PoolSize               int       `toml:"pool_size"`                 // 0 = default_pool_size
-	MinPoolSize            int       `toml:"min_pool_size"`             // 0 = global min_pool_size
-	ReservePoolSize        int       `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
-	PoolMode               PoolMode  `toml:"pool_mode"`                 // "" = inherit
-	PinPolicy              PinPolicy `toml:"pin_policy"`                // "" = inherit
-	MaxDBConnections       int       `toml:"max_db_connections"`        // 0 = global value
-	MaxDBClientConnections int       `toml:"max_db_client_connections"` // 0 = global value
-	ConnectQuery           string    `toml:"connect_query"`             // "" = none; run once on each new server connection after login
+	Host                   string      `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
+	Port                   int         `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
+	Ports                  []int       `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
+	LoadBalanceHosts       string      `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
+	DBName                 string      `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
+	User                   string      `toml:"user"`                      // optional: connect to the server as this user instead of the client's
+	Password               string      `toml:"password"`                  // optional: password for User (or for the client's user)
+	PoolSize               int         `toml:"pool_size"`                 // 0 = default_pool_size
+	MinPoolSize            int         `toml:"min_pool_size"`             // 0 = global min_pool_size
+	ReservePoolSize        int         `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
+	PoolMode               PoolMode    `toml:"pool_mode"`                 // "" = inherit
+	PinPolicy              PinPolicy   `toml:"pin_policy"`                // "" = inherit
+	MaxDBConnections       int         `toml:"max_db_connections"`        // 0 = global value
+	MaxDBClientConnections int         `toml:"max_db_client_connections"` // 0 = global value
+	ConnectQuery           string      `toml:"connect_query"`             // "" = none; run once on each new server connection after login
+	ServerLifetime         OptDuration `toml:"server_lifetime"`           // "" (or "0") = the global server_lifetime
 
 	// Defaults for clients of this database that do not send their own
 	// (see proxy/params.go); "" = the server's.
@@ -372,6 +395,15 @@ func (c *Config) EffectiveLoadBalanceHosts(db Database) string {
 		return c.LoadBalanceHosts
 	}
 	return LoadBalanceRoundRobin
+}
+
+// EffectiveServerLifetime returns the database's server_lifetime, else the
+// global one (0 = never).
+func (c *Config) EffectiveServerLifetime(db Database) time.Duration {
+	if db.ServerLifetime.Duration.Duration > 0 {
+		return db.ServerLifetime.Duration.Duration
+	}
+	return c.ServerLifetime.Duration
 }
 
 // EffectivePoolMode returns the user's pool_mode, else the database's, else

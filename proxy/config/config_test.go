@@ -289,6 +289,8 @@ func TestValidationErrors(t *testing.T) {
 		{"database size below global min", "min_pool_size = 5\n[databases.app]\npool_size = 3", "databases.app.pool_size", 3, "less than min_pool_size (5)"},
 		{"database pool_mode", "[databases.app]\npool_mode = \"txn\"", "databases.app.pool_mode", 2, "expected one of"},
 		{"database max_db_connections", "[databases.app]\nmax_db_connections = -1", "databases.app.max_db_connections", 2, "negative"},
+		{"database server_lifetime negative", "[databases.app]\nserver_lifetime = \"-1s\"", "databases.app.server_lifetime", 2, "negative"},
+		{"database server_lifetime unitless", "[databases.app]\nserver_lifetime = 600", "databases.app.server_lifetime", 2, `write "600s"`},
 		{"star database", "[databases.\"*\"]\nport = -3", `databases."*".port`, 2, "between 1 and 65535"},
 		{"user md5 not hex", "[users.bob]\npassword = \"md5" + strings.Repeat("g", 32) + "\"", "users.bob.password", 2, "32 lowercase hex digits"},
 		{"user scram malformed", "[users.bob]\npassword = \"SCRAM-SHA-256$4096:c2FsdA==\"", "users.bob.password", 2, "invalid SCRAM-SHA-256 verifier"},
@@ -583,6 +585,30 @@ pool_size = 2
 	db, _ := p.ResolveDatabase("app")
 	if m, s := p.EffectivePoolMode(db, p.Users["u"]), p.EffectivePoolSize(db, p.Users["u"]); m != PoolTransaction || s != 2 {
 		t.Errorf("parsed: mode %q size %d, want transaction 2", m, s)
+	}
+}
+
+// TestEffectiveServerLifetime: a database's server_lifetime wins; "", "0"
+// and leaving it out give the global one (PgBouncer's per-database 0).
+func TestEffectiveServerLifetime(t *testing.T) {
+	c := mustParse(t, `
+server_lifetime = "1h"
+[databases.short]
+server_lifetime = "90s"
+[databases.empty]
+server_lifetime = ""
+[databases.zero]
+server_lifetime = "0"
+[databases.unset]
+`)
+	for name, want := range map[string]time.Duration{"short": 90 * time.Second, "empty": time.Hour, "zero": time.Hour, "unset": time.Hour} {
+		if got := c.EffectiveServerLifetime(c.Databases[name]); got != want {
+			t.Errorf("databases.%s: EffectiveServerLifetime = %v, want %v", name, got, want)
+		}
+	}
+	c = mustParse(t, "server_lifetime = \"0\"\n[databases.unset]\n")
+	if got := c.EffectiveServerLifetime(c.Databases["unset"]); got != 0 {
+		t.Errorf("global 0, database unset: %v, want 0 (never)", got)
 	}
 }
 

@@ -187,6 +187,9 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	d.checkNonNegative(key("reserve_pool_size"), db.ReservePoolSize)
 	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
 	d.checkNonNegative(key("max_db_client_connections"), db.MaxDBClientConnections)
+	if lt := db.ServerLifetime.Duration.Duration; lt < 0 {
+		d.fail(key("server_lifetime"), "", fmt.Sprintf("must not be negative, got %s (\"\" = the global server_lifetime)", lt))
+	}
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
