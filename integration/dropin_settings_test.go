@@ -1,8 +1,13 @@
 package integration
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtide/pgtide/integration/pgtest"
 )
@@ -43,5 +48,133 @@ func TestDatabaseServerLifetime(t *testing.T) {
 	}
 	if n := queryInt(t, mon, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pidLong); n != 1 {
 		t.Fatalf("backend %d of the global-lifetime database is gone", pidLong)
+	}
+}
+
+// noticeConn connects with pgx through pgtide and records every notice.
+type noticeConn struct {
+	*pgx.Conn
+	mu      sync.Mutex
+	notices []*pgconn.Notice
+}
+
+func connectNotices(t *testing.T, url string) *noticeConn {
+	t.Helper()
+	nc := &noticeConn{}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		nc.mu.Lock()
+		nc.notices = append(nc.notices, n)
+		nc.mu.Unlock()
+	}
+	c, err := pgx.ConnectConfig(ctxT(t, 15*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("connect %s: %v", redact(url), err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	nc.Conn = c
+	return nc
+}
+
+func (nc *noticeConn) count() int {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	return len(nc.notices)
+}
+
+func (nc *noticeConn) all() []pgconn.Notice {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	out := make([]pgconn.Notice, len(nc.notices))
+	for i, n := range nc.notices {
+		out[i] = *n
+	}
+	return out
+}
+
+// TestQueryWaitNotify: with pool_size 1 and one client holding the server
+// in a transaction, a second client's query waits; past query_wait_notify
+// its driver gets one NOTICE (severity NOTICE, SQLSTATE 00000, PgBouncer's
+// text) while the query still waits, and the query then completes. A second
+// wait gets a notice of its own. After a reload to query_wait_notify = "0",
+// a wait that runs into query_wait_timeout gets none.
+func TestQueryWaitNotify(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = "query_wait_notify = \"200ms\"\nquery_wait_timeout = \"30s\"\n"
+		db.PoolSize = 1
+	})
+	ctx := ctxT(t, 60*time.Second)
+	holder := connect(t, e.URL())
+	waiter := connectNotices(t, e.URL())
+
+	waitOnce := func(round int) {
+		t.Helper()
+		tx, err := holder.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		before := waiter.count()
+		done := make(chan error, 1)
+		var got int
+		go func() { done <- waiter.QueryRow(ctx, "SELECT 42").Scan(&got) }()
+		// The notice arrives while the query still waits for the server.
+		pgtest.WaitUntil(t, 20*time.Second, "the query_wait_notify NOTICE", func() bool {
+			select {
+			case err := <-done:
+				t.Fatalf("round %d: the waiting query ended (%v, %d) before any notice", round, err, got)
+			default:
+			}
+			return waiter.count() > before
+		})
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil || got != 42 {
+			t.Fatalf("round %d: waiting query: %d, %v", round, got, err)
+		}
+		ns := waiter.all()
+		if len(ns) != before+1 {
+			t.Fatalf("round %d: %d notices for one wait, want 1: %+v", round, len(ns)-before, ns[before:])
+		}
+		n := ns[before]
+		if n.Severity != "NOTICE" || n.SeverityUnlocalized != "NOTICE" || n.Code != "00000" ||
+			n.Message != "No server connection available in postgres backend, client being queued" {
+			t.Fatalf("round %d: notice %+v", round, n)
+		}
+	}
+	waitOnce(1)
+	// A query that does not wait is not told anything.
+	if v := queryInt(t, waiter.Conn, "SELECT 7"); v != 7 || waiter.count() != 1 {
+		t.Fatalf("after a query that did not wait: %d, %d notices", v, waiter.count())
+	}
+	waitOnce(2) // once per wait, not once per session
+
+	// Off: reloaded to "0" (live), with a short query_wait_timeout that
+	// ends the wait well past the 200ms the notice came at before.
+	conf := e.conf
+	conf.Extra = "query_wait_notify = \"0\"\nquery_wait_timeout = \"1s\"\n"
+	reloadTo(t, e, conf, "debug")
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	err = waiter.QueryRow(ctx, "SELECT 42").Scan(&got)
+	if sqlState(err) != "57014" {
+		t.Fatalf("waiting with query_wait_timeout 1s: %v (SQLSTATE %q), want 57014", err, sqlState(err))
+	}
+	if n := waiter.count(); n != 2 {
+		t.Fatalf("query_wait_notify \"0\": %d notices in all, want the 2 of before: %+v", n, waiter.all())
 	}
 }

@@ -210,8 +210,9 @@ func (s *Server) Serve() {
 		go s.acceptLoop(ln)
 	}
 	s.serving.Store(len(s.listeners) > 0)
-	go s.statsLoop()  // statslog.go
-	go s.autodbLoop() // autodb.go
+	go s.statsLoop()      // statslog.go
+	go s.autodbLoop()     // autodb.go
+	go s.waitNotifyLoop() // waitnotify.go
 }
 
 // Ready reports whether the server accepts new clients: it is listening and

@@ -233,7 +233,7 @@ var durationKeys = map[string]bool{
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
 	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
-	"reserve_pool_timeout": true, "cancel_wait_timeout": true,
+	"reserve_pool_timeout": true, "cancel_wait_timeout": true, "query_wait_notify": true,
 }
 
 var intKeys = map[string]bool{

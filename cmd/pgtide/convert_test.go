@@ -87,6 +87,7 @@ auth_type = plain
 auth_file = userlist.txt
 query_wait_timeout = 0.25
 cancel_wait_timeout = 3
+query_wait_notify = 0
 server_lifetime = 3600
 server_reset_query_always = 0
 max_prepared_statements = 0
@@ -105,6 +106,9 @@ made_up_setting = 1
 	}
 	if cfg.QueryWaitTimeout.Duration != 250*time.Millisecond || cfg.ServerLifetime.Duration != time.Hour || cfg.CancelWaitTimeout.Duration != 3*time.Second {
 		t.Errorf("durations: %v %v %v", cfg.QueryWaitTimeout, cfg.ServerLifetime, cfg.CancelWaitTimeout)
+	}
+	if cfg.QueryWaitNotify.Duration != 0 {
+		t.Errorf("query_wait_notify = %v, want 0 (off, as the ini says)", cfg.QueryWaitNotify)
 	}
 	if cfg.MaxPreparedStatements != 200 {
 		t.Errorf("max_prepared_statements = %d, want pgtide's default", cfg.MaxPreparedStatements)

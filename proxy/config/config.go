@@ -120,6 +120,7 @@ type Config struct {
 	AuthType                 string    `toml:"auth_type"`                   // "scram-sha-256" (default) | "md5" | "password" | "trust" | "hba"
 	ServerConnectTimeout     Duration  `toml:"server_connect_timeout"`      // 15s
 	QueryWaitTimeout         Duration  `toml:"query_wait_timeout"`          // 120s (0 = wait forever)
+	QueryWaitNotify          Duration  `toml:"query_wait_notify"`           // 5s; a client waiting this long for a server gets a NOTICE (0 = never)
 	CancelWaitTimeout        Duration  `toml:"cancel_wait_timeout"`         // 10s; how long a cancel request may take to reach the server (0 = no limit)
 	ServerIdleTimeout        Duration  `toml:"server_idle_timeout"`         // 600s (0 = never)
 	ServerLifetime           Duration  `toml:"server_lifetime"`             // 3600s (0 = never)
@@ -256,6 +257,7 @@ func Default() *Config {
 		ServerConnectTimeout:  Duration{15 * time.Second},
 		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
+		QueryWaitNotify:       Duration{5 * time.Second},
 		CancelWaitTimeout:     Duration{10 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},

@@ -71,6 +71,7 @@ func TestDefaults(t *testing.T) {
 		ServerConnectTimeout:  Duration{15 * time.Second},
 		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
+		QueryWaitNotify:       Duration{5 * time.Second},
 		CancelWaitTimeout:     Duration{10 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},
@@ -158,6 +159,7 @@ server_connect_timeout = "5s"
 reserve_pool_size = 2
 reserve_pool_timeout = "1s"
 query_wait_timeout = "0"
+query_wait_notify = "2s"
 cancel_wait_timeout = "3s"
 server_idle_timeout = "1m"
 server_lifetime = 0
@@ -211,7 +213,7 @@ max_user_connections = 4
 		Listen: []string{"0.0.0.0:7432", "[::1]:7433"}, UnixSocketDir: "/tmp",
 		PoolMode: PoolTransaction, PinPolicy: PinRefuse, DefaultPoolSize: 10, MinPoolSize: 2, MaxClientConn: 500,
 		MaxDBConnections: 50, MaxUserConnections: 40, AuthType: "md5",
-		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0}, CancelWaitTimeout: Duration{3 * time.Second},
+		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0}, QueryWaitNotify: Duration{2 * time.Second}, CancelWaitTimeout: Duration{3 * time.Second},
 		ReservePoolSize: 2, ReservePoolTimeout: Duration{time.Second},
 		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
 		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,

@@ -86,6 +86,7 @@ func (d *decoder) validate(c *Config) {
 		{"server_connect_timeout", c.ServerConnectTimeout},
 		{"reserve_pool_timeout", c.ReservePoolTimeout},
 		{"query_wait_timeout", c.QueryWaitTimeout},
+		{"query_wait_notify", c.QueryWaitNotify},
 		{"cancel_wait_timeout", c.CancelWaitTimeout},
 		{"server_idle_timeout", c.ServerIdleTimeout},
 		{"server_lifetime", c.ServerLifetime},
