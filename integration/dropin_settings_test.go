@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +177,108 @@ func TestQueryWaitNotify(t *testing.T) {
 	}
 	if n := waiter.count(); n != 2 {
 		t.Fatalf("query_wait_notify \"0\": %d notices in all, want the 2 of before: %+v", n, waiter.all())
+	}
+}
+
+// TestTransactionTimeout: a client whose transaction has been open longer
+// than transaction_timeout is closed with FATAL 25P04, whether it sits idle
+// inside the transaction or runs a long statement in it; what it did is not
+// committed, no backend is left in the transaction or running the
+// statement, and the next client (pool_size 1) gets a clean server. A client
+// that stays connected outside a transaction all along, longer than the
+// limit, is not touched.
+func TestTransactionTimeout(t *testing.T) {
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "transaction"
+		c.Extra = "transaction_timeout = \"500ms\"\n"
+		db.PoolSize = 1
+	})
+	ctx := ctxT(t, 90*time.Second)
+	setup := connect(t, e.DirectURL())
+	if _, err := setup.Exec(ctx, "CREATE TABLE txn_timeout (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	mon := super(t, e.pg, e.DB)
+	// A transaction that ends in time is untouched; the client then
+	// idles outside any transaction past the limit (the whole test).
+	bystander := connect(t, e.URL())
+	if err := pgx.BeginFunc(ctx, bystander, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT 1")
+		return err
+	}); err != nil {
+		t.Fatalf("a short transaction: %v", err)
+	}
+
+	timedOut := func(t *testing.T, err error) {
+		t.Helper()
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "25P04" || pe.Severity != "FATAL" ||
+			pe.Message != "terminating connection due to transaction timeout" {
+			t.Fatalf("want FATAL 25P04 terminating connection due to transaction timeout, got %v", err)
+		}
+	}
+	clean := func(t *testing.T, what string, x int) int64 {
+		t.Helper()
+		pgtest.WaitUntil(t, 15*time.Second, what+": no backend left in a transaction or running a statement", func() bool {
+			return queryInt(t, mon, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()
+				AND (xact_start IS NOT NULL OR state = 'active')`, e.DB) == 0
+		})
+		next := connect(t, e.URL())
+		if n := queryInt(t, next, "SELECT count(*) FROM txn_timeout WHERE x = $1", x); n != 0 {
+			t.Fatalf("%s: the timed-out transaction's row is committed", what)
+		}
+		if st := next.PgConn().TxStatus(); st != 'I' {
+			t.Fatalf("%s: next client's TxStatus %q, want I", what, st)
+		}
+		pid := queryInt(t, next, "SELECT pg_backend_pid()")
+		next.Close(ctx)
+		return pid
+	}
+
+	t.Run("idle_in_transaction", func(t *testing.T) {
+		c := connect(t, e.URL())
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO txn_timeout VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		var pid int64
+		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		// The client reads without sending anything: the FATAL comes to it.
+		timedOut(t, c.PgConn().WaitForNotification(ctxT(t, 20*time.Second)))
+		// Rolled back, not closed: the same server serves the next client.
+		if got := clean(t, "idle", 1); got != pid {
+			t.Fatalf("next client served by backend %d, want the rolled-back %d (pool_size 1)", got, pid)
+		}
+	})
+
+	t.Run("running_statement", func(t *testing.T) {
+		c := connect(t, e.URL())
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO txn_timeout VALUES (2)"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, "SELECT pg_sleep(60)")
+		timedOut(t, err)
+		clean(t, "running", 2)
+	})
+
+	t.Run("single_statement", func(t *testing.T) {
+		// A statement outside BEGIN is a transaction of its own.
+		c := connect(t, e.URL())
+		_, err := c.Exec(ctx, "SELECT pg_sleep(60)")
+		timedOut(t, err)
+		clean(t, "single statement", 3)
+	})
+
+	if n := queryInt(t, bystander, "SELECT 1"); n != 1 {
+		t.Fatalf("bystander: %d", n)
 	}
 }

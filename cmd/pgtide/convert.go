@@ -234,6 +234,7 @@ var durationKeys = map[string]bool{
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
 	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
 	"reserve_pool_timeout": true, "cancel_wait_timeout": true, "query_wait_notify": true,
+	"transaction_timeout": true,
 }
 
 var intKeys = map[string]bool{

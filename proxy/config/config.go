@@ -135,6 +135,7 @@ type Config struct {
 	ShutdownTimeout          Duration  `toml:"shutdown_timeout"`            // 30s (0 = wait forever)
 	QueryTimeout             Duration  `toml:"query_timeout"`               // 0 = off
 	IdleTransactionTimeout   Duration  `toml:"idle_transaction_timeout"`    // 0 = off
+	TransactionTimeout       Duration  `toml:"transaction_timeout"`         // 0 = off; close a client whose transaction has been open this long (25P04)
 	MaxPacketSize            int       `toml:"max_packet_size"`             // default 1073741824 (1 GiB); min 16384
 	MaxMessageBuffer         int       `toml:"max_message_buffer"`          // default 1073741824 (1 GiB); 0 = no limit
 	MaxPreparedStatements    int       `toml:"max_prepared_statements"`     // default 200

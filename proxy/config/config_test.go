@@ -181,6 +181,7 @@ client_login_timeout = "10s"
 shutdown_timeout = "2m"
 query_timeout = "1h"
 idle_transaction_timeout = "90s"
+transaction_timeout = "10m"
 max_packet_size = 16384
 max_message_buffer = 4194304
 max_prepared_statements = 0
@@ -222,7 +223,7 @@ max_user_connections = 4
 		TCPKeepCnt: 3, TCPUserTimeout: Duration{2500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
 		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthDBName: "app", AuthCacheTTL: Duration{5 * time.Minute},
-		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxMessageBuffer: 4194304, MaxPreparedStatements: 0,
+		IdleTransactionTimeout: Duration{90 * time.Second}, TransactionTimeout: Duration{10 * time.Minute}, MaxPacketSize: 16384, MaxMessageBuffer: 4194304, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
 		SoReuseport: true, StatsPeriod: Duration{0}, LoadBalanceHosts: "disable",

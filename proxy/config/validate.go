@@ -96,6 +96,7 @@ func (d *decoder) validate(c *Config) {
 		{"shutdown_timeout", c.ShutdownTimeout},
 		{"query_timeout", c.QueryTimeout},
 		{"idle_transaction_timeout", c.IdleTransactionTimeout},
+		{"transaction_timeout", c.TransactionTimeout},
 		{"stats_period", c.StatsPeriod},
 		{"client_idle_timeout", c.ClientIdleTimeout},
 		{"server_login_retry", c.ServerLoginRetry},
