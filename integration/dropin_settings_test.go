@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -280,5 +281,88 @@ func TestTransactionTimeout(t *testing.T) {
 
 	if n := queryInt(t, bystander, "SELECT 1"); n != 1 {
 		t.Fatalf("bystander: %d", n)
+	}
+}
+
+// TestServerFastClose: in session mode with server_fast_close, RECONNECT
+// closes an idle client together with its (retired) server at once, and a
+// client inside a transaction when its transaction ends, not before: what
+// it commits is committed. A new client gets a new server. With the
+// setting off (reloaded to false), an idle session-mode client keeps its
+// retired server until it leaves, as before.
+func TestServerFastClose(t *testing.T) {
+	admPass := "Adm-" + fmt.Sprint(time.Now().UnixNano())
+	e := newEnv(t, func(c *tideConf, db *dbConf) {
+		c.PoolMode = "session"
+		c.Extra = "server_fast_close = true\nadmin_users = [\"adm\"]\n"
+		c.Users["adm"] = admPass
+	})
+	e.secrets = append(e.secrets, admPass)
+	ctx := ctxT(t, 60*time.Second)
+	setup := connect(t, e.DirectURL())
+	if _, err := setup.Exec(ctx, "CREATE TABLE fast_close (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	mon := super(t, e.pg, e.DB)
+	adm := console(t, e.tide.ConnString("pgtide", "adm", admPass))
+	backendGone := func(pid int64) func() bool {
+		return func() bool {
+			return queryInt(t, mon, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0
+		}
+	}
+	closed := func(t *testing.T, err error) {
+		t.Helper()
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57P01" || pe.Severity != "FATAL" ||
+			pe.Message != "database configuration changed: server connection closed (server_fast_close)" {
+			t.Fatalf("want FATAL 57P01 database configuration changed ... (server_fast_close), got %v", err)
+		}
+	}
+
+	idle := connect(t, e.URL())
+	pidIdle := queryInt(t, idle, "SELECT pg_backend_pid()")
+	inTx := connect(t, e.URL())
+	tx, err := inTx.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO fast_close VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	var pidTx int64
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidTx); err != nil {
+		t.Fatal(err)
+	}
+
+	mustAdmin(t, adm, "RECONNECT "+e.DB)
+
+	// Between transactions: closed at once, and its server with it.
+	closed(t, idle.PgConn().WaitForNotification(ctxT(t, 20*time.Second)))
+	pgtest.WaitUntil(t, 10*time.Second, "the idle client's retired server to close", backendGone(pidIdle))
+	// Inside a transaction: it goes on, and commits.
+	if _, err := tx.Exec(ctx, "INSERT INTO fast_close VALUES (2)"); err != nil {
+		t.Fatalf("the transaction was cut short: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("COMMIT: %v", err)
+	}
+	closed(t, inTx.PgConn().WaitForNotification(ctxT(t, 20*time.Second)))
+	pgtest.WaitUntil(t, 10*time.Second, "the transaction's retired server to close", backendGone(pidTx))
+	next := connect(t, e.URL())
+	if n := queryInt(t, next, "SELECT count(*) FROM fast_close"); n != 2 {
+		t.Fatalf("%d rows committed, want the transaction's 2", n)
+	}
+	if pid := queryInt(t, next, "SELECT pg_backend_pid()"); pid == pidIdle || pid == pidTx {
+		t.Fatalf("new client served by retired backend %d", pid)
+	}
+
+	// Off: the idle session-mode client keeps its server after RECONNECT.
+	conf := e.conf
+	conf.Extra = "server_fast_close = false\nadmin_users = [\"adm\"]\n"
+	reloadTo(t, e, conf, "debug")
+	before := queryInt(t, next, "SELECT pg_backend_pid()")
+	mustAdmin(t, adm, "RECONNECT "+e.DB) // returns after any fast close was decided
+	if after := queryInt(t, next, "SELECT pg_backend_pid()"); after != before {
+		t.Fatalf("server_fast_close false: the session moved from backend %d to %d", before, after)
 	}
 }

@@ -298,6 +298,7 @@ func (s *Server) Reload(cfg *config.Config) {
 		}
 	}
 	s.closeRemoved(cfg) // reload.go
+	s.fastClose(cfg)    // fastclose.go
 	s.logger().Info().Int("databases", len(cfg.Databases)).Int("users", len(cfg.Users)).Msg("configuration reloaded")
 }
 

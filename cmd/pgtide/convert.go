@@ -216,7 +216,6 @@ var unmappedReasons = map[string]string{
 	"suspend_timeout":        "pgtide's SUSPEND drops no connection, so it needs no timeout (docs/admin-console.md)",
 	"peer_id":                "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
 	"track_extra_parameters": "no pgtide setting needed: in transaction mode every parameter a client sets follows it to each server (README: what carries over)",
-	"server_fast_close":      "no pgtide equivalent",
 	"disable_pqexec":         "no pgtide equivalent",
 	"pkt_buf":                "pgtide sizes its buffers itself",
 	"sbuf_loopcnt":           "pgtide has no such loop",
@@ -247,7 +246,7 @@ var intKeys = map[string]bool{
 var boolKeys = map[string]bool{
 	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true, "tcp_defer_accept": true,
 	"log_connections": true, "log_disconnections": true, "log_pooler_errors": true,
-	"application_name_add_host": true,
+	"application_name_add_host": true, "server_fast_close": true,
 }
 
 // Settings copied as strings.

@@ -89,6 +89,7 @@ query_wait_timeout = 0.25
 cancel_wait_timeout = 3
 query_wait_notify = 0
 transaction_timeout = 120
+server_fast_close = 1
 server_lifetime = 3600
 server_reset_query_always = 0
 max_prepared_statements = 0
@@ -107,6 +108,9 @@ made_up_setting = 1
 	}
 	if cfg.QueryWaitTimeout.Duration != 250*time.Millisecond || cfg.ServerLifetime.Duration != time.Hour || cfg.CancelWaitTimeout.Duration != 3*time.Second {
 		t.Errorf("durations: %v %v %v", cfg.QueryWaitTimeout, cfg.ServerLifetime, cfg.CancelWaitTimeout)
+	}
+	if !cfg.ServerFastClose {
+		t.Errorf("server_fast_close not carried over")
 	}
 	if cfg.TransactionTimeout.Duration != 2*time.Minute {
 		t.Errorf("transaction_timeout = %v, want 2m0s", cfg.TransactionTimeout)

@@ -127,6 +127,7 @@ type Config struct {
 	AutodbIdleTimeout        Duration  `toml:"autodb_idle_timeout"`         // 3600s; pools of "*" databases unused this long are freed (0 = never)
 	ServerResetQuery         string    `toml:"server_reset_query"`          // "DISCARD ALL"
 	ServerResetQueryAlways   bool      `toml:"server_reset_query_always"`   // false
+	ServerFastClose          bool      `toml:"server_fast_close"`           // false; session mode: a server retired by RECONNECT or a reload closes (with its client) at the next transaction boundary
 	ServerCheckDelay         Duration  `toml:"server_check_delay"`          // 30s; idle longer than this: server_check_query runs before lending
 	ServerCheckQuery         string    `toml:"server_check_query"`          // "" = no query (a non-blocking liveness read only)
 	ServerLoginRetry         Duration  `toml:"server_login_retry"`          // 0 = off; after a failed server dial, new dials fail at once with its error this long

@@ -166,6 +166,7 @@ server_lifetime = 0
 autodb_idle_timeout = "10m"
 server_reset_query = "RESET ALL"
 server_reset_query_always = true
+server_fast_close = true
 server_check_delay = "500ms"
 server_check_query = "select 1"
 unix_socket_mode = "0770"
@@ -217,7 +218,7 @@ max_user_connections = 4
 		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0}, QueryWaitNotify: Duration{2 * time.Second}, CancelWaitTimeout: Duration{3 * time.Second},
 		ReservePoolSize: 2, ReservePoolTimeout: Duration{time.Second},
 		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
-		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,
+		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true, ServerFastClose: true,
 		ServerCheckDelay: Duration{500 * time.Millisecond}, ServerCheckQuery: "select 1", UnixSocketMode: "0770", ListenBacklog: 64,
 		ClientIdleTimeout: Duration{10 * time.Minute}, TCPKeepIdle: Duration{30 * time.Second}, TCPKeepIntvl: Duration{5 * time.Second},
 		TCPKeepCnt: 3, TCPUserTimeout: Duration{2500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
