@@ -26,7 +26,7 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 		ss.idleTimer.Stop()
 	}
 	cfg := ss.srv.Config()
-	xact, inXact := ss.xactLeftLocked(cfg, time.Now())
+	xact, inXact := ss.xactLeftLocked(cfg)
 	if ss.q.empty() {
 		// Nothing outstanding (what was sent is unsynced, or pgtide
 		// answered it): the transaction's clock still runs.
@@ -54,14 +54,14 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 
 // xactLeftLocked says whether transaction_timeout applies (it is set and a
 // transaction is open: xactStart, from its first request to the
-// ReadyForQuery that ends it) and how long the transaction has left at now
-// (0 when it has none).
-func (ss *session) xactLeftLocked(cfg *config.Config, now time.Time) (time.Duration, bool) {
+// ReadyForQuery that ends it) and how long the transaction has left (0 when
+// it has none). It reads the clock only when the setting is on.
+func (ss *session) xactLeftLocked(cfg *config.Config) (time.Duration, bool) {
 	t := cfg.TransactionTimeout.Duration
 	if t <= 0 || ss.xactStart.IsZero() {
 		return 0, false
 	}
-	return max(t-now.Sub(ss.xactStart), 0), true
+	return max(t-time.Since(ss.xactStart), 0), true
 }
 
 func (ss *session) armIdleLocked(d time.Duration) {
@@ -87,7 +87,7 @@ func (ss *session) settleTimersLocked() {
 		ss.idleTimer.Stop()
 	}
 	cfg := ss.srv.Config()
-	xact, inXact := ss.xactLeftLocked(cfg, time.Now())
+	xact, inXact := ss.xactLeftLocked(cfg)
 	if ss.unsynced {
 		// An extended batch goes on: not idle, but inside a transaction.
 		if inXact {
@@ -126,7 +126,7 @@ func (ss *session) stopTimersLocked() {
 // xactExpiredLocked reports whether the client's transaction has been open
 // for transaction_timeout; both timers ask it first.
 func (ss *session) xactExpiredLocked(cfg *config.Config) bool {
-	left, in := ss.xactLeftLocked(cfg, time.Now())
+	left, in := ss.xactLeftLocked(cfg)
 	return in && left <= 0 && !ss.gone
 }
 
@@ -153,7 +153,7 @@ func (ss *session) queryTimedOut() {
 		return
 	}
 	busy := !ss.q.empty() && !ss.gone
-	xact, inXact := ss.xactLeftLocked(cfg, time.Now())
+	xact, inXact := ss.xactLeftLocked(cfg)
 	var left time.Duration // how long until this timer is due again; 0 = not again
 	if d := cfg.QueryTimeout.Duration; d > 0 {
 		if l := d - time.Since(ss.queryStart); busy && !ss.queryStart.IsZero() && l > 0 {
@@ -208,7 +208,7 @@ func (ss *session) idleTimedOut() {
 		idle = false
 	}
 	if !idle && ss.q.empty() && !ss.gone {
-		if xact, ok := ss.xactLeftLocked(cfg, time.Now()); ok {
+		if xact, ok := ss.xactLeftLocked(cfg); ok {
 			ss.armIdleLocked(xact) // the transaction's clock goes on
 		}
 	}

@@ -10,8 +10,9 @@ import (
 // connection longer than this gets one NOTICE per wait, so that a person at
 // psql sees why nothing happens. The wait is the one SHOW POOLS counts in
 // cl_waiting (gate.waitStart: the pool's queue, PAUSE and SUSPEND, dialing,
-// retrying a restarting PostgreSQL); a login's wait is not told (the client
-// has not been welcomed yet, as in PgBouncer).
+// retrying a restarting PostgreSQL), except while its database is paused or
+// suspended; a login's wait is not told (the client has not been welcomed
+// yet). Both as in PgBouncer.
 //
 // A loop looks at the waiting sessions a few times per threshold. For one
 // due it sets the low bit of waitStart (waitNotified), by compare-and-swap
@@ -68,6 +69,11 @@ func (s *Server) notifyWaiting(now time.Time) {
 	for _, ss := range s.sessions {
 		w := ss.gate.waitStart.Load()
 		if w == 0 || w&waitNotified != 0 || w > due {
+			continue
+		}
+		if c := s.gate.peek(ss.dbName); c != nil && s.gateClosed(c) {
+			// Held at PAUSE or SUSPEND, which the operator asked for: not
+			// told (nor in PgBouncer). A wait that goes on after RESUME is.
 			continue
 		}
 		if ss.gate.waitStart.CompareAndSwap(w, w|waitNotified) {
