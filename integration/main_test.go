@@ -31,6 +31,8 @@ type dbConf struct {
 	// Server, when set, is TOML lines that stand for the section's host and
 	// port lines (several hosts: hosts_test.go).
 	Server string
+	// Extra is raw TOML lines added to the section.
+	Extra string
 }
 
 // tideConf is a pgtide configuration; TOML renders it.
@@ -89,6 +91,7 @@ func (c tideConf) TOML(pgPort int) string {
 		if d.User != "" {
 			fmt.Fprintf(&b, "user = %q\npassword = %q\n", d.User, d.Password)
 		}
+		b.WriteString(d.Extra)
 	}
 	for u, pw := range c.Users {
 		fmt.Fprintf(&b, "\n[users.%s]\npassword = %q\n", u, pw)

@@ -69,6 +69,16 @@ func (p *Pool) MarkedOpen() int {
 	return n
 }
 
+// Retired reports whether c, one of this pool's connections, is to be
+// closed when it is released rather than reused: it predates the last
+// Reconnect, or the pool is closed (a reload replaced it).
+func (p *Pool) Retired(c *Conn) bool {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	return closed || p.closeNeeded(c)
+}
+
 // closeNeeded reports whether c predates the last Reconnect.
 func (p *Pool) closeNeeded(c *Conn) bool {
 	cb := p.closeBefore.Load()

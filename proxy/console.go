@@ -339,6 +339,7 @@ func (s *Server) Reconnect(db string) {
 	for _, p := range s.poolList(db) {
 		p.e.pool.Reconnect()
 	}
+	s.fastClose(s.Config()) // fastclose.go
 }
 
 // WaitClosed waits until no server of db ("" = all) that RECONNECT marked

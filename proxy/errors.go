@@ -22,6 +22,7 @@ const (
 	codeCannotConnectNow    = "57P03"
 	codeFeatureNotSupported = "0A000"
 	codeInFailedTxn         = "25P02"
+	codeTransactionTimeout  = "25P04" // PostgreSQL 17's transaction_timeout
 	codeConnectionFailure   = "08006"
 	codeServerUnavailable   = "08001"
 	codeSyntaxError         = "42601"

@@ -23,6 +23,8 @@ type gatePass struct {
 	ctl *dbControl
 	// waitStart is when the session started waiting for a server (unix ns),
 	// 0 when it is not waiting (SHOW CLIENTS state, cl_waiting, maxwait).
+	// Its lowest bit is cleared when a wait starts and set once the wait's
+	// query_wait_notify NOTICE is due (waitnotify.go): one per wait.
 	waitStart atomic.Int64
 	// held: the session holds the server it borrowed without using it
 	// until RESUME (SUSPEND began while it waited); SUSPEND counts it, and
@@ -118,7 +120,7 @@ func (s *Server) enterBorrow(ctx context.Context, ss *session, start time.Time) 
 		c = s.gate.db(ss.dbName)
 		ss.gate.ctl = c
 	}
-	ss.gate.waitStart.Store(start.UnixNano())
+	ss.gate.waitStart.Store(start.UnixNano() &^ waitNotified) // waitnotify.go
 	for {
 		// Count first, then look: PAUSE sets the flag, then waits for
 		// inflight to drain, so one of the two sees the other.

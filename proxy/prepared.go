@@ -778,9 +778,9 @@ func (p *pooledBatch) queuedLocked() {
 			break
 		}
 	}
-	ss.backlog = len(ss.q.e) > queueHigh // holdBack
+	ss.backlog = len(ss.q.e) > queueHigh       // holdBack
+	ss.requestsQueuedLocked(p.wasEmpty, p.now) // xactStart, which armTimersLocked reads
 	ss.armTimersLocked(p.wasEmpty)
-	ss.requestsQueuedLocked(p.wasEmpty, p.now)
 	if idleWrite {
 		p.sc, p.modified = nil, false
 	}

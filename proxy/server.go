@@ -210,8 +210,9 @@ func (s *Server) Serve() {
 		go s.acceptLoop(ln)
 	}
 	s.serving.Store(len(s.listeners) > 0)
-	go s.statsLoop()  // statslog.go
-	go s.autodbLoop() // autodb.go
+	go s.statsLoop()      // statslog.go
+	go s.autodbLoop()     // autodb.go
+	go s.waitNotifyLoop() // waitnotify.go
 }
 
 // Ready reports whether the server accepts new clients: it is listening and
@@ -297,6 +298,7 @@ func (s *Server) Reload(cfg *config.Config) {
 		}
 	}
 	s.closeRemoved(cfg) // reload.go
+	s.fastClose(cfg)    // fastclose.go
 	s.logger().Info().Int("databases", len(cfg.Databases)).Int("users", len(cfg.Users)).Msg("configuration reloaded")
 }
 
@@ -332,7 +334,7 @@ func (s *Server) poolOptionsLocked(cfg *config.Config, db config.Database, u con
 	minSize := pick(db.MinPoolSize, cfg.MinPoolSize)
 	opts := pool.Options{
 		Size: size, MinSize: min(minSize, size),
-		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.ServerLifetime.Duration,
+		IdleTimeout: cfg.ServerIdleTimeout.Duration, Lifetime: cfg.EffectiveServerLifetime(db),
 		CheckQuery: cfg.ServerCheckQuery, CheckDelay: cfg.ServerCheckDelay.Duration, CheckTimeout: cfg.ServerConnectTimeout.Duration,
 		LoginRetry: cfg.ServerLoginRetry.Duration, ConnectQuery: db.ConnectQuery,
 		ReserveSize: pick(u.ReservePoolSize, pick(db.ReservePoolSize, cfg.ReservePoolSize)), ReserveTimeout: cfg.ReservePoolTimeout.Duration,

@@ -506,9 +506,9 @@ func (ss *session) book(kinds []byte, unsynced, intr, def bool) (*pool.Conn, err
 	if def {
 		ss.st.setDefault = true // before the server has it: noteTagLocked
 	}
-	ss.backlog = len(ss.q.e) > queueHigh // holdBack
+	ss.backlog = len(ss.q.e) > queueHigh   // holdBack
+	ss.requestsQueuedLocked(wasEmpty, now) // xactStart, which armTimersLocked reads
 	ss.armTimersLocked(wasEmpty)
-	ss.requestsQueuedLocked(wasEmpty, now)
 	return sc, nil
 }
 

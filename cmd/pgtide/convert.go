@@ -216,7 +216,6 @@ var unmappedReasons = map[string]string{
 	"suspend_timeout":        "pgtide's SUSPEND drops no connection, so it needs no timeout (docs/admin-console.md)",
 	"peer_id":                "pgtide has no peering (so_reuseport restarts need none: cancel keys are routed by the process that accepted the query's client)",
 	"track_extra_parameters": "no pgtide setting needed: in transaction mode every parameter a client sets follows it to each server (README: what carries over)",
-	"server_fast_close":      "no pgtide equivalent",
 	"disable_pqexec":         "no pgtide equivalent",
 	"pkt_buf":                "pgtide sizes its buffers itself",
 	"sbuf_loopcnt":           "pgtide has no such loop",
@@ -233,7 +232,8 @@ var durationKeys = map[string]bool{
 	"query_timeout": true, "query_wait_timeout": true, "idle_transaction_timeout": true,
 	"client_login_timeout": true, "server_check_delay": true, "stats_period": true, "autodb_idle_timeout": true,
 	"client_idle_timeout": true, "tcp_keepidle": true, "tcp_keepintvl": true, "server_login_retry": true,
-	"reserve_pool_timeout": true, "cancel_wait_timeout": true,
+	"reserve_pool_timeout": true, "cancel_wait_timeout": true, "query_wait_notify": true,
+	"transaction_timeout": true,
 }
 
 var intKeys = map[string]bool{
@@ -246,7 +246,7 @@ var intKeys = map[string]bool{
 var boolKeys = map[string]bool{
 	"server_reset_query_always": true, "so_reuseport": true, "tcp_keepalive": true, "tcp_defer_accept": true,
 	"log_connections": true, "log_disconnections": true, "log_pooler_errors": true,
-	"application_name_add_host": true,
+	"application_name_add_host": true, "server_fast_close": true,
 }
 
 // Settings copied as strings.
@@ -693,6 +693,7 @@ var dbKeys = map[string]string{
 	"max_db_client_connections": "int", "connect_query": "string",
 	"client_encoding": "string", "datestyle": "string", "timezone": "string",
 	"reserve_pool_size": "int", "reserve_pool": "int", "load_balance_hosts": "string",
+	"server_lifetime": "duration",
 }
 
 func (c *converter) convertDatabase(e iniEntry) {
@@ -714,8 +715,6 @@ func (c *converter) convertDatabase(e iniEntry) {
 				reason = "pgtide does not force application_name; set it in the client (or with ALTER DATABASE ... SET)"
 			case "auth_user", "auth_query", "auth_dbname":
 				reason = "pgtide has auth_user, auth_query and auth_dbname only globally: users of this database who are not in [users] are looked up with the global ones, or cannot log in"
-			case "server_lifetime":
-				reason = "pgtide has only the global server_lifetime"
 			}
 			kvs = append(kvs, c.dropped(e, where+"."+p.Key, p.Value, "%s", reason))
 			continue
@@ -766,6 +765,18 @@ func (c *converter) convertDatabase(e iniEntry) {
 			kvs = append(kvs, tomlKV{Key: key, Value: strconv.Itoa(n)})
 		case "mode":
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(strings.ToLower(val))})
+		case "duration":
+			d, err := pgbDuration(val)
+			if err != nil {
+				kvs = append(kvs, c.dropped(e, where+"."+p.Key, val, "%v", err))
+				continue
+			}
+			if d == "0" {
+				// PgBouncer's per-database 0 is "the global one", which
+				// leaving the key out says in pgtide too.
+				continue
+			}
+			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(d)})
 		default:
 			kvs = append(kvs, tomlKV{Key: p.Key, Value: tomlString(val)})
 		}
@@ -804,7 +815,7 @@ func (c *converter) convertUser(e iniEntry) {
 		switch p.Key {
 		case "pool_mode":
 			kvs = append(kvs, tomlKV{Key: "pool_mode", Value: tomlString(strings.ToLower(p.Value))})
-		case "query_timeout", "query_wait_timeout", "idle_transaction_timeout", "client_idle_timeout":
+		case "query_timeout", "query_wait_timeout", "idle_transaction_timeout", "client_idle_timeout", "transaction_timeout":
 			if strings.TrimSpace(p.Value) == "-1" {
 				continue // PgBouncer's "not set": the global one applies
 			}

@@ -87,6 +87,9 @@ auth_type = plain
 auth_file = userlist.txt
 query_wait_timeout = 0.25
 cancel_wait_timeout = 3
+query_wait_notify = 0
+transaction_timeout = 120
+server_fast_close = 1
 server_lifetime = 3600
 server_reset_query_always = 0
 max_prepared_statements = 0
@@ -105,6 +108,15 @@ made_up_setting = 1
 	}
 	if cfg.QueryWaitTimeout.Duration != 250*time.Millisecond || cfg.ServerLifetime.Duration != time.Hour || cfg.CancelWaitTimeout.Duration != 3*time.Second {
 		t.Errorf("durations: %v %v %v", cfg.QueryWaitTimeout, cfg.ServerLifetime, cfg.CancelWaitTimeout)
+	}
+	if !cfg.ServerFastClose {
+		t.Errorf("server_fast_close not carried over")
+	}
+	if cfg.TransactionTimeout.Duration != 2*time.Minute {
+		t.Errorf("transaction_timeout = %v, want 2m0s", cfg.TransactionTimeout)
+	}
+	if cfg.QueryWaitNotify.Duration != 0 {
+		t.Errorf("query_wait_notify = %v, want 0 (off, as the ini says)", cfg.QueryWaitNotify)
 	}
 	if cfg.MaxPreparedStatements != 200 {
 		t.Errorf("max_prepared_statements = %d, want pgtide's default", cfg.MaxPreparedStatements)
@@ -144,6 +156,35 @@ made_up_setting = 1
 	}
 	if strings.Contains(all, "secret") {
 		t.Errorf("notes contain a password:\n%s", all)
+	}
+}
+
+// TestConvertDatabaseServerLifetime: a [databases] entry's server_lifetime
+// (seconds) becomes that database's server_lifetime; 0 (PgBouncer: the
+// global one) is left out; a value that is not a duration is reported.
+func TestConvertDatabaseServerLifetime(t *testing.T) {
+	ini := `[databases]
+short = host=db server_lifetime=90
+frac = host=db server_lifetime=0.5
+zero = host=db server_lifetime=0
+bad = host=db server_lifetime=soon
+[pgbouncer]
+listen_addr = *
+server_lifetime = 3600
+`
+	cfg, out, notes := convertString(t, ini, "")
+	for name, want := range map[string]time.Duration{"short": 90 * time.Second, "frac": 500 * time.Millisecond, "zero": time.Hour, "bad": time.Hour} {
+		if got := cfg.EffectiveServerLifetime(cfg.Databases[name]); got != want {
+			t.Errorf("databases.%s: server_lifetime in effect %v, want %v", name, got, want)
+		}
+	}
+	if !strings.Contains(out, "[databases.short]") || !strings.Contains(out, `server_lifetime = "90s"`) {
+		t.Errorf("output:\n%s", out)
+	}
+	all := strings.Join(notes, "\n")
+	if !strings.Contains(all, "databases.bad.server_lifetime: not converted") || strings.Contains(all, "databases.short.server_lifetime") ||
+		strings.Contains(all, "databases.zero.server_lifetime") {
+		t.Errorf("notes:\n%s", all)
 	}
 }
 

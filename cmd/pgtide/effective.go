@@ -97,8 +97,9 @@ func printPools(w io.Writer, cfg *config.Config) {
 				}
 				server = fmt.Sprintf("%s (load_balance_hosts %q)", strings.Join(list, ", "), cfg.EffectiveLoadBalanceHosts(db))
 			}
-			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s dbname %s, server_tls_sslmode %q\n",
-				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, server, dbname, db.EffectiveServerTLSSSLMode())
+			lifetime, _ := config.Duration{Duration: cfg.EffectiveServerLifetime(db)}.MarshalText()
+			fmt.Fprintf(w, "#   %s x %s: pool_mode %q, pool_size %d, max_db_connections %d, server %s dbname %s, server_tls_sslmode %q, server_lifetime %q\n",
+				dbName, who, cfg.EffectivePoolMode(db, uc), cfg.EffectivePoolSize(db, uc), maxDB, server, dbname, db.EffectiveServerTLSSSLMode(), lifetime)
 		}
 	}
 }

@@ -34,6 +34,7 @@ server_idle_timeout = "600s"
 host = "db"
 password = "db-secret-pw"
 user = "svc"
+server_lifetime = "90s"
 
 [databases."*"]
 port = 5433
@@ -76,8 +77,10 @@ func TestCheckConfigVerbose(t *testing.T) {
 		// Durations as written, and the values in effect.
 		`server_idle_timeout = "600s"`, `server_lifetime = "1h0m0s"`,
 		`client_tls_sslmode = "disable"`, `client_tls_min_version = "TLSv1.2"`, `server_tls_sslmode = "prefer"`,
-		`#   app x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server db:5432 dbname "app", server_tls_sslmode "prefer"`,
-		`#   * x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server 127.0.0.1:5433 dbname (the name the client asks for)`,
+		`#   app x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server db:5432 dbname "app", server_tls_sslmode "prefer", server_lifetime "1m30s"`,
+		`#   * x alice: pool_mode "transaction", pool_size 3, max_db_connections 0, server 127.0.0.1:5433 dbname (the name the client asks for), server_tls_sslmode "prefer", server_lifetime "1h0m0s"`,
+		// A database's server_lifetime; "" = the global one.
+		"connect_query = \"\"\nserver_lifetime = \"1m30s\"\n", "connect_query = \"\"\nserver_lifetime = \"\"\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("-v output lacks %q:\n%s", want, s)

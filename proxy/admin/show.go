@@ -514,7 +514,7 @@ func (c *Console) showDatabases() table {
 		db, _ := cfg.ResolveDatabase(name)
 		paused, disabled := b.DBState(name)
 		t.add(name, db.Host, db.Port, db.DBName, nullIfEmpty(db.User), cfg.EffectivePoolSize(db, config.User{}),
-			pick(db.MinPoolSize, cfg.MinPoolSize), pick(db.ReservePoolSize, cfg.ReservePoolSize), int64(cfg.ServerLifetime.Duration/time.Second),
+			pick(db.MinPoolSize, cfg.MinPoolSize), pick(db.ReservePoolSize, cfg.ReservePoolSize), int64(cfg.EffectiveServerLifetime(db)/time.Second),
 			nullIfEmpty(string(db.PoolMode)), loadBalanceHosts(cfg, db), pick(db.MaxDBConnections, cfg.MaxDBConnections),
 			open[name], pick(db.MaxDBClientConnections, cfg.MaxDBClientConnections), clients[name], paused || pausedAll, disabled)
 	}

@@ -79,6 +79,28 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(d.Duration.String()), nil
 }
 
+// InheritDuration is a Duration in a [databases.NAME] table that may be left
+// out or written "" (and, as in PgBouncer, "0"): zero then means "inherit
+// the global setting". It prints as "" when zero.
+type InheritDuration struct{ Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler: "" is zero.
+func (d *InheritDuration) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		d.Duration.Duration = 0
+		return nil
+	}
+	return d.Duration.UnmarshalText(b)
+}
+
+// MarshalText implements encoding.TextMarshaler: zero is "".
+func (d InheritDuration) MarshalText() ([]byte, error) {
+	if d.Duration.Duration == 0 {
+		return []byte{}, nil
+	}
+	return d.Duration.MarshalText()
+}
+
 // Config is the whole configuration file.
 type Config struct {
 	Listen                   []string  `toml:"listen"`                      // TCP "host:port" list; default ["127.0.0.1:6432"]
@@ -98,12 +120,14 @@ type Config struct {
 	AuthType                 string    `toml:"auth_type"`                   // "scram-sha-256" (default) | "md5" | "password" | "trust" | "hba"
 	ServerConnectTimeout     Duration  `toml:"server_connect_timeout"`      // 15s
 	QueryWaitTimeout         Duration  `toml:"query_wait_timeout"`          // 120s (0 = wait forever)
+	QueryWaitNotify          Duration  `toml:"query_wait_notify"`           // 5s; a client waiting this long for a server gets a NOTICE (0 = never)
 	CancelWaitTimeout        Duration  `toml:"cancel_wait_timeout"`         // 10s; how long a cancel request may take to reach the server (0 = no limit)
 	ServerIdleTimeout        Duration  `toml:"server_idle_timeout"`         // 600s (0 = never)
 	ServerLifetime           Duration  `toml:"server_lifetime"`             // 3600s (0 = never)
 	AutodbIdleTimeout        Duration  `toml:"autodb_idle_timeout"`         // 3600s; pools of "*" databases unused this long are freed (0 = never)
 	ServerResetQuery         string    `toml:"server_reset_query"`          // "DISCARD ALL"
 	ServerResetQueryAlways   bool      `toml:"server_reset_query_always"`   // false
+	ServerFastClose          bool      `toml:"server_fast_close"`           // false; session mode: a server retired by RECONNECT or a reload closes (with its client) at the next transaction boundary
 	ServerCheckDelay         Duration  `toml:"server_check_delay"`          // 30s; idle longer than this: server_check_query runs before lending
 	ServerCheckQuery         string    `toml:"server_check_query"`          // "" = no query (a non-blocking liveness read only)
 	ServerLoginRetry         Duration  `toml:"server_login_retry"`          // 0 = off; after a failed server dial, new dials fail at once with its error this long
@@ -112,6 +136,7 @@ type Config struct {
 	ShutdownTimeout          Duration  `toml:"shutdown_timeout"`            // 30s (0 = wait forever)
 	QueryTimeout             Duration  `toml:"query_timeout"`               // 0 = off
 	IdleTransactionTimeout   Duration  `toml:"idle_transaction_timeout"`    // 0 = off
+	TransactionTimeout       Duration  `toml:"transaction_timeout"`         // 0 = off; close a client whose transaction has been open this long (25P04)
 	MaxPacketSize            int       `toml:"max_packet_size"`             // default 1073741824 (1 GiB); min 16384
 	MaxMessageBuffer         int       `toml:"max_message_buffer"`          // default 1073741824 (1 GiB); 0 = no limit
 	MaxPreparedStatements    int       `toml:"max_prepared_statements"`     // default 200
@@ -167,21 +192,22 @@ type Config struct {
 // Database is one [databases.NAME] section. The name "*" is the fallback
 // for any database a client asks for that has no section of its own.
 type Database struct {
-	Host                   string    `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
-	Port                   int       `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
-	Ports                  []int     `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
-	LoadBalanceHosts       string    `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
-	DBName                 string    `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
-	User                   string    `toml:"user"`                      // optional: connect to the server as this user instead of the client's
-	Password               string    `toml:"password"`                  // optional: password for User (or for the client's user)
-	PoolSize               int       `toml:"pool_size"`                 // 0 = default_pool_size
-	MinPoolSize            int       `toml:"min_pool_size"`             // 0 = global min_pool_size
-	ReservePoolSize        int       `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
-	PoolMode               PoolMode  `toml:"pool_mode"`                 // "" = inherit
-	PinPolicy              PinPolicy `toml:"pin_policy"`                // "" = inherit
-	MaxDBConnections       int       `toml:"max_db_connections"`        // 0 = global value
-	MaxDBClientConnections int       `toml:"max_db_client_connections"` // 0 = global value
-	ConnectQuery           string    `toml:"connect_query"`             // "" = none; run once on each new server connection after login
+	Host                   string          `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
+	Port                   int             `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
+	Ports                  []int           `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
+	LoadBalanceHosts       string          `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
+	DBName                 string          `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
+	User                   string          `toml:"user"`                      // optional: connect to the server as this user instead of the client's
+	Password               string          `toml:"password"`                  // optional: password for User (or for the client's user)
+	PoolSize               int             `toml:"pool_size"`                 // 0 = default_pool_size
+	MinPoolSize            int             `toml:"min_pool_size"`             // 0 = global min_pool_size
+	ReservePoolSize        int             `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
+	PoolMode               PoolMode        `toml:"pool_mode"`                 // "" = inherit
+	PinPolicy              PinPolicy       `toml:"pin_policy"`                // "" = inherit
+	MaxDBConnections       int             `toml:"max_db_connections"`        // 0 = global value
+	MaxDBClientConnections int             `toml:"max_db_client_connections"` // 0 = global value
+	ConnectQuery           string          `toml:"connect_query"`             // "" = none; run once on each new server connection after login
+	ServerLifetime         InheritDuration `toml:"server_lifetime"`           // "" (or "0") = the global server_lifetime
 
 	// Defaults for clients of this database that do not send their own
 	// (see proxy/params.go); "" = the server's.
@@ -216,6 +242,7 @@ type User struct {
 	QueryWaitTimeout       OptDuration `toml:"query_wait_timeout"`
 	IdleTransactionTimeout OptDuration `toml:"idle_transaction_timeout"`
 	ClientIdleTimeout      OptDuration `toml:"client_idle_timeout"`
+	TransactionTimeout     OptDuration `toml:"transaction_timeout"`
 }
 
 // OptDuration is a duration that may be left unset (Set false), for
@@ -255,18 +282,18 @@ func (d OptDuration) or(def Duration) time.Duration {
 }
 
 func (u User) hasTimeouts() bool {
-	return u.QueryTimeout.Set || u.QueryWaitTimeout.Set || u.IdleTransactionTimeout.Set || u.ClientIdleTimeout.Set
+	return u.QueryTimeout.Set || u.QueryWaitTimeout.Set || u.IdleTransactionTimeout.Set || u.ClientIdleTimeout.Set || u.TransactionTimeout.Set
 }
 
 // ClientTimeouts are the timeouts of one user's clients.
 type ClientTimeouts struct {
-	Query, Wait, IdleTransaction, ClientIdle time.Duration
+	Query, Wait, IdleTransaction, ClientIdle, Transaction time.Duration
 }
 
 // TimeoutsFor returns the timeouts of user's clients: the user's own where
 // [users.NAME] sets them, else the global ones.
 func (c *Config) TimeoutsFor(user string) ClientTimeouts {
-	t := ClientTimeouts{c.QueryTimeout.Duration, c.QueryWaitTimeout.Duration, c.IdleTransactionTimeout.Duration, c.ClientIdleTimeout.Duration}
+	t := ClientTimeouts{c.QueryTimeout.Duration, c.QueryWaitTimeout.Duration, c.IdleTransactionTimeout.Duration, c.ClientIdleTimeout.Duration, c.TransactionTimeout.Duration}
 	if !c.userTimeouts {
 		return t
 	}
@@ -275,7 +302,7 @@ func (c *Config) TimeoutsFor(user string) ClientTimeouts {
 		return t
 	}
 	return ClientTimeouts{u.QueryTimeout.or(c.QueryTimeout), u.QueryWaitTimeout.or(c.QueryWaitTimeout),
-		u.IdleTransactionTimeout.or(c.IdleTransactionTimeout), u.ClientIdleTimeout.or(c.ClientIdleTimeout)}
+		u.IdleTransactionTimeout.or(c.IdleTransactionTimeout), u.ClientIdleTimeout.or(c.ClientIdleTimeout), u.TransactionTimeout.or(c.TransactionTimeout)}
 }
 
 // Defaults that are referred to in more than one place.
@@ -305,6 +332,7 @@ func Default() *Config {
 		ServerConnectTimeout:  Duration{15 * time.Second},
 		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
+		QueryWaitNotify:       Duration{5 * time.Second},
 		CancelWaitTimeout:     Duration{10 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},
@@ -444,6 +472,15 @@ func (c *Config) EffectiveLoadBalanceHosts(db Database) string {
 		return c.LoadBalanceHosts
 	}
 	return LoadBalanceRoundRobin
+}
+
+// EffectiveServerLifetime returns the database's server_lifetime, else the
+// global one (0 = never).
+func (c *Config) EffectiveServerLifetime(db Database) time.Duration {
+	if db.ServerLifetime.Duration.Duration > 0 {
+		return db.ServerLifetime.Duration.Duration
+	}
+	return c.ServerLifetime.Duration
 }
 
 // EffectivePoolMode returns the user's pool_mode, else the database's, else

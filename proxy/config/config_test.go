@@ -71,6 +71,7 @@ func TestDefaults(t *testing.T) {
 		ServerConnectTimeout:  Duration{15 * time.Second},
 		ReservePoolTimeout:    Duration{5 * time.Second},
 		QueryWaitTimeout:      Duration{120 * time.Second},
+		QueryWaitNotify:       Duration{5 * time.Second},
 		CancelWaitTimeout:     Duration{10 * time.Second},
 		ServerIdleTimeout:     Duration{600 * time.Second},
 		ServerLifetime:        Duration{3600 * time.Second},
@@ -158,12 +159,14 @@ server_connect_timeout = "5s"
 reserve_pool_size = 2
 reserve_pool_timeout = "1s"
 query_wait_timeout = "0"
+query_wait_notify = "2s"
 cancel_wait_timeout = "3s"
 server_idle_timeout = "1m"
 server_lifetime = 0
 autodb_idle_timeout = "10m"
 server_reset_query = "RESET ALL"
 server_reset_query_always = true
+server_fast_close = true
 server_check_delay = "500ms"
 server_check_query = "select 1"
 unix_socket_mode = "0770"
@@ -179,6 +182,7 @@ client_login_timeout = "10s"
 shutdown_timeout = "2m"
 query_timeout = "1h"
 idle_transaction_timeout = "90s"
+transaction_timeout = "10m"
 max_packet_size = 16384
 max_message_buffer = 4194304
 max_prepared_statements = 0
@@ -211,16 +215,16 @@ max_user_connections = 4
 		Listen: []string{"0.0.0.0:7432", "[::1]:7433"}, UnixSocketDir: "/tmp",
 		PoolMode: PoolTransaction, PinPolicy: PinRefuse, DefaultPoolSize: 10, MinPoolSize: 2, MaxClientConn: 500,
 		MaxDBConnections: 50, MaxUserConnections: 40, AuthType: "md5",
-		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0}, CancelWaitTimeout: Duration{3 * time.Second},
+		ServerConnectTimeout: Duration{5 * time.Second}, QueryWaitTimeout: Duration{0}, QueryWaitNotify: Duration{2 * time.Second}, CancelWaitTimeout: Duration{3 * time.Second},
 		ReservePoolSize: 2, ReservePoolTimeout: Duration{time.Second},
 		ServerIdleTimeout: Duration{time.Minute}, ServerLifetime: Duration{0}, AutodbIdleTimeout: Duration{10 * time.Minute},
-		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true,
+		ServerResetQuery: "RESET ALL", ServerResetQueryAlways: true, ServerFastClose: true,
 		ServerCheckDelay: Duration{500 * time.Millisecond}, ServerCheckQuery: "select 1", UnixSocketMode: "0770", ListenBacklog: 64,
 		ClientIdleTimeout: Duration{10 * time.Minute}, TCPKeepIdle: Duration{30 * time.Second}, TCPKeepIntvl: Duration{5 * time.Second},
 		TCPKeepCnt: 3, TCPUserTimeout: Duration{2500 * time.Millisecond}, ClientLoginTimeout: Duration{10 * time.Second},
 		ShutdownTimeout: Duration{2 * time.Minute}, QueryTimeout: Duration{time.Hour},
 		AuthUser: "alice", AuthQuery: "SELECT u, p FROM auth.lookup($1)", AuthDBName: "app", AuthCacheTTL: Duration{5 * time.Minute},
-		IdleTransactionTimeout: Duration{90 * time.Second}, MaxPacketSize: 16384, MaxMessageBuffer: 4194304, MaxPreparedStatements: 0,
+		IdleTransactionTimeout: Duration{90 * time.Second}, TransactionTimeout: Duration{10 * time.Minute}, MaxPacketSize: 16384, MaxMessageBuffer: 4194304, MaxPreparedStatements: 0,
 		AdminUsers: []string{"admin"}, StatsUsers: []string{"monitor", "grafana"},
 		LogLevel: "debug", LogFormat: "json", MetricsListen: "127.0.0.1:9127",
 		SoReuseport: true, StatsPeriod: Duration{0}, LoadBalanceHosts: "disable",
@@ -289,6 +293,8 @@ func TestValidationErrors(t *testing.T) {
 		{"database size below global min", "min_pool_size = 5\n[databases.app]\npool_size = 3", "databases.app.pool_size", 3, "less than min_pool_size (5)"},
 		{"database pool_mode", "[databases.app]\npool_mode = \"txn\"", "databases.app.pool_mode", 2, "expected one of"},
 		{"database max_db_connections", "[databases.app]\nmax_db_connections = -1", "databases.app.max_db_connections", 2, "negative"},
+		{"database server_lifetime negative", "[databases.app]\nserver_lifetime = \"-1s\"", "databases.app.server_lifetime", 2, "negative"},
+		{"database server_lifetime unitless", "[databases.app]\nserver_lifetime = 600", "databases.app.server_lifetime", 2, `write "600s"`},
 		{"star database", "[databases.\"*\"]\nport = -3", `databases."*".port`, 2, "between 1 and 65535"},
 		{"user md5 not hex", "[users.bob]\npassword = \"md5" + strings.Repeat("g", 32) + "\"", "users.bob.password", 2, "32 lowercase hex digits"},
 		{"user scram malformed", "[users.bob]\npassword = \"SCRAM-SHA-256$4096:c2FsdA==\"", "users.bob.password", 2, "invalid SCRAM-SHA-256 verifier"},
@@ -583,6 +589,30 @@ pool_size = 2
 	db, _ := p.ResolveDatabase("app")
 	if m, s := p.EffectivePoolMode(db, p.Users["u"]), p.EffectivePoolSize(db, p.Users["u"]); m != PoolTransaction || s != 2 {
 		t.Errorf("parsed: mode %q size %d, want transaction 2", m, s)
+	}
+}
+
+// TestEffectiveServerLifetime: a database's server_lifetime wins; "", "0"
+// and leaving it out give the global one (PgBouncer's per-database 0).
+func TestEffectiveServerLifetime(t *testing.T) {
+	c := mustParse(t, `
+server_lifetime = "1h"
+[databases.short]
+server_lifetime = "90s"
+[databases.empty]
+server_lifetime = ""
+[databases.zero]
+server_lifetime = "0"
+[databases.unset]
+`)
+	for name, want := range map[string]time.Duration{"short": 90 * time.Second, "empty": time.Hour, "zero": time.Hour, "unset": time.Hour} {
+		if got := c.EffectiveServerLifetime(c.Databases[name]); got != want {
+			t.Errorf("databases.%s: EffectiveServerLifetime = %v, want %v", name, got, want)
+		}
+	}
+	c = mustParse(t, "server_lifetime = \"0\"\n[databases.unset]\n")
+	if got := c.EffectiveServerLifetime(c.Databases["unset"]); got != 0 {
+		t.Errorf("global 0, database unset: %v, want 0 (never)", got)
 	}
 }
 

@@ -86,6 +86,7 @@ func (d *decoder) validate(c *Config) {
 		{"server_connect_timeout", c.ServerConnectTimeout},
 		{"reserve_pool_timeout", c.ReservePoolTimeout},
 		{"query_wait_timeout", c.QueryWaitTimeout},
+		{"query_wait_notify", c.QueryWaitNotify},
 		{"cancel_wait_timeout", c.CancelWaitTimeout},
 		{"server_idle_timeout", c.ServerIdleTimeout},
 		{"server_lifetime", c.ServerLifetime},
@@ -95,6 +96,7 @@ func (d *decoder) validate(c *Config) {
 		{"shutdown_timeout", c.ShutdownTimeout},
 		{"query_timeout", c.QueryTimeout},
 		{"idle_transaction_timeout", c.IdleTransactionTimeout},
+		{"transaction_timeout", c.TransactionTimeout},
 		{"stats_period", c.StatsPeriod},
 		{"client_idle_timeout", c.ClientIdleTimeout},
 		{"server_login_retry", c.ServerLoginRetry},
@@ -190,6 +192,9 @@ func (d *decoder) validateDatabase(c *Config, name string, db Database) {
 	d.checkNonNegative(key("reserve_pool_size"), db.ReservePoolSize)
 	d.checkNonNegative(key("max_db_connections"), db.MaxDBConnections)
 	d.checkNonNegative(key("max_db_client_connections"), db.MaxDBClientConnections)
+	if lt := db.ServerLifetime.Duration.Duration; lt < 0 {
+		d.fail(key("server_lifetime"), "", fmt.Sprintf("must not be negative, got %s (\"\" = the global server_lifetime)", lt))
+	}
 	if db.PoolMode != "" {
 		d.checkEnum(key("pool_mode"), string(db.PoolMode), poolModes)
 	}
@@ -276,6 +281,7 @@ func (d *decoder) validateUser(name string, u User) {
 	}{
 		{"query_timeout", u.QueryTimeout}, {"query_wait_timeout", u.QueryWaitTimeout},
 		{"idle_transaction_timeout", u.IdleTransactionTimeout}, {"client_idle_timeout", u.ClientIdleTimeout},
+		{"transaction_timeout", u.TransactionTimeout},
 	} {
 		if t.d.Duration.Duration < 0 {
 			d.fail(key(t.key), "", fmt.Sprintf("must not be negative, got %s", t.d.Duration.Duration))

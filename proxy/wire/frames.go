@@ -15,6 +15,13 @@ func ErrorFrame(severity, code, msg string) []byte {
 	return b
 }
 
+// NoticeFrame encodes a NoticeResponse of severity NOTICE and SQLSTATE
+// 00000 (successful_completion), as PostgreSQL sends a plain notice.
+func NoticeFrame(msg string) []byte {
+	b, _ := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: msg}).Encode(nil)
+	return b
+}
+
 // AppendFrame appends a message of type typ whose body is parts, in order.
 func AppendFrame(dst []byte, typ byte, parts ...[]byte) []byte {
 	n := 4
