@@ -17,6 +17,7 @@ client_idle_timeout = "30s"
 [users.fast]
 query_timeout = "300ms"
 client_idle_timeout = "0"
+transaction_timeout = "2s"
 reserve_pool_size = 3
 
 [users.blank]
@@ -26,7 +27,7 @@ query_timeout = ""
 pool_size = 2
 `)
 	want := map[string]ClientTimeouts{
-		"fast":    {Query: 300 * time.Millisecond, Wait: 120 * time.Second, IdleTransaction: 20 * time.Second, ClientIdle: 0},
+		"fast":    {Query: 300 * time.Millisecond, Wait: 120 * time.Second, IdleTransaction: 20 * time.Second, ClientIdle: 0, Transaction: 2 * time.Second},
 		"blank":   {Query: 10 * time.Second, Wait: 120 * time.Second, IdleTransaction: 20 * time.Second, ClientIdle: 30 * time.Second},
 		"plain":   {Query: 10 * time.Second, Wait: 120 * time.Second, IdleTransaction: 20 * time.Second, ClientIdle: 30 * time.Second},
 		"unknown": {Query: 10 * time.Second, Wait: 120 * time.Second, IdleTransaction: 20 * time.Second, ClientIdle: 30 * time.Second},
