@@ -220,7 +220,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSent, pc.BytesOut.Load(), db, u)
 		counter(descLogins, pc.Logins.Load(), db, u)
 		for class, n := range pc.ErrorsByClass() {
-			counter(descErrors, n, db, u, class)
+			counter(descErrors, n, db, u, label(class)) // a server's bytes: any
 		}
 		for i, reason := range proxy.PinReasons {
 			gauge(descPinned, float64(max(pc.Pinned[i].Load(), 0)), db, u, reason)
