@@ -40,7 +40,8 @@ func (c *PoolCounters) ErrorsByClass() map[string]uint64 {
 	return out
 }
 
-func (c *PoolCounters) countError(code string) {
+// CountError counts a server ErrorResponse by its SQLSTATE class.
+func (c *PoolCounters) CountError(code string) {
 	if len(code) < 2 {
 		return
 	}
@@ -131,7 +132,7 @@ func (ss *session) readyLocked(status byte, skipped bool) {
 // serverErrorLocked counts an ErrorResponse by its SQLSTATE.
 func (ss *session) serverErrorLocked(body []byte) {
 	code := errorCode(body)
-	ss.pe.counters.countError(code)
+	ss.pe.counters.CountError(code)
 	if o := ss.srv.obs(); o != nil {
 		o.ServerError(ss.dbName, ss.userName, code)
 	}

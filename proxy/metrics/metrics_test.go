@@ -303,3 +303,25 @@ func TestLabelsNotUTF8(t *testing.T) {
 		}
 	}
 }
+
+// A server's SQLSTATE is a server's bytes: a class that is not UTF-8 is a
+// label value with U+FFFD, not a failed scrape.
+func TestErrorClassNotUTF8(t *testing.T) {
+	f := newFake()
+	f.pools[0].Counters.CountError("\xff\xfe000")
+	m := New(f, "test")
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	for _, fam := range fams {
+		for _, mt := range fam.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "class" && l.GetValue() == "\uFFFD" {
+					return
+				}
+			}
+		}
+	}
+	t.Fatal(`no series with class="\uFFFD"`)
+}
