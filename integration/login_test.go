@@ -201,16 +201,15 @@ func TestServerLoginErrorsAsPostgreSQL(t *testing.T) {
 	}
 }
 
-// scramSalt starts a SCRAM login as user at addr and returns the salt and
-// iteration count of the server-first-message (the connection is dropped
-// there), or the authentication request type when it is not SASL.
-func scramSalt(t *testing.T, addr, user, db string) (salt []byte, iter int, authType uint32) {
+// startupAt sends a StartupMessage for user and db to addr and returns the
+// frontend and its first reply (the connection closes with the test).
+func startupAt(t *testing.T, addr, user, db string) (*pgproto3.Frontend, pgproto3.BackendMessage) {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(func() { nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
 	fe := pgproto3.NewFrontend(nc, nc)
 	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
@@ -222,6 +221,15 @@ func scramSalt(t *testing.T, addr, user, db string) (salt []byte, iter int, auth
 	if err != nil {
 		t.Fatal(err)
 	}
+	return fe, msg
+}
+
+// scramSalt starts a SCRAM login as user at addr and returns the salt and
+// iteration count of the server-first-message (the connection is dropped
+// there), or the authentication request type when it is not SASL.
+func scramSalt(t *testing.T, addr, user, db string) (salt []byte, iter int, authType uint32) {
+	t.Helper()
+	fe, msg := startupAt(t, addr, user, db)
 	switch m := msg.(type) {
 	case *pgproto3.AuthenticationSASL:
 	case *pgproto3.AuthenticationMD5Password:
@@ -233,7 +241,7 @@ func scramSalt(t *testing.T, addr, user, db string) (salt []byte, iter int, auth
 	if err := fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	msg, err = fe.Receive()
+	msg, err := fe.Receive()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,21 +384,8 @@ func md5Hex(password, user string) string {
 func TestSCRAMAuthzIDAndExtensionRefused(t *testing.T) {
 	e := newEnv(t, nil)
 	refusal := func(addr, first string) *pgproto3.ErrorResponse {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-		fe := pgproto3.NewFrontend(nc, nc)
-		fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
-			Parameters: map[string]string{"user": e.User, "database": e.DB}})
-		if err := fe.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if msg, err := fe.Receive(); err != nil {
-			t.Fatal(err)
-		} else if _, ok := msg.(*pgproto3.AuthenticationSASL); !ok {
+		fe, msg := startupAt(t, addr, e.User, e.DB)
+		if _, ok := msg.(*pgproto3.AuthenticationSASL); !ok {
 			t.Fatalf("got %T, want AuthenticationSASL", msg)
 		}
 		fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(first)})

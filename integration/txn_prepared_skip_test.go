@@ -324,22 +324,23 @@ func TestTxnPreparedUnnamedClosedByOtherClient(t *testing.T) {
 	)
 }
 
-// A client can run another client's SQL-prepared statement by pgtide's
-// server-side name (EXECUTE is not guarded as DEALLOCATE and Bind are).
-func TestTxnPreparedExecuteOthersStatement(t *testing.T) {
+// othersStatement starts two clients of one pool of size 1; client A
+// prepares a statement with SQL PREPARE and client B finds pgtide's
+// server-side name for it in pg_prepared_statements.
+func othersStatement(t *testing.T) (ctx context.Context, b *pgconn.PgConn, name string) {
 	e := prepEnv(t, 1, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	a, err := pgconn.Connect(ctx, e.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close(ctx)
-	b, err := pgconn.Connect(ctx, e.URL())
+	t.Cleanup(func() { a.Close(context.Background()) })
+	b, err = pgconn.Connect(ctx, e.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close(ctx)
+	t.Cleanup(func() { b.Close(context.Background()) })
 	if _, err := a.Exec(ctx, "PREPARE secret AS SELECT 'A-only'::text").ReadAll(); err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +348,16 @@ func TestTxnPreparedExecuteOthersStatement(t *testing.T) {
 	if err != nil || len(res) == 0 || len(res[0].Rows) == 0 {
 		t.Fatalf("lookup: %v %v", err, res)
 	}
-	name := string(res[0].Rows[0][0])
+	name = string(res[0].Rows[0][0])
 	t.Logf("client B sees client A's statement as %q", name)
-	res, err = b.Exec(ctx, "EXECUTE "+name).ReadAll()
+	return ctx, b, name
+}
+
+// A client can run another client's SQL-prepared statement by pgtide's
+// server-side name (EXECUTE is not guarded as DEALLOCATE and Bind are).
+func TestTxnPreparedExecuteOthersStatement(t *testing.T) {
+	ctx, b, name := othersStatement(t)
+	res, err := b.Exec(ctx, "EXECUTE "+name).ReadAll()
 	if err == nil && len(res) > 0 && len(res[0].Rows) > 0 {
 		t.Errorf("client B ran client A's statement %s: %q (PostgreSQL: 26000, it is not B's)", name, res[0].Rows[0][0])
 	}
@@ -358,27 +366,7 @@ func TestTxnPreparedExecuteOthersStatement(t *testing.T) {
 // The same through a named Parse whose text is EXECUTE of pgtide's name:
 // the statement's text reached the server unchanged and ran client A's.
 func TestTxnPreparedNamedExecuteOthersStatement(t *testing.T) {
-	e := prepEnv(t, 1, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	a, err := pgconn.Connect(ctx, e.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(ctx)
-	b, err := pgconn.Connect(ctx, e.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	if _, err := a.Exec(ctx, "PREPARE secret AS SELECT 'A-only'::text").ReadAll(); err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Exec(ctx, "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%A-only%'").ReadAll()
-	if err != nil || len(res) == 0 || len(res[0].Rows) == 0 {
-		t.Fatalf("lookup: %v %v", err, res)
-	}
-	name := string(res[0].Rows[0][0])
+	ctx, b, name := othersStatement(t)
 	// PostgreSQL prepares an EXECUTE of a name it lacks (the name is
 	// looked up when it runs).
 	if _, err := b.Prepare(ctx, "peek", "EXECUTE "+name, nil); err != nil {
