@@ -121,19 +121,31 @@ func (s *Server) closeFreed(k poolKey, p *pool.Pool) {
 // every 250 ms.
 func (s *Server) autodbLoop() {
 	idleSince := map[*poolEntry]time.Time{}
+	s.tickLoop(func() time.Duration { return quarterTick(s.Config().AutodbIdleTimeout.Duration, 250*time.Millisecond) },
+		func(now time.Time) { s.sweepAutodb(idleSince, now) })
+}
+
+// quarterTick is a looping check's period for a setting d: a quarter of d,
+// at least floor, at most a second (so a reloaded d applies within one); a
+// second when d is off.
+func quarterTick(d, floor time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Second
+	}
+	return min(max(d/4, floor), time.Second)
+}
+
+// tickLoop runs run every period() until the server is shut down.
+func (s *Server) tickLoop(period func() time.Duration, run func(now time.Time)) {
 	for {
-		tick := time.Second
-		if to := s.Config().AutodbIdleTimeout.Duration; to > 0 {
-			tick = min(max(to/4, 250*time.Millisecond), tick)
-		}
-		t := time.NewTimer(tick)
+		t := time.NewTimer(period())
 		select {
 		case <-s.done:
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		s.sweepAutodb(idleSince, time.Now())
+		run(time.Now())
 	}
 }
 

@@ -36,20 +36,8 @@ var waitNoticeFrame = wire.NoticeFrame(waitNoticeText)
 
 // waitNotifyLoop runs until shutdown ends the server.
 func (s *Server) waitNotifyLoop() {
-	for {
-		tick := time.Second
-		if d := s.Config().QueryWaitNotify.Duration; d > 0 {
-			tick = min(max(d/4, 20*time.Millisecond), tick)
-		}
-		t := time.NewTimer(tick)
-		select {
-		case <-s.done:
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		s.notifyWaiting(time.Now())
-	}
+	s.tickLoop(func() time.Duration { return quarterTick(s.Config().QueryWaitNotify.Duration, 20*time.Millisecond) },
+		s.notifyWaiting)
 }
 
 // notifyWaiting sends the NOTICE to every session whose wait for a server
