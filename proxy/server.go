@@ -32,6 +32,10 @@ const (
 
 // Server accepts clients and owns the pools. One Server runs per process.
 type Server struct {
+	// testHookJoined, when set (tests only), runs in a login that holds its
+	// server, after the parameter sync (joinWithServer).
+	testHookJoined func()
+
 	logp  atomic.Pointer[zerolog.Logger]
 	cfg   atomic.Pointer[config.Config]
 	state atomic.Int32

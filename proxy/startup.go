@@ -651,6 +651,18 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 	if err != nil {
 		return err
 	}
+	// Until sc is attached or given back below, a panic (the connection's
+	// recover in handleConn closes the client) must not keep it from the
+	// pool: its state is unknown, so it is closed.
+	held := true
+	defer func() {
+		if held {
+			if r := recover(); r != nil {
+				sc.Pool().Discard(sc)
+				panic(r)
+			}
+		}
+	}()
 	// A server assignment, as a borrow's (session.borrow): PgBouncer counts
 	// every link of a server to a client, a login's included.
 	var d time.Duration
@@ -663,8 +675,12 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 		o.Waited(ss.dbName, ss.userName, d)
 	}
 	if _, err := ss.syncParams(sc); err != nil {
+		held = false
 		ss.releaseOrDiscard(sc)
 		return err
+	}
+	if s.testHookJoined != nil {
+		s.testHookJoined()
 	}
 	fresh := make(map[string]string, len(sc.Params))
 	for k, v := range sc.Params {
@@ -677,9 +693,11 @@ func (s *Server) joinWithServer(cfg *config.Config, ss *session, pe *poolEntry) 
 	s.register(ss)
 	if err := s.admitLogin(cfg, ss); err != nil { // shutdown, max_*_client_connections (limits.go)
 		s.unregister(ss)
+		held = false
 		ss.releaseOrDiscard(sc)
 		return err
 	}
+	held = false
 	if ss.mode == config.PoolSession {
 		ss.attach(sc)
 	} else {
