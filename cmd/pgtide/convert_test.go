@@ -560,7 +560,7 @@ func TestConvertUserTimeouts(t *testing.T) {
 	ini := `[databases]
 app = host=db
 [users]
-alice = query_timeout=0.3 idle_transaction_timeout=0 client_idle_timeout=60 query_wait_timeout=-1 reserve_pool_size=2
+alice = query_timeout=0.3 idle_transaction_timeout=0 client_idle_timeout=60 query_wait_timeout=-1 reserve_pool_size=2 transaction_timeout=30
 [pgbouncer]
 listen_addr = *
 auth_type = plain
@@ -569,7 +569,7 @@ query_timeout = 10
 `
 	cfg, _, notes := convertString(t, ini, "\"alice\" \"a-secret\"\n")
 	a := cfg.Users["alice"]
-	if got := cfg.TimeoutsFor("alice"); got != (config.ClientTimeouts{Query: 300 * time.Millisecond, Wait: cfg.QueryWaitTimeout.Duration, IdleTransaction: 0, ClientIdle: time.Minute}) {
+	if got := cfg.TimeoutsFor("alice"); got != (config.ClientTimeouts{Query: 300 * time.Millisecond, Wait: cfg.QueryWaitTimeout.Duration, IdleTransaction: 0, ClientIdle: time.Minute, Transaction: 30 * time.Second}) {
 		t.Errorf("alice's timeouts = %+v", got)
 	}
 	if !a.IdleTransactionTimeout.Set || a.QueryWaitTimeout.Set || a.ReservePoolSize != 2 {
