@@ -277,3 +277,22 @@ func TestExecuteBehindDeallocateAllNamesClientStmt(t *testing.T) {
 	}
 	xfCompareIn(t, steps, xfTxn)
 }
+
+// A PREPARE in an unnamed Parse that is never executed (Sync, no Execute),
+// then the same PREPARE again, executed, in the same pipeline: PostgreSQL
+// prepares the name the second time. pgtide had booked it at the first
+// Parse, took the second for a duplicate (PostgreSQL's 42P05, left to the
+// server) and dropped the name when the first turned out not to have run:
+// the client's EXECUTE got 26000 (random tester, seed 810002).
+func TestPrepareAfterUnexecutedPrepare(t *testing.T) {
+	p := xparse("", "PREPARE q1 AS SELECT 'ext' AS q1")
+	steps := []xfStep{
+		{0, []pgproto3.FrontendMessage{p, xflush}},
+		{0, []pgproto3.FrontendMessage{xflush, xsync, p, xbind("", ""), xexec("", 0), xsync}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q1")}},
+		{1, []pgproto3.FrontendMessage{xq("SELECT 'b' AS who")}},
+		{0, []pgproto3.FrontendMessage{xq("PREPARE q2 AS SELECT 1/0; EXECUTE q2"), xq("PREPARE q2 AS SELECT 2 AS two")}},
+		{0, []pgproto3.FrontendMessage{xq("EXECUTE q2; EXECUTE q1")}},
+	}
+	xfCompareModes(t, steps)
+}

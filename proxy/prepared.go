@@ -272,6 +272,37 @@ func (p *pooledBatch) closeBarrierLocked(off int, name string) bool {
 	return true
 }
 
+// prepBarrierLocked is dropsBarrierLocked for a query text that PREPAREs a
+// name whose earlier PREPARE is booked by a request still unanswered (an
+// unnamed Parse that may never be executed, a statement after an error):
+// whether the name exists when this PREPARE runs depends on whether that
+// one ran, which its request's answer tells (the booking confirmed or taken
+// back). The text is read again once it came.
+func (p *pooledBatch) prepBarrierLocked(off int, query []byte) bool {
+	ss := p.ss
+	if len(ss.stmts) == 0 || ss.copyIn || ss.over != nil || ss.q.copyEndQueued() {
+		return false
+	}
+	refs, _ := scanSQL(query, ss.stdStringsLocked(), ss.mbLenLocked())
+	for _, r := range refs {
+		if r.kind != sqlPrepare || r.bad {
+			continue
+		}
+		old := ss.stmts[r.name]
+		if old == nil || old.prep == nil {
+			continue
+		}
+		for i := range ss.q.e {
+			if fx := ss.q.e[i].sql; fx != nil && fx.books(old) {
+				ss.q.e[i].drops = true
+				p.end, p.barrier = off, true
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // parseQuery returns the query text of a whole Parse frame.
 func parseQuery(frame []byte) []byte {
 	if len(frame) < wire.HeaderLen {
@@ -441,10 +472,14 @@ func (p *pooledBatch) syncLocked(off, n int) {
 // PREPARE/EXECUTE/DEALLOCATE in it.
 func (p *pooledBatch) queryLocked(off, n int, body []byte) {
 	ss := p.ss
+	may := mayNameStmts(body) // SQL PREPARE/EXECUTE/DEALLOCATE: sqlsession.go
+	if may && p.prepBarrierLocked(off, body[:max(len(body)-1, 0)]) {
+		return // read again once the request ahead is answered
+	}
 	if ss.noteQueryLocked(body) { // sessionstate.go
 		ss.st.check = true
 	}
-	if mayNameStmts(body) { // SQL PREPARE/EXECUTE/DEALLOCATE: sqlsession.go
+	if may {
 		p.copyUpTo(off)
 		p.out = ss.sqlQueryLocked(p.srv, p.b[off:off+n], p.out)
 		p.seg, p.modified = off+n, true
@@ -486,6 +521,9 @@ func (p *pooledBatch) parseUnnamedLocked(off, n int, query, types []byte) {
 	msg := p.b[off : off+n]
 	var pos *sqlFx
 	if mayNameStmts(query) { // sqlsession.go
+		if p.prepBarrierLocked(off, query) {
+			return
+		}
 		p.copyUpTo(off)
 		msg, p.out, pos = ss.sqlParseLocked(p.srv, msg, query, types, p.out)
 		p.out = append(p.out, msg...)

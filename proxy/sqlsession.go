@@ -65,6 +65,16 @@ type sqlFx struct {
 // text, in characters (an error's position counts characters).
 type posEdit struct{ at, newLen, oldLen int }
 
+// books reports whether fx holds a PREPARE of st not yet confirmed.
+func (fx *sqlFx) books(st *stmt) bool {
+	for _, p := range fx.preps {
+		if p.st == st {
+			return true
+		}
+	}
+	return false
+}
+
 type sqlPrep struct {
 	name string // "" for a name pgtide does not map (U&"...")
 	st   *stmt
