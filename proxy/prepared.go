@@ -222,9 +222,10 @@ type pooledBatch struct {
 
 	deferred []byte    // what drivePump writes to a server borrowed for this batch
 	now      time.Time // the batch's clock: when its requests were queued
-	// barrier: the batch ends before a message that names a statement
-	// the client has while a request that may drop its names is still
-	// unanswered (dropsBarrierLocked); scanPooled waits for that answer.
+	// barrier: the batch ends before a message whose names depend on a
+	// request still unanswered (one that may drop the client's names, a
+	// Close of the name, an earlier PREPARE of it: cutForRepliesLocked);
+	// scanPooled waits for that answer.
 	barrier bool
 }
 
@@ -238,16 +239,25 @@ type pooledBatch struct {
 // once the reply came (scanPooled), with the names as the server left
 // them. Nothing of the sort is queued in ordinary traffic: no cost then.
 func (p *pooledBatch) dropsBarrierLocked(off int) bool {
+	return p.ss.q.dropsAhead() && p.cutForRepliesLocked(off, -1)
+}
+
+// cutForRepliesLocked ends the batch before the message at off, to be read
+// again once the requests marked as drops are answered (awaitDrops); entry
+// i >= 0 is marked first. Not in COPY IN, which waits for the client's
+// data, nor once the session is over: awaitDrops would not wait, and the
+// batch would be cut at the same place again. Nor behind a COPY the client
+// ended in the pipeline (its CopyDone or CopyFail queued): what follows
+// the cut would be read after the server's CopyInResponse, which pgtide
+// takes for a COPY still waiting for data (a Sync read then is dropped as
+// one sent during COPY IN).
+func (p *pooledBatch) cutForRepliesLocked(off, i int) bool {
 	ss := p.ss
-	// Not in COPY IN, which waits for the client's data, nor once the
-	// session is over: awaitDrops would not wait, and the batch would be
-	// cut at the same place again. Nor behind a COPY the client ended in
-	// the pipeline (its CopyDone or CopyFail queued): what follows the cut
-	// would be read after the server's CopyInResponse, which pgtide takes
-	// for a COPY still waiting for data (a Sync read then is dropped as
-	// one sent during COPY IN).
-	if ss.copyIn || ss.over != nil || !ss.q.dropsAhead() || ss.q.copyEndQueued() {
+	if ss.copyIn || ss.over != nil || ss.q.copyEndQueued() {
 		return false
+	}
+	if i >= 0 {
+		ss.q.e[i].drops = true
 	}
 	p.end, p.barrier = off, true
 	return true
@@ -259,17 +269,8 @@ func (p *pooledBatch) dropsBarrierLocked(off int) bool {
 // Sync), the statement is still there, and PostgreSQL answers the Parse
 // with 42P05 and runs the Bind. The Close counts as a drop until answered.
 func (p *pooledBatch) closeBarrierLocked(off int, name string) bool {
-	ss := p.ss
-	if ss.copyIn || ss.over != nil || ss.q.copyEndQueued() {
-		return false
-	}
-	i := ss.q.closeQueued(name)
-	if i < 0 {
-		return false
-	}
-	ss.q.e[i].drops = true
-	p.end, p.barrier = off, true
-	return true
+	i := p.ss.q.closeQueued(name)
+	return i >= 0 && p.cutForRepliesLocked(off, i)
 }
 
 // prepBarrierLocked is dropsBarrierLocked for a query text that PREPAREs a
@@ -280,7 +281,7 @@ func (p *pooledBatch) closeBarrierLocked(off int, name string) bool {
 // back). The text is read again once it came.
 func (p *pooledBatch) prepBarrierLocked(off int, query []byte) bool {
 	ss := p.ss
-	if len(ss.stmts) == 0 || ss.copyIn || ss.over != nil || ss.q.copyEndQueued() {
+	if len(ss.stmts) == 0 {
 		return false
 	}
 	refs, _ := scanSQL(query, ss.stdStringsLocked(), ss.mbLenLocked())
@@ -294,9 +295,7 @@ func (p *pooledBatch) prepBarrierLocked(off int, query []byte) bool {
 		}
 		for i := range ss.q.e {
 			if fx := ss.q.e[i].sql; fx != nil && fx.books(old) {
-				ss.q.e[i].drops = true
-				p.end, p.barrier = off, true
-				return true
+				return p.cutForRepliesLocked(off, i)
 			}
 		}
 	}

@@ -25,8 +25,8 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 	if ss.idleTimer != nil {
 		ss.idleTimer.Stop()
 	}
-	cfg := ss.srv.Config()
-	xact, inXact := ss.xactLeftLocked(cfg)
+	to := ss.srv.Config().TimeoutsFor(ss.userName)
+	xact, inXact := ss.xactLeftLocked(to)
 	if ss.q.empty() {
 		// Nothing outstanding (what was sent is unsynced, or pgtide
 		// answered it): the transaction's clock still runs.
@@ -38,7 +38,7 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 	if !wasEmpty {
 		return // the query timer runs since the queue's first request
 	}
-	d := cfg.TimeoutsFor(ss.userName).Query
+	d := to.Query
 	if inXact && (d <= 0 || xact < d) {
 		d = xact
 	}
@@ -56,8 +56,8 @@ func (ss *session) armTimersLocked(wasEmpty bool) {
 // transaction is open: xactStart, from its first request to the
 // ReadyForQuery that ends it) and how long the transaction has left (0 when
 // it has none). It reads the clock only when the setting is on.
-func (ss *session) xactLeftLocked(cfg *config.Config) (time.Duration, bool) {
-	t := cfg.TimeoutsFor(ss.userName).Transaction
+func (ss *session) xactLeftLocked(to config.ClientTimeouts) (time.Duration, bool) {
+	t := to.Transaction
 	if t <= 0 || ss.xactStart.IsZero() {
 		return 0, false
 	}
@@ -86,8 +86,8 @@ func (ss *session) settleTimersLocked() {
 	if ss.idleTimer != nil {
 		ss.idleTimer.Stop()
 	}
-	cfg := ss.srv.Config()
-	xact, inXact := ss.xactLeftLocked(cfg)
+	to := ss.srv.Config().TimeoutsFor(ss.userName)
+	xact, inXact := ss.xactLeftLocked(to)
 	if ss.unsynced {
 		// An extended batch goes on: not idle, but inside a transaction.
 		if inXact {
@@ -95,10 +95,9 @@ func (ss *session) settleTimersLocked() {
 		}
 		return
 	}
-	t := cfg.TimeoutsFor(ss.userName)
-	d := t.IdleTransaction
+	d := to.IdleTransaction
 	if ss.txStatus == wire.TxIdle {
-		d = t.ClientIdle
+		d = to.ClientIdle
 	} else if inXact && (d <= 0 || xact < d) {
 		d = xact
 	}
@@ -126,8 +125,8 @@ func (ss *session) stopTimersLocked() {
 
 // xactExpiredLocked reports whether the client's transaction has been open
 // for transaction_timeout; both timers ask it first.
-func (ss *session) xactExpiredLocked(cfg *config.Config) bool {
-	left, in := ss.xactLeftLocked(cfg)
+func (ss *session) xactExpiredLocked(to config.ClientTimeouts) bool {
+	left, in := ss.xactLeftLocked(to)
 	return in && left <= 0 && !ss.gone
 }
 
@@ -147,16 +146,16 @@ func (ss *session) xactTimedOut() {
 // transaction_timeout ends the session instead.
 func (ss *session) queryTimedOut() {
 	ss.mu.Lock()
-	cfg := ss.srv.Config()
-	if ss.xactExpiredLocked(cfg) {
+	to := ss.srv.Config().TimeoutsFor(ss.userName)
+	if ss.xactExpiredLocked(to) {
 		ss.mu.Unlock()
 		ss.xactTimedOut()
 		return
 	}
 	busy := !ss.q.empty() && !ss.gone
-	xact, inXact := ss.xactLeftLocked(cfg)
+	xact, inXact := ss.xactLeftLocked(to)
 	var left time.Duration // how long until this timer is due again; 0 = not again
-	if d := cfg.TimeoutsFor(ss.userName).Query; d > 0 {
+	if d := to.Query; d > 0 {
 		if l := d - time.Since(ss.queryStart); busy && !ss.queryStart.IsZero() && l > 0 {
 			// The query running now started after this timer was armed: it
 			// fired for one that ended as the next was queued (Stop came
@@ -187,8 +186,8 @@ func (ss *session) queryTimedOut() {
 // one whose transaction ran past transaction_timeout (25P04).
 func (ss *session) idleTimedOut() {
 	ss.mu.Lock()
-	cfg := ss.srv.Config()
-	if ss.xactExpiredLocked(cfg) {
+	to := ss.srv.Config().TimeoutsFor(ss.userName)
+	if ss.xactExpiredLocked(to) {
 		ss.mu.Unlock()
 		ss.xactTimedOut()
 		return
@@ -205,11 +204,11 @@ func (ss *session) idleTimedOut() {
 	// The timer may have been armed for the transaction only (its
 	// transaction_timeout is not due yet: it fired early, after a Reset):
 	// then the idle timeout it stands for is off.
-	if t := cfg.TimeoutsFor(ss.userName); inTxn && t.IdleTransaction <= 0 || !inTxn && t.ClientIdle <= 0 {
+	if inTxn && to.IdleTransaction <= 0 || !inTxn && to.ClientIdle <= 0 {
 		idle = false
 	}
 	if !idle && ss.q.empty() && !ss.gone {
-		if xact, ok := ss.xactLeftLocked(cfg); ok {
+		if xact, ok := ss.xactLeftLocked(to); ok {
 			ss.armIdleLocked(xact) // the transaction's clock goes on
 		}
 	}

@@ -79,28 +79,6 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(d.Duration.String()), nil
 }
 
-// InheritDuration is a Duration in a [databases.NAME] table that may be left
-// out or written "" (and, as in PgBouncer, "0"): zero then means "inherit
-// the global setting". It prints as "" when zero.
-type InheritDuration struct{ Duration }
-
-// UnmarshalText implements encoding.TextUnmarshaler: "" is zero.
-func (d *InheritDuration) UnmarshalText(b []byte) error {
-	if len(b) == 0 {
-		d.Duration.Duration = 0
-		return nil
-	}
-	return d.Duration.UnmarshalText(b)
-}
-
-// MarshalText implements encoding.TextMarshaler: zero is "".
-func (d InheritDuration) MarshalText() ([]byte, error) {
-	if d.Duration.Duration == 0 {
-		return []byte{}, nil
-	}
-	return d.Duration.MarshalText()
-}
-
 // Config is the whole configuration file.
 type Config struct {
 	Listen                   []string  `toml:"listen"`                      // TCP "host:port" list; default ["127.0.0.1:6432"]
@@ -192,22 +170,22 @@ type Config struct {
 // Database is one [databases.NAME] section. The name "*" is the fallback
 // for any database a client asks for that has no section of its own.
 type Database struct {
-	Host                   string          `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
-	Port                   int             `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
-	Ports                  []int           `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
-	LoadBalanceHosts       string          `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
-	DBName                 string          `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
-	User                   string          `toml:"user"`                      // optional: connect to the server as this user instead of the client's
-	Password               string          `toml:"password"`                  // optional: password for User (or for the client's user)
-	PoolSize               int             `toml:"pool_size"`                 // 0 = default_pool_size
-	MinPoolSize            int             `toml:"min_pool_size"`             // 0 = global min_pool_size
-	ReservePoolSize        int             `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
-	PoolMode               PoolMode        `toml:"pool_mode"`                 // "" = inherit
-	PinPolicy              PinPolicy       `toml:"pin_policy"`                // "" = inherit
-	MaxDBConnections       int             `toml:"max_db_connections"`        // 0 = global value
-	MaxDBClientConnections int             `toml:"max_db_client_connections"` // 0 = global value
-	ConnectQuery           string          `toml:"connect_query"`             // "" = none; run once on each new server connection after login
-	ServerLifetime         InheritDuration `toml:"server_lifetime"`           // "" (or "0") = the global server_lifetime
+	Host                   string      `toml:"host"`                      // default "127.0.0.1"; a value starting with "/" is a unix socket directory; "a,b,c" lists several hosts (Targets)
+	Port                   int         `toml:"port"`                      // default 5432; the port of every host. In the file also an array, one port per host (Ports)
+	Ports                  []int       `toml:"-"`                         // port = [p1, p2, ...]: one port per host of Host, in order (len > 1); nil: Port for every host
+	LoadBalanceHosts       string      `toml:"load_balance_hosts"`        // "" = inherit the global load_balance_hosts
+	DBName                 string      `toml:"dbname"`                    // default: the section name (for "*": the name the client asked for)
+	User                   string      `toml:"user"`                      // optional: connect to the server as this user instead of the client's
+	Password               string      `toml:"password"`                  // optional: password for User (or for the client's user)
+	PoolSize               int         `toml:"pool_size"`                 // 0 = default_pool_size
+	MinPoolSize            int         `toml:"min_pool_size"`             // 0 = global min_pool_size
+	ReservePoolSize        int         `toml:"reserve_pool_size"`         // 0 = global reserve_pool_size
+	PoolMode               PoolMode    `toml:"pool_mode"`                 // "" = inherit
+	PinPolicy              PinPolicy   `toml:"pin_policy"`                // "" = inherit
+	MaxDBConnections       int         `toml:"max_db_connections"`        // 0 = global value
+	MaxDBClientConnections int         `toml:"max_db_client_connections"` // 0 = global value
+	ConnectQuery           string      `toml:"connect_query"`             // "" = none; run once on each new server connection after login
+	ServerLifetime         OptDuration `toml:"server_lifetime"`           // unset, "" or "0" = the global server_lifetime
 
 	// Defaults for clients of this database that do not send their own
 	// (see proxy/params.go); "" = the server's.
@@ -246,7 +224,9 @@ type User struct {
 }
 
 // OptDuration is a duration that may be left unset (Set false), for
-// settings that fall back to another one.
+// settings that fall back to another one: [users.NAME] timeouts (where "0"
+// turns the timeout off for the user) and [databases.NAME]
+// server_lifetime (where "0" means the global one, as in PgBouncer).
 type OptDuration struct {
 	Duration
 	Set bool
