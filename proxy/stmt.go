@@ -54,11 +54,7 @@ const noStmtName = "pgtide_0"
 // as the client sent it.
 func newExecStmt(query, types []byte, dep *stmt, clientQuery []byte) *stmt {
 	name := newStmtName()
-	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
-	body = append(append(body, name...), 0)
-	body = append(append(body, query...), 0)
-	body = append(body, types...)
-	return &stmt{name: name, parse: frame(wire.FeParse, body), dep: dep,
+	return &stmt{name: name, parse: parseFrame(name, query, types), dep: dep,
 		exec: &execText{query: bytes.Clone(clientQuery), types: bytes.Clone(types)}}
 }
 
@@ -95,11 +91,7 @@ func (r *stmtRegistry) getDep(query, types []byte, dep *stmt) *stmt {
 		return st
 	}
 	name := newStmtName()
-	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
-	body = append(append(body, name...), 0)
-	body = append(append(body, query...), 0)
-	body = append(body, types...)
-	st := &stmt{name: name, parse: frame(wire.FeParse, body), dep: dep, drops: mayDropStmts(query)}
+	st := &stmt{name: name, parse: parseFrame(name, query, types), dep: dep, drops: mayDropStmts(query)}
 	k := string(key)
 	r.byKey[k] = weak.Make(st)
 	runtime.AddCleanup(st, r.drop, k)
@@ -144,6 +136,15 @@ func (r *stmtRegistry) flush() {
 		r.byKey = map[string]weak.Pointer[stmt]{}
 	}
 	r.mu.Unlock()
+}
+
+// parseFrame is a whole Parse message preparing query (with its parameter
+// types, as the client's Parse carried them) under the server-side name.
+func parseFrame(name string, query, types []byte) []byte {
+	body := make([]byte, 0, len(name)+1+len(query)+1+len(types))
+	body = append(append(body, name...), 0)
+	body = append(append(body, query...), 0)
+	return frame(wire.FeParse, append(body, types...))
 }
 
 // frame builds a whole message from a type and body.
